@@ -1,0 +1,28 @@
+"""detgn: Mask R-CNN with Group Normalization, detectron2-compatible."""
+from setuptools import find_packages, setup
+
+setup(
+    name="detgn",
+    version="0.1.0",
+    description="Detection and instance segmentation with Group Normalization (Mask R-CNN, FPN)",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=("tests", "tests.*", "configs", "tools")),
+    install_requires=[
+        # A plain range: on machines with a local wheel cache this resolves to it.
+        "torch>=2.0",
+        "torchvision>=0.15",
+        "pycocotools>=2.0.6",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "opencv-python-headless>=4.5",
+        "numpy",
+        "tqdm",
+        "tabulate",
+        "pyyaml",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "matplotlib", "tensorboard"],
+        "plot": ["matplotlib"],
+        "tensorboard": ["tensorboard"],
+    },
+)
