@@ -1,3 +1,4 @@
 from .config import CfgNode, ConfigKeyError, get_cfg
+from .configurable import configurable
 
-__all__ = ["CfgNode", "ConfigKeyError", "get_cfg"]
+__all__ = ["CfgNode", "ConfigKeyError", "configurable", "get_cfg"]

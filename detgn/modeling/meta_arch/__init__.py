@@ -1,0 +1,4 @@
+from .build import META_ARCH_REGISTRY, build_model
+from .rcnn import GeneralizedRCNN
+
+__all__ = [k for k in globals() if not k.startswith("_")]
