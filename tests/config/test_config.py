@@ -1,0 +1,106 @@
+import ast
+import os
+
+import pytest
+import yaml
+
+from detgn.config import ConfigKeyError, get_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# detectron2's configs/Misc/mask_rcnn_R_50_FPN_3x_gn.yaml, written as users have it.
+D2_GN_YAML = """\
+_BASE_: "../Base-RCNN-FPN.yaml"
+MODEL:
+  WEIGHTS: "catalog://ImageNetPretrained/FAIR/R-50-GN"
+  MASK_ON: True
+  RESNETS:
+    DEPTH: 50
+    NORM: "GN"
+    STRIDE_IN_1X1: False
+  FPN:
+    NORM: "GN"
+  ROI_BOX_HEAD:
+    NAME: "FastRCNNConvFCHead"
+    NUM_CONV: 4
+    NUM_FC: 1
+    NORM: "GN"
+  ROI_MASK_HEAD:
+    NORM: "GN"
+SOLVER:
+  # 3x schedule
+  STEPS: (210000, 250000)
+  MAX_ITER: 270000
+"""
+
+
+def test_defaults_have_comments():
+    src = open(os.path.join(REPO, "detgn", "config", "defaults.py")).read()
+    lines = src.splitlines()
+    tree = ast.parse(src)
+    missing = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            line = lines[node.lineno - 1 if node.end_lineno is None else node.end_lineno - 1]
+            if "CN()" in line:
+                continue
+            if "#" not in line:
+                missing.append(line.strip())
+    assert not missing, f"config keys without a comment: {missing}"
+
+
+def test_base_chain_two_levels(tmp_path):
+    (tmp_path / "a.yaml").write_text("SOLVER:\n  BASE_LR: 0.5\n  MAX_ITER: 10\nMODEL:\n  MASK_ON: True\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.yaml").write_text('_BASE_: "../a.yaml"\nSOLVER:\n  MAX_ITER: 20\n')
+    (tmp_path / "sub" / "c.yaml").write_text('_BASE_: "b.yaml"\nSOLVER:\n  IMS_PER_BATCH: 3\n')
+    cfg = get_cfg()
+    cfg.merge_from_file(str(tmp_path / "sub" / "c.yaml"))
+    assert cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 20 and cfg.SOLVER.IMS_PER_BATCH == 3
+    assert cfg.MODEL.MASK_ON is True
+    cfg.merge_from_list(["SOLVER.BASE_LR", "0.02", "MODEL.RESNETS.NORM", "GN"])
+    assert cfg.SOLVER.BASE_LR == 0.02 and cfg.MODEL.RESNETS.NORM == "GN"
+
+
+def test_misspelt_key_in_yaml_names_close_key(tmp_path):
+    (tmp_path / "bad.yaml").write_text("MODEL:\n  RESNETS:\n    NROM: GN\n")
+    cfg = get_cfg()
+    with pytest.raises(ConfigKeyError) as e:
+        cfg.merge_from_file(str(tmp_path / "bad.yaml"))
+    msg = str(e.value)
+    assert "MODEL.RESNETS.NROM" in msg and "MODEL.RESNETS.NORM" in msg
+    assert "\n" not in msg
+
+
+def test_misspelt_key_on_command_line():
+    cfg = get_cfg()
+    with pytest.raises(ConfigKeyError) as e:
+        cfg.merge_from_list(["SOLVER.BASE_LRR", "0.1"])
+    assert "SOLVER.BASE_LR" in str(e.value)
+    with pytest.raises(ValueError):
+        cfg.merge_from_list(["SOLVER.BASE_LR"])
+
+
+def test_detectron2_gn_yaml_loads_unchanged(tmp_path):
+    (tmp_path / "Misc").mkdir()
+    base = open(os.path.join(REPO, "configs", "Base-RCNN-FPN.yaml")).read()
+    (tmp_path / "Base-RCNN-FPN.yaml").write_text(base)
+    (tmp_path / "Misc" / "mask_rcnn_R_50_FPN_3x_gn.yaml").write_text(D2_GN_YAML)
+    cfg = get_cfg()
+    cfg.merge_from_file(str(tmp_path / "Misc" / "mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    assert cfg.MODEL.RESNETS.NORM == "GN" and cfg.MODEL.FPN.NORM == "GN"
+    assert cfg.MODEL.ROI_BOX_HEAD.NUM_CONV == 4 and cfg.MODEL.ROI_BOX_HEAD.NUM_FC == 1
+    assert cfg.MODEL.ROI_MASK_HEAD.NORM == "GN" and cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False
+    assert cfg.SOLVER.MAX_ITER == 270000 and tuple(cfg.SOLVER.STEPS) == (210000, 250000)
+    assert cfg.INPUT.MIN_SIZE_TRAIN == (640, 672, 704, 736, 768, 800)
+
+
+def test_dump_roundtrip(tmp_path):
+    cfg = get_cfg()
+    cfg.SOLVER.BASE_LR = 0.123
+    p = tmp_path / "dumped.yaml"
+    p.write_text(cfg.dump())
+    cfg2 = get_cfg()
+    cfg2.merge_from_file(str(p))
+    assert cfg2.SOLVER.BASE_LR == 0.123
+    assert yaml.safe_load(cfg.dump())["MODEL"]["GROUP_NORM"]["NUM_GROUPS"] == 32
