@@ -38,31 +38,54 @@ def bitmask_to_rle(mask: np.ndarray) -> dict:
 
 
 class BitMasks:
-    """Masks of one image as an (N, H, W) bool tensor."""
+    """Masks of one image as an (N, H, W) bool tensor.
 
-    def __init__(self, tensor: Union[torch.Tensor, np.ndarray]):
+    Indexing is lazy: `masks[idx]` shares the underlying (G, H, W) tensor and records the
+    indices, so selecting the matched GT mask for each of 512 sampled ROIs copies nothing;
+    `crop_and_resize` samples straight from the shared tensor. `.tensor` materialises.
+    """
+
+    def __init__(self, tensor: Union[torch.Tensor, np.ndarray], _index: torch.Tensor = None):
         if isinstance(tensor, np.ndarray):
             tensor = torch.from_numpy(tensor)
         tensor = tensor.to(torch.bool) if tensor.dtype != torch.bool else tensor
         if tensor.dim() != 3:
             raise ValueError(f"BitMasks expects (N, H, W), got {tuple(tensor.shape)}")
-        self.tensor = tensor
+        self._base = tensor
+        self._index = _index
         self.image_size = tuple(tensor.shape[1:])
 
+    @property
+    def tensor(self) -> torch.Tensor:
+        if self._index is None:
+            return self._base
+        return self._base[self._index]
+
     def to(self, *args, **kwargs) -> "BitMasks":
-        return BitMasks(self.tensor.to(*args, **kwargs))
+        base = self._base.to(*args, **kwargs)
+        idx = None if self._index is None else self._index.to(base.device)
+        return BitMasks(base, idx)
 
     @property
     def device(self):
-        return self.tensor.device
+        return self._base.device
 
     def __getitem__(self, item) -> "BitMasks":
+        n = len(self)
         if isinstance(item, int):
-            return BitMasks(self.tensor[item].unsqueeze(0))
-        return BitMasks(self.tensor[item])
+            item = torch.tensor([item if item >= 0 else n + item])
+        elif isinstance(item, slice):
+            item = torch.arange(n)[item]
+        elif isinstance(item, (list, tuple)):
+            item = torch.as_tensor(item, dtype=torch.int64)
+        item = item.to(self._base.device)
+        if item.dtype == torch.bool:
+            item = item.nonzero().squeeze(1)
+        idx = item if self._index is None else self._index[item]
+        return BitMasks(self._base, idx)
 
     def __len__(self) -> int:
-        return self.tensor.shape[0]
+        return self._base.shape[0] if self._index is None else len(self._index)
 
     def __iter__(self):
         yield from self.tensor
@@ -87,12 +110,19 @@ class BitMasks:
     def crop_and_resize(self, boxes: torch.Tensor, mask_size: int) -> torch.Tensor:
         """(N, M, M) float targets: each mask sampled inside its box by ROIAlign (aligned=True)."""
         assert len(boxes) == len(self), f"{len(boxes)} boxes for {len(self)} masks"
-        device = self.tensor.device
+        device = self._base.device
         if len(boxes) == 0:
             return torch.empty(0, mask_size, mask_size, device=device)
-        idx = torch.arange(len(boxes), device=device, dtype=boxes.dtype)[:, None]
-        rois = torch.cat([idx, boxes.to(device)], dim=1)
-        out = roi_align(self.tensor[:, None].float(), rois, (mask_size, mask_size), 1.0, 0, True)
+        idx = torch.arange(len(boxes), device=device) if self._index is None else self._index
+        rois = torch.cat([idx[:, None].to(boxes.dtype).to(device), boxes.to(device)], dim=1)
+        if self._index is not None:  # only convert the masks that are referenced
+            used, inverse = torch.unique(self._index, return_inverse=True)
+            src = self._base[used]
+            rois[:, 0] = inverse.to(rois.dtype)
+        else:
+            src = self._base
+        out = roi_align(src[:, None].to(boxes.dtype if boxes.dtype.is_floating_point else torch.float32), rois,
+                        (mask_size, mask_size), 1.0, 0, True)
         return (out.squeeze(1) >= 0.5).float()
 
     @staticmethod

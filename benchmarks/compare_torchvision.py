@@ -1,0 +1,113 @@
+"""Side-by-side timing: detgn's GN Mask R-CNN vs torchvision's Mask R-CNN with the same GN architecture.
+
+Same process, same threads, same synthetic input (N images of HxW with 8 boxes/masks each).
+Train step = forward + backward + SGD step. Inference = eval forward with 100 detections
+(score threshold 0 in both so the mask head and pasting run on 100 boxes).
+
+    python benchmarks/compare_torchvision.py --size 512 --images 2 --iters 5 [--amp bf16] [--device cpu]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.peers import build_torchvision_gn_maskrcnn, synthetic_batch, to_detgn_inputs, to_torchvision_inputs  # noqa: E402
+from detgn.config import get_cfg  # noqa: E402
+from detgn.modeling import build_model  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def detgn_model(size, device, score_thresh=0.0):
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
+    return build_model(cfg)
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_it(fn, iters, warmup, device):
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench(size, images, iters, warmup, amp, device):
+    torch.manual_seed(0)
+    batch = synthetic_batch(images, size, size)
+    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if amp == "bf16" else None
+    results = {}
+
+    d = detgn_model(size, device)
+    tv = build_torchvision_gn_maskrcnn(80, min_size=size, score_thresh=0.0).to(device)
+    d_inputs = to_detgn_inputs(batch)
+    tv_images, tv_targets = to_torchvision_inputs(batch, device)
+    for name, model in (("detgn", d), ("torchvision", tv)):
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+        def train_step():
+            model.train()
+            ctx = autocast() if autocast else torch.autocast("cpu", enabled=False)
+            with ctx:
+                losses = model(d_inputs) if name == "detgn" else model(tv_images, tv_targets)
+                loss = sum(losses.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def infer():
+            model.eval()
+            ctx = autocast() if autocast else torch.autocast("cpu", enabled=False)
+            with torch.no_grad(), ctx:
+                if name == "detgn":
+                    model(d_inputs)
+                else:
+                    model(tv_images)
+
+        results[(name, "train")] = time_it(train_step, iters, warmup, device)
+        results[(name, "infer")] = time_it(infer, iters, warmup, device)
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512, help="square input side in pixels")
+    ap.add_argument("--images", type=int, default=2, help="images per batch")
+    ap.add_argument("--iters", type=int, default=5, help="timed iterations")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations")
+    ap.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast dtype")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = False
+    res = bench(args.size, args.images, args.iters, args.warmup, args.amp, args.device)
+    print(f"device={args.device} size={args.size} images={args.images} amp={args.amp} threads={args.threads} iters={args.iters}")
+    print(f"{'task':8s} {'detgn s':>10s} {'torchvision s':>14s} {'ratio':>7s}   (median; min-max)")
+    for task in ("train", "infer"):
+        a, b = res[("detgn", task)], res[("torchvision", task)]
+        ma, mb = statistics.median(a), statistics.median(b)
+        print(f"{task:8s} {ma:10.3f} {mb:14.3f} {ma / mb:7.3f}   detgn {min(a):.3f}-{max(a):.3f}; tv {min(b):.3f}-{max(b):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""DetectionCheckpointer: fvcore's Checkpointer with atomic saves, RNG state, and every weight
+format users have (detgn/detectron2 .pth, detectron2 and Detectron .pkl, torchvision/timm ResNets).
+
+Formats are recognised from the file's content (see formats.py); after loading, a report lists
+matched keys, keys missing from the file, unused keys, and skipped shape mismatches. A file
+where nothing matches the model is an error.
+"""
+import logging
+import os
+import pickle
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
+
+from detgn.utils import comm
+
+from .formats import convert_to_detgn, load_any_file
+from .paths import resolve_weights_path
+
+__all__ = ["DetectionCheckpointer", "get_rng_state", "set_rng_state", "WeightsLoadError"]
+
+logger = logging.getLogger(__name__)
+
+
+class WeightsLoadError(RuntimeError):
+    """The weights file matched nothing in the model (wrong file or wrong architecture)."""
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) RNG states in a weights_only-loadable form."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(_to_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class DetectionCheckpointer(Checkpointer):
+    """Checkpointer(model, save_dir, **checkpointables) that
+
+    - saves atomically (temp file + fsync + rename; `last_checkpoint` updated the same way), so a
+      crash mid-save leaves the previous checkpoint and its tag intact;
+    - saves only on the main process;
+    - loads any supported weight format and prints a load report.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, save_to_disk: Optional[bool] = None, **checkpointables):
+        is_main = comm.is_main_process()
+        super().__init__(model, save_dir, save_to_disk=is_main if save_to_disk is None else save_to_disk, **checkpointables)
+        self.last_report: Optional[Dict[str, List]] = None
+
+    # ------------------------------------------------------------------ save
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        _atomic_torch_save(data, save_file)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        _atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+
+    # ------------------------------------------------------------------ load
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        if path:
+            path = resolve_weights_path(path)
+        return super().load(path, checkpointables)
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        obj = load_any_file(filename)
+        converted = convert_to_detgn(obj, self.model.state_dict(), source=filename)
+        self.logger.info("Weights %s: detected format '%s'", filename, converted["format"])
+        return converted
+
+    def _load_model(self, checkpoint: Dict[str, Any]) -> _IncompatibleKeys:
+        fmt = checkpoint.pop("format", "detgn")
+        matched_candidates = set(checkpoint["model"].keys())
+        model_keys = set(self.model.state_dict().keys())
+        if not (matched_candidates & model_keys):
+            raise WeightsLoadError(
+                f"None of the {len(matched_candidates)} tensors in the weights file match the model's {len(model_keys)} "
+                f"parameters (format '{fmt}'); check MODEL.WEIGHTS and that the config describes the same architecture")
+        incompatible = super()._load_model(checkpoint)
+        skipped = {k for k, _, _ in incompatible.incorrect_shapes}
+        matched = sorted((matched_candidates & model_keys) - skipped)
+        missing = [k for k in incompatible.missing_keys if k not in skipped]
+        self.last_report = {
+            "format": fmt,
+            "matched": matched,
+            "missing": sorted(missing),
+            "unused": sorted(incompatible.unexpected_keys),
+            "shape_mismatch": [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes],
+        }
+        self.logger.info(format_load_report(self.last_report))
+        return _IncompatibleKeys(missing_keys=[], unexpected_keys=[], incorrect_shapes=[])
+
+
+def format_load_report(report: Dict[str, Any], max_list: int = 12) -> str:
+    """A table: matched / missing / unused / shape-mismatch counts and the keys of each group."""
+    from fvcore.common.checkpoint import _group_checkpoint_keys, _group_to_str
+
+    def grouped(keys):
+        groups = _group_checkpoint_keys(keys)
+        items = sorted(k + _group_to_str(v) for k, v in groups.items())
+        more = f" ... and {len(items) - max_list} more groups" if len(items) > max_list else ""
+        return ", ".join(items[:max_list]) + more
+
+    lines = [f"Weight loading report (format: {report['format']})",
+             f"  {'matched':<16} {len(report['matched']):>6}",
+             f"  {'missing in file':<16} {len(report['missing']):>6}   {grouped(report['missing']) if report['missing'] else ''}",
+             f"  {'unused in file':<16} {len(report['unused']):>6}   {grouped(report['unused']) if report['unused'] else ''}",
+             f"  {'shape mismatch':<16} {len(report['shape_mismatch']):>6}   "
+             + ", ".join(f"{k} file{a} != model{b}" for k, a, b in report["shape_mismatch"][:max_list])]
+    return "\n".join(lines)
+
+
+def _atomic_torch_save(data, path: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

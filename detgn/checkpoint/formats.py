@@ -1,0 +1,233 @@
+"""Recognise a weights file's format from its content and convert it to detgn parameter names.
+
+Formats:
+  detgn       {"model": tensors, "optimizer", "scheduler", "iteration", ...}  (loads as is)
+  detectron2  .pth state dicts or .pkl {"model": numpy arrays, "__author__": ...} (same names)
+  caffe2      Detectron pickles, {"blobs": {...}} or flat: conv1_w, res2_0_branch2a_gn_s, fpn_*,
+              rpn_*, head_conv*, fc6, cls_score, bbox_pred, _[mask]_fcn*, conv5_mask, mask_fcn_logits
+  torchvision torchvision / timm ResNet state dicts: conv1.weight, bn1.*, layerX.Y.convZ/bnZ, downsample.0/1
+"""
+import logging
+import pickle
+import re
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_any_file(filename: str) -> Any:
+    """torch.load (weights only) for torch files; a latin1 pickle for Detectron/detectron2 .pkl."""
+    try:
+        return torch.load(filename, map_location="cpu", weights_only=True)
+    except Exception as torch_error:
+        try:
+            with open(filename, "rb") as f:
+                return pickle.load(f, encoding="latin1")
+        except Exception:
+            raise ValueError(f"Cannot read weights file {filename}: it is neither a torch checkpoint ({torch_error}) nor a pickle") from torch_error
+
+
+def _model_prefix(model_keys, suffix: str) -> Optional[str]:
+    for k in model_keys:
+        if k.endswith(suffix):
+            return k[: -len(suffix)]
+    return None
+
+
+def detect_format(obj: Any) -> str:
+    if not isinstance(obj, dict):
+        raise ValueError(f"Unsupported weights object of type {type(obj).__name__}; expected a dict")
+    if "blobs" in obj:
+        return "caffe2"
+    if "model" in obj and isinstance(obj["model"], dict):
+        keys = list(obj["model"].keys())
+        if _looks_caffe2(keys):
+            return "caffe2"
+        if "__author__" in obj or any(isinstance(v, np.ndarray) for v in obj["model"].values()):
+            return "detectron2"
+        return "detgn"
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return detect_format(obj["state_dict"])
+    keys = list(obj.keys())
+    if _looks_caffe2(keys):
+        return "caffe2"
+    if _looks_torchvision(keys):
+        return "torchvision"
+    return "detectron2"
+
+
+def _looks_caffe2(keys) -> bool:
+    return any(k in ("conv1_w", "res_conv1_bn_s", "conv1_gn_s") or re.match(r"res\d+_\d+_branch", k) for k in keys)
+
+
+def _looks_torchvision(keys) -> bool:
+    return "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys)
+
+
+def _tensorize(d: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.ascontiguousarray(v))
+        if isinstance(v, torch.Tensor):
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------------------ caffe2 names
+_C2_FPN_LEVEL = re.compile(r"^fpn_(inner_)?res(\d)_\d+_sum(_lateral)?(_gn)?_(w|b|s)$")
+
+
+def _c2_norm_suffix(rest: str) -> Optional[str]:
+    return {"_gn_s": "norm.weight", "_gn_b": "norm.bias", "_bn_s": "norm.weight", "_bn_b": "norm.bias",
+            "_bn_rm": "norm.running_mean", "_bn_riv": "norm.running_var", "_w": "weight", "_b": "bias"}.get(rest)
+
+
+def c2_names_to_detgn(blobs: Dict[str, Any], backbone_prefix: str) -> Dict[str, Any]:
+    """Rename Detectron (Caffe2) blobs to detgn keys. `backbone_prefix` is where the ResNet lives
+    (e.g. "backbone.bottom_up."). Unknown blobs keep their names (reported as unused); classifier
+    blobs (pred_w/b) and *_momentum are dropped. The detection-model heads are converted too, with
+    the background class moved from index 0 to the last index (cls_score) or removed (bbox_pred, masks)."""
+    out = {}
+    for name, value in blobs.items():
+        if name.endswith("_momentum") or name in ("pred_w", "pred_b", "lr", "weight_order", "model_iter"):
+            continue
+        new = _c2_one(name, backbone_prefix)
+        out[new if new is not None else name] = value
+    return _fix_background(out)
+
+
+def _c2_one(name: str, bp: str) -> Optional[str]:
+    m = re.match(r"^(conv1|res_conv1)(_gn_s|_gn_b|_bn_s|_bn_b|_bn_rm|_bn_riv|_w|_b)$", name)
+    if m:
+        return f"{bp}stem.conv1.{_c2_norm_suffix(m.group(2))}"
+    m = re.match(r"^res(\d)_(\d+)_branch(2a|2b|2c|1)(_gn_s|_gn_b|_bn_s|_bn_b|_bn_rm|_bn_riv|_w|_b)$", name)
+    if m:
+        stage, block, branch, rest = m.groups()
+        conv = {"2a": "conv1", "2b": "conv2", "2c": "conv3", "1": "shortcut"}[branch]
+        return f"{bp}res{stage}.{block}.{conv}.{_c2_norm_suffix(rest)}"
+    m = re.match(r"^fpn_inner_res(\d)_\d+_sum(?:_lateral)?(_gn_s|_gn_b|_w|_b)$", name)
+    if m:
+        return f"backbone.fpn_lateral{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
+    m = re.match(r"^fpn_res(\d)_\d+_sum(_gn_s|_gn_b|_w|_b)$", name)
+    if m:
+        return f"backbone.fpn_output{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
+    m = re.match(r"^(conv_rpn|rpn_cls_logits|rpn_bbox_pred)_fpn2_(w|b)$", name)
+    if m:
+        layer = {"conv_rpn": "conv", "rpn_cls_logits": "objectness_logits", "rpn_bbox_pred": "anchor_deltas"}[m.group(1)]
+        return f"proposal_generator.rpn_head.{layer}.{'weight' if m.group(2) == 'w' else 'bias'}"
+    m = re.match(r"^head_conv(\d)(_gn_s|_gn_b|_w|_b)$", name)
+    if m:
+        return f"roi_heads.box_head.conv{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
+    m = re.match(r"^fc(6|7)_(w|b)$", name)
+    if m:
+        return f"roi_heads.box_head.fc{int(m.group(1)) - 5}.{'weight' if m.group(2) == 'w' else 'bias'}"
+    m = re.match(r"^(cls_score|bbox_pred)_(w|b)$", name)
+    if m:
+        return f"roi_heads.box_predictor.{m.group(1)}.{'weight' if m.group(2) == 'w' else 'bias'}"
+    m = re.match(r"^_\[mask\]_fcn(\d)(_gn_s|_gn_b|_w|_b)$", name)
+    if m:
+        return f"roi_heads.mask_head.mask_fcn{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
+    m = re.match(r"^conv5_mask_(w|b)$", name)
+    if m:
+        return f"roi_heads.mask_head.deconv.{'weight' if m.group(1) == 'w' else 'bias'}"
+    m = re.match(r"^mask_fcn_logits_(w|b)$", name)
+    if m:
+        return f"roi_heads.mask_head.predictor.{'weight' if m.group(1) == 'w' else 'bias'}"
+    return None
+
+
+def _roll_bg(x):
+    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    return torch.cat([x[1:], x[:1]], dim=0)
+
+
+def _drop_first(x, n):
+    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    return x[n:]
+
+
+def _fix_background(d):
+    """Detectron puts background at index 0; detectron2/detgn at the last index (cls) or nowhere (reg, masks)."""
+    for suffix in ("weight", "bias"):
+        k = f"roi_heads.box_predictor.cls_score.{suffix}"
+        if k in d:
+            d[k] = _roll_bg(d[k])
+        k = f"roi_heads.box_predictor.bbox_pred.{suffix}"
+        if k in d:
+            x = torch.as_tensor(np.asarray(d[k])) if not isinstance(d[k], torch.Tensor) else d[k]
+            num_cls_score = d.get("roi_heads.box_predictor.cls_score.bias")
+            if num_cls_score is not None and x.shape[0] == 4 * len(num_cls_score):  # class-specific incl. background
+                d[k] = _drop_first(x, 4)
+        k = f"roi_heads.mask_head.predictor.{suffix}"
+        cls = d.get("roi_heads.box_predictor.cls_score.bias")
+        if k in d and cls is not None:
+            x = torch.as_tensor(np.asarray(d[k])) if not isinstance(d[k], torch.Tensor) else d[k]
+            if x.shape[0] == len(cls):  # K + 1 mask channels incl. background
+                d[k] = _drop_first(x, 1)
+    return d
+
+
+# ------------------------------------------------------------------------------ torchvision names
+def torchvision_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str) -> Dict[str, Any]:
+    """Rename torchvision/timm ResNet keys to detgn's; `fc.*` and num_batches_tracked are dropped."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
+            continue
+        m = re.match(r"^conv1\.weight$", k)
+        if m:
+            out[f"{backbone_prefix}stem.conv1.weight"] = v
+            continue
+        m = re.match(r"^bn1\.(weight|bias|running_mean|running_var)$", k)
+        if m:
+            out[f"{backbone_prefix}stem.conv1.norm.{m.group(1)}"] = v
+            continue
+        m = re.match(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$", k)
+        if m:
+            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.{m.group(3)}.weight"] = v
+            continue
+        m = re.match(r"^layer(\d)\.(\d+)\.bn(\d)\.(weight|bias|running_mean|running_var)$", k)
+        if m:
+            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.norm.{m.group(4)}"] = v
+            continue
+        m = re.match(r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", k)
+        if m:
+            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.weight"] = v
+            continue
+        m = re.match(r"^layer(\d)\.(\d+)\.downsample\.1\.(weight|bias|running_mean|running_var)$", k)
+        if m:
+            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.norm.{m.group(3)}"] = v
+            continue
+        out[k] = v  # reported as unused
+    return out
+
+
+def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source: str = "") -> Dict[str, Any]:
+    """-> {"model": detgn-named tensors, "format": name, ...other checkpoint entries (detgn format)}."""
+    fmt = detect_format(obj)
+    prefix = _model_prefix(model_state_dict.keys(), "stem.conv1.weight") or ""
+    if fmt == "detgn":
+        out = dict(obj)
+        out["model"] = _tensorize(obj["model"])
+    elif fmt == "detectron2":
+        sd = obj["model"] if "model" in obj else obj.get("state_dict", obj)
+        out = {"model": _tensorize(sd)}
+        for k in ("iteration",):
+            if k in obj and "model" in obj:
+                out["source_iteration"] = obj[k]
+    elif fmt == "caffe2":
+        blobs = obj.get("blobs", obj.get("model", obj))
+        out = {"model": _tensorize(c2_names_to_detgn(blobs, prefix))}
+    else:
+        sd = obj.get("state_dict", obj)
+        out = {"model": _tensorize(torchvision_names_to_detgn(sd, prefix))}
+        logger.info("torchvision/timm ResNet weights expect RGB input with ImageNet mean/std and the stride in the 3x3: "
+                    "INPUT.FORMAT RGB, PIXEL_MEAN [123.675, 116.28, 103.53], PIXEL_STD [58.395, 57.12, 57.375], STRIDE_IN_1X1 False")
+    out["format"] = fmt
+    return out

@@ -1,0 +1,141 @@
+"""Training and test data loaders.
+
+Training: dataset dicts -> TrainingSampler (infinite, seeded, sharded) -> aspect-ratio grouped
+batches of (index, augmentation seed) decided in the main process -> DataLoader workers run the
+mapper. IMS_PER_BATCH is the total over all processes.
+"""
+import itertools
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.utils.data as torchdata
+
+from detgn.utils import comm
+
+from .catalog import DatasetCatalog
+from .dataset_mapper import DatasetMapper
+from .detection_utils import ImageReadError, SizeMismatchError
+from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+
+__all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader", "MappedDataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True) -> List[Dict]:
+    """Concatenate registered datasets; optionally drop images with no (non-crowd) annotation."""
+    if isinstance(names, str):
+        names = [names]
+    if len(names) == 0:
+        raise ValueError("No dataset given (DATASETS.TRAIN / DATASETS.TEST is empty)")
+    dicts = []
+    for name in names:
+        d = DatasetCatalog.get(name)
+        if len(d) == 0:
+            raise ValueError(f"Dataset '{name}' is empty")
+        dicts.extend(d)
+    if filter_empty and "annotations" in dicts[0]:
+        before = len(dicts)
+        dicts = [d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))]
+        if before != len(dicts):
+            logger.info("Removed %d images with no usable annotations; %d images left", before - len(dicts), len(dicts))
+        if not dicts:
+            raise ValueError(f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
+    return dicts
+
+
+class MappedDataset(torchdata.Dataset):
+    """dataset[(index, seed)] = mapper(dicts[index], RandomState(seed)).
+
+    In training (`skip_bad=True`) an unreadable or mis-sized image is logged, counted and
+    replaced by the next image, so one bad file never stops a long run.
+    """
+
+    def __init__(self, dicts: List[Dict], mapper, skip_bad: bool = True, max_retries: int = 20):
+        self.dicts = dicts
+        self.mapper = mapper
+        self.skip_bad = skip_bad
+        self.max_retries = max_retries
+        self.num_skipped = 0
+
+    def __len__(self):
+        return len(self.dicts)
+
+    def __getitem__(self, key):
+        idx, seed = key if isinstance(key, tuple) else (key, None)
+        for attempt in range(self.max_retries + 1):
+            d = self.dicts[(idx + attempt) % len(self.dicts)]
+            rng = np.random.RandomState(seed % (2 ** 32)) if seed is not None else None
+            try:
+                return self.mapper(d, rng) if rng is not None else self.mapper(d)
+            except (ImageReadError, SizeMismatchError) as e:
+                if not self.skip_bad:
+                    raise
+                self.num_skipped += 1
+                logging.getLogger("detgn.data").warning("Skipping image %s (%s); %d skipped so far in this worker",
+                                                        d.get("file_name"), e, self.num_skipped)
+        raise RuntimeError(f"{self.max_retries + 1} images in a row could not be read (last: {d.get('file_name')}); check the dataset")
+
+
+class _SkipBatches:
+    def __init__(self, batch_sampler, start_iter: int):
+        self.batch_sampler, self.start_iter = batch_sampler, start_iter
+
+    def __iter__(self):
+        return itertools.islice(iter(self.batch_sampler), self.start_iter, None)
+
+
+def _trivial_batch_collator(batch):
+    return batch
+
+
+def _worker_init(worker_id):
+    seed = (torch.initial_seed() + worker_id) % 2 ** 31
+    np.random.seed(seed)
+
+
+def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed: Optional[int] = None, dataset: Optional[List[Dict]] = None):
+    """Infinite loader yielding lists of IMS_PER_BATCH / world_size mapped dicts.
+
+    `start_iter` skips that many batches of the deterministic stream (exact resume);
+    `seed` fixes the order and augmentations (default: cfg.SEED when >= 0).
+    """
+    world = comm.get_world_size()
+    total = cfg.SOLVER.IMS_PER_BATCH
+    if total % world != 0:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
+    batch_size = total // world
+    if dataset is None:
+        dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    if mapper is None:
+        mapper = DatasetMapper(cfg, True)
+    if seed is None:
+        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+    sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+        group_ids = [0 if d["width"] > d["height"] else 1 for d in dataset]
+    else:
+        group_ids = [0] * len(dataset)
+    batches = _SkipBatches(GroupedBatchSampler(sampler, group_ids, batch_size, seed=seed, rank=comm.get_rank(), world_size=world), start_iter)
+    return torchdata.DataLoader(MappedDataset(dataset, mapper, skip_bad=True), batch_sampler=batches,
+                                num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=_trivial_batch_collator,
+                                worker_init_fn=_worker_init, persistent_workers=False,
+                                generator=torch.Generator().manual_seed(seed))  # never draws from the global RNG
+
+
+def build_detection_test_loader(cfg, dataset_name, mapper=None, num_workers: Optional[int] = None):
+    """Batch size 1, each rank a contiguous shard (InferenceSampler); no filtering."""
+    if isinstance(dataset_name, str):
+        dataset_name = [dataset_name]
+    dicts = get_detection_dataset_dicts(dataset_name, filter_empty=False)
+    if mapper is None:
+        mapper = DatasetMapper(cfg, False)
+    dataset = MappedDataset(dicts, mapper, skip_bad=False)
+    sampler = InferenceSampler(len(dataset))
+    batch_sampler = torchdata.BatchSampler(sampler, 1, drop_last=False)
+    return torchdata.DataLoader(dataset, batch_sampler=batch_sampler,
+                                num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
+                                collate_fn=_trivial_batch_collator,
+                                generator=torch.Generator().manual_seed(0))  # never draws from the global RNG

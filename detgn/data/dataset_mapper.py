@@ -1,0 +1,60 @@
+"""DatasetMapper: one dataset dict -> the model's input dict (image tensor + Instances)."""
+import copy
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from detgn.config import configurable
+
+from . import detection_utils as utils
+from .transforms import Augmentation, apply_augmentations, build_augmentation
+
+__all__ = ["DatasetMapper"]
+
+
+class DatasetMapper:
+    """Reads the image (INPUT.FORMAT), applies augmentations to image, boxes and masks together,
+    and returns {"image": (C, H, W) uint8, "instances": Instances(gt_boxes, gt_classes, gt_masks),
+    "height", "width", "file_name", "image_id"}. Crowd annotations are dropped (ignored) and
+    instances whose box became empty (e.g. cropped away) are removed."""
+
+    @configurable
+    def __init__(self, is_train: bool, *, augmentations: List[Augmentation], image_format: str = "BGR",
+                 use_instance_mask: bool = False, instance_mask_format: str = "polygon"):
+        self.is_train = is_train
+        self.augmentations = list(augmentations)
+        self.image_format = image_format
+        self.use_instance_mask = use_instance_mask
+        self.instance_mask_format = instance_mask_format
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return dict(is_train=is_train, augmentations=build_augmentation(cfg, is_train), image_format=cfg.INPUT.FORMAT,
+                    use_instance_mask=cfg.MODEL.MASK_ON, instance_mask_format=cfg.INPUT.MASK_FORMAT)
+
+    def __call__(self, dataset_dict: Dict, rng: Optional[np.random.RandomState] = None) -> Dict:
+        """`rng` drives the augmentations (the training loader passes a per-sample seeded one)."""
+        dataset_dict = copy.deepcopy(dataset_dict)
+        if rng is None:
+            rng = np.random.RandomState(np.random.randint(2 ** 31))
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        image, transforms = apply_augmentations(self.augmentations, image, rng)
+        image_shape = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            return dataset_dict
+        annos = [
+            utils.transform_instance_annotations(a, transforms, image_shape)
+            for a in dataset_dict.pop("annotations", [])
+            if a.get("iscrowd", 0) == 0
+        ]
+        if not self.use_instance_mask:
+            for a in annos:
+                a.pop("segmentation", None)
+        instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
+        dataset_dict["instances"] = instances[instances.gt_boxes.nonempty()]
+        return dataset_dict

@@ -1,0 +1,58 @@
+"""Built-in dataset names, resolved under $DETGN_DATASETS (default ./datasets).
+
+    coco_2017_train, coco_2017_val      coco/{train2017,val2017}/ + coco/annotations/instances_*2017.json
+    coco_2017_val_100                   the first 100 images of coco_2017_val
+    nuclei_mini_train, nuclei_mini_val  the bundled DSB 2018 nuclei subset (datasets/nuclei_mini/)
+
+See datasets/README.md for the folder layouts.
+"""
+import os
+
+from ..catalog import DatasetCatalog, MetadataCatalog
+from .coco import load_coco_json, register_coco_instances
+
+_REPO_DATASETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "datasets")
+
+_COCO = {
+    "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
+    "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+}
+_NUCLEI = {
+    "nuclei_mini_train": ("nuclei_mini/train", "nuclei_mini/annotations/train.json"),
+    "nuclei_mini_val": ("nuclei_mini/val", "nuclei_mini/annotations/val.json"),
+}
+
+
+def datasets_root() -> str:
+    return os.path.expanduser(os.environ.get("DETGN_DATASETS", "datasets"))
+
+
+def _resolve(rel: str, bundled: bool) -> str:
+    path = os.path.join(datasets_root(), rel)
+    if bundled and not os.path.exists(path):  # fall back to the copy inside the repository
+        return os.path.join(_REPO_DATASETS, rel)
+    return path
+
+
+def _register_subset(name, parent, n):
+    def load():
+        return DatasetCatalog.get(parent)[:n]
+
+    DatasetCatalog.register(name, load)
+    meta = MetadataCatalog.get(parent).as_dict()
+    meta.pop("name", None)
+    MetadataCatalog.get(name).set(**meta)
+
+
+def register_all_builtin():
+    for name, (img, ann) in _COCO.items():
+        if name not in DatasetCatalog:
+            register_coco_instances(name, {}, _resolve(ann, False), _resolve(img, False))
+    if "coco_2017_val_100" not in DatasetCatalog:
+        _register_subset("coco_2017_val_100", "coco_2017_val", 100)
+    for name, (img, ann) in _NUCLEI.items():
+        if name not in DatasetCatalog:
+            register_coco_instances(name, {"thing_classes": ["nucleus"]}, _resolve(ann, True), _resolve(img, True))
+
+
+register_all_builtin()

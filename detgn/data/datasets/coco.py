@@ -1,0 +1,135 @@
+"""Load COCO instance json into detgn dataset dicts, validating as it goes.
+
+Problems with single annotations (degenerate box, polygon with < 3 points, unknown category)
+are skipped and counted in one warning per kind that names file, image id and annotation id.
+Problems that make the dataset unusable (missing or malformed json, missing image folder,
+no image file found) raise an error naming the file and the fix.
+"""
+import contextlib
+import io
+import json
+import logging
+import os
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+from detgn.structures import BoxMode
+
+from ..catalog import DatasetCatalog, MetadataCatalog
+
+__all__ = ["load_coco_json", "register_coco_instances", "DatasetFormatError"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetFormatError(ValueError):
+    """The annotation file cannot be used; the message names the file and what is wrong."""
+
+
+def _read_json(json_file: str) -> dict:
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetFormatError(f"Malformed json in {json_file}: {e.msg} at line {e.lineno} column {e.colno}") from e
+    if not isinstance(data, dict) or "images" not in data or "annotations" not in data or "categories" not in data:
+        raise DatasetFormatError(f"{json_file} is not a COCO instances file: it needs 'images', 'annotations' and 'categories'")
+    return data
+
+
+def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True) -> List[Dict]:
+    """Read a COCO instances json with pycocotools and return detgn dataset dicts.
+
+    Category ids are mapped to contiguous ids 0..K-1 (sorted by id); when `dataset_name` is
+    given its metadata gets thing_classes and thing_dataset_id_to_contiguous_id. Crowd
+    annotations are kept with iscrowd=1 (ignored in training). Images missing on disk are
+    skipped with a counted warning; if none exist the error names the folder.
+    """
+    from pycocotools.coco import COCO
+
+    data = _read_json(json_file)
+    if not os.path.isdir(image_root):
+        raise FileNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
+    cat_ids = sorted(coco.getCatIds())
+    cats = coco.loadCats(cat_ids)
+    thing_classes = [c["name"] for c in sorted(cats, key=lambda x: x["id"])]
+    id_map = {v: i for i, v in enumerate(cat_ids)}
+    if dataset_name is not None:
+        meta = MetadataCatalog.get(dataset_name)
+        meta.thing_classes = thing_classes
+        meta.thing_dataset_id_to_contiguous_id = id_map
+
+    problems = defaultdict(list)
+    img_ids = sorted(coco.imgs.keys())
+    dataset_dicts = []
+    for img_id in img_ids:
+        img = coco.imgs[img_id]
+        for key in ("file_name", "height", "width"):
+            if key not in img:
+                raise DatasetFormatError(f"{json_file}: image id {img_id} has no '{key}'")
+        file_name = os.path.join(image_root, img["file_name"])
+        if check_images and not os.path.isfile(file_name):
+            problems["missing image file"].append(f"{file_name} (image id {img_id})")
+            continue
+        record = {"file_name": file_name, "height": img["height"], "width": img["width"], "image_id": img_id}
+        objs = []
+        for ann in coco.imgToAnns.get(img_id, []):
+            where = f"{json_file}: image id {img_id}, annotation id {ann.get('id')}"
+            if ann.get("ignore", 0) != 0:
+                continue
+            if ann.get("category_id") not in id_map:
+                problems["category id not in 'categories'"].append(f"{where} (category_id {ann.get('category_id')})")
+                continue
+            bbox = ann.get("bbox")
+            if bbox is None or len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] < -1 or bbox[1] < -1:
+                problems["bbox with negative or zero size"].append(f"{where} (bbox {bbox})")
+                continue
+            obj = {"bbox": [float(v) for v in bbox], "bbox_mode": BoxMode.XYWH_ABS, "category_id": id_map[ann["category_id"]],
+                   "iscrowd": int(ann.get("iscrowd", 0))}
+            seg = ann.get("segmentation")
+            if seg is not None:
+                if isinstance(seg, dict):
+                    if "counts" not in seg or "size" not in seg:
+                        problems["malformed RLE"].append(where)
+                        continue
+                    if isinstance(seg["counts"], list):
+                        import pycocotools.mask as mask_util
+
+                        seg = mask_util.frPyObjects(seg, *seg["size"])
+                    if isinstance(seg["counts"], bytes):
+                        seg = {"size": seg["size"], "counts": seg["counts"].decode("ascii")}
+                elif isinstance(seg, list):
+                    good = [p for p in seg if len(p) % 2 == 0 and len(p) >= 6]
+                    if len(good) < len(seg):
+                        problems["polygon with fewer than 3 points"].append(where)
+                    if not good:
+                        continue
+                    seg = good
+                else:
+                    problems["unknown segmentation type"].append(where)
+                    continue
+                obj["segmentation"] = seg
+            objs.append(obj)
+        record["annotations"] = objs
+        dataset_dicts.append(record)
+    for kind, items in problems.items():
+        shown = "; ".join(items[:3]) + (f"; ... ({len(items) - 3} more)" if len(items) > 3 else "")
+        logger.warning("%s: skipped %d item(s) with %s: %s", os.path.basename(json_file), len(items), kind, shown)
+    if img_ids and not dataset_dicts:
+        raise FileNotFoundError(f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
+                                f"check the image folder (first expected: {os.path.join(image_root, coco.imgs[img_ids[0]]['file_name'])})")
+    return dataset_dicts
+
+
+def register_coco_instances(name: str, metadata: Dict, json_file: str, image_root: str) -> None:
+    """Register a COCO-format dataset under `name` (loaded lazily) with evaluator_type "coco"."""
+    if not isinstance(name, str):
+        raise TypeError("dataset name must be a string")
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)

@@ -1,0 +1,113 @@
+"""Reading images and turning dataset annotations into training Instances."""
+from typing import Dict, List
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from PIL import Image, ImageOps
+
+from detgn.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
+
+__all__ = ["read_image", "ImageReadError", "SizeMismatchError", "check_image_size", "transform_instance_annotations",
+           "annotations_to_instances"]
+
+
+class ImageReadError(IOError):
+    """An image file is missing or cannot be decoded."""
+
+
+class SizeMismatchError(ValueError):
+    """The image file's size differs from the height/width recorded in the dataset."""
+
+
+def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
+    """Read an image with its EXIF orientation applied -> (H, W, 3) uint8 in `format` ("BGR", "RGB", "L")."""
+    try:
+        with open(file_name, "rb") as f:
+            image = Image.open(f)
+            image.load()
+    except FileNotFoundError as e:
+        raise ImageReadError(f"Image file not found: {file_name}") from e
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise ImageReadError(f"Cannot decode image {file_name}: {e}") from e
+    image = ImageOps.exif_transpose(image)
+    if format == "L":
+        return np.asarray(image.convert("L"))[:, :, None]
+    arr = np.asarray(image.convert("RGB"))
+    if format == "BGR":
+        arr = arr[:, :, ::-1]
+    elif format != "RGB":
+        raise ValueError(f"Unknown image format '{format}'; use BGR, RGB or L")
+    return np.ascontiguousarray(arr)
+
+
+def check_image_size(dataset_dict: Dict, image: np.ndarray) -> None:
+    """Raise SizeMismatchError when the decoded image disagrees with the dataset's height/width."""
+    h, w = image.shape[:2]
+    if "height" in dataset_dict and "width" in dataset_dict:
+        if (dataset_dict["height"], dataset_dict["width"]) != (h, w):
+            raise SizeMismatchError(
+                f"Image {dataset_dict.get('file_name')} (image id {dataset_dict.get('image_id')}) is {h}x{w} (h x w) but the "
+                f"annotation file says {dataset_dict['height']}x{dataset_dict['width']}; fix the json or the image")
+    else:
+        dataset_dict["height"], dataset_dict["width"] = h, w
+
+
+def transform_instance_annotations(annotation: Dict, transforms, image_size) -> Dict:
+    """Apply `transforms` to one annotation's bbox (-> XYXY_ABS, clipped) and segmentation."""
+    bbox = BoxMode.convert(annotation["bbox"], annotation["bbox_mode"], BoxMode.XYXY_ABS)
+    bbox = transforms.apply_box(np.array([bbox]))[0].clip(min=0)
+    h, w = image_size
+    bbox = np.minimum(bbox, [w, h, w, h])
+    annotation = dict(annotation)
+    annotation["bbox"] = bbox
+    annotation["bbox_mode"] = BoxMode.XYXY_ABS
+    seg = annotation.get("segmentation")
+    if seg is not None:
+        if isinstance(seg, list):
+            annotation["segmentation"] = transforms.apply_polygons(seg)
+        elif isinstance(seg, dict):
+            m = mask_util.decode(seg if not isinstance(seg["counts"], list) else mask_util.frPyObjects(seg, *seg["size"]))
+            annotation["segmentation"] = transforms.apply_segmentation(m.astype(np.uint8))
+        elif isinstance(seg, np.ndarray):
+            annotation["segmentation"] = transforms.apply_segmentation(seg.astype(np.uint8))
+        else:
+            raise ValueError(f"Unsupported segmentation type {type(seg)}")
+    return annotation
+
+
+def annotations_to_instances(annos: List[Dict], image_size, mask_format: str = "polygon") -> Instances:
+    """Transformed annotations -> Instances(gt_boxes, gt_classes[, gt_masks]) for an image of (h, w)."""
+    target = Instances(image_size)
+    boxes = np.array([a["bbox"] for a in annos], dtype=np.float32).reshape(-1, 4)
+    target.gt_boxes = Boxes(torch.from_numpy(boxes))
+    target.gt_classes = torch.tensor([int(a["category_id"]) for a in annos], dtype=torch.int64)
+    if len(annos) and "segmentation" in annos[0]:
+        segms = [a["segmentation"] for a in annos]
+        h, w = image_size
+        if mask_format == "polygon":
+            polys = []
+            for s in segms:
+                if isinstance(s, list):
+                    polys.append([np.asarray(p, dtype=np.float64) for p in s])
+                else:  # a bit mask cannot be a polygon: fall back to bitmasks for the whole image
+                    return _with_bitmasks(target, segms, h, w)
+            target.gt_masks = PolygonMasks(polys)
+        elif mask_format == "bitmask":
+            return _with_bitmasks(target, segms, h, w)
+        else:
+            raise ValueError(f"INPUT.MASK_FORMAT must be polygon or bitmask, got '{mask_format}'")
+    return target
+
+
+def _with_bitmasks(target, segms, h, w):
+    from detgn.structures.masks import polygons_to_bitmask
+
+    masks = []
+    for s in segms:
+        if isinstance(s, list):
+            masks.append(polygons_to_bitmask(s, h, w))
+        else:
+            masks.append(np.asarray(s).astype(bool))
+    target.gt_masks = BitMasks(torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, h, w, dtype=torch.bool))
+    return target

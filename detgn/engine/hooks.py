@@ -1,0 +1,173 @@
+"""Training hooks: iteration timer, LR scheduler, periodic checkpointer, periodic evaluation, writers."""
+import logging
+import os
+import time
+from typing import Callable, List, Optional
+
+import torch
+
+from detgn.checkpoint.detection_checkpoint import get_rng_state
+from detgn.utils import comm
+
+from .train_loop import HookBase
+
+__all__ = ["IterationTimer", "LRScheduler", "PeriodicCheckpointer", "EvalHook", "PeriodicWriter", "CallbackHook"]
+
+logger = logging.getLogger(__name__)
+
+
+class CallbackHook(HookBase):
+    def __init__(self, *, before_train=None, after_train=None, before_step=None, after_step=None):
+        self._before_train, self._after_train = before_train, after_train
+        self._before_step, self._after_step = before_step, after_step
+
+    def before_train(self):
+        if self._before_train:
+            self._before_train(self.trainer)
+
+    def after_train(self):
+        if self._after_train:
+            self._after_train(self.trainer)
+
+    def before_step(self):
+        if self._before_step:
+            self._before_step(self.trainer)
+
+    def after_step(self):
+        if self._after_step:
+            self._after_step(self.trainer)
+
+
+class IterationTimer(HookBase):
+    """Puts "time" (seconds per step, hooks included) in the storage; logs the total at the end."""
+
+    def __init__(self, warmup_iter: int = 3):
+        self._warmup_iter = warmup_iter
+        self._step_start = None
+        self._train_start = None
+        self._times = []
+
+    def before_train(self):
+        self._train_start = time.perf_counter()
+
+    def before_step(self):
+        self._step_start = time.perf_counter()
+
+    def after_step(self):
+        elapsed = time.perf_counter() - self._step_start
+        if comm.is_main_process():
+            self.trainer.storage.put_scalar("time", elapsed)
+        self._times.append(elapsed)
+
+    def after_train(self):
+        total = time.perf_counter() - (self._train_start or time.perf_counter())
+        steady = self._times[self._warmup_iter:]
+        if steady:
+            logger.info("Total training time: %.1f s (%d iterations, %.4f s/it after %d warm-up iterations)",
+                        total, len(self._times), sum(steady) / len(steady), self._warmup_iter)
+        else:
+            logger.info("Total training time: %.1f s", total)
+
+
+class LRScheduler(HookBase):
+    """Records the LR of the largest param group, then steps the scheduler, after every iteration."""
+
+    def __init__(self, optimizer, scheduler):
+        self._optimizer = optimizer
+        self.scheduler = scheduler
+        groups = optimizer.param_groups
+        self._best_group = max(range(len(groups)), key=lambda i: len(groups[i]["params"]))
+
+    def after_step(self):
+        lr = self._optimizer.param_groups[self._best_group]["lr"]
+        if comm.is_main_process():
+            self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
+        self.scheduler.step()
+
+    def state_dict(self):
+        return self.scheduler.state_dict()
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves model_{iter:07d}.pth every `period` iterations and model_final.pth at the end, with the
+    optimizer, scheduler, AMP scaler, RNG states, data seed and iteration. Keeps the last
+    `max_to_keep` periodic checkpoints (0 = all)."""
+
+    def __init__(self, checkpointer, period: int, max_iter: int, max_to_keep: int = 0, extra_state: Optional[Callable] = None):
+        self.checkpointer = checkpointer
+        self.period = int(period)
+        self.max_iter = max_iter
+        self.max_to_keep = max_to_keep
+        self.extra_state = extra_state or (lambda: {})
+        self.recent: List[str] = []
+
+    def _save(self, name, iteration):
+        self.checkpointer.save(name, iteration=iteration, rng=get_rng_state(), **self.extra_state())
+
+    def after_step(self):
+        iteration = self.trainer.iter
+        if self.period > 0 and (iteration + 1) % self.period == 0 and iteration + 1 < self.max_iter:
+            name = f"model_{iteration:07d}"
+            self._save(name, iteration)
+            if comm.is_main_process() and self.max_to_keep > 0:
+                self.recent.append(os.path.join(self.checkpointer.save_dir, name + ".pth"))
+                while len(self.recent) > self.max_to_keep:
+                    old = self.recent.pop(0)
+                    if os.path.exists(old) and not old.endswith("model_final.pth"):
+                        os.remove(old)
+        if iteration + 1 >= self.max_iter:
+            self._save("model_final", iteration)
+
+
+class EvalHook(HookBase):
+    """Runs `eval_function()` every `period` iterations and after the last one; puts its
+    {task: {metric: value}} results in the storage as "task/metric"."""
+
+    def __init__(self, period: int, eval_function: Callable, eval_after_train: bool = True):
+        self._period = period
+        self._func = eval_function
+        self._eval_after_train = eval_after_train
+        self.last_results = None
+
+    def _do_eval(self):
+        results = self._func()
+        if results:
+            flat = {}
+            for task, metrics in results.items():
+                if isinstance(metrics, dict):
+                    for k, v in metrics.items():
+                        try:
+                            flat[f"{task}/{k}"] = float(v)
+                        except (TypeError, ValueError):
+                            pass
+            if comm.is_main_process():
+                self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
+        self.last_results = results
+        comm.synchronize()
+
+    def after_step(self):
+        nxt = self.trainer.iter + 1
+        if self._period > 0 and nxt % self._period == 0 and nxt != self.trainer.max_iter:
+            self._do_eval()
+
+    def after_train(self):
+        if self._eval_after_train and self.trainer.iter >= self.trainer.max_iter:  # training completed
+            self._do_eval()
+
+
+class PeriodicWriter(HookBase):
+    """Calls the writers every `period` iterations and at the end."""
+
+    def __init__(self, writers, period: int = 20):
+        self._writers = writers
+        self._period = period
+
+    def after_step(self):
+        if (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
+            for w in self._writers:
+                w.write()
+
+    def after_train(self):
+        for w in self._writers:
+            w.write()
+            w.close()

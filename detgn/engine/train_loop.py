@@ -1,0 +1,203 @@
+"""Training loop: TrainerBase with hooks, SimpleTrainer (fp32) and AMPTrainer (bf16 / fp16 autocast)."""
+import logging
+import time
+import weakref
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detgn.utils import comm
+from detgn.utils.events import EventStorage, get_event_storage
+
+__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class HookBase:
+    """Called around training: before_train, before_step, after_step, after_train. `self.trainer` is set."""
+
+    trainer: "TrainerBase" = None
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_step(self):
+        pass
+
+    def after_step(self):
+        pass
+
+    def state_dict(self):
+        return {}
+
+
+class TrainerBase:
+    """Runs `run_step` from start_iter to max_iter - 1, calling the hooks around each step."""
+
+    def __init__(self):
+        self._hooks: List[HookBase] = []
+        self.iter = 0
+        self.start_iter = 0
+        self.max_iter = 0
+        self.storage: Optional[EventStorage] = None
+
+    def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
+        for h in hooks:
+            if h is None:
+                continue
+            h.trainer = weakref.proxy(self)
+            self._hooks.append(h)
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        logger.info("Starting training from iteration %d", start_iter)
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        with EventStorage(start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.iter in range(start_iter, max_iter):
+                    self.before_step()
+                    self.run_step()
+                    self.after_step()
+                self.iter += 1  # iteration == max_iter after a complete run
+            except Exception:
+                logger.exception("Exception during training at iteration %d:", self.iter)
+                raise
+            finally:
+                self.after_train()
+
+    def before_train(self):
+        for h in self._hooks:
+            h.before_train()
+
+    def after_train(self):
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.after_train()
+
+    def before_step(self):
+        self.storage.iter = self.iter
+        for h in self._hooks:
+            h.before_step()
+
+    def after_step(self):
+        for h in self._hooks:
+            h.after_step()
+
+    def run_step(self):
+        raise NotImplementedError
+
+
+class SimpleTrainer(TrainerBase):
+    """One step = next batch -> loss dict -> sum -> backward -> optimizer step, in fp32.
+
+    A non-finite loss raises FloatingPointError naming the loss and the iteration before the
+    optimizer touches the weights.
+    """
+
+    def __init__(self, model, data_loader, optimizer, gather_metric_period: int = 1):
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self._data_loader_iter_obj = None
+        self.optimizer = optimizer
+        self.gather_metric_period = gather_metric_period
+
+    @property
+    def _data_loader_iter(self):
+        if self._data_loader_iter_obj is None:
+            self._data_loader_iter_obj = iter(self.data_loader)
+        return self._data_loader_iter_obj
+
+    def _forward(self, data):
+        return self.model(data)
+
+    def run_step(self):
+        assert self.model.training, "[SimpleTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        loss_dict = self._forward(data)
+        losses = sum(loss_dict.values())
+        self._check_finite(loss_dict, losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._backward_and_step(losses)
+        self._write_metrics(loss_dict, data_time)
+
+    def _backward_and_step(self, losses):
+        losses.backward()
+        self.optimizer.step()
+
+    def _check_finite(self, loss_dict: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
+        if not torch.isfinite(total).all():
+            bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
+            values = {k: float(v.detach()) for k, v in loss_dict.items()}
+            raise FloatingPointError(f"Loss became infinite or NaN at iteration {self.iter}: non-finite {bad}; loss_dict = {values}. "
+                                     f"The last checkpoint is untouched; lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS.")
+
+    def _write_metrics(self, loss_dict, data_time: float, prefix: str = ""):
+        if (self.iter + 1) % self.gather_metric_period != 0:
+            return
+        metrics = {k: v.detach().float() for k, v in loss_dict.items()}
+        metrics = comm.reduce_dict(metrics)  # average over ranks
+        storage = get_event_storage()
+        if comm.is_main_process():
+            storage.put_scalar("data_time", data_time)
+            values = {k: float(v) for k, v in metrics.items()}
+            storage.put_scalar("total_loss", sum(values.values()))
+            storage.put_scalars(**values)
+        roi = getattr(_unwrap(self.model).roi_heads, "_last_sampling_stats", None) if hasattr(_unwrap(self.model), "roi_heads") else None
+        if roi and comm.is_main_process():
+            storage.put_scalars(**roi)
+
+    def state_dict(self):
+        return {}
+
+
+def _unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class AMPTrainer(SimpleTrainer):
+    """Autocast training: bf16 (CPU or CUDA, no loss scaling) or fp16 (CUDA, with a GradScaler).
+
+    GroupNorm runs in float32 under autocast (detgn's GN layer casts up and back).
+    """
+
+    def __init__(self, model, data_loader, optimizer, dtype: str = "float16", device_type: str = "cuda", gather_metric_period: int = 1):
+        super().__init__(model, data_loader, optimizer, gather_metric_period)
+        if dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
+        if device_type == "cpu" and dtype == "float16":
+            raise ValueError("fp16 autocast is CUDA only; use SOLVER.AMP.DTYPE bfloat16 on CPU")
+        self.dtype = torch.float16 if dtype == "float16" else torch.bfloat16
+        self.device_type = device_type
+        self.grad_scaler = torch.amp.GradScaler(device_type) if self.dtype == torch.float16 else None
+
+    def _forward(self, data):
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            loss_dict = self.model(data)
+        return {k: v.float() for k, v in loss_dict.items()}
+
+    def _backward_and_step(self, losses):
+        if self.grad_scaler is None:
+            losses.backward()
+            self.optimizer.step()
+            return
+        self.grad_scaler.scale(losses).backward()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+    def state_dict(self):
+        return {"grad_scaler": self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}
+
+    def load_state_dict(self, state):
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])

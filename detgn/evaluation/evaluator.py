@@ -1,0 +1,119 @@
+"""Evaluator interface and `inference_on_dataset` (eval mode, no_grad, progress with ETA, timing)."""
+import datetime
+import logging
+import time
+from collections import OrderedDict
+from contextlib import ExitStack, contextmanager
+from typing import Dict, List, Optional, Union
+
+import torch
+from torch import nn
+
+from detgn.utils import comm
+
+__all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetEvaluator:
+    """reset() -> process(inputs, outputs) for every batch -> evaluate() -> {task: {metric: value}}."""
+
+    def reset(self):
+        pass
+
+    def process(self, inputs: List[Dict], outputs: List[Dict]):
+        pass
+
+    def evaluate(self) -> Optional[Dict]:
+        pass
+
+
+class DatasetEvaluators(DatasetEvaluator):
+    """Runs several evaluators; their result dicts are merged (task names must not clash)."""
+
+    def __init__(self, evaluators: List[DatasetEvaluator]):
+        self._evaluators = list(evaluators)
+
+    def reset(self):
+        for e in self._evaluators:
+            e.reset()
+
+    def process(self, inputs, outputs):
+        for e in self._evaluators:
+            e.process(inputs, outputs)
+
+    def evaluate(self):
+        results = OrderedDict()
+        for e in self._evaluators:
+            r = e.evaluate()
+            if comm.is_main_process() and r is not None:
+                for k, v in r.items():
+                    if k in results:
+                        raise KeyError(f"Two evaluators returned results for the same task '{k}'")
+                    results[k] = v
+        return results
+
+
+@contextmanager
+def _inference_context(model: nn.Module):
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
+def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, List[DatasetEvaluator], None],
+                         amp_dtype: Optional[torch.dtype] = None, log_period_s: float = 5.0):
+    """Run `model` on every batch of `data_loader` and feed (inputs, outputs) to `evaluator`.
+
+    Logs progress with ETA every `log_period_s` seconds, and the per-image inference time
+    (model only, excluding the first min(5, N - 1) warm-up images) at the end.
+    Returns evaluator.evaluate() (on the main process; None elsewhere).
+    """
+    num_devices = comm.get_world_size()
+    total = len(data_loader)
+    logger.info("Start inference on %d batches", total)
+    if evaluator is None:
+        evaluator = DatasetEvaluators([])
+    elif isinstance(evaluator, list):
+        evaluator = DatasetEvaluators(evaluator)
+    evaluator.reset()
+    num_warmup = min(5, total - 1)
+    start = time.perf_counter()
+    total_compute = 0.0
+    last_log = start
+    device_type = next(model.parameters()).device.type if any(True for _ in model.parameters()) else "cpu"
+    with ExitStack() as stack:
+        stack.enter_context(_inference_context(model))
+        stack.enter_context(torch.no_grad())
+        for idx, inputs in enumerate(data_loader):
+            if idx == num_warmup:
+                start = time.perf_counter()
+                total_compute = 0.0
+            t0 = time.perf_counter()
+            if amp_dtype is not None:
+                with torch.autocast(device_type=device_type, dtype=amp_dtype):
+                    outputs = model(inputs)
+            else:
+                outputs = model(inputs)
+            if device_type == "cuda":
+                torch.cuda.synchronize()
+            total_compute += time.perf_counter() - t0
+            evaluator.process(inputs, outputs)
+            now = time.perf_counter()
+            if now - last_log > log_period_s or idx == total - 1:
+                done = idx + 1 - num_warmup
+                per = (now - start) / max(done, 1)
+                eta = datetime.timedelta(seconds=int(per * (total - idx - 1)))
+                logger.info("Inference done %d/%d. %.4f s/img. ETA=%s", idx + 1, total, per, eta)
+                last_log = now
+    total_time = time.perf_counter() - start
+    n = max(total - num_warmup, 1)
+    logger.info("Total inference time: %s (%.6f s/img per device, on %d devices)",
+                datetime.timedelta(seconds=int(total_time)), total_time / n, num_devices)
+    logger.info("Total inference pure compute time: %.6f s/img per device", total_compute / n)
+    results = evaluator.evaluate()
+    return results if results is not None else {}

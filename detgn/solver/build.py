@@ -1,0 +1,175 @@
+"""Optimizer (SGD with per-parameter weight decay / LR groups), gradient clipping and LR schedules."""
+import copy
+import logging
+import math
+from bisect import bisect_right
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from detgn.layers import is_norm_module
+
+__all__ = ["get_default_optimizer_params", "build_optimizer", "build_lr_scheduler", "WarmupMultiStepLR", "WarmupCosineLR",
+           "rescale_for_world_size", "clip_gradients"]
+
+logger = logging.getLogger(__name__)
+
+
+def get_default_optimizer_params(model: torch.nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
+                                 bias_lr_factor: float = 1.0, weight_decay_bias: Optional[float] = None) -> List[Dict[str, Any]]:
+    """One param group per trainable parameter with its lr and weight_decay.
+
+    Parameters of norm layers (GN, BN, LN, ...) get `weight_decay_norm` (0 by default: the GN
+    paper finds decaying GN's gamma/beta hurts detection); biases get lr * bias_lr_factor and
+    `weight_decay_bias` (default: weight_decay).
+    """
+    if weight_decay_bias is None:
+        weight_decay_bias = weight_decay
+    params, seen = [], set()
+    for module_name, module in model.named_modules():
+        for name, value in module.named_parameters(recurse=False):
+            if not value.requires_grad or value in seen:
+                continue
+            seen.add(value)
+            hp = {"lr": base_lr, "weight_decay": weight_decay}
+            if is_norm_module(module):
+                hp["weight_decay"] = weight_decay_norm
+            elif name == "bias":
+                hp["lr"] = base_lr * bias_lr_factor
+                hp["weight_decay"] = weight_decay_bias
+            params.append({"params": [value], "name": f"{module_name}.{name}" if module_name else name, **hp})
+    return _merge_groups(params)
+
+
+def _merge_groups(groups):
+    """Merge groups with identical hyper-parameters (fewer groups -> faster optimizer step)."""
+    merged: Dict[tuple, Dict] = {}
+    for g in groups:
+        key = tuple(sorted((k, v) for k, v in g.items() if k not in ("params", "name")))
+        if key not in merged:
+            merged[key] = {k: v for k, v in g.items() if k != "name"}
+            merged[key]["params"] = []
+            merged[key]["param_names"] = []
+        merged[key]["params"].extend(g["params"])
+        merged[key]["param_names"].append(g["name"])
+    return list(merged.values())
+
+
+def clip_gradients(params, clip_type: str, clip_value: float, norm_type: float = 2.0) -> None:
+    if clip_type == "value":
+        torch.nn.utils.clip_grad_value_(params, clip_value)
+    elif clip_type == "norm":
+        torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
+    else:
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got '{clip_type}'")
+
+
+class _ClippingSGD(torch.optim.SGD):
+    """SGD that clips the gradients of all its parameters before each step."""
+
+    def __init__(self, params, clip_cfg, **kwargs):
+        super().__init__(params, **kwargs)
+        self._clip = (clip_cfg.CLIP_TYPE, clip_cfg.CLIP_VALUE, clip_cfg.NORM_TYPE)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        all_params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        clip_gradients(all_params, *self._clip)
+        return super().step(closure)
+
+
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum from SOLVER.*; optional gradient clipping."""
+    if cfg.SOLVER.OPTIMIZER != "SGD":
+        raise ValueError(f"SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}' is not supported; use SGD")
+    params = get_default_optimizer_params(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM,
+                                          cfg.SOLVER.BIAS_LR_FACTOR, cfg.SOLVER.WEIGHT_DECAY_BIAS)
+    kwargs = dict(lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
+        return _ClippingSGD(params, cfg.SOLVER.CLIP_GRADIENTS, **kwargs)
+    return torch.optim.SGD(params, **kwargs)
+
+
+def _warmup_factor(method: str, it: int, warmup_iters: int, warmup_factor: float) -> float:
+    if it >= warmup_iters:
+        return 1.0
+    if method == "constant":
+        return warmup_factor
+    if method == "linear":
+        alpha = it / warmup_iters
+        return warmup_factor * (1 - alpha) + alpha
+    raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got '{method}'")
+
+
+class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
+    """lr = base_lr * warmup(it) * gamma ** (number of milestones <= it)."""
+
+    def __init__(self, optimizer, milestones: List[int], gamma: float = 0.1, warmup_factor: float = 0.001,
+                 warmup_iters: int = 1000, warmup_method: str = "linear", last_epoch: int = -1):
+        if list(milestones) != sorted(milestones):
+            raise ValueError(f"SOLVER.STEPS must be increasing, got {milestones}")
+        self.milestones, self.gamma = list(milestones), gamma
+        self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        w = _warmup_factor(self.warmup_method, self.last_epoch, self.warmup_iters, self.warmup_factor)
+        return [base * w * self.gamma ** bisect_right(self.milestones, self.last_epoch) for base in self.base_lrs]
+
+
+class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
+    """lr = base_lr * warmup(it) * (end + (1 - end) * 0.5 * (1 + cos(pi * it / max_iters)))."""
+
+    def __init__(self, optimizer, max_iters: int, warmup_factor: float = 0.001, warmup_iters: int = 1000,
+                 warmup_method: str = "linear", end_ratio: float = 0.0, last_epoch: int = -1):
+        self.max_iters, self.end_ratio = max_iters, end_ratio
+        self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        w = _warmup_factor(self.warmup_method, self.last_epoch, self.warmup_iters, self.warmup_factor)
+        t = min(self.last_epoch, self.max_iters) / max(self.max_iters, 1)
+        c = self.end_ratio + (1 - self.end_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+        return [base * w * c for base in self.base_lrs]
+
+
+def build_lr_scheduler(cfg, optimizer):
+    s = cfg.SOLVER
+    name = s.LR_SCHEDULER_NAME
+    steps = [x for x in s.STEPS if x <= s.MAX_ITER]
+    if len(steps) != len(s.STEPS):
+        logger.warning("SOLVER.STEPS %s contains values larger than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER)
+    if name == "WarmupMultiStepLR":
+        return WarmupMultiStepLR(optimizer, steps, s.GAMMA, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD)
+    if name == "WarmupCosineLR":
+        end = s.BASE_LR_END / s.BASE_LR if s.BASE_LR > 0 else 0.0
+        return WarmupCosineLR(optimizer, s.MAX_ITER, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD, end)
+    raise ValueError(f"SOLVER.LR_SCHEDULER_NAME '{name}' is unknown; use WarmupMultiStepLR or WarmupCosineLR")
+
+
+def rescale_for_world_size(cfg, num_workers: int):
+    """Linear scaling rule: when SOLVER.REFERENCE_WORLD_SIZE > 0 and differs from `num_workers`,
+    scale IMS_PER_BATCH and BASE_LR by num_workers / reference and divide MAX_ITER, STEPS,
+    WARMUP_ITERS, CHECKPOINT_PERIOD and TEST.EVAL_PERIOD by it. Returns a new config."""
+    old = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if old == 0 or old == num_workers:
+        return cfg
+    cfg = cfg.clone()
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    if cfg.SOLVER.IMS_PER_BATCH % old != 0:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by REFERENCE_WORLD_SIZE {old}")
+    scale = num_workers / old
+    bs = cfg.SOLVER.IMS_PER_BATCH = int(round(cfg.SOLVER.IMS_PER_BATCH * scale))
+    cfg.SOLVER.BASE_LR *= scale
+    cfg.SOLVER.MAX_ITER = int(round(cfg.SOLVER.MAX_ITER / scale))
+    cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SOLVER.WARMUP_ITERS / scale))
+    cfg.SOLVER.STEPS = tuple(int(round(s / scale)) for s in cfg.SOLVER.STEPS)
+    cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+    cfg.SOLVER.CHECKPOINT_PERIOD = int(round(cfg.SOLVER.CHECKPOINT_PERIOD / scale))
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = num_workers
+    logger.info("Rescaled the schedule for %d workers (reference %d): IMS_PER_BATCH=%d, BASE_LR=%g, MAX_ITER=%d",
+                num_workers, old, bs, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER)
+    if frozen:
+        cfg.freeze()
+    return cfg

@@ -1,0 +1,99 @@
+"""Helpers around torch.distributed (rank, world size, gather, barriers)."""
+import functools
+import pickle
+from typing import Any, List
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["get_world_size", "get_rank", "get_local_rank", "is_main_process", "synchronize", "all_gather", "gather",
+           "shared_random_seed", "reduce_dict"]
+
+_LOCAL_PROCESS_GROUP = None
+_LOCAL_RANK = 0
+
+
+def _ready() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if _ready() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if _ready() else 0
+
+
+def get_local_rank() -> int:
+    return _LOCAL_RANK if _ready() else 0
+
+
+def set_local_rank(rank: int) -> None:
+    global _LOCAL_RANK
+    _LOCAL_RANK = rank
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def synchronize() -> None:
+    """Barrier across all processes (no-op when not distributed)."""
+    if not _ready() or dist.get_world_size() == 1:
+        return
+    if dist.get_backend() == dist.Backend.NCCL:
+        dist.barrier(device_ids=[torch.cuda.current_device()])
+    else:
+        dist.barrier()
+
+
+@functools.lru_cache()
+def _gloo_group():
+    """A gloo group for gathering Python objects, whatever the main backend."""
+    if dist.get_backend() == "nccl":
+        return dist.new_group(backend="gloo")
+    return dist.group.WORLD
+
+
+def all_gather(data: Any) -> List[Any]:
+    """Gather a picklable object from every rank; returns the list on every rank."""
+    if get_world_size() == 1:
+        return [data]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, data, group=_gloo_group())
+    return out
+
+
+def gather(data: Any, dst: int = 0) -> List[Any]:
+    """Gather a picklable object to `dst`; other ranks get []."""
+    if get_world_size() == 1:
+        return [data]
+    group = _gloo_group()
+    if get_rank() == dst:
+        out = [None] * get_world_size()
+        dist.gather_object(data, out, dst=dst, group=group)
+        return out
+    dist.gather_object(data, None, dst=dst, group=group)
+    return []
+
+
+def shared_random_seed() -> int:
+    """A random int that is the same on every rank (drawn on rank 0)."""
+    ints = np.random.randint(2 ** 31)
+    return all_gather(ints)[0]
+
+
+def reduce_dict(input_dict: dict, average: bool = True) -> dict:
+    """Average (or sum) a dict of scalar tensors over ranks; the result on every rank."""
+    world = get_world_size()
+    if world < 2:
+        return input_dict
+    with torch.no_grad():
+        names = sorted(input_dict.keys())
+        values = torch.stack([input_dict[k].detach().float() for k in names])
+        dist.all_reduce(values)
+        if average:
+            values /= world
+        return dict(zip(names, values))

@@ -1,0 +1,211 @@
+"""Training metrics: EventStorage collects scalars per iteration; writers print them, append them
+to metrics.json (one JSON object per line) and to TensorBoard event files."""
+import datetime
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["EventStorage", "get_event_storage", "JSONWriter", "CommonMetricPrinter", "TensorboardXWriter"]
+
+_CURRENT_STORAGE_STACK: List["EventStorage"] = []
+
+
+def get_event_storage() -> "EventStorage":
+    if not _CURRENT_STORAGE_STACK:
+        raise RuntimeError("get_event_storage() must be called inside a `with EventStorage(...)` block")
+    return _CURRENT_STORAGE_STACK[-1]
+
+
+class EventStorage:
+    """Scalar history: name -> list of (value, iteration); `iter` is the current iteration."""
+
+    def __init__(self, start_iter: int = 0):
+        self._history: Dict[str, List] = defaultdict(list)
+        self._smoothing_hints: Dict[str, bool] = {}
+        self._latest: Dict[str, tuple] = {}
+        self.iter = start_iter
+
+    def put_scalar(self, name: str, value, smoothing_hint: bool = True) -> None:
+        value = float(value.item() if isinstance(value, torch.Tensor) else value)
+        self._history[name].append((value, self.iter))
+        self._latest[name] = (value, self.iter)
+        self._smoothing_hints.setdefault(name, smoothing_hint)
+
+    def put_scalars(self, *, smoothing_hint: bool = True, **kwargs) -> None:
+        for k, v in kwargs.items():
+            self.put_scalar(k, v, smoothing_hint=smoothing_hint)
+
+    def history(self, name: str) -> List:
+        if name not in self._history:
+            raise KeyError(f"No history metric available for {name}!")
+        return self._history[name]
+
+    def histories(self):
+        return self._history
+
+    def latest(self) -> Dict[str, tuple]:
+        return self._latest
+
+    def median(self, name: str, window: int) -> float:
+        return float(np.median([v for v, _ in self._history[name][-window:]]))
+
+    def latest_with_smoothing_hint(self, window: int = 20) -> Dict[str, tuple]:
+        out = {}
+        for k, (v, it) in self._latest.items():
+            out[k] = (self.median(k, window) if self._smoothing_hints[k] else v, it)
+        return out
+
+    def step(self) -> None:
+        self.iter += 1
+
+    def __enter__(self):
+        _CURRENT_STORAGE_STACK.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        assert _CURRENT_STORAGE_STACK[-1] is self
+        _CURRENT_STORAGE_STACK.pop()
+
+
+class JSONWriter:
+    """Appends one JSON line per iteration that has scalars: {"iteration": i, name: value, ...}.
+
+    When training resumes at `start_iter`, lines for iterations >= start_iter (written by the
+    interrupted run after its last checkpoint) are removed first, atomically.
+    """
+
+    def __init__(self, json_file: str, start_iter: int = 0):
+        self._file = json_file
+        self._last_write = start_iter - 1
+        if start_iter > 0 and os.path.exists(json_file):
+            kept = []
+            with open(json_file) as f:
+                for line in f:
+                    try:
+                        if json.loads(line).get("iteration", -1) < start_iter:
+                            kept.append(line if line.endswith("\n") else line + "\n")
+                    except json.JSONDecodeError:  # a line cut by a crash
+                        continue
+            tmp = json_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+            os.replace(tmp, json_file)
+        self._handle = open(json_file, "a")
+
+    def write(self) -> None:
+        storage = get_event_storage()
+        by_iter = defaultdict(dict)
+        for name, hist in storage.histories().items():
+            for value, it in reversed(hist):
+                if it <= self._last_write:
+                    break
+                by_iter[it][name] = value
+        for it in sorted(by_iter):
+            self._handle.write(json.dumps({"iteration": it, **dict(sorted(by_iter[it].items()))}, sort_keys=False) + "\n")
+        if by_iter:
+            self._last_write = max(by_iter)
+        self._handle.flush()
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError:
+            pass
+
+    def close(self):
+        self._handle.close()
+
+
+class TensorboardXWriter:
+    """Scalars to TensorBoard event files (needs the `tensorboard` package; silently off without it)."""
+
+    def __init__(self, log_dir: str, window_size: int = 20):
+        self._window_size = window_size
+        self._last_write = -1
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir)
+        except Exception as e:  # tensorboard missing
+            logging.getLogger(__name__).info("TensorBoard logging is off (%s)", e)
+            self._writer = None
+
+    def write(self):
+        if self._writer is None:
+            return
+        storage = get_event_storage()
+        new_last = self._last_write
+        for k, (v, it) in storage.latest_with_smoothing_hint(self._window_size).items():
+            if it > self._last_write:
+                self._writer.add_scalar(k, v, it)
+                new_last = max(new_last, it)
+        self._last_write = new_last
+        self._writer.flush()
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class CommonMetricPrinter:
+    """Console line: eta, iter, losses (median of the window), time, data_time, lr, peak memory."""
+
+    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20):
+        self.logger = logging.getLogger("detgn.utils.events")
+        self._max_iter = max_iter
+        self._window_size = window_size
+        self._last = None
+
+    def _eta(self, storage) -> Optional[str]:
+        if self._max_iter is None:
+            return ""
+        iteration = storage.iter
+        try:
+            eta = storage.median("time", 1000) * (self._max_iter - iteration - 1)
+            return str(datetime.timedelta(seconds=int(eta)))
+        except KeyError:
+            if self._last is not None:
+                it0, t0 = self._last
+                per = (time.perf_counter() - t0) / max(iteration - it0, 1)
+                self._last = (iteration, time.perf_counter())
+                return str(datetime.timedelta(seconds=int(per * (self._max_iter - iteration - 1))))
+            self._last = (iteration, time.perf_counter())
+            return None
+
+    def write(self):
+        storage = get_event_storage()
+        iteration = storage.iter
+        if self._max_iter is not None and iteration == self._max_iter:
+            return
+        hist = storage.histories()
+
+        def med(k):
+            return storage.median(k, self._window_size) if k in hist else None
+
+        data_time, iter_time = med("data_time"), med("time")
+        lr = hist["lr"][-1][0] if "lr" in hist else None
+        eta = self._eta(storage)
+        if torch.cuda.is_available():
+            mem = f"max_mem: {torch.cuda.max_memory_allocated() / 1024 ** 2:.0f}M"
+        else:
+            try:
+                import resource
+
+                mem = f"max_rss: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}M"
+            except Exception:
+                mem = ""
+        losses = "  ".join(f"{k}: {storage.median(k, self._window_size):.4g}" for k in sorted(hist) if "loss" in k)
+        self.logger.info(
+            f"{'eta: ' + eta + '  ' if eta else ''}iter: {iteration}  {losses}  "
+            f"{'time: %.4f  ' % iter_time if iter_time is not None else ''}"
+            f"{'data_time: %.4f  ' % data_time if data_time is not None else ''}"
+            f"{'lr: %.6g  ' % lr if lr is not None else ''}{mem}"
+        )
+
+    def close(self):
+        pass

@@ -1,0 +1,67 @@
+#!/usr/bin/env python
+"""Draw a dataset's ground truth after the training augmentations into PNG files.
+
+    python tools/visualize_data.py --config-file configs/nuclei_quickstart.yaml --output vis/ \
+        [--dataset nuclei_mini_train] [--num 8] [--source annotation|dataloader] [KEY VALUE ...]
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None):
+    from detgn.config import get_cfg
+    from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detgn.structures import BitMasks, PolygonMasks
+    from detgn.utils.visualizer import draw_instances
+    import cv2
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", default="", metavar="FILE", help="config file (its INPUT.* decide the augmentations)")
+    ap.add_argument("--dataset", default=None, help="registered dataset name (default: the first of DATASETS.TRAIN)")
+    ap.add_argument("--output", required=True, help="folder for the PNG files")
+    ap.add_argument("--num", type=int, default=8, help="number of images to draw")
+    ap.add_argument("--source", choices=["annotation", "dataloader"], default="dataloader",
+                    help="raw annotations, or after the training augmentations")
+    ap.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    args = ap.parse_args(argv)
+    cfg = get_cfg()
+    try:
+        if args.config_file:
+            cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    cfg.MODEL.MASK_ON = True
+    name = args.dataset or cfg.DATASETS.TRAIN[0]
+    dicts = DatasetCatalog.get(name)
+    names = MetadataCatalog.get(name).get("thing_classes")
+    mapper = DatasetMapper(cfg, True)
+    if args.source == "annotation":
+        mapper.augmentations = []
+    os.makedirs(args.output, exist_ok=True)
+    for i, d in enumerate(dicts[: args.num]):
+        out = mapper(d, np.random.RandomState(args.seed + i))
+        img = out["image"].numpy().transpose(1, 2, 0)
+        if cfg.INPUT.FORMAT == "RGB":
+            img = img[:, :, ::-1]
+        inst = out["instances"]
+        h, w = img.shape[:2]
+        masks = None
+        if inst.has("gt_masks"):
+            gm = inst.gt_masks
+            masks = (BitMasks.from_polygon_masks(gm, h, w) if isinstance(gm, PolygonMasks) else gm).tensor.numpy()
+        vis = draw_instances(np.ascontiguousarray(img), inst.gt_boxes.tensor.numpy(), masks, inst.gt_classes.tolist(), None, names,
+                             draw_labels=len(inst) <= 30)
+        path = os.path.join(args.output, f"{os.path.splitext(os.path.basename(d['file_name']))[0]}.png")
+        cv2.imwrite(path, vis)
+        print(f"{path}: {len(inst)} instances, {w}x{h}")
+
+
+if __name__ == "__main__":
+    main()
