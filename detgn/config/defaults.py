@@ -215,6 +215,7 @@ _C.TEST.VIS_PERIOD_IMAGES = 0  # write this many prediction PNGs after the final
 # ---------------------------------------------------------------------------- misc
 _C.OUTPUT_DIR = "./output"  # where logs, checkpoints and results are written
 _C.SEED = -1  # random seed; negative picks one from time and pid
+_C.LOG_PERIOD = 20  # write console/metrics.json/TensorBoard every this many iterations
 _C.CUDNN_BENCHMARK = False  # keep False for detection (ROI counts change every step)
 _C.VIS_PERIOD = 0  # unused (detectron2 compatibility)
 _C.GLOBAL = CN()

@@ -1,0 +1,6 @@
+from .defaults import ConfigError, DefaultTrainer, default_argument_parser, default_setup, seed_all_rng, setup_cfg
+from .hooks import CallbackHook, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
+from .launch import launch
+from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
+
+__all__ = [k for k in globals() if not k.startswith("_")]

@@ -1,0 +1,226 @@
+"""What tools/train_net.py is made of: argument parser, set-up of the output dir and logging,
+and DefaultTrainer (model, optimizer, scheduler, data, checkpoints, hooks, evaluation)."""
+import argparse
+import logging
+import os
+import random
+import sys
+import time
+from collections import OrderedDict
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from detgn.checkpoint import DetectionCheckpointer, set_rng_state
+from detgn.config import ConfigKeyError, get_cfg
+from detgn.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detgn.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
+from detgn.modeling import build_model
+from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
+from detgn.utils import comm
+from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detgn.utils.logger import setup_logger
+
+from . import hooks
+from .train_loop import AMPTrainer, SimpleTrainer
+
+__all__ = ["default_argument_parser", "default_setup", "setup_cfg", "DefaultTrainer", "seed_all_rng", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A config file, override or output directory problem, reported in one line."""
+
+
+def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=description or "Train or evaluate a detgn model (GN Mask R-CNN).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n"
+               "  python tools/train_net.py --config-file configs/nuclei_quickstart.yaml\n"
+               "  python tools/train_net.py --config-file cfg.yaml --resume\n"
+               "  python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/model_final.pth\n"
+               "  python tools/train_net.py --config-file cfg.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16\n"
+               "  (machine 0 of 2) python tools/train_net.py --config-file cfg.yaml --num-gpus 8 --num-machines 2 \\\n"
+               "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n")
+    p.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config file")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
+    p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST and exit")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU processes with MODEL.DEVICE cpu)")
+    p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines - 1)")
+    p.add_argument("--dist-url", default="auto", help="torch.distributed init URL, e.g. tcp://host:port (auto: a free local port)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                   help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/")
+    return p
+
+
+def setup_cfg(args):
+    """Config from --config-file and KEY VALUE overrides; problems become ConfigError (one line)."""
+    cfg = get_cfg()
+    if args.config_file:
+        if not os.path.isfile(args.config_file):
+            raise ConfigError(f"Config file not found: {args.config_file}")
+        try:
+            cfg.merge_from_file(args.config_file)
+        except ConfigKeyError as e:
+            raise ConfigError(f"{args.config_file}: {e}") from None
+        except Exception as e:
+            raise ConfigError(f"Cannot read config {args.config_file}: {type(e).__name__}: {e}") from None
+    try:
+        cfg.merge_from_list(args.opts)
+    except ConfigKeyError as e:
+        raise ConfigError(f"command line override: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"command line override {args.opts}: {type(e).__name__}: {e}") from None
+    return cfg
+
+
+def seed_all_rng(seed: Optional[int] = None) -> int:
+    if seed is None or seed < 0:
+        seed = (os.getpid() + int(time.time() * 1e6) + int.from_bytes(os.urandom(2), "big")) % (2 ** 31)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def _check_writable(output_dir: str) -> None:
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, f".write_test.{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from None
+
+
+def default_setup(cfg, args) -> None:
+    """Output dir check, logging (log.txt on rank 0 only), config.yaml, seeding, cudnn settings."""
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if rank == 0:
+        _check_writable(output_dir)
+    comm.synchronize()
+    logger = setup_logger(output_dir if rank == 0 else None, distributed_rank=rank, name="detgn")
+    for name in ("fvcore", "__main__"):
+        setup_logger(output_dir if rank == 0 else None, distributed_rank=rank, name=name)
+    logger.info("Rank %d of %d; command line: %s", rank, comm.get_world_size(), " ".join(sys.argv))
+    logger.info("Running with config:\n%s", cfg.dump())
+    if rank == 0:
+        path = os.path.join(output_dir, "config.yaml")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(cfg.dump())
+        os.replace(tmp, path)
+        logger.info("Full config saved to %s", path)
+    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank * 0)
+    logger.info("Global RNG seed: %d", seed)
+    torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
+
+
+class DefaultTrainer:
+    """Builds everything from the config and trains with the standard hooks.
+
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+    """
+
+    def __init__(self, cfg):
+        self.logger = logging.getLogger("detgn.trainer")
+        cfg = rescale_for_world_size(cfg, comm.get_world_size())
+        self.cfg = cfg
+        # fail fast on bad data paths, before the model is built
+        self.train_dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        self.model = build_model(cfg)
+        self.logger.info("Model:\n%s", self.model)
+        self.optimizer = build_optimizer(cfg, self.model)
+        self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        self.device = next(self.model.parameters()).device
+        self.checkpointer = DetectionCheckpointer(self.model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler)
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.data_seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        self._amp_state = None
+        self._rng_state = None
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """resume=True and a checkpoint in OUTPUT_DIR: restore everything and continue after its
+        iteration; otherwise load MODEL.WEIGHTS into the model only."""
+        ckpt = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = ckpt.get("iteration", -1) + 1
+            self.data_seed = ckpt.get("data_seed", self.data_seed)
+            self._amp_state = ckpt.get("amp")
+            self._rng_state = ckpt.get("rng")
+            self.logger.info("Resuming from iteration %d", self.start_iter)
+
+    def build_hooks(self, trainer):
+        cfg = self.cfg
+        main = comm.is_main_process()
+        ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
+        ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter, cfg.SOLVER.MAX_TO_KEEP,
+                                              extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()}))
+        if cfg.DATASETS.TEST:
+            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
+        if main:
+            writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
+                       TensorboardXWriter(cfg.OUTPUT_DIR)]
+            ret.append(hooks.PeriodicWriter(writers, period=cfg.LOG_PERIOD))
+        return ret
+
+    def build_train_loader(self):
+        return build_detection_train_loader(self.cfg, start_iter=self.start_iter, seed=self.data_seed, dataset=self.train_dicts)
+
+    def _wrap(self, model):
+        if comm.get_world_size() > 1:
+            ids = [comm.get_local_rank()] if self.device.type == "cuda" else None
+            return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        return model
+
+    def train(self):
+        cfg = self.cfg
+        loader = self.build_train_loader()
+        model = self._wrap(self.model)
+        if cfg.SOLVER.AMP.ENABLED:
+            trainer = AMPTrainer(model, loader, self.optimizer, dtype=cfg.SOLVER.AMP.DTYPE, device_type=self.device.type)
+            if self._amp_state:
+                trainer.load_state_dict(self._amp_state)
+        else:
+            trainer = SimpleTrainer(model, loader, self.optimizer)
+        trainer.register_hooks(self.build_hooks(trainer))
+        self._trainer = trainer
+        if self._rng_state is not None:  # exact resume: the RNG as it was right after the saved iteration
+            set_rng_state(self._rng_state)
+        trainer.train(self.start_iter, self.max_iter)
+        eval_hooks = [h for h in trainer._hooks if isinstance(h, hooks.EvalHook)]
+        return eval_hooks[0].last_results if eval_hooks else None
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, output_dir=output_folder, backend=cfg.TEST.EVALUATOR_BACKEND)
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict)."""
+        results = OrderedDict()
+        amp = None
+        if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.DTYPE == "bfloat16":
+            amp = torch.bfloat16
+        for name in cfg.DATASETS.TEST:
+            loader = build_detection_test_loader(cfg, name)
+            evaluator = cls.build_evaluator(cfg, name)
+            results[name] = inference_on_dataset(model.module if isinstance(model, DistributedDataParallel) else model, loader, evaluator, amp_dtype=amp)
+            if comm.is_main_process():
+                logging.getLogger("detgn.trainer").info("Evaluation results for %s in csv format:", name)
+                for task, metrics in results[name].items():
+                    keys = [k for k in metrics if not k.startswith("AP-")]
+                    logging.getLogger("detgn.trainer").info("copypaste: Task: %s\ncopypaste: %s\ncopypaste: %s", task,
+                                                           ",".join(keys), ",".join(f"{metrics[k]:.4f}" for k in keys))
+        if len(results) == 1:
+            return list(results.values())[0]
+        return results

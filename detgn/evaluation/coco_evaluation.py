@@ -1,0 +1,257 @@
+"""COCOEvaluator: predicted Instances -> COCO results -> pycocotools COCOeval (bbox, segm).
+
+AP values are reported in percent, as detectron2 does. Results are gathered from all ranks
+on the main process, which writes `instances_predictions.pth` and `coco_instances_results.json`.
+"""
+import contextlib
+import copy
+import io
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from pycocotools.coco import COCO
+from tabulate import tabulate
+
+from detgn.data import DatasetCatalog, MetadataCatalog
+from detgn.structures import BoxMode
+from detgn.utils import comm
+
+from .evaluator import DatasetEvaluator
+
+__all__ = ["COCOEvaluator", "instances_to_coco_json", "evaluate_predictions_on_coco", "convert_to_coco_json", "METRIC_NAMES"]
+
+logger = logging.getLogger(__name__)
+METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+
+
+def instances_to_coco_json(instances, img_id: int) -> List[Dict]:
+    """Instances(pred_boxes, scores, pred_classes[, pred_masks]) -> COCO result dicts with XYWH boxes,
+    contiguous category ids (mapped back later) and RLE masks (str counts)."""
+    n = len(instances)
+    if n == 0:
+        return []
+    boxes = instances.pred_boxes.tensor.detach().cpu().numpy()
+    boxes = BoxMode.convert(boxes, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS).tolist()
+    scores = instances.scores.tolist()
+    classes = instances.pred_classes.tolist()
+    rles = None
+    if instances.has("pred_masks"):
+        masks = instances.pred_masks.detach().cpu().numpy()
+        rles = [mask_util.encode(np.array(m[:, :, None], order="F", dtype=np.uint8))[0] for m in masks]
+        for r in rles:
+            r["counts"] = r["counts"].decode("utf-8")
+    out = []
+    for k in range(n):
+        res = {"image_id": img_id, "category_id": classes[k], "bbox": boxes[k], "score": scores[k]}
+        if rles is not None:
+            res["segmentation"] = rles[k]
+        out.append(res)
+    return out
+
+
+def convert_to_coco_json(dataset_name: str, output_file: str) -> str:
+    """Write a COCO-format ground-truth json for a registered dataset without one (cached)."""
+    if os.path.exists(output_file):
+        return output_file
+    dicts = DatasetCatalog.get(dataset_name)
+    meta = MetadataCatalog.get(dataset_name)
+    classes = meta.get("thing_classes") or sorted({a["category_id"] for d in dicts for a in d.get("annotations", [])})
+    reverse = {v: k for k, v in meta.get("thing_dataset_id_to_contiguous_id", {}).items()}
+    categories = [{"id": reverse.get(i, i), "name": str(n)} for i, n in enumerate(classes)]
+    images, anns = [], []
+    for d in dicts:
+        images.append({"id": d["image_id"], "width": d["width"], "height": d["height"], "file_name": d["file_name"]})
+        for a in d.get("annotations", []):
+            bbox = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS)
+            ann = {"id": len(anns) + 1, "image_id": d["image_id"], "bbox": [float(x) for x in bbox], "iscrowd": int(a.get("iscrowd", 0)),
+                   "category_id": reverse.get(a["category_id"], a["category_id"])}
+            seg = a.get("segmentation")
+            if seg is not None:
+                if isinstance(seg, list):
+                    rle = mask_util.merge(mask_util.frPyObjects(seg, d["height"], d["width"]))
+                    ann["segmentation"] = seg
+                else:
+                    rle = seg if not isinstance(seg.get("counts"), list) else mask_util.frPyObjects(seg, *seg["size"])
+                    ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]}
+                ann["area"] = float(mask_util.area(rle))
+            else:
+                ann["area"] = float(bbox[2] * bbox[3])
+            anns.append(ann)
+    os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+    tmp = output_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"images": images, "annotations": anns, "categories": categories, "info": {"description": dataset_name}}, f)
+    os.replace(tmp, output_file)
+    return output_file
+
+
+def _cocoeval_class(backend: str):
+    if backend == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCOeval_faster
+
+            return COCOeval_faster
+        except ImportError as e:
+            raise ImportError("TEST.EVALUATOR_BACKEND faster_coco_eval needs `pip install faster-coco-eval`") from e
+    if backend != "pycocotools":
+        raise ValueError(f"TEST.EVALUATOR_BACKEND must be pycocotools or faster_coco_eval, got '{backend}'")
+    from pycocotools.cocoeval import COCOeval
+
+    return COCOeval
+
+
+def evaluate_predictions_on_coco(coco_gt: COCO, results: List[Dict], iou_type: str, img_ids: Optional[Sequence[int]] = None,
+                                 backend: str = "pycocotools"):
+    """Run COCOeval; returns the evaluator (its .stats holds the 12 summary numbers)."""
+    assert len(results) > 0
+    results = copy.deepcopy(results)
+    if iou_type == "segm":
+        for r in results:
+            r.pop("bbox", None)  # loadRes recomputes bbox from the mask
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(results)
+    cls = _cocoeval_class(backend)
+    ev = cls(coco_gt, coco_dt, iou_type)
+    if img_ids is not None:
+        ev.params.imgIds = list(img_ids)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    logger.info("COCOeval (%s, %s):\n%s", iou_type, backend, buf.getvalue())
+    return ev
+
+
+class COCOEvaluator(DatasetEvaluator):
+    """Evaluates bbox and segm AP of a registered dataset with the official COCO API."""
+
+    def __init__(self, dataset_name: str, tasks: Optional[Sequence[str]] = None, distributed: bool = True,
+                 output_dir: Optional[str] = None, backend: str = "pycocotools"):
+        self._dataset_name = dataset_name
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._backend = backend
+        self._tasks = tuple(tasks) if tasks is not None else None
+        meta = MetadataCatalog.get(dataset_name)
+        self._metadata = meta
+        json_file = meta.get("json_file")
+        if not json_file or not os.path.exists(json_file):
+            cache = os.path.join(output_dir or ".", f"{dataset_name}_coco_format.json")
+            logger.info("Dataset '%s' has no COCO json; converting its dicts to %s", dataset_name, cache)
+            if comm.is_main_process():  # only rank 0 writes files
+                convert_to_coco_json(dataset_name, cache)
+            comm.synchronize()
+            json_file = cache
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._coco_api = COCO(json_file)
+        self._do_evaluation = "annotations" in self._coco_api.dataset
+        id_map = meta.get("thing_dataset_id_to_contiguous_id")
+        if id_map is None:
+            cat_ids = sorted(self._coco_api.getCatIds())
+            id_map = {v: i for i, v in enumerate(cat_ids)}
+        self._reverse_id_map = {v: k for k, v in id_map.items()}
+        self._class_names = meta.get("thing_classes") or [c["name"] for c in self._coco_api.loadCats(sorted(self._coco_api.getCatIds()))]
+        self.reset()
+
+    def reset(self):
+        self._predictions = []
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            pred = {"image_id": inp["image_id"]}
+            if "instances" in out:
+                pred["instances"] = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
+            self._predictions.append(pred)
+
+    def evaluate(self, img_ids: Optional[Sequence[int]] = None):
+        if self._distributed:
+            comm.synchronize()
+            gathered = comm.gather(self._predictions, dst=0)
+            predictions = list(itertools.chain(*gathered))
+            if not comm.is_main_process():
+                return {}
+        else:
+            predictions = self._predictions
+        seen = set()
+        unique = []
+        for p in predictions:  # an image counted twice would bias AP
+            if p["image_id"] not in seen:
+                seen.add(p["image_id"])
+                unique.append(p)
+        predictions = unique
+        if len(predictions) == 0:
+            logger.warning("COCOEvaluator received no inputs; was the evaluation dataset empty?")
+            return {}
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            torch.save(predictions, os.path.join(self._output_dir, "instances_predictions.pth"))
+        return self._eval_predictions(predictions, img_ids)
+
+    def _tasks_for(self, results):
+        if self._tasks is not None:
+            return self._tasks
+        tasks = ["bbox"]
+        if any("segmentation" in r for r in results):
+            tasks.append("segm")
+        return tasks
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        results = list(itertools.chain(*[p.get("instances", []) for p in predictions]))
+        tasks = self._tasks_for(results)
+        for r in results:
+            cid = r["category_id"]
+            if cid not in self._reverse_id_map:
+                raise ValueError(f"Predicted category {cid} is outside the dataset's {len(self._reverse_id_map)} classes; "
+                                 f"check MODEL.ROI_HEADS.NUM_CLASSES")
+            r["category_id"] = self._reverse_id_map[cid]
+        if self._output_dir:
+            path = os.path.join(self._output_dir, "coco_instances_results.json")
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(results, f)
+            os.replace(tmp, path)
+            logger.info("Saved %d detections to %s", len(results), path)
+        if not self._do_evaluation:
+            logger.info("Ground truth has no annotations: results written, no AP computed")
+            return {}
+        if img_ids is None:
+            img_ids = [p["image_id"] for p in predictions]
+        out = OrderedDict()
+        for task in tasks:
+            task_results = [r for r in results if task != "segm" or "segmentation" in r]
+            if len(task_results) == 0:
+                logger.warning("No %s predictions on %s: reporting AP 0", task, self._dataset_name)
+                out[task] = {m: 0.0 for m in METRIC_NAMES}
+                out[task].update({f"AP-{n}": 0.0 for n in self._class_names})
+                continue
+            ev = evaluate_predictions_on_coco(self._coco_api, task_results, task, img_ids, self._backend)
+            out[task] = self._derive_metrics(ev, task)
+        return out
+
+    def _derive_metrics(self, coco_eval, iou_type):
+        stats = coco_eval.stats
+        metrics = {m: float(stats[i] * 100) if stats[i] >= 0 else float("nan") for i, m in enumerate(METRIC_NAMES)}
+        precisions = coco_eval.eval["precision"]  # (iou, recall, cls, area, maxdets)
+        per_cat = []
+        for idx, name in enumerate(self._class_names):
+            if idx >= precisions.shape[2]:
+                break
+            p = precisions[:, :, idx, 0, -1]
+            p = p[p > -1]
+            ap = float(np.mean(p) * 100) if p.size else float("nan")
+            per_cat.append((name, ap))
+            metrics[f"AP-{name}"] = ap
+        table = tabulate([[k, f"{v:.3f}"] for k, v in list(metrics.items())[:6]], headers=["metric", iou_type], tablefmt="pipe")
+        logger.info("Evaluation results for %s:\n%s", iou_type, table)
+        if len(per_cat) > 1:
+            cat_table = tabulate([[n, f"{a:.3f}"] for n, a in per_cat], headers=["category", "AP"], tablefmt="pipe")
+            logger.info("Per-category %s AP:\n%s", iou_type, cat_table)
+        return metrics

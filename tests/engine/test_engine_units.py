@@ -1,0 +1,145 @@
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from detgn.checkpoint import DetectionCheckpointer
+from detgn.config import get_cfg
+from detgn.engine import HookBase, PeriodicCheckpointer, SimpleTrainer
+from detgn.modeling import build_model
+from detgn.solver import WarmupCosineLR, WarmupMultiStepLR, build_optimizer, rescale_for_world_size
+
+from .util import QUICK, REPO
+
+
+def _md5(path):
+    return hashlib.md5(open(path, "rb").read()).hexdigest()
+
+
+class _ToyModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gn = nn.GroupNorm(2, 4)
+        self.nan_at = None
+        self.calls = 0
+
+    def forward(self, data):
+        y = self.gn(self.conv(data[0])).mean()
+        self.calls += 1
+        bad = torch.tensor(float("nan")) if self.nan_at is not None and self.calls > self.nan_at else torch.tensor(0.0)
+        return {"loss_good": y ** 2, "loss_mask": y.abs() + bad}
+
+
+def _loader():
+    while True:
+        yield [torch.randn(1, 3, 8, 8)]
+
+
+def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):
+    model = _ToyModel()
+    model.nan_at = 3  # iterations 0..2 fine, iteration 3 gives NaN
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ckpt = DetectionCheckpointer(model, str(tmp_path), optimizer=opt)
+    trainer = SimpleTrainer(model, _loader(), opt)
+    trainer.register_hooks([PeriodicCheckpointer(ckpt, period=2, max_iter=10)])
+    with pytest.raises(FloatingPointError) as e:
+        trainer.train(0, 10)
+    msg = str(e.value)
+    assert "iteration 3" in msg and "non-finite ['loss_mask']" in msg
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    before = _md5(tmp_path / "model_0000001.pth")
+    state = torch.load(tmp_path / "model_0000001.pth", weights_only=True)
+    assert state["iteration"] == 1
+    assert not (tmp_path / "model_final.pth").exists()
+    assert _md5(tmp_path / "model_0000001.pth") == before
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the NaN step never reached the weights
+
+
+def test_interrupted_save_leaves_previous_checkpoint(tmp_path):
+    # a child process saves once, then is SIGKILLed in the middle of writing the second checkpoint
+    script = textwrap.dedent(f"""
+        import os, signal, sys, torch
+        sys.path.insert(0, {REPO!r})
+        from torch import nn
+        from detgn.checkpoint import DetectionCheckpointer
+        model = nn.Linear(1000, 1000)
+        ck = DetectionCheckpointer(model, {str(tmp_path)!r})
+        ck.save("model_0000001", iteration=1)
+        real_save = torch.save
+        def dying_save(obj, f, *a, **k):
+            f.write(b"PK\\x03\\x04 partial bytes of a zip")
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.save = dying_save
+        with torch.no_grad():
+            model.weight.add_(1)
+        ck.save("model_0000003", iteration=3)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == -9
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert not (tmp_path / "model_0000003.pth").exists()
+    model = nn.Linear(1000, 1000)
+    ck = DetectionCheckpointer(model, str(tmp_path))
+    extra = ck.resume_or_load("", resume=True)
+    assert extra["iteration"] == 1
+
+
+def test_gn_parameters_get_no_weight_decay():
+    cfg = get_cfg()
+    cfg.merge_from_file(QUICK)
+    model = build_model(cfg)
+    opt = build_optimizer(cfg, model)
+    wd_of = {}
+    for g in opt.param_groups:
+        for p in g["params"]:
+            wd_of[p] = g["weight_decay"]
+    gn_params = [p for m in model.modules() if isinstance(m, nn.GroupNorm) for p in m.parameters(recurse=False) if p.requires_grad]
+    assert len(gn_params) > 50
+    assert all(wd_of[p] == 0.0 for p in gn_params)
+    conv = model.backbone.bottom_up.res3[0].conv1.weight
+    assert wd_of[conv] == cfg.SOLVER.WEIGHT_DECAY
+    # frozen parameters (stem, res2) are not in the optimizer
+    assert model.backbone.bottom_up.stem.conv1.weight not in wd_of
+    cfg.SOLVER.WEIGHT_DECAY_NORM = 0.5
+    opt2 = build_optimizer(cfg, model)
+    wd2 = {p: g["weight_decay"] for g in opt2.param_groups for p in g["params"]}
+    assert all(wd2[p] == 0.5 for p in gn_params)
+
+
+def test_lr_schedules():
+    p = [nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(p, lr=1.0)
+    s = WarmupMultiStepLR(opt, [5, 8], gamma=0.1, warmup_factor=0.1, warmup_iters=4)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[2] == pytest.approx(0.1 * 0.5 + 0.5)
+    assert lrs[4] == pytest.approx(1.0) and lrs[5] == pytest.approx(0.1) and lrs[8] == pytest.approx(0.01)
+    opt = torch.optim.SGD(p, lr=1.0)
+    c = WarmupCosineLR(opt, max_iters=10, warmup_iters=0)
+    for _ in range(5):
+        opt.step()
+        c.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+
+
+def test_reference_world_size_rescaling():
+    cfg = get_cfg()
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = 8
+    cfg.SOLVER.IMS_PER_BATCH = 16
+    cfg.SOLVER.BASE_LR = 0.02
+    cfg.SOLVER.MAX_ITER = 90000
+    cfg.SOLVER.STEPS = (60000, 80000)
+    out = rescale_for_world_size(cfg, 1)
+    assert out.SOLVER.IMS_PER_BATCH == 2 and out.SOLVER.BASE_LR == pytest.approx(0.0025)
+    assert out.SOLVER.MAX_ITER == 720000 and out.SOLVER.STEPS == (480000, 640000)
+    assert rescale_for_world_size(cfg, 8) is cfg

@@ -1,0 +1,41 @@
+"""Draw a trained model's predictions on the first images of a dataset (used by train_net.py and demo.py)."""
+import os
+from typing import List
+
+import cv2
+import numpy as np
+import torch
+
+
+def draw_prediction(image_bgr: np.ndarray, instances, class_names=None, threshold: float = 0.5) -> np.ndarray:
+    from detgn.utils.visualizer import draw_instances
+
+    inst = instances[instances.scores >= threshold].to("cpu")
+    masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
+    return draw_instances(image_bgr, inst.pred_boxes.tensor.numpy(), masks, inst.pred_classes.tolist(), inst.scores.tolist(),
+                          class_names, draw_labels=len(inst) <= 40)
+
+
+def write_prediction_pictures(cfg, model, dataset_name: str, num: int, out_dir: str, threshold: float = 0.5) -> List[str]:
+    from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detgn.data.detection_utils import read_image
+
+    os.makedirs(out_dir, exist_ok=True)
+    dicts = DatasetCatalog.get(dataset_name)[:num]
+    names = MetadataCatalog.get(dataset_name).get("thing_classes")
+    mapper = DatasetMapper(cfg, False)
+    was_training = model.training
+    model.eval()
+    paths = []
+    with torch.no_grad():
+        for d in dicts:
+            inp = mapper(d)
+            out = model([inp])[0]["instances"]
+            img = read_image(d["file_name"], "BGR")
+            vis = draw_prediction(img, out, names, threshold)
+            gt_vis = None
+            path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + "_pred.png")
+            cv2.imwrite(path, np.concatenate([img, vis], axis=1))
+            paths.append(path)
+    model.train(was_training)
+    return paths

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Train a detgn model (GN Mask R-CNN by default) and evaluate it with the COCO metrics.
+
+Run with --help for every option. Examples are listed at the end of --help.
+"""
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from detgn.engine import ConfigError, DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg  # noqa: E402
+from detgn.utils import comm  # noqa: E402
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    cfg.freeze()
+    default_setup(cfg, args)
+    if args.eval_only:
+        from detgn.checkpoint import DetectionCheckpointer
+        from detgn.modeling import build_model
+
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint to evaluate)")
+        if not cfg.DATASETS.TEST:
+            raise ConfigError("--eval-only needs DATASETS.TEST")
+        model = build_model(cfg)
+        DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return DefaultTrainer.test(cfg, model)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    results = trainer.train()
+    if comm.is_main_process():
+        after_training(cfg, trainer)
+    return results
+
+
+def after_training(cfg, trainer):
+    """Plots of metrics.json and prediction pictures (when configured), on the main process."""
+    log = logging.getLogger("detgn")
+    try:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from plot_metrics import plot_metrics
+
+        written = plot_metrics(cfg.OUTPUT_DIR)
+        if written:
+            log.info("Plots written: %s", ", ".join(written))
+    except ImportError as e:
+        log.info("Skipping plots (%s)", e)
+    n = cfg.TEST.VIS_PERIOD_IMAGES
+    if n > 0 and cfg.DATASETS.TEST:
+        from predict_pictures import write_prediction_pictures
+
+        paths = write_prediction_pictures(cfg, trainer.model, cfg.DATASETS.TEST[0], n, os.path.join(cfg.OUTPUT_DIR, "predictions"))
+        log.info("Prediction pictures: %s", ", ".join(paths))
+
+
+def cli(argv=None):
+    args = default_argument_parser().parse_args(argv)
+    try:
+        cfg = setup_cfg(args)  # validate config and overrides before spawning anything
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    use_cuda = cfg.MODEL.DEVICE.startswith("cuda")
+    import torch
+
+    use_cuda = use_cuda and torch.cuda.is_available()
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
+               args=(args,), use_cuda=use_cuda)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (FileNotFoundError, ValueError) as e:
+        if os.environ.get("DETGN_TRACEBACK"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
