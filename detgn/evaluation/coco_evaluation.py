@@ -201,6 +201,8 @@ class COCOEvaluator(DatasetEvaluator):
         tasks = ["bbox"]
         if any("segmentation" in r for r in results):
             tasks.append("segm")
+        elif not results and any("segmentation" in a for a in self._coco_api.dataset.get("annotations", [])):
+            tasks.append("segm")  # nothing predicted: report both tasks the ground truth supports
         return tasks
 
     def _eval_predictions(self, predictions, img_ids=None):

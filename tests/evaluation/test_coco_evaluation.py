@@ -1,0 +1,159 @@
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from detgn.data import DatasetCatalog, MetadataCatalog
+from detgn.evaluation import COCOEvaluator
+from detgn.structures import BitMasks, Boxes, BoxMode, Instances
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURE = os.path.join(REPO, "tests", "data", "coco_eval_fixture")
+sys.path.insert(0, os.path.join(REPO, "tools"))
+
+
+def test_fixture_matches_documented_numbers_exactly():
+    from evaluate_json import evaluate_json
+
+    expected = json.load(open(os.path.join(FIXTURE, "expected_stats.json")))
+    gt = os.path.join(FIXTURE, "instances_val2014_100.json")
+    got_b = evaluate_json(gt, os.path.join(FIXTURE, "instances_val2014_fakebbox100_results.json"), ["bbox"])
+    got_s = evaluate_json(gt, os.path.join(FIXTURE, "instances_val2014_fakesegm100_results.json"), ["segm"])
+    # identical to the documented numbers up to the last bit of a double: plain pycocotools 2.0.11 with
+    # numpy 2.4 gives APs(segm) = 0.3873740315997837 vs the documented ...838 (numpy's summation order)
+    assert got_b["bbox"] == pytest.approx(expected["bbox"], rel=1e-15, abs=0)
+    assert got_s["segm"] == pytest.approx(expected["segm"], rel=1e-15, abs=0)
+    assert sum(a != b for a, b in zip(got_b["bbox"] + got_s["segm"], expected["bbox"] + expected["segm"])) <= 1
+
+
+def test_evaluate_json_cli_errors(tmp_path, capsys):
+    from evaluate_json import main
+
+    assert main(["--gt", str(tmp_path / "nope.json"), "--results", str(tmp_path / "r.json")]) == 2
+    assert "File not found" in capsys.readouterr().err
+
+
+SIZE = 40.0
+
+
+def _dataset(n=6, h=100, w=120):
+    """n images, each with one 40x40 square of class (i % 2); no COCO json (converted on the fly)."""
+    dicts = []
+    for i in range(n):
+        x0, y0 = 10 + 5 * i, 20 + 3 * i
+        mask = np.zeros((h, w), np.uint8)
+        mask[y0 : y0 + 40, x0 : x0 + 40] = 1
+        import pycocotools.mask as mu
+
+        rle = mu.encode(np.asfortranarray(mask))
+        rle["counts"] = rle["counts"].decode()
+        dicts.append({"file_name": f"img{i}.png", "image_id": 100 + i, "height": h, "width": w,
+                      "annotations": [{"bbox": [x0, y0, SIZE, SIZE], "bbox_mode": BoxMode.XYWH_ABS, "category_id": i % 2,
+                                       "iscrowd": 0, "segmentation": rle}]})
+    return dicts
+
+
+def _register(name, n=6):
+    if name not in DatasetCatalog:
+        DatasetCatalog.register(name, lambda: _dataset(n))
+        MetadataCatalog.get(name).set(thing_classes=["a", "b"], thing_dataset_id_to_contiguous_id={3: 0, 7: 1})
+
+
+def _prediction(d, shift=0.0):
+    a = d["annotations"][0]
+    x0, y0 = a["bbox"][:2]
+    box = torch.tensor([[x0 + shift, y0, x0 + shift + SIZE, y0 + SIZE]])
+    m = torch.zeros(1, d["height"], d["width"], dtype=torch.bool)
+    xs = int(round(x0 + shift))
+    m[0, int(y0) : int(y0) + 40, xs : xs + 40] = True
+    inst = Instances((d["height"], d["width"]), pred_boxes=Boxes(box), scores=torch.tensor([0.9]),
+                     pred_classes=torch.tensor([a["category_id"]]), pred_masks=m)
+    return {"instances": inst}
+
+
+def _run(evaluator, dicts, shift=0.0, empty=False):
+    evaluator.reset()
+    for d in dicts:
+        out = _prediction(d, shift)
+        if empty:
+            out = {"instances": out["instances"][torch.zeros(1, dtype=torch.bool)]}
+        evaluator.process([{"image_id": d["image_id"]}], [out])
+    return evaluator.evaluate()
+
+
+def test_ground_truth_as_predictions_gives_ap_100(tmp_path):
+    _register("evaltest_squares")
+    ev = COCOEvaluator("evaltest_squares", output_dir=str(tmp_path), distributed=False)
+    res = _run(ev, _dataset())
+    assert res["bbox"]["AP"] == pytest.approx(100.0) and res["segm"]["AP"] == pytest.approx(100.0)
+    assert res["bbox"]["AP-a"] == pytest.approx(100.0) and res["bbox"]["AP-b"] == pytest.approx(100.0)
+    results = json.load(open(tmp_path / "coco_instances_results.json"))
+    assert len(results) == 6 and {r["category_id"] for r in results} == {3, 7}  # original dataset ids
+    assert results[0]["bbox"][2] == pytest.approx(SIZE)  # XYWH
+    assert os.path.exists(tmp_path / "instances_predictions.pth")
+
+
+def test_shifted_boxes_give_independently_computed_ap(tmp_path):
+    _register("evaltest_squares")
+    shift = 6.5
+    overlap = SIZE - shift
+    iou = overlap * SIZE / (2 * SIZE * SIZE - overlap * SIZE)  # 0.7204
+    thresholds = np.linspace(0.5, 0.95, 10)
+    expected_ap = 100.0 * np.mean(iou >= thresholds)  # each GT is matched at thresholds <= IoU, else missed
+    ev = COCOEvaluator("evaltest_squares", output_dir=str(tmp_path), distributed=False, tasks=["bbox"])
+    res = _run(ev, _dataset(), shift=shift)
+    assert expected_ap == pytest.approx(50.0)
+    assert res["bbox"]["AP"] == pytest.approx(expected_ap)
+    assert res["bbox"]["AP50"] == pytest.approx(100.0) and res["bbox"]["AP75"] == pytest.approx(0.0)
+
+
+def test_empty_predictions_give_zero_with_warning(tmp_path, caplog):
+    _register("evaltest_squares")
+    ev = COCOEvaluator("evaltest_squares", output_dir=str(tmp_path), distributed=False)
+    with caplog.at_level(logging.WARNING):
+        res = _run(ev, _dataset(), empty=True)
+    assert res["bbox"]["AP"] == 0.0 and res["segm"]["AP"] == 0.0
+    assert "No bbox predictions" in caplog.text
+
+
+def _dist_worker(rank, init_file, out_dir):
+    import torch.distributed as dist
+
+    from detgn.data.samplers import InferenceSampler
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    _register("evaltest_squares7", 7)
+    dicts = _dataset(7)
+    ev = COCOEvaluator("evaltest_squares7", output_dir=out_dir, distributed=True, tasks=["bbox"])
+    ev.reset()
+    for i in InferenceSampler(len(dicts)):
+        ev.process([{"image_id": dicts[i]["image_id"]}], [_prediction(dicts[i], shift=float(i))])
+    res = ev.evaluate()
+    if rank == 0:
+        torch.save({"res": res, "n": len(torch.load(os.path.join(out_dir, "instances_predictions.pth"), weights_only=False))},
+                   os.path.join(out_dir, "dist.pt"))
+    else:
+        assert res == {}
+    dist.destroy_process_group()
+
+
+def test_two_process_evaluation_equals_one_process(tmp_path):
+    with tempfile.TemporaryDirectory() as d:
+        mp.spawn(_dist_worker, args=(os.path.join(d, "init"), str(tmp_path)), nprocs=2)
+    got = torch.load(tmp_path / "dist.pt", weights_only=False)
+    _register("evaltest_squares7", 7)
+    dicts = _dataset(7)
+    ev = COCOEvaluator("evaltest_squares7", output_dir=str(tmp_path / "single"), distributed=False, tasks=["bbox"])
+    ev.reset()
+    for i, d in enumerate(dicts):
+        ev.process([{"image_id": d["image_id"]}], [_prediction(d, shift=float(i))])
+    single = ev.evaluate()
+    assert got["n"] == 7
+    assert got["res"]["bbox"]["AP"] == pytest.approx(single["bbox"]["AP"])
+    assert 0 < single["bbox"]["AP"] < 100

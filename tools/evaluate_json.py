@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Evaluate a COCO results file against COCO ground truth, without a model.
+
+    python tools/evaluate_json.py --gt instances_val2017.json --results coco_instances_results.json --type bbox segm
+
+Prints the 12 COCO summary numbers per type (AP in percent) and exits non-zero on bad input.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str = "pycocotools"):
+    """-> {type: [12 summary numbers as fractions]} computed by COCOeval."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    from detgn.evaluation.coco_evaluation import evaluate_predictions_on_coco
+
+    for path in (gt_file, results_file):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"File not found: {path}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_file)
+    try:
+        results = json.load(open(results_file))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Malformed json in {results_file}: {e.msg} at line {e.lineno}") from e
+    if not isinstance(results, list):
+        raise ValueError(f"{results_file} must hold a list of COCO result dicts")
+    out = {}
+    for t in types:
+        if t not in ("bbox", "segm"):
+            raise ValueError(f"--type must be bbox and/or segm, got '{t}'")
+        res = [r for r in results if t == "bbox" or "segmentation" in r]
+        if not res:
+            out[t] = [0.0] * 12
+            continue
+        ev = evaluate_predictions_on_coco(gt, res, t, backend=backend)
+        out[t] = [float(x) for x in ev.stats]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gt", required=True, help="COCO instances json (ground truth)")
+    ap.add_argument("--results", required=True, help="COCO results json (list of detections)")
+    ap.add_argument("--type", nargs="+", default=["bbox"], choices=["bbox", "segm"], help="IoU types to evaluate")
+    ap.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"], help="COCOeval implementation")
+    args = ap.parse_args(argv)
+    try:
+        stats = evaluate_json(args.gt, args.results, args.type, args.backend)
+    except (FileNotFoundError, ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for t, s in stats.items():
+        print(f"{t}: " + "  ".join(f"{n} {v * 100:.3f}" for n, v in zip(STAT_NAMES, s)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
