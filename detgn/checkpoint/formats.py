@@ -22,8 +22,12 @@ logger = logging.getLogger(__name__)
 
 def load_any_file(filename: str) -> Any:
     """torch.load (weights only) for torch files; a latin1 pickle for Detectron/detectron2 .pkl."""
+    import warnings
+
     try:
-        return torch.load(filename, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # plain pickles trigger a protocol warning before loading fine
+            return torch.load(filename, map_location="cpu", weights_only=True)
     except Exception as torch_error:
         try:
             with open(filename, "rb") as f:
@@ -175,10 +179,11 @@ def _fix_background(d):
 
 # ------------------------------------------------------------------------------ torchvision names
 def torchvision_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str) -> Dict[str, Any]:
-    """Rename torchvision/timm ResNet keys to detgn's; `fc.*` and num_batches_tracked are dropped."""
+    """Rename torchvision/timm ResNet keys to detgn's; num_batches_tracked is dropped, the classifier
+    (`fc.*`) keeps its name and shows up as unused in the load report."""
     out = {}
     for k, v in sd.items():
-        if k.startswith("fc.") or k.endswith("num_batches_tracked"):
+        if k.endswith("num_batches_tracked"):
             continue
         m = re.match(r"^conv1\.weight$", k)
         if m:

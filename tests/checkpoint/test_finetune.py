@@ -1,0 +1,34 @@
+"""Fine-tuning from an ImageNet-style GN backbone file runs through tools/train_net.py."""
+import os
+import subprocess
+import sys
+
+import torch
+from torch import nn
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
+
+
+def test_finetune_from_converted_gn_imagenet_backbone(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
+    torch.save(tv.state_dict(), tmp_path / "resnet50_gn.pth")  # an ImageNet-style (torchvision/timm) GN file
+    conv = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_weights.py"), str(tmp_path / "resnet50_gn.pth"),
+                           str(tmp_path / "r50_gn_detgn.pth"), "--config-file", QUICK], capture_output=True, text=True)
+    assert conv.returncode == 0, conv.stderr
+    assert "torchvision" in conv.stdout and "unused in file" in conv.stdout
+    out = tmp_path / "ft"
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", QUICK,
+                        "MODEL.WEIGHTS", str(tmp_path / "r50_gn_detgn.pth"), "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()",
+                        "OUTPUT_DIR", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = open(out / "log.txt").read()
+    assert "Weight loading report" in log
+    matched = int([l for l in log.splitlines() if l.strip().startswith("matched")][0].split()[-1])
+    assert matched == 159  # every ResNet-50 tensor landed: 53 conv weights + 53 GN x (weight, bias)
+    final = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    # the frozen stem kept the pretrained values exactly
+    assert torch.equal(final["backbone.bottom_up.stem.conv1.weight"], tv.state_dict()["conv1.weight"])

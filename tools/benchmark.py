@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Steady-state speed of training, inference or the data loader, on synthetic or real inputs.
+
+    python tools/benchmark.py --config-file CFG --task train|eval|data [--device cpu|cuda] [--amp]
+        [--size 800 --max-size 1333] [--images 2] [--iters 10] [--warmup 3] [--real] [KEY VALUE ...]
+
+Prints median and spread (min-max) of s/iter (train, data) or s/img (eval), images/s and peak
+memory (CPU: max RSS of this process; CUDA: max allocated). --size resizes synthetic inputs to
+that short side (default: INPUT.MIN_SIZE_TEST); --real uses DATASETS.TRAIN through the mapper.
+"""
+import argparse
+import itertools
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    ap.add_argument("--task", choices=["train", "eval", "data"], required=True, help="what to time")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: MODEL.DEVICE, cpu without CUDA)")
+    ap.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, SOLVER.AMP.DTYPE on CUDA")
+    ap.add_argument("--size", type=int, default=None, help="short side of synthetic images (pixels)")
+    ap.add_argument("--max-size", type=int, default=None, help="long side of synthetic images (default: size * 1333 / 800)")
+    ap.add_argument("--images", type=int, default=2, help="images per iteration")
+    ap.add_argument("--iters", type=int, default=10, help="timed iterations")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up iterations")
+    ap.add_argument("--real", action="store_true", help="real images from DATASETS.TRAIN instead of synthetic ones")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--json", default=None, help="append the result as a JSON line to this file")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return ap.parse_args(argv)
+
+
+def _peak_memory(device):
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _synthetic(cfg, n, size, max_size, seed=0):
+    from benchmarks.peers import synthetic_batch, to_detgn_inputs
+
+    h = size
+    w = max_size or int(round(size * 1333 / 800))
+    return to_detgn_inputs(synthetic_batch(n, h, w, seed=seed, num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES))
+
+
+def run(args):
+    import torch
+
+    from detgn.config import get_cfg
+    from detgn.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    device = args.device or ("cuda" if cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available() else "cpu")
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.cuda.reset_peak_memory_stats()
+    amp_dtype = None
+    if args.amp:
+        amp_dtype = torch.bfloat16 if device == "cpu" or cfg.SOLVER.AMP.DTYPE == "bfloat16" else torch.float16
+    times = []
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    if args.task == "data":
+        from detgn.data import build_detection_train_loader
+
+        cfg.SOLVER.IMS_PER_BATCH = args.images
+        loader = iter(build_detection_train_loader(cfg, seed=0))
+        for i in range(args.warmup + args.iters):
+            t = time.perf_counter()
+            next(loader)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t)
+        per_img = [t / args.images for t in times]
+    else:
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        if args.real:
+            from detgn.data import build_detection_train_loader
+
+            cfg.SOLVER.IMS_PER_BATCH = args.images
+            loader = iter(build_detection_train_loader(cfg, seed=0))
+            batches = [next(loader) for _ in range(min(args.iters + args.warmup, 8))]
+        else:
+            size = args.size or cfg.INPUT.MIN_SIZE_TEST
+            batches = [_synthetic(cfg, args.images, size, args.max_size, seed=s) for s in range(2)]
+        ctx = (lambda: torch.autocast(device_type=device, dtype=amp_dtype)) if amp_dtype else (lambda: torch.autocast(device_type=device, enabled=False))
+        if args.task == "train":
+            from detgn.solver import build_optimizer
+
+            model.train()
+            opt = build_optimizer(cfg, model)
+            scaler = torch.amp.GradScaler(device) if amp_dtype == torch.float16 else None
+            for i in range(args.warmup + args.iters):
+                data = batches[i % len(batches)]
+                sync()
+                t = time.perf_counter()
+                with ctx():
+                    loss = sum(model(data).values())
+                opt.zero_grad(set_to_none=True)
+                if scaler:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                sync()
+                if i >= args.warmup:
+                    times.append(time.perf_counter() - t)
+            per_img = [t / args.images for t in times]
+        else:
+            model.eval()
+            with torch.no_grad():
+                for i in range(args.warmup + args.iters):
+                    data = [{k: v for k, v in d.items() if k != "instances"} for d in batches[i % len(batches)]]
+                    sync()
+                    t = time.perf_counter()
+                    with ctx():
+                        model(data)
+                    sync()
+                    if i >= args.warmup:
+                        times.append(time.perf_counter() - t)
+            per_img = [t / args.images for t in times]
+    med = statistics.median(times)
+    result = {
+        "task": args.task, "device": device, "amp": bool(args.amp), "images": args.images, "iters": args.iters,
+        "size": args.size, "median_s_per_iter": med, "min_s": min(times), "max_s": max(times),
+        "median_s_per_img": statistics.median(per_img), "images_per_s": args.images / med,
+        "peak_mem_mb": _peak_memory(device), "threads": torch.get_num_threads(), "config": args.config_file,
+    }
+    return result
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        r = run(args)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    unit = "s/img" if r["task"] == "eval" else "s/iter"
+    value = r["median_s_per_img"] if r["task"] == "eval" else r["median_s_per_iter"]
+    print(f"{r['task']} on {r['device']}{' (amp)' if r['amp'] else ''}: {value:.4f} {unit} median "
+          f"(iter {r['min_s']:.4f}-{r['max_s']:.4f} s over {r['iters']}), {r['images_per_s']:.2f} images/s, "
+          f"peak memory {r['peak_mem_mb']:.0f} MB, {r['threads']} threads")
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(r) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

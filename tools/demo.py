@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Run a trained model on images, a folder or a video and draw masks, boxes, classes and scores.
+
+    python tools/demo.py --config-file configs/nuclei_quickstart.yaml --input img.png|folder|video.mp4 \
+        --output out_dir [--confidence-threshold 0.5] [--json detections.json] MODEL.WEIGHTS model_final.pth
+
+One PNG per input image (per frame for videos). A missing or unreadable input is reported by
+name and skipped; the rest go on.
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
+    ap.add_argument("--input", nargs="+", required=True, help="image files, folders of images, or video files")
+    ap.add_argument("--output", required=True, help="folder for the PNG files")
+    ap.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
+    ap.add_argument("--json", default=None, help="also write the detections as COCO-style JSON to this file")
+    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS x.pth)")
+    return ap.parse_args(argv)
+
+
+def _expand(inputs):
+    out = []
+    for p in inputs:
+        if os.path.isdir(p):
+            files = sorted(f for f in glob.glob(os.path.join(p, "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT))
+            out.extend(files)
+        else:
+            out.append(p)
+    return out
+
+
+class Predictor:
+    """Config + weights -> callable(image_bgr) -> Instances at the image's size."""
+
+    def __init__(self, cfg):
+        import torch
+
+        from detgn.checkpoint import DetectionCheckpointer
+        from detgn.data.transforms import ResizeShortestEdge
+        from detgn.modeling import build_model
+
+        self.cfg = cfg
+        self.model = build_model(cfg).eval()
+        if cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.aug = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+        self.torch = torch
+
+    def __call__(self, image_bgr):
+        import numpy as np
+
+        img = image_bgr[:, :, ::-1] if self.cfg.INPUT.FORMAT == "RGB" else image_bgr
+        h, w = img.shape[:2]
+        t = self.aug.get_transform(img, np.random.RandomState(0))
+        resized = t.apply_image(img)
+        tensor = self.torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        with self.torch.no_grad():
+            return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"].to("cpu")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import cv2
+    from tqdm import tqdm
+
+    from detgn.config import get_cfg
+    from detgn.data.detection_utils import ImageReadError, read_image
+    from detgn.evaluation.coco_evaluation import instances_to_coco_json
+    from predict_pictures import draw_prediction
+
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_file(args.config_file)
+        cfg.merge_from_list(args.opts)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = None
+    if cfg.DATASETS.TEST:
+        from detgn.data import MetadataCatalog
+
+        names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
+    predictor = Predictor(cfg)
+    os.makedirs(args.output, exist_ok=True)
+    files = _expand(args.input)
+    detections, failed = [], []
+    for idx, path in enumerate(tqdm(files, desc="demo", unit="input", disable=len(files) < 2)):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if path.lower().endswith(VIDEO_EXT):
+            cap = cv2.VideoCapture(path)
+            if not cap.isOpened():
+                print(f"warning: cannot open video {path}; skipped", file=sys.stderr)
+                failed.append(path)
+                continue
+            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+            with tqdm(total=frames, desc=os.path.basename(path), unit="frame") as bar:
+                k = 0
+                while True:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    inst = predictor(frame)
+                    cv2.imwrite(os.path.join(args.output, f"{stem}_{k:06d}.png"), draw_prediction(frame, inst, names, args.confidence_threshold))
+                    k += 1
+                    bar.update(1)
+            cap.release()
+            continue
+        try:
+            img = read_image(path, "BGR")
+        except ImageReadError as e:
+            print(f"warning: {e}; skipped", file=sys.stderr)
+            failed.append(path)
+            continue
+        inst = predictor(img)
+        cv2.imwrite(os.path.join(args.output, stem + ".png"), draw_prediction(img, inst, names, args.confidence_threshold))
+        if args.json:
+            for d in instances_to_coco_json(inst[inst.scores >= args.confidence_threshold], idx):
+                d["file_name"] = path
+                detections.append(d)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(detections, f)
+    print(f"wrote {len(files) - len(failed)} result(s) to {args.output}" + (f"; {len(failed)} input(s) skipped" if failed else ""))
+    return 1 if failed and len(failed) == len(files) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
