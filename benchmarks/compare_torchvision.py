@@ -5,6 +5,7 @@ Train step = forward + backward + SGD step. Inference = eval forward with 100 de
 (score threshold 0 in both so the mask head and pasting run on 100 boxes).
 
     python benchmarks/compare_torchvision.py --size 512 --images 2 --iters 5 [--amp bf16] [--device cpu]
+    python benchmarks/compare_torchvision.py --height 800 --width 1333 --device cuda --amp fp16
 """
 import argparse
 import os
@@ -50,32 +51,40 @@ def time_it(fn, iters, warmup, device):
     return times
 
 
-def bench(size, images, iters, warmup, amp, device):
+def bench(height, width, images, iters, warmup, amp, device):
     torch.manual_seed(0)
-    batch = synthetic_batch(images, size, size)
-    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if amp == "bf16" else None
+    batch = synthetic_batch(images, height, width)
+    dev_type = device.split(":")[0]
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    autocast = (lambda: torch.autocast(device_type=dev_type, dtype=amp_dtype)) if amp_dtype else None
     results = {}
 
-    d = detgn_model(size, device)
-    tv = build_torchvision_gn_maskrcnn(80, min_size=size, score_thresh=0.0).to(device)
+    d = detgn_model(min(height, width), device)
+    tv = build_torchvision_gn_maskrcnn(80, min_size=min(height, width), score_thresh=0.0).to(device)
     d_inputs = to_detgn_inputs(batch)
     tv_images, tv_targets = to_torchvision_inputs(batch, device)
     for name, model in (("detgn", d), ("torchvision", tv)):
         opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        scaler = torch.amp.GradScaler(dev_type) if amp_dtype == torch.float16 else None
 
         def train_step():
             model.train()
-            ctx = autocast() if autocast else torch.autocast("cpu", enabled=False)
+            ctx = autocast() if autocast else torch.autocast(dev_type, enabled=False)
             with ctx:
                 losses = model(d_inputs) if name == "detgn" else model(tv_images, tv_targets)
                 loss = sum(losses.values())
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
 
         def infer():
             model.eval()
-            ctx = autocast() if autocast else torch.autocast("cpu", enabled=False)
+            ctx = autocast() if autocast else torch.autocast(dev_type, enabled=False)
             with torch.no_grad(), ctx:
                 if name == "detgn":
                     model(d_inputs)
@@ -89,24 +98,37 @@ def bench(size, images, iters, warmup, amp, device):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=512, help="square input side in pixels")
+    ap.add_argument("--size", type=int, default=512, help="square input side in pixels (unless --height/--width)")
+    ap.add_argument("--height", type=int, default=None, help="input height in pixels")
+    ap.add_argument("--width", type=int, default=None, help="input width in pixels")
     ap.add_argument("--images", type=int, default=2, help="images per batch")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations")
-    ap.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast dtype")
+    ap.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (fp16: CUDA, with loss scaling)")
+    ap.add_argument("--json", default=None, help="append the medians as a JSON line to this file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = False
-    res = bench(args.size, args.images, args.iters, args.warmup, args.amp, args.device)
-    print(f"device={args.device} size={args.size} images={args.images} amp={args.amp} threads={args.threads} iters={args.iters}")
+    h, w = args.height or args.size, args.width or args.size
+    res = bench(h, w, args.images, args.iters, args.warmup, args.amp, args.device)
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    print(f"device={args.device} ({name}) input={h}x{w} images={args.images} amp={args.amp} threads={args.threads} iters={args.iters}")
     print(f"{'task':8s} {'detgn s':>10s} {'torchvision s':>14s} {'ratio':>7s}   (median; min-max)")
     for task in ("train", "infer"):
         a, b = res[("detgn", task)], res[("torchvision", task)]
         ma, mb = statistics.median(a), statistics.median(b)
         print(f"{task:8s} {ma:10.3f} {mb:14.3f} {ma / mb:7.3f}   detgn {min(a):.3f}-{max(a):.3f}; tv {min(b):.3f}-{max(b):.3f}")
+        if args.json:
+            import json
+
+            with open(args.json, "a") as f:
+                f.write(json.dumps({"device": name, "input": [h, w], "images": args.images, "amp": args.amp, "task": task,
+                                    "detgn_s": ma, "torchvision_s": mb, "ratio": ma / mb}) + "\n")
+    if args.device.startswith("cuda"):
+        print(f"peak CUDA memory (both models, this process): {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MB")
 
 
 if __name__ == "__main__":

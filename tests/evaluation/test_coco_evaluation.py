@@ -157,3 +157,15 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     assert got["n"] == 7
     assert got["res"]["bbox"]["AP"] == pytest.approx(single["bbox"]["AP"])
     assert 0 < single["bbox"]["AP"] < 100
+
+
+def test_faster_coco_eval_backend_gives_the_same_numbers():
+    pytest.importorskip("faster_coco_eval")
+    from evaluate_json import evaluate_json
+
+    gt = os.path.join(FIXTURE, "instances_val2014_100.json")
+    for t in ("bbox", "segm"):
+        res = os.path.join(FIXTURE, f"instances_val2014_fake{t}100_results.json")
+        ref = evaluate_json(gt, res, [t])[t]
+        fast = evaluate_json(gt, res, [t], backend="faster_coco_eval")[t]
+        assert fast == pytest.approx(ref, abs=1e-9), t

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One-call GPU check (< 8 minutes on one H100/H200): CUDA tests, then detgn vs torchvision's
+# same-architecture GN Mask R-CNN at 800x1333, 2 images: training step fp32 / bf16 AMP / fp16 AMP
+# and inference, printed as a table. Also runs on CPU: bash benchmarks/gpu_check.sh --device cpu
+#
+# On a bare CUDA machine (torch, torchvision, triton only) detgn's pure-Python dependencies are
+# installed from benchmarks/wheels/ (fill it first with: bash benchmarks/fetch_gpu_wheels.sh).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=cuda
+ITERS=${ITERS:-10}
+WARMUP=${WARMUP:-3}
+if [[ "${1:-}" == "--device" ]]; then DEVICE=$2; fi
+PY=${PYTHON:-python3}
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+
+if ! $PY -c "import fvcore, pycocotools, iopath, tabulate" 2>/dev/null; then
+  if [[ -d benchmarks/wheels ]]; then
+    $PY -m pip install -q --no-index --find-links benchmarks/wheels fvcore iopath yacs pycocotools tabulate termcolor portalocker pyyaml tqdm || exit 2
+  else
+    echo "error: fvcore/pycocotools missing and benchmarks/wheels/ absent (run benchmarks/fetch_gpu_wheels.sh where PyPI is reachable)" >&2
+    exit 2
+  fi
+fi
+$PY - <<'PYEOF'
+import torch, torchvision
+print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, cuda {torch.cuda.is_available()}",
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+PYEOF
+
+echo "== CUDA tests =="
+DETGN_TEST_DEVICE=$DEVICE timeout 240 $PY -m pytest -q -x tests/modeling/test_device.py 2>&1 | tail -5
+
+echo "== benchmarks: detgn vs torchvision GN Mask R-CNN, 800x1333, 2 images =="
+OUT=${OUT:-/tmp}/gpu_check_results.jsonl
+rm -f "$OUT"
+THREADS=$(nproc)
+for AMP in none bf16 fp16; do
+  if [[ "$DEVICE" == "cpu" && "$AMP" == "fp16" ]]; then continue; fi
+  timeout 200 $PY benchmarks/compare_torchvision.py --height 800 --width 1333 --images 2 --iters "$ITERS" --warmup "$WARMUP" \
+      --amp "$AMP" --device "$DEVICE" --threads "$THREADS" --json "$OUT" 2>&1 | grep -v "^W\|Warning" | tail -6
+done
+echo "== summary (median seconds; train = one step of 2 images, infer = one batch of 2 images) =="
+$PY - "$OUT" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])] if len(sys.argv) > 1 else []
+print(f"{'amp':6s} {'task':6s} {'detgn':>9s} {'torchvision':>12s} {'ratio':>7s}  {'detgn s/img':>11s}")
+for r in rows:
+    print(f"{r['amp']:6s} {r['task']:6s} {r['detgn_s']:9.4f} {r['torchvision_s']:12.4f} {r['ratio']:7.3f}  {r['detgn_s'] / r['images']:11.4f}  ({r['device']})")
+PYEOF
