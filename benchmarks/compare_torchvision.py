@@ -1,6 +1,7 @@
 """Side-by-side timing: detgn's GN Mask R-CNN vs torchvision's Mask R-CNN with the same GN architecture.
 
-Same process, same threads, same synthetic input (N images of HxW with 8 boxes/masks each).
+Same process, same threads, same synthetic input (N images of HxW with 8 boxes/masks each); the
+two models' steps are interleaved so that drift of a shared machine affects both alike.
 Train step = forward + backward + SGD step. Inference = eval forward with 100 detections
 (score threshold 0 in both so the mask head and pasting run on 100 boxes).
 
@@ -38,17 +39,33 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_it(fn, iters, warmup, device):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return times
+def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    scaler = torch.amp.GradScaler(dev_type) if amp_dtype == torch.float16 else None
+
+    def ctx():
+        return autocast() if autocast else torch.autocast(dev_type, enabled=False)
+
+    def train_step():
+        model.train()
+        with ctx():
+            losses = model(d_inputs) if name == "detgn" else model(tv_images, tv_targets)
+            loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+
+    def infer():
+        model.eval()
+        with torch.no_grad(), ctx():
+            model(d_inputs) if name == "detgn" else model(tv_images)
+
+    return {"train": train_step, "infer": infer}
 
 
 def bench(height, width, images, iters, warmup, amp, device):
@@ -63,36 +80,23 @@ def bench(height, width, images, iters, warmup, amp, device):
     tv = build_torchvision_gn_maskrcnn(80, min_size=min(height, width), score_thresh=0.0).to(device)
     d_inputs = to_detgn_inputs(batch)
     tv_images, tv_targets = to_torchvision_inputs(batch, device)
+    steps = {}
     for name, model in (("detgn", d), ("torchvision", tv)):
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-        scaler = torch.amp.GradScaler(dev_type) if amp_dtype == torch.float16 else None
-
-        def train_step():
-            model.train()
-            ctx = autocast() if autocast else torch.autocast(dev_type, enabled=False)
-            with ctx:
-                losses = model(d_inputs) if name == "detgn" else model(tv_images, tv_targets)
-                loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-
-        def infer():
-            model.eval()
-            ctx = autocast() if autocast else torch.autocast(dev_type, enabled=False)
-            with torch.no_grad(), ctx:
-                if name == "detgn":
-                    model(d_inputs)
-                else:
-                    model(tv_images)
-
-        results[(name, "train")] = time_it(train_step, iters, warmup, device)
-        results[(name, "infer")] = time_it(infer, iters, warmup, device)
+        steps[name] = _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type)
+    # interleave the two models step by step so that drift of a shared machine hits both alike
+    for task in ("train", "infer"):
+        for _ in range(warmup):
+            for name in steps:
+                steps[name][task]()
+        _sync(device)
+        for name in steps:
+            results[(name, task)] = []
+        for _ in range(iters):
+            for name in steps:
+                t = time.perf_counter()
+                steps[name][task]()
+                _sync(device)
+                results[(name, task)].append(time.perf_counter() - t)
     return results
 
 

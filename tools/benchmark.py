@@ -9,7 +9,6 @@ memory (CPU: max RSS of this process; CUDA: max allocated). --size resizes synth
 that short side (default: INPUT.MIN_SIZE_TEST); --real uses DATASETS.TRAIN through the mapper.
 """
 import argparse
-import itertools
 import json
 import os
 import resource

@@ -27,16 +27,10 @@ def main(argv=None):
     import torch
 
     from detgn.checkpoint import DetectionCheckpointer, WeightsLoadError, WeightsNotFoundError
-    from detgn.config import get_cfg
+    from detgn.engine import setup_cfg_or_exit
     from detgn.modeling import build_model
 
-    cfg = get_cfg()
-    try:
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = setup_cfg_or_exit(args)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     model = build_model(cfg)

@@ -76,18 +76,12 @@ def main(argv=None):
     import cv2
     from tqdm import tqdm
 
-    from detgn.config import get_cfg
+    from detgn.engine import setup_cfg_or_exit
     from detgn.data.detection_utils import ImageReadError, read_image
     from detgn.evaluation.coco_evaluation import instances_to_coco_json
     from predict_pictures import draw_prediction
 
-    cfg = get_cfg()
-    try:
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = setup_cfg_or_exit(args)
     names = None
     if cfg.DATASETS.TEST:
         from detgn.data import MetadataCatalog

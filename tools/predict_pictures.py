@@ -33,7 +33,6 @@ def write_prediction_pictures(cfg, model, dataset_name: str, num: int, out_dir: 
             out = model([inp])[0]["instances"]
             img = read_image(d["file_name"], "BGR")
             vis = draw_prediction(img, out, names, threshold)
-            gt_vis = None
             path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + "_pred.png")
             cv2.imwrite(path, np.concatenate([img, vis], axis=1))
             paths.append(path)

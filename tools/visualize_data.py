@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
-    from detgn.config import get_cfg
+    from detgn.engine import setup_cfg_or_exit
     from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from detgn.structures import BitMasks, PolygonMasks
     from detgn.utils.visualizer import draw_instances
@@ -30,13 +30,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="augmentation seed")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     args = ap.parse_args(argv)
-    cfg = get_cfg()
-    try:
-        if args.config_file:
-            cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    cfg = setup_cfg_or_exit(args)
     cfg.MODEL.MASK_ON = True
     name = args.dataset or cfg.DATASETS.TRAIN[0]
     dicts = DatasetCatalog.get(name)

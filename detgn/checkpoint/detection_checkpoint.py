@@ -7,7 +7,6 @@ where nothing matches the model is an error.
 """
 import logging
 import os
-import pickle
 import random
 from typing import Any, Dict, List, Optional
 

@@ -1,6 +1,5 @@
 """DatasetMapper: one dataset dict -> the model's input dict (image tensor + Instances)."""
 import copy
-import logging
 from typing import Dict, List, Optional
 
 import numpy as np

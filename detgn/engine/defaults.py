@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detgn.checkpoint import DetectionCheckpointer, set_rng_state
 from detgn.config import ConfigKeyError, get_cfg
 from detgn.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
-from detgn.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
+from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.modeling import build_model
 from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
 from detgn.utils import comm
@@ -26,7 +26,7 @@ from detgn.utils.logger import setup_logger
 from . import hooks
 from .train_loop import AMPTrainer, SimpleTrainer
 
-__all__ = ["default_argument_parser", "default_setup", "setup_cfg", "DefaultTrainer", "seed_all_rng", "ConfigError"]
+__all__ = ["default_argument_parser", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -77,6 +77,15 @@ def setup_cfg(args):
     return cfg
 
 
+def setup_cfg_or_exit(args):
+    """setup_cfg for command-line tools: a config problem prints one line and exits with status 2."""
+    try:
+        return setup_cfg(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def seed_all_rng(seed: Optional[int] = None) -> int:
     if seed is None or seed < 0:
         seed = (os.getpid() + int(time.time() * 1e6) + int.from_bytes(os.urandom(2), "big")) % (2 ** 31)
@@ -116,7 +125,7 @@ def default_setup(cfg, args) -> None:
             f.write(cfg.dump())
         os.replace(tmp, path)
         logger.info("Full config saved to %s", path)
-    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank * 0)
+    seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)  # different sampling per rank; DDP syncs weights
     logger.info("Global RNG seed: %d", seed)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
 

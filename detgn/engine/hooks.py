@@ -4,7 +4,6 @@ import os
 import time
 from typing import Callable, List, Optional
 
-import torch
 
 from detgn.checkpoint.detection_checkpoint import get_rng_state
 from detgn.utils import comm

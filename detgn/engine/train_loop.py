@@ -4,7 +4,6 @@ import time
 import weakref
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 

@@ -31,9 +31,8 @@ def _paste_chunk(masks, boxes, img_h, img_w, skip_empty):
     gx = img_x[:, None, :].expand(n, img_y.size(1), img_x.size(1))
     gy = img_y[:, :, None].expand(n, img_y.size(1), img_x.size(1))
     grid = torch.stack([gx, gy], dim=3)
-    if not masks.dtype.is_floating_point:
-        masks = masks.float()
-    img_masks = F.grid_sample(masks, grid.to(masks.dtype), align_corners=False)
+    masks = masks.float()  # float32 grid and values: bf16 coordinates would shift masks by pixels
+    img_masks = F.grid_sample(masks, grid, align_corners=False)
     if skip_empty:
         return img_masks[:, 0], (slice(int(y0_int), int(y1_int)), slice(int(x0_int), int(x1_int)))
     return img_masks[:, 0], ()

@@ -137,11 +137,18 @@ class LayerNorm2d(nn.Module):
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm that computes in float32 under autocast (fp16/bf16 inputs), then casts back."""
+    """GroupNorm whose statistics and normalisation are computed in float32 under autocast.
+
+    On CPU the native kernel already does that for bf16/fp16 inputs (float accumulation and
+    float affine, one rounding of the output), so the input is passed as is and no copies are
+    made. Elsewhere the input is cast to float32 explicitly and the result cast back.
+    """
 
     def forward(self, x):
         if x.dtype in (torch.float16, torch.bfloat16):
             with torch.autocast(device_type=x.device.type, enabled=False):
+                if x.device.type == "cpu":
+                    return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
                 return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
         return super().forward(x)
 

@@ -63,7 +63,10 @@ class ROIPooler(nn.Module):
             raise ValueError(f"ROIPooler got {len(box_lists)} box lists for a batch of {x[0].size(0)}")
         if len(box_lists) == 0:
             return x[0].new_zeros((0, x[0].shape[1]) + self.output_size)
-        rois = convert_boxes_to_pooler_format(box_lists).to(x[0].dtype)
+        # box coordinates stay float32 even under autocast (bf16 would move a box edge by pixels);
+        # reduced-precision features are sampled in float32 too
+        rois = convert_boxes_to_pooler_format(box_lists).float()
+        x = [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in x]
         if num_levels == 1:
             return roi_align(x[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
         levels = assign_boxes_to_levels(box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
@@ -72,5 +75,5 @@ class ROIPooler(nn.Module):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             if inds.numel() == 0:
                 continue
-            out.index_put_((inds,), roi_align(feat, rois[inds], self.output_size, scale, self.sampling_ratio, self.aligned).to(out.dtype))
+            out.index_put_((inds,), roi_align(feat, rois[inds], self.output_size, scale, self.sampling_ratio, self.aligned))
         return out

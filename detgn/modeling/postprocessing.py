@@ -2,7 +2,7 @@
 import torch
 
 from detgn.layers.mask_ops import paste_masks_in_image
-from detgn.structures import Boxes, Instances
+from detgn.structures import Instances
 
 __all__ = ["detector_postprocess"]
 

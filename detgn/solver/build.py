@@ -1,5 +1,4 @@
 """Optimizer (SGD with per-parameter weight decay / LR groups), gradient clipping and LR schedules."""
-import copy
 import logging
 import math
 from bisect import bisect_right

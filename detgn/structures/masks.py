@@ -4,7 +4,7 @@ Both support indexing, `crop_and_resize(boxes, M)` -> (N, M, M) targets for the 
 head, and conversion to/from COCO RLE through pycocotools.
 """
 import copy
-from typing import Any, List, Tuple, Union
+from typing import Any, List, Union
 
 import numpy as np
 import pycocotools.mask as mask_util

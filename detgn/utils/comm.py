@@ -1,6 +1,5 @@
 """Helpers around torch.distributed (rank, world size, gather, barriers)."""
 import functools
-import pickle
 from typing import Any, List
 
 import numpy as np

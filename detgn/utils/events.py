@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 import numpy as np

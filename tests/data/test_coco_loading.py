@@ -2,7 +2,6 @@ import json
 import logging
 import os
 
-import numpy as np
 import pytest
 
 from detgn.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts, load_coco_json, register_coco_instances

@@ -1,11 +1,7 @@
 import itertools
 import os
-import tempfile
 
-import numpy as np
 import pytest
-import torch
-import torch.multiprocessing as mp
 
 from detgn.config import get_cfg
 from detgn.data import build_detection_test_loader, build_detection_train_loader, register_coco_instances, DatasetCatalog

@@ -6,8 +6,7 @@ from detgn.config import get_cfg
 from detgn.data import DatasetMapper, load_coco_json
 from detgn.data.datasets.shapes import make_shapes_dataset
 from detgn.data.detection_utils import ImageReadError, SizeMismatchError, read_image
-from detgn.data.transforms import (FixedSizeCrop, HFlipTransform, ResizeScale, ResizeShortestEdge, ResizeTransform,
-                                   TransformList, _shortest_edge_size)
+from detgn.data.transforms import (HFlipTransform, ResizeShortestEdge, TransformList, _shortest_edge_size)
 from detgn.structures import BitMasks
 
 

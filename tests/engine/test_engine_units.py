@@ -1,5 +1,4 @@
 import hashlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -10,7 +9,7 @@ from torch import nn
 
 from detgn.checkpoint import DetectionCheckpointer
 from detgn.config import get_cfg
-from detgn.engine import HookBase, PeriodicCheckpointer, SimpleTrainer
+from detgn.engine import PeriodicCheckpointer, SimpleTrainer
 from detgn.modeling import build_model
 from detgn.solver import WarmupCosineLR, WarmupMultiStepLR, build_optimizer, rescale_for_world_size
 

@@ -9,7 +9,7 @@ import torch
 from .util import QUICK, popen_train_net, run_train_net
 
 N = 2
-COMMON = [f"SOLVER.MAX_ITER", str(2 * N), "SOLVER.CHECKPOINT_PERIOD", str(N), "SOLVER.STEPS", f"({N + 1},)", "DATASETS.TEST", "()",
+COMMON = ["SOLVER.MAX_ITER", str(2 * N), "SOLVER.CHECKPOINT_PERIOD", str(N), "SOLVER.STEPS", f"({N + 1},)", "DATASETS.TEST", "()",
           "SOLVER.WARMUP_ITERS", "1"]
 
 

@@ -1,4 +1,8 @@
+import json
+import os
 import re
+
+import pytest
 
 from .util import QUICK, run_train_net
 
@@ -36,3 +40,24 @@ def test_unwritable_output_dir(tmp_path):
     blocker.write_text("x")
     r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(blocker / "sub")])
     assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_then_eval_only_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    for f in ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint",
+              "inference/nuclei_mini_val/coco_instances_results.json", "inference/nuclei_mini_val/instances_predictions.pth"):
+        assert (out / f).exists(), f
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(out))
+    assert len(os.listdir(out / "predictions")) == 1
+    log = (out / "log.txt").read_text()
+    assert "copypaste: Task: segm" in log and "Total inference time" in log and "eta:" in log
+    rows = [json.loads(l) for l in open(out / "metrics.json")]
+    assert rows[-1].get("segm/AP") is not None and rows[-1].get("bbox/AP50") is not None
+    ev = tmp_path / "eval"
+    r = run_train_net(["--config-file", QUICK, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(ev)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.load(open(out / "inference/nuclei_mini_val/coco_instances_results.json"))
+    b = json.load(open(ev / "inference/nuclei_mini_val/coco_instances_results.json"))
+    assert len(a) == len(b) and [d["score"] for d in a] == pytest.approx([d["score"] for d in b], rel=1e-4)

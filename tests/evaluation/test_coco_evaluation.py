@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from detgn.data import DatasetCatalog, MetadataCatalog
 from detgn.evaluation import COCOEvaluator
-from detgn.structures import BitMasks, Boxes, BoxMode, Instances
+from detgn.structures import Boxes, BoxMode, Instances
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(REPO, "tests", "data", "coco_eval_fixture")

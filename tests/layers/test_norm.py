@@ -147,3 +147,18 @@ def test_naive_sync_bn_with_an_empty_worker():
     y_ref = ref(x)
     torch.testing.assert_close(res["y"], y_ref.detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(res["mean"], ref.running_mean, rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_is_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    gn = get_norm("GN", 64)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-1, 1)
+    x = (torch.randn(2, 64, 9, 9) * 3 + 1).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = gn(x)
+    assert y.dtype == torch.bfloat16
+    ref = torch.nn.functional.group_norm(x.float(), 32, gn.weight, gn.bias, 1e-5)  # float32 maths on the same input
+    # one rounding of the float32 result: at most half a bf16 ulp away
+    assert torch.equal(y, ref.bfloat16()) or (y.float() - ref).abs().max() <= ref.abs().max() * 2 ** -8

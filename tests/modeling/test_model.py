@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from detgn.modeling import build_model
-from detgn.structures import Boxes, Instances
+from detgn.structures import Boxes
 
 from .util import gn_cfg, make_inputs, read_keys
 

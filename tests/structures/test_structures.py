@@ -3,7 +3,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from detgn.structures import BitMasks, Boxes, BoxMode, ImageList, Instances, PolygonMasks, pairwise_iou, polygons_to_bitmask
+from detgn.structures import BitMasks, Boxes, BoxMode, ImageList, Instances, PolygonMasks, pairwise_iou
 
 
 def test_boxes_area_clip_nonempty_scale():

@@ -9,7 +9,7 @@ See datasets/README.md for the folder layouts.
 import os
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .coco import load_coco_json, register_coco_instances
+from .coco import register_coco_instances
 
 _REPO_DATASETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "datasets")
 

@@ -67,7 +67,7 @@ class StandardRPNHead(nn.Module):
     def forward(self, features: List[torch.Tensor]):
         logits, deltas = [], []
         for x in features:
-            t = F.relu(self.conv(x))
+            t = F.relu_(self.conv(x))
             logits.append(self.objectness_logits(t))
             deltas.append(self.anchor_deltas(t))
         return logits, deltas
@@ -245,7 +245,7 @@ class RPN(nn.Module):
     def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
         """Decode deltas on their anchors and select proposals (no gradient flows to them)."""
         pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
-        return find_top_rpn_proposals(pred_proposals, [x.detach() for x in pred_objectness_logits], image_sizes, self.nms_thresh,
+        return find_top_rpn_proposals(pred_proposals, [x.detach().float() for x in pred_objectness_logits], image_sizes, self.nms_thresh,
                                       self.pre_nms_topk[self.training], self.post_nms_topk[self.training],
                                       self.min_box_size, self.training)
 

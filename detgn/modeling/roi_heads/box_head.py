@@ -5,10 +5,8 @@
 from typing import List
 
 import numpy as np
-import torch
 from fvcore.common.registry import Registry
 from torch import nn
-from torch.nn import functional as F
 
 from detgn.config import configurable
 from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill, get_norm, norm_from_cfg
@@ -36,7 +34,7 @@ class FastRCNNConvFCHead(nn.Sequential):
         self.conv_norm_relus = []
         for k, dim in enumerate(conv_dims):
             conv = Conv2d(self._output_size[0], dim, kernel_size=3, padding=1, bias=not conv_norm,
-                          norm=get_norm(conv_norm, dim), activation=nn.ReLU(), weight_standardization=ws)
+                          norm=get_norm(conv_norm, dim), activation=nn.ReLU(inplace=True), weight_standardization=ws)
             self.add_module(f"conv{k + 1}", conv)
             self.conv_norm_relus.append(conv)
             self._output_size = (dim, self._output_size[1], self._output_size[2])
@@ -46,7 +44,7 @@ class FastRCNNConvFCHead(nn.Sequential):
                 self.add_module("flatten", nn.Flatten())
             fc = nn.Linear(int(np.prod(self._output_size)), fc_dim)
             self.add_module(f"fc{k + 1}", fc)
-            self.add_module(f"fc_relu{k + 1}", nn.ReLU())
+            self.add_module(f"fc_relu{k + 1}", nn.ReLU(inplace=True))
             self.fcs.append(fc)
             self._output_size = fc_dim
         for layer in self.conv_norm_relus:

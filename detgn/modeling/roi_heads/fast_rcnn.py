@@ -151,7 +151,7 @@ class FastRCNNOutputLayers(nn.Module):
 
     def predict_probs(self, predictions, proposals: List[Instances]) -> List[torch.Tensor]:
         scores, _ = predictions
-        return F.softmax(scores, dim=-1).split([len(p) for p in proposals], dim=0)
+        return F.softmax(scores.float(), dim=-1).split([len(p) for p in proposals], dim=0)
 
     def inference(self, predictions, proposals: List[Instances]):
         boxes = self.predict_boxes(predictions, proposals)

@@ -60,12 +60,12 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Ins
     """Set `pred_masks` (Ri, 1, M, M) sigmoid probabilities of each detection's predicted class."""
     cls_agnostic = pred_mask_logits.size(1) == 1
     if cls_agnostic:
-        probs = pred_mask_logits.sigmoid()
+        probs = pred_mask_logits.float().sigmoid()
     else:
         num = pred_mask_logits.shape[0]
         classes = cat([i.pred_classes for i in pred_instances]) if pred_instances else torch.empty(0, dtype=torch.long)
         idx = torch.arange(num, device=classes.device)
-        probs = pred_mask_logits[idx, classes][:, None].sigmoid()
+        probs = pred_mask_logits[idx, classes][:, None].float().sigmoid()
     for p, inst in zip(probs.split([len(i) for i in pred_instances], dim=0), pred_instances):
         inst.pred_masks = p
 
@@ -85,12 +85,12 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         cur = input_shape.channels
         for k, dim in enumerate(conv_dims[:-1]):
             conv = Conv2d(cur, dim, kernel_size=3, padding=1, bias=not conv_norm, norm=get_norm(conv_norm, dim),
-                          activation=nn.ReLU(), weight_standardization=ws)
+                          activation=nn.ReLU(inplace=True), weight_standardization=ws)
             self.add_module(f"mask_fcn{k + 1}", conv)
             self.conv_norm_relus.append(conv)
             cur = dim
         self.deconv = nn.ConvTranspose2d(cur, conv_dims[-1], kernel_size=2, stride=2, padding=0)
-        self.add_module("deconv_relu", nn.ReLU())
+        self.add_module("deconv_relu", nn.ReLU(inplace=True))
         self.predictor = nn.Conv2d(conv_dims[-1], num_classes, kernel_size=1)
         for layer in self.conv_norm_relus + [self.deconv]:
             c2_msra_fill(layer)

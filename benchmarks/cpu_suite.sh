@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The CPU measurements of docs/benchmarks.md, in one go (about 30 minutes on 2 cores).
+# Usage: bash benchmarks/cpu_suite.sh [OUT_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-output/cpu_suite}
+mkdir -p "$OUT"
+PY=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=2
+GN=configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml
+FBN=(MODEL.RESNETS.NORM FrozenBN MODEL.FPN.NORM "" MODEL.ROI_BOX_HEAD.NORM "" MODEL.ROI_MASK_HEAD.NORM "")
+echo "== peers: detgn vs torchvision (same GN architecture), same process =="
+$PY benchmarks/compare_torchvision.py --height 512 --width 512 --images 2 --iters 5 --warmup 2 --amp none --json "$OUT/peers.jsonl"
+$PY benchmarks/compare_torchvision.py --height 512 --width 512 --images 2 --iters 5 --warmup 2 --amp bf16 --json "$OUT/peers.jsonl"
+$PY benchmarks/compare_torchvision.py --height 800 --width 1067 --images 2 --iters 3 --warmup 1 --amp none --json "$OUT/peers.jsonl"
+$PY benchmarks/compare_torchvision.py --height 800 --width 1067 --images 2 --iters 3 --warmup 1 --amp bf16 --json "$OUT/peers.jsonl"
+echo "== GN overhead: GN everywhere vs frozen BN backbone + no norm in FPN/heads (same 4conv1fc heads) =="
+for AMP in "" "--amp"; do
+  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu
+  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu "${FBN[@]}"
+done
+echo "== data loader alone: nuclei quick start =="
+$PY tools/benchmark.py --config-file configs/nuclei_quickstart.yaml --task data --images 2 --iters 40 --warmup 5 --json "$OUT/data.jsonl"
+$PY tools/benchmark.py --config-file configs/nuclei_quickstart.yaml --task data --images 2 --iters 40 --warmup 5 --json "$OUT/data.jsonl" DATALOADER.NUM_WORKERS 0
