@@ -15,9 +15,10 @@ $PY benchmarks/compare_torchvision.py --height 512 --width 512 --images 2 --iter
 $PY benchmarks/compare_torchvision.py --height 800 --width 1067 --images 2 --iters 3 --warmup 1 --amp none --json "$OUT/peers.jsonl"
 $PY benchmarks/compare_torchvision.py --height 800 --width 1067 --images 2 --iters 3 --warmup 1 --amp bf16 --json "$OUT/peers.jsonl"
 echo "== GN overhead: GN everywhere vs frozen BN backbone + no norm in FPN/heads (same 4conv1fc heads) =="
+# LR 0: random-init weights without normalisation diverge after one step; the step still does all the work
 for AMP in "" "--amp"; do
-  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu
-  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu "${FBN[@]}"
+  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu SOLVER.BASE_LR 0.0
+  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu SOLVER.BASE_LR 0.0 "${FBN[@]}"
 done
 echo "== data loader alone: nuclei quick start =="
 $PY tools/benchmark.py --config-file configs/nuclei_quickstart.yaml --task data --images 2 --iters 40 --warmup 5 --json "$OUT/data.jsonl"
