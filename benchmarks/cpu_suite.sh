@@ -8,17 +8,17 @@ mkdir -p "$OUT"
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=2
 GN=configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml
-FBN=(MODEL.RESNETS.NORM FrozenBN MODEL.FPN.NORM "" MODEL.ROI_BOX_HEAD.NORM "" MODEL.ROI_MASK_HEAD.NORM "")
+FBN=(--calibrate-bn 3 MODEL.RESNETS.NORM BN MODEL.FPN.NORM BN MODEL.ROI_BOX_HEAD.NORM BN MODEL.ROI_MASK_HEAD.NORM BN)
 echo "== peers: detgn vs torchvision (same GN architecture), same process =="
 $PY benchmarks/compare_torchvision.py --height 512 --width 512 --images 2 --iters 5 --warmup 2 --amp none --json "$OUT/peers.jsonl"
 $PY benchmarks/compare_torchvision.py --height 512 --width 512 --images 2 --iters 5 --warmup 2 --amp bf16 --json "$OUT/peers.jsonl"
 $PY benchmarks/compare_torchvision.py --height 800 --width 1067 --images 2 --iters 3 --warmup 1 --amp none --json "$OUT/peers.jsonl"
 $PY benchmarks/compare_torchvision.py --height 800 --width 1067 --images 2 --iters 3 --warmup 1 --amp bf16 --json "$OUT/peers.jsonl"
-echo "== GN overhead: GN everywhere vs frozen BN backbone + no norm in FPN/heads (same 4conv1fc heads) =="
+echo "== GN overhead: GN everywhere vs frozen BN everywhere (BN statistics estimated on the inputs, then frozen) =="
 # LR 0: random-init weights without normalisation diverge after one step; the step still does all the work
 for AMP in "" "--amp"; do
   $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu SOLVER.BASE_LR 0.0
-  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" MODEL.DEVICE cpu SOLVER.BASE_LR 0.0 "${FBN[@]}"
+  $PY tools/benchmark.py --config-file $GN --task train --size 512 --max-size 512 --images 2 --iters 4 --warmup 2 $AMP --json "$OUT/gn_vs_bn.jsonl" "${FBN[@]}" MODEL.DEVICE cpu SOLVER.BASE_LR 0.0
 done
 echo "== data loader alone: nuclei quick start =="
 $PY tools/benchmark.py --config-file configs/nuclei_quickstart.yaml --task data --images 2 --iters 40 --warmup 5 --json "$OUT/data.jsonl"

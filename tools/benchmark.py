@@ -33,6 +33,9 @@ def parse_args(argv=None):
     ap.add_argument("--real", action="store_true", help="real images from DATASETS.TRAIN instead of synthetic ones")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", default=None, help="append the result as a JSON line to this file")
+    ap.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
+                    help="with BN norms: estimate BN statistics from N train-mode forwards on the inputs, then freeze "
+                         "every BN (the 'frozen BN' model of a randomly initialised network, numerically sane)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return ap.parse_args(argv)
 
@@ -51,6 +54,25 @@ def _synthetic(cfg, n, size, max_size, seed=0):
     h = size
     w = max_size or int(round(size * 1333 / 800))
     return to_detgn_inputs(synthetic_batch(n, h, w, seed=seed, num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES))
+
+
+def _calibrate_and_freeze_bn(model, batches, n):
+    """Cumulative BN statistics over n train-mode forwards, then BN -> FrozenBN everywhere."""
+    import torch
+
+    from detgn.layers import FrozenBatchNorm2d
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError("--calibrate-bn needs BN layers (set the norms to BN)")
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(n):
+            model(batches[i % len(batches)])
+    FrozenBatchNorm2d.convert_frozen_batchnorm(model)
 
 
 def run(args):
@@ -103,6 +125,8 @@ def run(args):
             size = args.size or cfg.INPUT.MIN_SIZE_TEST
             batches = [_synthetic(cfg, args.images, size, args.max_size, seed=s) for s in range(2)]
         ctx = (lambda: torch.autocast(device_type=device, dtype=amp_dtype)) if amp_dtype else (lambda: torch.autocast(device_type=device, enabled=False))
+        if args.calibrate_bn:
+            _calibrate_and_freeze_bn(model, batches, args.calibrate_bn)
         if args.task == "train":
             from detgn.solver import build_optimizer
 
@@ -154,7 +178,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         r = run(args)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     unit = "s/img" if r["task"] == "eval" else "s/iter"

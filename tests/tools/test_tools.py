@@ -65,6 +65,13 @@ def test_benchmark_tool_train_eval_data(tmp_path):
         assert "images/s" in r.stdout and "peak memory" in r.stdout
     rows = [json.loads(l) for l in open(out)]
     assert [r["task"] for r in rows] == ["train", "eval", "data"] and all(r["median_s_per_iter"] > 0 for r in rows)
+    # the frozen-BN twin of the model: BN statistics estimated on the inputs, then frozen
+    bn = ["MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_MASK_HEAD.NORM", "BN"]
+    r = _tool("benchmark.py", "--config-file", QUICK, "--task", "train", "--iters", "1", "--warmup", "1", "--size", "96",
+              "--max-size", "128", "--calibrate-bn", "2", *TINY, *bn, "SOLVER.BASE_LR", "0.0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _tool("benchmark.py", "--config-file", QUICK, "--task", "train", "--iters", "1", "--size", "96", "--calibrate-bn", "2", *TINY)
+    assert r.returncode == 2 and "needs BN layers" in r.stderr
 
 
 def test_analyze_model_tool():
