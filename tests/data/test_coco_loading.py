@@ -118,6 +118,7 @@ def test_register_and_filter_empty(shapes):
             register_coco_instances("shapes_test_reg", {}, json_file, image_root)
     finally:
         DatasetCatalog.remove("shapes_test_reg")
+        MetadataCatalog.remove("shapes_test_reg")
     with pytest.raises(KeyError, match="not registered"):
         DatasetCatalog.get("shapes_test_reg")
 

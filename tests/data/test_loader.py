@@ -1,10 +1,10 @@
 import itertools
-import os
+import uuid
 
 import pytest
 
 from detgn.config import get_cfg
-from detgn.data import build_detection_test_loader, build_detection_train_loader, register_coco_instances, DatasetCatalog
+from detgn.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader, register_coco_instances
 from detgn.data.build import MappedDataset
 from detgn.data.datasets.shapes import make_shapes_dataset
 from detgn.data.samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
@@ -53,10 +53,11 @@ def _cfg(name, workers=0, batch=2):
 def shapes_name(tmp_path):
     json_file, image_root = make_shapes_dataset(str(tmp_path), num_images=8, seed=9, image_size=(64, 96))
     # two portrait images for aspect-ratio grouping
-    name = f"shapes_loader_{os.getpid()}_{id(tmp_path)}"
+    name = f"shapes_loader_{uuid.uuid4().hex}"
     register_coco_instances(name, {}, json_file, image_root)
     yield name
     DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
 
 
 def _summary(batch):
