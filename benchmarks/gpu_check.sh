@@ -5,6 +5,7 @@
 #
 # On a bare CUDA machine (torch, torchvision, triton only) detgn's pure-Python dependencies are
 # installed from benchmarks/wheels/ (fill it first with: bash benchmarks/fetch_gpu_wheels.sh).
+# PYTHON=.venv/bin/python picks the interpreter (default python3); ITERS / WARMUP set the timed steps.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda

@@ -68,3 +68,20 @@ def test_two_processes_average_gradients(tmp_path):
     assert not [f for f in files if "rank" in f]
     log = open(tmp_path / "two" / "log.txt").read()
     assert "Rank 0 of 2" in log and "Rank 1 of 2" not in log
+
+
+def test_started_by_torchrun(tmp_path):
+    """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*; train_net joins that group instead of spawning."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "torchrun"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           os.path.join(REPO, "tools", "train_net.py"), "--config-file", QUICK, "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()",
+           "SOLVER.CHECKPOINT_PERIOD", "1000", "OUTPUT_DIR", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = open(out / "log.txt").read()
+    assert "Rank 0 of 2" in log
+    assert (out / "model_final.pth").exists()
