@@ -1,6 +1,5 @@
 """fvcore CfgNode with detgn's error messages for unknown keys."""
 import difflib
-import logging
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
@@ -65,9 +64,6 @@ class CfgNode(_FvCfgNode):
                 node = node[part]
         return super().merge_from_list(cfg_list)
 
-    def dump(self, *args, **kwargs):
-        return super().dump(*args, **kwargs)
-
 
 def get_cfg() -> CfgNode:
     """A fresh copy of detgn's default config (see defaults.py for every key)."""
@@ -75,5 +71,3 @@ def get_cfg() -> CfgNode:
 
     return _C.clone()
 
-
-logging.getLogger(__name__)
