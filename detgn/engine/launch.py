@@ -51,7 +51,9 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         dist.init_process_group(backend=_backend(use_cuda), init_method="env://", timeout=timeout)
         comm.set_local_rank(local_rank)
         try:
-            return main_func(*args)
+            result = main_func(*args)
+            comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
+            return result
         finally:
             dist.destroy_process_group()
     world_size = num_machines * num_gpus_per_machine
@@ -84,5 +86,6 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
     comm.synchronize()
     try:
         main_func(*args)
+        comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()

@@ -140,6 +140,7 @@ def _dist_worker(rank, init_file, out_dir):
                    os.path.join(out_dir, "dist.pt"))
     else:
         assert res == {}
+    dist.barrier()  # let in-flight sends finish before the group goes away
     dist.destroy_process_group()
 
 

@@ -134,6 +134,7 @@ def _naive_sync_worker(rank, init_file, out_file, x_all):
     y.sum().backward()
     if rank == 0:
         torch.save({"y": y.detach(), "mean": bn.running_mean.clone()}, out_file)
+    torch.distributed.barrier()  # let in-flight sends finish before the group goes away
     torch.distributed.destroy_process_group()
 
 
