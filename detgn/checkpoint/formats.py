@@ -178,6 +178,18 @@ def _fix_background(d):
 
 
 # ------------------------------------------------------------------------------ torchvision names
+_NORM_LEAF = r"(weight|bias|running_mean|running_var)"
+# (pattern, target under the backbone prefix); {s} is the torchvision layer index + 1 (res2..res5)
+_TV_RULES = [
+    (re.compile(r"^conv1\.weight$"), lambda m: "stem.conv1.weight"),
+    (re.compile(rf"^bn1\.{_NORM_LEAF}$"), lambda m: f"stem.conv1.norm.{m[1]}"),
+    (re.compile(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.{m[3]}.weight"),
+    (re.compile(rf"^layer(\d)\.(\d+)\.bn(\d)\.{_NORM_LEAF}$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
+    (re.compile(r"^layer(\d)\.(\d+)\.downsample\.0\.weight$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
+    (re.compile(rf"^layer(\d)\.(\d+)\.downsample\.1\.{_NORM_LEAF}$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
+]
+
+
 def torchvision_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str) -> Dict[str, Any]:
     """Rename torchvision/timm ResNet keys to detgn's; num_batches_tracked is dropped, the classifier
     (`fc.*`) keeps its name and shows up as unused in the load report."""
@@ -185,31 +197,13 @@ def torchvision_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str) -> Dict
     for k, v in sd.items():
         if k.endswith("num_batches_tracked"):
             continue
-        m = re.match(r"^conv1\.weight$", k)
-        if m:
-            out[f"{backbone_prefix}stem.conv1.weight"] = v
-            continue
-        m = re.match(r"^bn1\.(weight|bias|running_mean|running_var)$", k)
-        if m:
-            out[f"{backbone_prefix}stem.conv1.norm.{m.group(1)}"] = v
-            continue
-        m = re.match(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$", k)
-        if m:
-            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.{m.group(3)}.weight"] = v
-            continue
-        m = re.match(r"^layer(\d)\.(\d+)\.bn(\d)\.(weight|bias|running_mean|running_var)$", k)
-        if m:
-            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.conv{m.group(3)}.norm.{m.group(4)}"] = v
-            continue
-        m = re.match(r"^layer(\d)\.(\d+)\.downsample\.0\.weight$", k)
-        if m:
-            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.weight"] = v
-            continue
-        m = re.match(r"^layer(\d)\.(\d+)\.downsample\.1\.(weight|bias|running_mean|running_var)$", k)
-        if m:
-            out[f"{backbone_prefix}res{int(m.group(1)) + 1}.{m.group(2)}.shortcut.norm.{m.group(3)}"] = v
-            continue
-        out[k] = v  # reported as unused
+        for pattern, target in _TV_RULES:
+            m = pattern.match(k)
+            if m:
+                out[backbone_prefix + target(m)] = v
+                break
+        else:
+            out[k] = v  # reported as unused
     return out
 
 
