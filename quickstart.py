@@ -7,6 +7,7 @@
 import os
 import subprocess
 import sys
+import time
 import venv
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -44,6 +45,7 @@ def main(argv):
     if len(argv) != 1 or argv[0] not in ("demo", "test"):
         print(__doc__)
         return 2
+    started = time.time()
     install()
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(min(os.cpu_count() or 2, 16)))
@@ -51,8 +53,12 @@ def main(argv):
         return _run([PY, "-m", "pytest", "-q", "tests"], env=env)
     out = os.path.join("output", "quickstart")
     rc = _run([PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml", "OUTPUT_DIR", out], env=env)
+    minutes, seconds = divmod(int(time.time() - started), 60)
     if rc == 0:
-        print(f"\ndone: metrics in {out}/metrics.json, plots {out}/*.png, predictions {out}/predictions/*.png")
+        print(f"\ndone in {minutes} min {seconds:02d} s (install included): metrics in {out}/metrics.json, "
+              f"plots {out}/*.png, predictions {out}/predictions/*.png")
+    else:
+        print(f"\nfailed after {minutes} min {seconds:02d} s (exit status {rc})")
     return rc
 
 

@@ -20,16 +20,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.peers import build_torchvision_gn_maskrcnn, synthetic_batch, to_detgn_inputs, to_torchvision_inputs  # noqa: E402
 from detgn.config import get_cfg  # noqa: E402
+from detgn.engine.precision import cpu_description, cpu_model  # noqa: E402
 from detgn.modeling import build_model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def detgn_model(size, device, score_thresh=0.0):
+def detgn_model(size, device, score_thresh=0.0, memory_format="auto"):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
+    cfg.MODEL.MEMORY_FORMAT = memory_format
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
     return build_model(cfg)
 
@@ -68,7 +70,7 @@ def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtyp
     return {"train": train_step, "infer": infer}
 
 
-def bench(height, width, images, iters, warmup, amp, device):
+def bench(height, width, images, iters, warmup, amp, device, memory_format="auto"):
     torch.manual_seed(0)
     batch = synthetic_batch(images, height, width)
     dev_type = device.split(":")[0]
@@ -76,7 +78,7 @@ def bench(height, width, images, iters, warmup, amp, device):
     autocast = (lambda: torch.autocast(device_type=dev_type, dtype=amp_dtype)) if amp_dtype else None
     results = {}
 
-    d = detgn_model(min(height, width), device)
+    d = detgn_model(min(height, width), device, memory_format=memory_format)
     tv = build_torchvision_gn_maskrcnn(80, min_size=min(height, width), score_thresh=0.0).to(device)
     d_inputs = to_detgn_inputs(batch)
     tv_images, tv_targets = to_torchvision_inputs(batch, device)
@@ -112,14 +114,17 @@ def main():
     ap.add_argument("--json", default=None, help="append the medians as a JSON line to this file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
+                    help="detgn's MODEL.MEMORY_FORMAT (torchvision's model stays in its default NCHW)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = False
     h, w = args.height or args.size, args.width or args.size
-    res = bench(h, w, args.images, args.iters, args.warmup, args.amp, args.device)
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
-    print(f"device={args.device} ({name}) input={h}x{w} images={args.images} amp={args.amp} threads={args.threads} iters={args.iters}")
+    res = bench(h, w, args.images, args.iters, args.warmup, args.amp, args.device, args.memory_format)
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu: {cpu_model()} ({cpu_description()})"
+    print(f"device={args.device} ({name}) input={h}x{w} images={args.images} amp={args.amp} threads={args.threads} "
+          f"iters={args.iters} detgn memory format={args.memory_format}")
     print(f"{'task':8s} {'detgn s':>10s} {'torchvision s':>14s} {'ratio':>7s}   (median; min-max)")
     for task in ("train", "infer"):
         a, b = res[("detgn", task)], res[("torchvision", task)]

@@ -24,7 +24,9 @@ def parse_args(argv=None):
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     ap.add_argument("--task", choices=["train", "eval", "data"], required=True, help="what to time")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: MODEL.DEVICE, cpu without CUDA)")
-    ap.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, SOLVER.AMP.DTYPE on CUDA")
+    ap.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, SOLVER.AMP.DTYPE on CUDA (same as --precision bf16 on CPU)")
+    ap.add_argument("--precision", choices=["fp32", "auto", "bf16", "fp16"], default=None,
+                    help="fp32 (default), auto (the SOLVER.AMP.DTYPE auto policy for this machine), bf16 or fp16")
     ap.add_argument("--size", type=int, default=None, help="short side of synthetic images (pixels)")
     ap.add_argument("--max-size", type=int, default=None, help="long side of synthetic images (default: size * 1333 / 800)")
     ap.add_argument("--images", type=int, default=2, help="images per iteration")
@@ -92,9 +94,15 @@ def run(args):
     if device == "cuda":
         torch.backends.cudnn.benchmark = False
         torch.cuda.reset_peak_memory_stats()
-    amp_dtype = None
-    if args.amp:
-        amp_dtype = torch.bfloat16 if device == "cpu" or cfg.SOLVER.AMP.DTYPE == "bfloat16" else torch.float16
+    from detgn.engine.precision import cpu_description, cpu_model, log_precision, resolve_precision
+
+    if args.precision is None:
+        args.precision = ("bf16" if device == "cpu" else {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.SOLVER.AMP.DTYPE, "auto")) if args.amp else "fp32"
+    dtype_key = {"fp32": "auto", "auto": "auto", "bf16": "bfloat16", "fp16": "float16"}[args.precision]
+    precision = resolve_precision(args.precision != "fp32", dtype_key, device)
+    log_precision(precision, "benchmark")
+    amp_dtype = precision.dtype
+    args.amp = amp_dtype is not None
     times = []
 
     def sync():
@@ -170,6 +178,7 @@ def run(args):
         "size": args.size, "median_s_per_iter": med, "min_s": min(times), "max_s": max(times),
         "median_s_per_img": statistics.median(per_img), "images_per_s": args.images / med,
         "peak_mem_mb": _peak_memory(device), "threads": torch.get_num_threads(), "config": args.config_file,
+        "precision": precision.name, "cpu": f"{cpu_model()} ({cpu_description()})",
     }
     return result
 
@@ -183,7 +192,7 @@ def main(argv=None):
         return 2
     unit = "s/img" if r["task"] == "eval" else "s/iter"
     value = r["median_s_per_img"] if r["task"] == "eval" else r["median_s_per_iter"]
-    print(f"{r['task']} on {r['device']}{' (amp)' if r['amp'] else ''}: {value:.4f} {unit} median "
+    print(f"{r['task']} on {r['device']} ({r['cpu'] if r['device'] == 'cpu' else 'cuda'}), {r['precision']}: {value:.4f} {unit} median "
           f"(iter {r['min_s']:.4f}-{r['max_s']:.4f} s over {r['iters']}), {r['images_per_s']:.2f} images/s, "
           f"peak memory {r['peak_mem_mb']:.0f} MB, {r['threads']} threads")
     if args.json:

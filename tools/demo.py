@@ -87,7 +87,13 @@ def main(argv=None):
         from detgn.data import MetadataCatalog
 
         names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
-    predictor = Predictor(cfg)
+    from detgn.checkpoint import WeightsLoadError, WeightsNotFoundError
+
+    try:
+        predictor = Predictor(cfg)
+    except (WeightsLoadError, WeightsNotFoundError, ValueError) as e:  # unreadable, unsafe or mismatched weights
+        print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
+        return 2
     os.makedirs(args.output, exist_ok=True)
     files = _expand(args.input)
     detections, failed = [], []

@@ -15,25 +15,67 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn"]
+__all__ = ["UnsafePickleError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn"]
 
 logger = logging.getLogger(__name__)
 
 
+class UnsafePickleError(ValueError):
+    """A weights pickle asks for a Python global outside the numpy/container allow-list."""
+
+
+# Everything a Detectron (Python 2, protocol 2) or detectron2 .pkl needs: numpy arrays, dtypes and
+# scalars, and plain containers. Any other global (os.system, builtins.eval, ...) is refused.
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # bytes written by Python 3 with protocol 2
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, f, filename):
+        super().__init__(f, encoding="latin1")
+        self._filename = filename
+
+    def find_class(self, module, name):
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
+            return super().find_class(module, name)
+        raise UnsafePickleError(f"Refusing to load {self._filename}: it asks for the Python global '{module}.{name}', which a "
+                                "weights file does not need (only numpy arrays and plain containers are allowed); "
+                                "loading it could run code. Convert trusted weights with a plain torch.save of tensors")
+
+
+def _safe_unpickle(filename: str) -> Any:
+    with open(filename, "rb") as f:
+        return _RestrictedUnpickler(f, filename).load()
+
+
 def load_any_file(filename: str) -> Any:
-    """torch.load (weights only) for torch files; a latin1 pickle for Detectron/detectron2 .pkl."""
+    """torch.load(weights_only=True) for torch files; a restricted latin1 unpickler for Detectron/detectron2 .pkl.
+
+    Neither path runs code from the file: a pickle that needs anything but numpy arrays, dtypes
+    and plain containers raises UnsafePickleError naming the file and the refused global.
+    """
     import warnings
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # plain pickles trigger a protocol warning before loading fine
+            warnings.simplefilter("ignore")  # plain pickles trigger a protocol warning before failing over
             return torch.load(filename, map_location="cpu", weights_only=True)
-    except Exception as torch_error:
+    except Exception as torch_error:  # not a (safe) torch file: try the restricted pickle reader
         try:
-            with open(filename, "rb") as f:
-                return pickle.load(f, encoding="latin1")
-        except Exception:
-            raise ValueError(f"Cannot read weights file {filename}: it is neither a torch checkpoint ({torch_error}) nor a pickle") from torch_error
+            return _safe_unpickle(filename)
+        except UnsafePickleError:
+            raise
+        except Exception as pickle_error:
+            raise ValueError(f"Cannot read weights file {filename}: it is neither a torch checkpoint ({str(torch_error).splitlines()[0]}) "
+                             f"nor a numpy pickle ({pickle_error})") from None
 
 
 def _model_prefix(model_keys, suffix: str) -> Optional[str]:

@@ -1,4 +1,4 @@
-from .config import CfgNode, ConfigKeyError, get_cfg
+from .config import CfgNode, CircularBaseError, ConfigKeyError, UnsafeConfigError, get_cfg
 from .configurable import configurable
 
-__all__ = ["CfgNode", "ConfigKeyError", "configurable", "get_cfg"]
+__all__ = ["CfgNode", "CircularBaseError", "ConfigKeyError", "UnsafeConfigError", "configurable", "get_cfg"]

@@ -1,9 +1,23 @@
-"""fvcore CfgNode with detgn's error messages for unknown keys."""
+"""fvcore CfgNode with detgn's error messages for unknown keys, safe YAML and _BASE_ cycle detection."""
 import difflib
+import os
+import threading
 
+import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "get_cfg", "ConfigKeyError"]
+__all__ = ["CfgNode", "get_cfg", "ConfigKeyError", "UnsafeConfigError", "CircularBaseError"]
+
+
+class UnsafeConfigError(ValueError):
+    """A YAML config uses a tag that would construct Python objects (e.g. !!python/object)."""
+
+
+class CircularBaseError(ValueError):
+    """A chain of _BASE_ links comes back to a file already being loaded."""
+
+
+_loading = threading.local()  # stack of config files being loaded, for cycle detection
 
 
 class ConfigKeyError(KeyError):
@@ -45,8 +59,30 @@ class CfgNode(_FvCfgNode):
             if isinstance(v, dict) and isinstance(self[k], _FvCfgNode):
                 self[k]._check_keys(v, root, full + ".")
 
-    def merge_from_file(self, cfg_filename, allow_unsafe=True):
-        """Merge a YAML file (following `_BASE_` links) into this config."""
+    @classmethod
+    def load_yaml_with_base(cls, filename, allow_unsafe: bool = False):
+        """fvcore's loader with yaml.safe_load only (unless the caller passes allow_unsafe=True):
+        a tag such as !!python/object raises UnsafeConfigError, and a _BASE_ cycle raises
+        CircularBaseError naming the chain ("a.yaml -> b.yaml -> a.yaml")."""
+        stack = getattr(_loading, "stack", None)
+        if stack is None:
+            stack = _loading.stack = []
+        key = os.path.realpath(filename) if isinstance(filename, str) and "://" not in filename else filename
+        if key in stack:
+            chain = stack[stack.index(key):] + [key]
+            raise CircularBaseError("circular _BASE_: " + " -> ".join(os.path.basename(str(p)) for p in chain))
+        stack.append(key)
+        try:
+            return super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
+        except yaml.constructor.ConstructorError as e:
+            where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
+            raise UnsafeConfigError(f"{filename}{where}: {e.problem}; detgn reads configs with yaml.safe_load and never "
+                                    "builds Python objects from a config file: write plain values instead") from None
+        finally:
+            stack.pop()
+
+    def merge_from_file(self, cfg_filename, allow_unsafe=False):
+        """Merge a YAML file (following `_BASE_` links) into this config; safe YAML only by default."""
         loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
         loaded = type(self)(loaded)
         self._check_keys(loaded, self)

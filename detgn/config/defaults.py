@@ -19,6 +19,10 @@ _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"  # name in META_ARCH_REGISTRY
 _C.MODEL.WEIGHTS = ""  # initial weights: path, URL, catalog:// or detectron2:// alias
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]  # per-channel mean in INPUT.FORMAT order
 _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std in INPUT.FORMAT order
+# layout of images, weights and feature maps: "channels_last" (NHWC), "contiguous" (NCHW) or "auto"
+# (channels_last on CPU, where oneDNN convolutions and GroupNorm run natively in NHWC, measured 1.1x
+# faster per training step; contiguous on CUDA, not yet measured there). Outputs are the same.
+_C.MODEL.MEMORY_FORMAT = "auto"  # "auto", "channels_last" or "contiguous" (above)
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # name in BACKBONE_REGISTRY
@@ -193,8 +197,11 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value" or "norm"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # clip threshold
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the norm for "norm" clipping
 _C.SOLVER.AMP = CN()
-_C.SOLVER.AMP.ENABLED = False  # mixed precision training
-_C.SOLVER.AMP.DTYPE = "float16"  # "float16" (CUDA, with loss scaling) or "bfloat16"
+_C.SOLVER.AMP.ENABLED = False  # mixed precision (autocast) for training and evaluation; False = float32
+# autocast dtype when ENABLED: "auto" (CPU: bf16 only where the CPU has AMX, else float32; CUDA: bf16
+# where supported, else fp16), "float16" (CUDA only, with loss scaling) or "bfloat16" (warns on a CPU
+# without AMX, where bf16 is emulated and slower than fp32). See detgn/engine/precision.py.
+_C.SOLVER.AMP.DTYPE = "float16"  # "auto", "float16" or "bfloat16" (above)
 
 # ---------------------------------------------------------------------------- test
 _C.TEST = CN()

@@ -24,6 +24,7 @@ from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWrit
 from detgn.utils.logger import setup_logger
 
 from . import hooks
+from .precision import Precision, log_precision, resolve_precision
 from .train_loop import AMPTrainer, SimpleTrainer
 
 __all__ = ["default_argument_parser", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError"]
@@ -190,16 +191,21 @@ class DefaultTrainer:
             return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
         return model
 
-    def train(self):
+    def build_trainer(self, model, loader):
+        """SimpleTrainer (float32) or AMPTrainer, as the precision policy decides for this config and machine."""
         cfg = self.cfg
+        precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, self.device.type)
+        log_precision(precision, "training")
+        if precision.dtype is None:
+            return SimpleTrainer(model, loader, self.optimizer)
+        trainer = AMPTrainer(model, loader, self.optimizer, dtype=precision.name, device_type=self.device.type)
+        if self._amp_state:
+            trainer.load_state_dict(self._amp_state)
+        return trainer
+
+    def train(self):
         loader = self.build_train_loader()
-        model = self._wrap(self.model)
-        if cfg.SOLVER.AMP.ENABLED:
-            trainer = AMPTrainer(model, loader, self.optimizer, dtype=cfg.SOLVER.AMP.DTYPE, device_type=self.device.type)
-            if self._amp_state:
-                trainer.load_state_dict(self._amp_state)
-        else:
-            trainer = SimpleTrainer(model, loader, self.optimizer)
+        trainer = self.build_trainer(self._wrap(self.model), loader)
         trainer.register_hooks(self.build_hooks(trainer))
         self._trainer = trainer
         if self._rng_state is not None:  # exact resume: the RNG as it was right after the saved iteration
@@ -218,9 +224,12 @@ class DefaultTrainer:
     def test(cls, cfg, model, evaluators=None):
         """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict)."""
         results = OrderedDict()
-        amp = None
-        if cfg.SOLVER.AMP.ENABLED and cfg.SOLVER.AMP.DTYPE == "bfloat16":
-            amp = torch.bfloat16
+        device_type = next(model.parameters()).device.type
+        precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device_type)
+        # bf16 inference where training used bf16; fp16 runs train with loss scaling and evaluate in fp32
+        amp = precision.dtype if precision.dtype == torch.bfloat16 else None
+        reason = "fp16 is for training with loss scaling; inference runs in float32" if precision.needs_grad_scaler else precision.reason
+        log_precision(Precision(amp, device_type, reason), "evaluation")
         for name in cfg.DATASETS.TEST:
             loader = build_detection_test_loader(cfg, name)
             evaluator = cls.build_evaluator(cfg, name)

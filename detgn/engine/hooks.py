@@ -7,6 +7,7 @@ from typing import Callable, List, Optional
 
 from detgn.checkpoint.detection_checkpoint import get_rng_state
 from detgn.utils import comm
+from detgn.utils.events import CommonMetricPrinter
 
 from .train_loop import HookBase
 
@@ -155,16 +156,32 @@ class EvalHook(HookBase):
 
 
 class PeriodicWriter(HookBase):
-    """Calls the writers every `period` iterations and at the end."""
+    """Calls the writers every `period` iterations and at the end.
 
-    def __init__(self, writers, period: int = 20):
+    So that a slow machine shows progress from the first minute, the console writers
+    (CommonMetricPrinter) also write after the first iteration of a run and whenever
+    `max_silence_s` seconds passed without a line. Those extra lines go to the console only, so
+    metrics.json and TensorBoard get the same rows whatever the speed of the machine.
+    """
+
+    def __init__(self, writers, period: int = 20, max_silence_s: float = 60.0):
         self._writers = writers
         self._period = period
+        self._max_silence_s = max_silence_s
+        self._console = [w for w in writers if isinstance(w, CommonMetricPrinter)]
+        self._last_console = time.perf_counter()
 
     def after_step(self):
-        if (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
+        it = self.trainer.iter
+        now = time.perf_counter()
+        if (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1:
             for w in self._writers:
                 w.write()
+            self._last_console = now
+        elif it == self.trainer.start_iter or now - self._last_console >= self._max_silence_s:
+            for w in self._console:
+                w.write()
+            self._last_console = now
 
     def after_train(self):
         for w in self._writers:

@@ -167,7 +167,9 @@ def _unwrap(model):
 class AMPTrainer(SimpleTrainer):
     """Autocast training: bf16 (CPU or CUDA, no loss scaling) or fp16 (CUDA, with a GradScaler).
 
-    GroupNorm runs in float32 under autocast (detgn's GN layer casts up and back).
+    GroupNorm computes its statistics and normalisation in float32 under autocast (the native CPU
+    kernel accumulates in float32; on CUDA detgn's GN layer runs on a float32 copy). Which dtype a
+    config gets on which hardware is decided in precision.py.
     """
 
     def __init__(self, model, data_loader, optimizer, dtype: str = "float16", device_type: str = "cuda", gather_metric_period: int = 1):

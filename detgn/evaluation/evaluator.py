@@ -82,7 +82,7 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
         evaluator = DatasetEvaluators(evaluator)
     evaluator.reset()
     num_warmup = min(5, total - 1)
-    start = time.perf_counter()
+    start = first_start = time.perf_counter()
     total_compute = 0.0
     last_log = start
     device_type = next(model.parameters()).device.type if any(True for _ in model.parameters()) else "cpu"
@@ -106,7 +106,8 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
             now = time.perf_counter()
             if now - last_log > log_period_s or idx == total - 1:
                 done = idx + 1 - num_warmup
-                per = (now - start) / max(done, 1)
+                # after the warm-up images: their mean; during them: the mean so far, warm-up included
+                per = (now - start) / done if done > 0 else (now - first_start) / (idx + 1)
                 eta = datetime.timedelta(seconds=int(per * (total - idx - 1)))
                 logger.info("Inference done %d/%d. %.4f s/img. ETA=%s", idx + 1, total, per, eta)
                 last_log = now

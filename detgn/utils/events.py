@@ -2,9 +2,9 @@
 to metrics.json (one JSON object per line) and to TensorBoard event files."""
 import datetime
 import json
+import math
 import logging
 import os
-import time
 from collections import defaultdict
 from typing import Dict, List, Optional
 
@@ -158,23 +158,18 @@ class CommonMetricPrinter:
         self.logger = logging.getLogger("detgn.utils.events")
         self._max_iter = max_iter
         self._window_size = window_size
-        self._last = None
 
     def _eta(self, storage) -> Optional[str]:
-        if self._max_iter is None:
-            return ""
-        iteration = storage.iter
-        try:
-            eta = storage.median("time", 1000) * (self._max_iter - iteration - 1)
-            return str(datetime.timedelta(seconds=int(eta)))
-        except KeyError:
-            if self._last is not None:
-                it0, t0 = self._last
-                per = (time.perf_counter() - t0) / max(iteration - it0, 1)
-                self._last = (iteration, time.perf_counter())
-                return str(datetime.timedelta(seconds=int(per * (self._max_iter - iteration - 1))))
-            self._last = (iteration, time.perf_counter())
+        """Remaining iterations x the running mean of the last 100 step times (the first step of
+        the history, which includes warm-up, is left out once there are others)."""
+        if self._max_iter is None or "time" not in storage.histories():
             return None
+        times = [v for v, _ in storage.history("time")]
+        recent = times[1:][-100:] if len(times) > 1 else times
+        eta = sum(recent) / len(recent) * max(self._max_iter - storage.iter - 1, 0)
+        if not math.isfinite(eta):
+            return None
+        return str(datetime.timedelta(seconds=int(eta)))
 
     def write(self):
         storage = get_event_storage()

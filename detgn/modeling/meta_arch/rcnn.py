@@ -13,7 +13,14 @@ from ..proposal_generator import build_proposal_generator
 from ..roi_heads import build_roi_heads
 from .build import META_ARCH_REGISTRY
 
-__all__ = ["GeneralizedRCNN"]
+__all__ = ["GeneralizedRCNN", "resolve_memory_format"]
+
+
+def resolve_memory_format(memory_format: str, device: str) -> str:
+    """MODEL.MEMORY_FORMAT "auto" -> "channels_last" on CPU, "contiguous" on CUDA; other values pass through."""
+    if memory_format != "auto":
+        return memory_format
+    return "contiguous" if str(device).startswith("cuda") and torch.cuda.is_available() else "channels_last"
 
 
 @META_ARCH_REGISTRY.register()
@@ -22,7 +29,10 @@ class GeneralizedRCNN(nn.Module):
 
     @configurable
     def __init__(self, *, backbone: Backbone, proposal_generator: nn.Module, roi_heads: nn.Module,
-                 pixel_mean: List[float], pixel_std: List[float], input_format: str = "BGR"):
+                 pixel_mean: List[float], pixel_std: List[float], input_format: str = "BGR",
+                 memory_format: str = "contiguous"):
+        """memory_format: "channels_last" keeps images, conv weights and feature maps NHWC (faster
+        oneDNN convolutions and GroupNorm on CPU); "contiguous" keeps NCHW. Same outputs either way."""
         super().__init__()
         self.backbone = backbone
         self.proposal_generator = proposal_generator
@@ -34,6 +44,11 @@ class GeneralizedRCNN(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         if self.pixel_mean.shape != self.pixel_std.shape:
             raise ValueError(f"PIXEL_MEAN {pixel_mean} and PIXEL_STD {pixel_std} have different lengths")
+        formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+        if memory_format not in formats:
+            raise ValueError(f"MODEL.MEMORY_FORMAT must be auto, channels_last or contiguous, got '{memory_format}'")
+        self.memory_format = formats[memory_format]
+        self.to(memory_format=self.memory_format)  # 4-D weights; buffers and 1-D parameters are unaffected
 
     @classmethod
     def from_config(cls, cfg):
@@ -42,7 +57,8 @@ class GeneralizedRCNN(nn.Module):
         backbone = build_backbone(cfg)
         return dict(backbone=backbone, proposal_generator=build_proposal_generator(cfg, backbone.output_shape()),
                     roi_heads=build_roi_heads(cfg, backbone.output_shape()), pixel_mean=cfg.MODEL.PIXEL_MEAN,
-                    pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT)
+                    pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT,
+                    memory_format=resolve_memory_format(cfg.MODEL.MEMORY_FORMAT, cfg.MODEL.DEVICE))
 
     @property
     def device(self) -> torch.device:
@@ -52,7 +68,10 @@ class GeneralizedRCNN(nn.Module):
         """(x - mean) / std per image, then pad into an ImageList divisible by the backbone's stride."""
         images = [self._move(x["image"]) for x in batched_inputs]
         images = [(x - self.pixel_mean) / self.pixel_std for x in images]
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        image_list = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        if self.memory_format is not torch.contiguous_format:
+            image_list.tensor = image_list.tensor.contiguous(memory_format=self.memory_format)
+        return image_list
 
     def _move(self, x):
         return x.to(self.device, non_blocking=True)

@@ -1,0 +1,139 @@
+"""Untrusted files never run code: malicious weights pickles and YAML tags are refused by name."""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from detgn.checkpoint import DetectionCheckpointer
+from detgn.checkpoint.formats import UnsafePickleError, load_any_file
+from detgn.config import CircularBaseError, UnsafeConfigError, get_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
+
+
+class _Payload:
+    """Unpickling this calls os.system, which creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def evil_files(tmp_path):
+    marker = tmp_path / "PWNED"
+    pkl = tmp_path / "evil.pkl"
+    with open(pkl, "wb") as f:  # a detectron2-looking pickle with a payload among the weights
+        pickle.dump({"model": {"backbone.fpn_lateral2.weight": np.zeros((4, 4, 1, 1), np.float32), "x": _Payload(marker)},
+                     "__author__": "evil"}, f, protocol=2)
+    pth = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": _Payload(marker)}, pth)  # a torch zip file with a payload
+    renamed = tmp_path / "evil_pickle_named.pth"
+    renamed.write_bytes(pkl.read_bytes())
+    return marker, [pkl, pth, renamed]
+
+
+def test_load_any_file_refuses_payloads(evil_files):
+    marker, files = evil_files
+    for f in files:
+        with pytest.raises(ValueError, match=r"evil.*(posix|os)\.system|Refusing|Weights only load failed|neither"):
+            load_any_file(str(f))
+    assert not marker.exists()
+
+
+def test_model_weights_refuses_payload(evil_files):
+    from detgn.modeling import build_model
+
+    marker, files = evil_files
+    cfg = get_cfg()
+    cfg.merge_from_file(QUICK)
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    for f in files:
+        with pytest.raises(ValueError):
+            DetectionCheckpointer(model).load(str(f))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tool", ["demo", "convert"])
+def test_tools_refuse_payload(tmp_path, evil_files, tool):
+    marker, files = evil_files
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for f in files:
+        if tool == "demo":
+            img = os.path.join(REPO, "datasets", "nuclei_mini", "val", sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0])
+            cmd = [sys.executable, "tools/demo.py", "--config-file", QUICK, "--input", img, "--output", str(tmp_path / "vis"),
+                   "MODEL.WEIGHTS", str(f)]
+        else:
+            cmd = [sys.executable, "tools/convert_weights.py", str(f), str(tmp_path / "out.pth")]
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-1500:]
+        assert os.path.basename(str(f)) in r.stderr
+        assert not (tmp_path / "out.pth").exists()
+    assert not marker.exists()
+
+
+def test_real_layouts_still_load(tmp_path):
+    """A Detectron-style protocol-2 pickle (bytes keys decoded as latin1) and a detectron2 .pkl."""
+    c2 = tmp_path / "R-50-GN.pkl"
+    blobs = {"conv1_w": np.ones((64, 3, 7, 7), np.float32), "conv1_gn_s": np.ones(64, np.float32),
+             "res2_0_branch2a_w": np.ones((64, 64, 1, 1), np.float32), "pred_w": np.zeros((1000, 2048), np.float32),
+             "conv1_gn_s_momentum": np.float32(0.9)}
+    with open(c2, "wb") as f:
+        pickle.dump({"blobs": blobs}, f, protocol=2)
+    obj = load_any_file(str(c2))
+    assert obj["blobs"]["conv1_w"].shape == (64, 3, 7, 7)
+    d2 = tmp_path / "model_final.pkl"
+    with open(d2, "wb") as f:
+        pickle.dump({"model": {"backbone.fpn_lateral2.weight": np.ones((2, 2, 1, 1), np.float32)}, "__author__": "Detectron2 Model Zoo",
+                     "matching_heuristics": True}, f)
+    obj = load_any_file(str(d2))
+    assert obj["__author__"] == "Detectron2 Model Zoo" and obj["model"]["backbone.fpn_lateral2.weight"].dtype == np.float32
+
+
+def test_python2_pickle_bytes(tmp_path):
+    """Python 2 writes str as STRING opcodes; they decode as latin1 (no global needed)."""
+    p = tmp_path / "py2.pkl"
+    # protocol 2 pickle of {'blobs': {'conv1_w': <array>}} as Python 2 writes the keys ('U' = SHORT_BINSTRING)
+    arr = pickle.dumps(np.arange(3, dtype=np.float32), protocol=2)
+    body = b"\x80\x02}q\x00U\x05blobsq\x01}q\x02U\x07conv1_wq\x03" + arr[2:-1] + b"ss."
+    p.write_bytes(body)
+    obj = load_any_file(str(p))
+    assert list(obj["blobs"]["conv1_w"]) == [0.0, 1.0, 2.0]
+
+
+def test_yaml_python_tag_is_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"SOLVER:\n  BASE_LR: !!python/object/apply:os.system ['touch {marker}']\n")
+    cfg = get_cfg()
+    with pytest.raises(UnsafeConfigError, match="bad.yaml .line 2.*safe_load"):
+        cfg.merge_from_file(str(bad))
+    assert not marker.exists()
+    r = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "safe_load" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()
+
+
+def test_circular_base_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\nSOLVER:\n  BASE_LR: 0.1\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(CircularBaseError, match=r"circular _BASE_: a.yaml -> b.yaml -> a.yaml"):
+        get_cfg().merge_from_file(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("_BASE_: c.yaml\n")
+    with pytest.raises(CircularBaseError, match=r"c.yaml -> c.yaml"):
+        get_cfg().merge_from_file(str(tmp_path / "c.yaml"))
+    # a diamond (two files sharing one base) is not a cycle
+    (tmp_path / "base.yaml").write_text("SOLVER:\n  BASE_LR: 0.5\n")
+    (tmp_path / "l.yaml").write_text("_BASE_: base.yaml\n")
+    (tmp_path / "r.yaml").write_text("_BASE_: [l.yaml, base.yaml]\nSOLVER:\n  MAX_ITER: 7\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(tmp_path / "r.yaml"))
+    assert cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 7
