@@ -56,6 +56,19 @@ def after_training(cfg, trainer):
         log.info("Prediction pictures: %s", ", ".join(paths))
 
 
+def _last_checkpoint_hint(cfg, args) -> str:
+    """'Last checkpoint: DIR/model_X.pth; continue with: ... --resume' (or that there is none)."""
+    tag = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
+    try:
+        with open(tag) as f:
+            last = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
+    except OSError:
+        return f"No checkpoint was saved in {cfg.OUTPUT_DIR}."
+    cmd = " ".join([os.path.basename(sys.executable), "tools/train_net.py"] + (["--config-file", args.config_file] if args.config_file else [])
+                   + ["--resume"] + list(args.opts))
+    return f"Last checkpoint: {last}; continue with: {cmd}"
+
+
 def cli(argv=None):
     args = default_argument_parser().parse_args(argv)
     try:
@@ -74,8 +87,11 @@ def cli(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e} {_last_checkpoint_hint(cfg, args)}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(f"interrupted. {_last_checkpoint_hint(cfg, args)}", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as e:
         if os.environ.get("DETGN_TRACEBACK"):
             raise

@@ -6,7 +6,7 @@
 """
 import os
 
-__all__ = ["resolve_weights_path", "alias_to_url", "WeightsNotFoundError", "cache_dir"]
+__all__ = ["resolve_weights_path", "alias_to_url", "download", "WeightsNotFoundError", "cache_dir"]
 
 _DETECTRON = "https://dl.fbaipublicfiles.com/detectron"
 _DETECTRON2 = "https://dl.fbaipublicfiles.com/detectron2"
@@ -53,6 +53,40 @@ def _cached_location(url: str) -> str:
     return os.path.join(cache_dir(), os.path.dirname(parsed.path.lstrip("/")), os.path.basename(parsed.path))
 
 
+def download(url: str, dest: str, timeout_s: float = 60.0, chunk: int = 1 << 20) -> str:
+    """Download `url` to `dest` atomically: the bytes go to a temporary file beside `dest`, which
+    is renamed only when the transfer is complete (as many bytes as Content-Length says, when the
+    server sends it). An interrupted or short download leaves no file at `dest`, so it is never
+    taken for a cached copy. The file is not trusted for that: it is still read by load_any_file.
+    """
+    import tempfile
+    import urllib.request
+
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=os.path.dirname(dest) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout_s) as r:
+            expected = r.headers.get("Content-Length")
+            got = 0
+            while True:
+                block = r.read(chunk)
+                if not block:
+                    break
+                f.write(block)
+                got += len(block)
+            f.flush()
+            os.fsync(f.fileno())
+        if expected is not None and got != int(expected):
+            raise OSError(f"incomplete download: {got} of {expected} bytes")
+        if got == 0:
+            raise OSError("the server sent an empty file")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
 def resolve_weights_path(path: str) -> str:
     """A local file path for `path` (downloading URLs once into the iopath cache)."""
     path = os.path.expanduser(path)
@@ -63,17 +97,11 @@ def resolve_weights_path(path: str) -> str:
         local = _cached_location(url)
         if os.path.isfile(local):
             return local
-        from iopath.common.file_io import HTTPURLHandler, PathManager
-
-        pm = PathManager()
-        pm.register_handler(HTTPURLHandler())
         try:
-            got = pm.get_local_path(url, cache_dir=cache_dir())
-        except Exception as e:
+            download(url, local)
+        except (OSError, ValueError) as e:
             raise WeightsNotFoundError(
                 f"Cannot download {url} ({type(e).__name__}: {e}). Fetch it on a connected machine and put it at {local}, "
-                f"or set MODEL.WEIGHTS to a local file") from e
-        if not os.path.isfile(got):
-            raise WeightsNotFoundError(f"Download of {url} gave no file; put the file at {local}")
-        return got
+                f"or set MODEL.WEIGHTS to a local file") from None
+        return local
     raise WeightsNotFoundError(f"Weights file not found: {path} (set MODEL.WEIGHTS to an existing file, a URL, or a catalog:// alias)")

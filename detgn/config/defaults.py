@@ -193,7 +193,7 @@ _C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all workers
 _C.SOLVER.REFERENCE_WORLD_SIZE = 0  # world size the LR/schedule were tuned for; 0 = no rescaling
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients
-_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value" or "norm"
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value", "norm" (each parameter) or "full_model" (joint norm)
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # clip threshold
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the norm for "norm" clipping
 _C.SOLVER.AMP = CN()

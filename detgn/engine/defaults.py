@@ -169,16 +169,21 @@ class DefaultTrainer:
             self.logger.info("Resuming from iteration %d", self.start_iter)
 
     def build_hooks(self, trainer):
+        """Timer, LR schedule, evaluation, checkpoints, writers, in that order: an evaluation's
+        results and the iteration's metrics row reach metrics.json before its checkpoint is saved."""
         cfg = self.cfg
-        main = comm.is_main_process()
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
-        ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter, cfg.SOLVER.MAX_TO_KEEP,
-                                              extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()}))
         if cfg.DATASETS.TEST:
             ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
-        if main:
+        writers = []
+        if comm.is_main_process():
             writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
                        TensorboardXWriter(cfg.OUTPUT_DIR)]
+        json_writers = [w for w in writers if isinstance(w, JSONWriter)]
+        ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter, cfg.SOLVER.MAX_TO_KEEP,
+                                              extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()},
+                                              before_save=lambda: [w.write() for w in json_writers]))
+        if writers:
             ret.append(hooks.PeriodicWriter(writers, period=cfg.LOG_PERIOD))
         return ret
 

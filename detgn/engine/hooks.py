@@ -1,6 +1,7 @@
 """Training hooks: iteration timer, LR scheduler, periodic checkpointer, periodic evaluation, writers."""
 import logging
 import os
+import re
 import time
 from typing import Callable, List, Optional
 
@@ -90,31 +91,51 @@ class LRScheduler(HookBase):
 
 class PeriodicCheckpointer(HookBase):
     """Saves model_{iter:07d}.pth every `period` iterations and model_final.pth at the end, with the
-    optimizer, scheduler, AMP scaler, RNG states, data seed and iteration. Keeps the last
-    `max_to_keep` periodic checkpoints (0 = all)."""
+    optimizer, scheduler, AMP scaler, RNG states, data seed and iteration.
 
-    def __init__(self, checkpointer, period: int, max_iter: int, max_to_keep: int = 0, extra_state: Optional[Callable] = None):
+    Before each save `before_save()` runs (DefaultTrainer flushes metrics.json there, so the row
+    of a checkpointed iteration is on disk before its checkpoint, and a resumed run's history has
+    no gap). Keeps the newest `max_to_keep` periodic checkpoints (0 = all), counted from the
+    files in the directory, so checkpoints of an earlier run are pruned after a resume too.
+    """
+
+    _PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
+
+    def __init__(self, checkpointer, period: int, max_iter: int, max_to_keep: int = 0, extra_state: Optional[Callable] = None,
+                 before_save: Optional[Callable] = None):
         self.checkpointer = checkpointer
         self.period = int(period)
         self.max_iter = max_iter
         self.max_to_keep = max_to_keep
         self.extra_state = extra_state or (lambda: {})
-        self.recent: List[str] = []
+        self.before_save = before_save or (lambda: None)
 
     def _save(self, name, iteration):
+        self.before_save()
         self.checkpointer.save(name, iteration=iteration, rng=get_rng_state(), **self.extra_state())
+
+    def periodic_checkpoints(self) -> List[str]:
+        """Paths of model_NNNNNNN.pth in the save directory, oldest iteration first."""
+        d = self.checkpointer.save_dir
+        if not d or not os.path.isdir(d):
+            return []
+        names = sorted(n for n in os.listdir(d) if self._PERIODIC.match(n))
+        return [os.path.join(d, n) for n in names]
+
+    def _prune(self):
+        if not comm.is_main_process() or self.max_to_keep <= 0:
+            return
+        for old in self.periodic_checkpoints()[:-self.max_to_keep]:
+            try:
+                os.remove(old)
+            except FileNotFoundError:  # another process pruned it first
+                pass
 
     def after_step(self):
         iteration = self.trainer.iter
         if self.period > 0 and (iteration + 1) % self.period == 0 and iteration + 1 < self.max_iter:
-            name = f"model_{iteration:07d}"
-            self._save(name, iteration)
-            if comm.is_main_process() and self.max_to_keep > 0:
-                self.recent.append(os.path.join(self.checkpointer.save_dir, name + ".pth"))
-                while len(self.recent) > self.max_to_keep:
-                    old = self.recent.pop(0)
-                    if os.path.exists(old) and not old.endswith("model_final.pth"):
-                        os.remove(old)
+            self._save(f"model_{iteration:07d}", iteration)
+            self._prune()
         if iteration + 1 >= self.max_iter:
             self._save("model_final", iteration)
 
@@ -185,5 +206,6 @@ class PeriodicWriter(HookBase):
 
     def after_train(self):
         for w in self._writers:
-            w.write()
+            if not (self.trainer.interrupted and w in self._console):  # no stale console line after Ctrl-C
+                w.write()
             w.close()

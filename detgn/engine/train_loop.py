@@ -45,6 +45,7 @@ class TrainerBase:
         self.start_iter = 0
         self.max_iter = 0
         self.storage: Optional[EventStorage] = None
+        self.interrupted = False  # set when Ctrl-C stopped the loop
 
     def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
         for h in hooks:
@@ -65,11 +66,18 @@ class TrainerBase:
                     self.run_step()
                     self.after_step()
                 self.iter += 1  # iteration == max_iter after a complete run
-            except Exception:
-                logger.exception("Exception during training at iteration %d:", self.iter)
+            except BaseException as e:
+                if isinstance(e, KeyboardInterrupt):
+                    self.interrupted = True
+                    logger.warning("Interrupted at iteration %d", self.iter)
+                else:
+                    logger.exception("Exception during training at iteration %d:", self.iter)
+                try:  # close writers etc., but never let a follow-up error hide the first one
+                    self.after_train()
+                except Exception:
+                    logger.exception("A hook failed while stopping after the error above (that error is the one reported)")
                 raise
-            finally:
-                self.after_train()
+            self.after_train()
 
     def before_train(self):
         for h in self._hooks:
@@ -132,7 +140,24 @@ class SimpleTrainer(TrainerBase):
 
     def _backward_and_step(self, losses):
         losses.backward()
+        self._check_finite_params("gradient")
         self.optimizer.step()
+        self._check_finite_params("value")
+
+    def _check_finite_params(self, what: str) -> None:
+        """Raise FloatingPointError naming the first parameter whose gradient (before the step) or
+        value (after it) holds Inf/NaN, so a diverging run stops before it writes a broken checkpoint."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and (what == "value" or p.grad is not None)]
+        if not named:
+            return
+        tensors = [p.grad if what == "gradient" else p.detach() for _, p in named]
+        norms = torch._foreach_norm(tensors)
+        if bool(torch.isfinite(torch.stack(norms)).all()):
+            return
+        bad = next(n for (n, _), v in zip(named, norms) if not torch.isfinite(v))
+        when = "before the optimizer step" if what == "gradient" else "after the optimizer step"
+        raise FloatingPointError(f"Non-finite {what} of parameter {bad} {when} at iteration {self.iter}; the weights of the last "
+                                 f"checkpoint are untouched. Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume.")
 
     def _check_finite(self, loss_dict: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
         if not torch.isfinite(total).all():
@@ -189,12 +214,13 @@ class AMPTrainer(SimpleTrainer):
 
     def _backward_and_step(self, losses):
         if self.grad_scaler is None:
-            losses.backward()
-            self.optimizer.step()
+            super()._backward_and_step(losses)
             return
+        # fp16: the scaler skips steps with Inf/NaN gradients (and lowers the scale) by design
         self.grad_scaler.scale(losses).backward()
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
+        self._check_finite_params("value")
 
     def state_dict(self):
         return {"grad_scaler": self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}

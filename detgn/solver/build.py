@@ -55,18 +55,26 @@ def _merge_groups(groups):
 
 
 def clip_gradients(params, clip_type: str, clip_value: float, norm_type: float = 2.0) -> None:
+    """detectron2's SOLVER.CLIP_GRADIENTS semantics: "value" clamps every gradient element to
+    [-clip_value, clip_value]; "norm" rescales each parameter's gradient separately so that its
+    norm is at most clip_value; "full_model" rescales all gradients jointly (one global norm)."""
     if clip_type == "value":
         torch.nn.utils.clip_grad_value_(params, clip_value)
     elif clip_type == "norm":
+        for p in params:
+            torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
+    elif clip_type == "full_model":
         torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
     else:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got '{clip_type}'")
+        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'")
 
 
 class _ClippingSGD(torch.optim.SGD):
     """SGD that clips the gradients of all its parameters before each step."""
 
     def __init__(self, params, clip_cfg, **kwargs):
+        if clip_cfg.CLIP_TYPE not in ("value", "norm", "full_model"):
+            raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_cfg.CLIP_TYPE}'")
         super().__init__(params, **kwargs)
         self._clip = (clip_cfg.CLIP_TYPE, clip_cfg.CLIP_VALUE, clip_cfg.NORM_TYPE)
 

@@ -137,3 +137,63 @@ def test_circular_base_is_named(tmp_path):
     cfg = get_cfg()
     cfg.merge_from_file(str(tmp_path / "r.yaml"))
     assert cfg.SOLVER.BASE_LR == 0.5 and cfg.SOLVER.MAX_ITER == 7
+
+
+class _Server:
+    """A local HTTP server: /full sends the whole body, /short announces more bytes than it sends."""
+
+    def __init__(self, body: bytes):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body) + (100 if self.path.startswith("/short") else 0)))
+                self.end_headers()
+                self.wfile.write(body)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_is_atomic_and_goes_through_the_safe_loader(tmp_path, monkeypatch):
+    from detgn.checkpoint.paths import WeightsNotFoundError, resolve_weights_path
+
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    good = tmp_path / "w.pth"
+    torch.save({"model": {"a": torch.ones(3)}}, good)
+    srv = _Server(good.read_bytes())
+    try:
+        with pytest.raises(WeightsNotFoundError, match="incomplete download"):
+            resolve_weights_path(srv.url + "/short/w.pth")
+        cache = tmp_path / "cache" / "short"
+        assert not cache.exists() or os.listdir(cache) == []  # no partial file left, nothing cached
+        local = resolve_weights_path(srv.url + "/full/w.pth")
+        assert local == str(tmp_path / "cache" / "full" / "w.pth")
+        assert torch.equal(load_any_file(local)["model"]["a"], torch.ones(3))
+        assert resolve_weights_path(srv.url + "/full/w.pth") == local  # cached: no second download
+    finally:
+        srv.close()
+    evil = tmp_path / "evil_dl.pkl"
+    with open(evil, "wb") as f:
+        pickle.dump({"x": _Payload(tmp_path / "PWNED")}, f)
+    srv = _Server(evil.read_bytes())
+    try:
+        local = resolve_weights_path(srv.url + "/full/evil_dl.pkl")
+        with pytest.raises(UnsafePickleError):
+            load_any_file(local)
+    finally:
+        srv.close()
+    assert not (tmp_path / "PWNED").exists()
