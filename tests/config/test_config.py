@@ -104,3 +104,16 @@ def test_dump_roundtrip(tmp_path):
     cfg2.merge_from_file(str(p))
     assert cfg2.SOLVER.BASE_LR == 0.123
     assert yaml.safe_load(cfg.dump())["MODEL"]["GROUP_NORM"]["NUM_GROUPS"] == 32
+
+
+def test_configurable_explicit_kwargs_override_from_config():
+    from detgn.layers import ShapeSpec
+    from detgn.modeling.roi_heads.mask_head import MaskRCNNConvUpsampleHead
+
+    cfg = get_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 64
+    head = MaskRCNNConvUpsampleHead(cfg, ShapeSpec(channels=32), num_classes=7, conv_dims=[16, 16, 8])
+    assert head.predictor.out_channels == 7 and head.mask_fcn1.out_channels == 16 and head.deconv.out_channels == 8
+    assert not hasattr(head, "mask_fcn3")
+    plain = MaskRCNNConvUpsampleHead(cfg, input_shape=ShapeSpec(channels=32))  # from_config arguments by keyword too
+    assert plain.mask_fcn1.out_channels == 64 and plain.predictor.out_channels == cfg.MODEL.ROI_HEADS.NUM_CLASSES
