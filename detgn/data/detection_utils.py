@@ -21,7 +21,10 @@ class SizeMismatchError(ValueError):
 
 
 def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
-    """Read an image with its EXIF orientation applied -> (H, W, 3) uint8 in `format` ("BGR", "RGB", "L")."""
+    """Read an image with its EXIF orientation applied -> (H, W, 3) uint8 in `format` ("BGR", "RGB", "L").
+
+    16-bit (and 32-bit / float) grayscale images are mapped to 8 bits by their own value range
+    (min -> 0, max -> 255), then replicated to 3 channels."""
     try:
         with open(file_name, "rb") as f:
             image = Image.open(f)
@@ -31,6 +34,8 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
     except Exception as e:  # PIL raises many types for corrupt files
         raise ImageReadError(f"Cannot decode image {file_name}: {e}") from e
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        image = Image.fromarray(_stretch_to_uint8(np.asarray(image)), mode="L")
     if format == "L":
         return np.asarray(image.convert("L"))[:, :, None]
     arr = np.asarray(image.convert("RGB"))
@@ -39,6 +44,21 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
     elif format != "RGB":
         raise ValueError(f"Unknown image format '{format}'; use BGR, RGB or L")
     return np.ascontiguousarray(arr)
+
+
+def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """16-bit / 32-bit / float single-channel pixels -> uint8 by the image's own value range:
+    min -> 0, max -> 255, linear in between (a constant image becomes 0). A plain cast would
+    saturate every value above 255 (most of a 16-bit microscopy image) to white."""
+    v = values.astype(np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        return np.zeros(v.shape, np.uint8)
+    lo, hi = v[finite].min(), v[finite].max()
+    if hi <= lo:
+        return np.zeros(v.shape, np.uint8)
+    out = np.where(finite, (v - lo) * (255.0 / (hi - lo)), 0.0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def check_image_size(dataset_dict: Dict, image: np.ndarray) -> None:

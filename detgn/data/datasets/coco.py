@@ -1,16 +1,20 @@
 """Load COCO instance json into detgn dataset dicts, validating as it goes.
 
-Problems with single annotations (degenerate box, polygon with < 3 points, unknown category)
-are skipped and counted in one warning per kind that names file, image id and annotation id.
-Problems that make the dataset unusable (missing or malformed json, missing image folder,
-no image file found) raise an error naming the file and the fix.
+Problems with single annotations (degenerate or non-finite box, polygon with < 3 points or with
+non-numeric / NaN / Inf coordinates, RLE whose size differs from the image or whose counts do
+not decode, unknown category, image id not in 'images') are skipped and counted in one warning
+per kind that names file, image id and annotation id. Problems that make the dataset unusable
+(missing or malformed json, duplicate annotation ids, missing image folder, no image file
+found) raise an error naming the file and the fix.
 """
 import contextlib
 import io
 import json
 import logging
+import math
+import numbers
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Dict, List, Optional
 
 from detgn.structures import BoxMode
@@ -50,6 +54,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     from pycocotools.coco import COCO
 
     data = _read_json(json_file)
+    _check_unique_annotation_ids(json_file, data)
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -67,6 +72,9 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
 
     problems = defaultdict(list)
     img_ids = sorted(coco.imgs.keys())
+    for ann in data["annotations"]:
+        if ann.get("image_id") not in coco.imgs:
+            problems["image id not in 'images'"].append(f"{json_file}: annotation id {ann.get('id')} (image_id {ann.get('image_id')})")
     dataset_dicts = []
     for img_id in img_ids:
         img = coco.imgs[img_id]
@@ -87,7 +95,10 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
                 problems["category id not in 'categories'"].append(f"{where} (category_id {ann.get('category_id')})")
                 continue
             bbox = ann.get("bbox")
-            if bbox is None or len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] < -1 or bbox[1] < -1:
+            if not _finite_numbers(bbox) or len(bbox) != 4:
+                problems["bbox that is not 4 finite numbers"].append(f"{where} (bbox {bbox})")
+                continue
+            if bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] < -1 or bbox[1] < -1:
                 problems["bbox with negative or zero size"].append(f"{where} (bbox {bbox})")
                 continue
             obj = {"bbox": [float(v) for v in bbox], "bbox_mode": BoxMode.XYWH_ABS, "category_id": id_map[ann["category_id"]],
@@ -95,17 +106,18 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
             seg = ann.get("segmentation")
             if seg is not None:
                 if isinstance(seg, dict):
-                    if "counts" not in seg or "size" not in seg:
-                        problems["malformed RLE"].append(where)
+                    seg, why = _checked_rle(seg, img["height"], img["width"])
+                    if why:
+                        problems[why].append(where)
                         continue
-                    if isinstance(seg["counts"], list):
-                        import pycocotools.mask as mask_util
-
-                        seg = mask_util.frPyObjects(seg, *seg["size"])
-                    if isinstance(seg["counts"], bytes):
-                        seg = {"size": seg["size"], "counts": seg["counts"].decode("ascii")}
                 elif isinstance(seg, list):
-                    good = [p for p in seg if len(p) % 2 == 0 and len(p) >= 6]
+                    if not all(isinstance(p, list) and _numbers(p) for p in seg):
+                        problems["polygon with non-numeric coordinates"].append(where)
+                        continue
+                    if not all(_finite_numbers(p) for p in seg):
+                        problems["polygon with NaN/Inf coordinates"].append(where)
+                        continue
+                    good = [[float(v) for v in p] for p in seg if len(p) % 2 == 0 and len(p) >= 6]
                     if len(good) < len(seg):
                         problems["polygon with fewer than 3 points"].append(where)
                     if not good:
@@ -125,6 +137,50 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         raise FileNotFoundError(f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
                                 f"check the image folder (first expected: {os.path.join(image_root, coco.imgs[img_ids[0]]['file_name'])})")
     return dataset_dicts
+
+
+def _numbers(values) -> bool:
+    return isinstance(values, (list, tuple)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+
+
+def _finite_numbers(values) -> bool:
+    return _numbers(values) and all(math.isfinite(v) for v in values)
+
+
+def _check_unique_annotation_ids(json_file: str, data: dict) -> None:
+    """Duplicate annotation ids make pycocotools keep one of them silently (and evaluation of
+    the ground truth against itself scores AP ~0): refuse, naming the ids."""
+    counts = Counter(a.get("id") for a in data["annotations"])
+    dup = sorted((k for k, n in counts.items() if n > 1), key=str)
+    if dup:
+        shown = ", ".join(str(k) for k in dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
+        raise DatasetFormatError(f"{json_file}: {len(dup)} annotation id(s) used more than once ({shown}); "
+                                 "every annotation needs its own 'id' (renumber them, e.g. 1..N)")
+
+
+def _checked_rle(seg: dict, height: int, width: int):
+    """-> (compressed RLE with str counts, None) or (None, reason) for a malformed one."""
+    import pycocotools.mask as mask_util
+
+    if "counts" not in seg or "size" not in seg:
+        return None, "malformed RLE (needs 'counts' and 'size')"
+    size = seg["size"]
+    if not _numbers(size) or len(size) != 2 or [int(size[0]), int(size[1])] != [int(height), int(width)]:
+        return None, "RLE whose size differs from the image"
+    counts = seg["counts"]
+    try:
+        if isinstance(counts, list):
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or sum(counts) != height * width:
+                return None, "malformed RLE counts"
+            seg = mask_util.frPyObjects(seg, height, width)
+        elif isinstance(counts, (str, bytes)):
+            seg = {"size": [int(height), int(width)], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        else:
+            return None, "malformed RLE counts"
+        mask_util.decode(seg)  # raises on counts that do not describe height x width pixels
+    except (ValueError, UnicodeError, TypeError):
+        return None, "malformed RLE counts"
+    return {"size": [int(height), int(width)], "counts": seg["counts"].decode("ascii")}, None
 
 
 def register_coco_instances(name: str, metadata: Dict, json_file: str, image_root: str) -> None:
