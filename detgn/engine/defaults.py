@@ -14,7 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detgn.checkpoint import DetectionCheckpointer, set_rng_state
-from detgn.config import ConfigKeyError, get_cfg
+from detgn.config import ConfigKeyError, UnsupportedConfigError, check_supported, get_cfg
 from detgn.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.modeling import build_model
@@ -75,6 +75,10 @@ def setup_cfg(args):
         raise ConfigError(f"command line override: {e}") from None
     except Exception as e:
         raise ConfigError(f"command line override {args.opts}: {type(e).__name__}: {e}") from None
+    try:
+        check_supported(cfg)
+    except UnsupportedConfigError as e:
+        raise ConfigError(str(e)) from None
     return cfg
 
 

@@ -17,6 +17,9 @@ of {"instances": Instances} at inference.
 
 def build_model(cfg):
     """Build the whole model from cfg.MODEL.META_ARCHITECTURE and move it to cfg.MODEL.DEVICE."""
+    from detgn.config import check_supported
+
+    check_supported(cfg)
     model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
     device = cfg.MODEL.DEVICE
     if device.startswith("cuda") and not torch.cuda.is_available():

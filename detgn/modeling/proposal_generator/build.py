@@ -15,5 +15,6 @@ and returns `(proposals: List[Instances] with proposal_boxes and objectness_logi
 def build_proposal_generator(cfg, input_shape):
     name = cfg.MODEL.PROPOSAL_GENERATOR.NAME
     if name == "PrecomputedProposals":
-        return None
+        raise NotImplementedError("MODEL.PROPOSAL_GENERATOR.NAME PrecomputedProposals is not supported by detgn "
+                                  "(precomputed proposals); use RPN")
     return PROPOSAL_GENERATOR_REGISTRY.get(name)(cfg, input_shape)

@@ -1,0 +1,67 @@
+"""Keys detgn keeps for detectron2 compatibility but does not implement: each must keep its default.
+
+A config that changes one of them is refused with a one-line error naming the key, instead of
+being accepted and ignored. `check_supported(cfg)` runs when a config is set up for training,
+evaluation or a tool (engine.setup_cfg) and when a model or trainer is built from it.
+"""
+__all__ = ["UNSUPPORTED_KEYS", "UnsupportedConfigError", "check_supported"]
+
+
+class UnsupportedConfigError(ValueError):
+    """A config sets a key that detgn accepts for compatibility but does not implement."""
+
+
+# key -> what it would do in detectron2 (the reason detgn cannot honour it)
+UNSUPPORTED_KEYS = {
+    "VERSION": "configs of another format version (detgn reads version 2, detectron2's current format)",
+    "MODEL.LOAD_PROPOSALS": "precomputed proposals",
+    "MODEL.KEYPOINT_ON": "the keypoint head",
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": "deformable convolutions",
+    "MODEL.RESNETS.DEFORM_MODULATED": "modulated deformable convolutions",
+    "MODEL.RESNETS.DEFORM_NUM_GROUPS": "deformable convolution groups",
+    "MODEL.ANCHOR_GENERATOR.ANGLES": "rotated anchors",
+    "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": "training the mask head on predicted boxes",
+    "MODEL.ROI_BOX_HEAD.USE_FED_LOSS": "the federated classification loss",
+    "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": "the sigmoid classification loss",
+    "DATASETS.PROPOSAL_FILES_TRAIN": "precomputed proposals",
+    "DATASETS.PROPOSAL_FILES_TEST": "precomputed proposals",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN": "precomputed proposals",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST": "precomputed proposals",
+    "DATALOADER.SAMPLER_TRAIN": "other training samplers (only TrainingSampler is implemented)",
+    "DATALOADER.REPEAT_THRESHOLD": "repeat-factor sampling",
+    "SOLVER.NUM_DECAYS": "detectron2's cosine/step schedule options",
+    "SOLVER.RESCALE_INTERVAL": "detectron2's schedule rescaling",
+    "TEST.EXPECTED_RESULTS": "detectron2's expected-results check",
+    "TEST.AUG.ENABLED": "test-time augmentation",
+    "TEST.AUG.MIN_SIZES": "test-time augmentation",
+    "TEST.AUG.MAX_SIZE": "test-time augmentation",
+    "TEST.AUG.FLIP": "test-time augmentation",
+    "TEST.PRECISE_BN.ENABLED": "precise BN statistics",
+    "TEST.PRECISE_BN.NUM_ITER": "precise BN statistics",
+    "VIS_PERIOD": "detectron2's training visualisation (detgn: TEST.VIS_PERIOD_IMAGES)",
+    "GLOBAL.HACK": "nothing (a detectron2 placeholder)",
+}
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def check_supported(cfg) -> None:
+    """Raise UnsupportedConfigError for the first key of UNSUPPORTED_KEYS that differs from its default."""
+    from .defaults import _C
+
+    for key, what in UNSUPPORTED_KEYS.items():
+        value, default = _get(cfg, key), _get(_C, key)
+        if not _same(value, default):
+            raise UnsupportedConfigError(f"{key} = {value!r}: detgn does not implement {what}; remove the key or set it back to "
+                                         f"its default {default!r}")
