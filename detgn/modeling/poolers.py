@@ -7,7 +7,7 @@ from typing import List
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align
+from detgn.layers.roi_align import roi_align
 
 from detgn.structures import Boxes
 
