@@ -26,7 +26,7 @@ from detgn.modeling import build_model  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def detgn_model(size, device, score_thresh=0.0, memory_format="auto"):
+def detgn_model(size, device, score_thresh=0.0, memory_format="contiguous"):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"))
     cfg.MODEL.WEIGHTS = ""
@@ -70,7 +70,7 @@ def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtyp
     return {"train": train_step, "infer": infer}
 
 
-def bench(height, width, images, iters, warmup, amp, device, memory_format="auto"):
+def bench(height, width, images, iters, warmup, amp, device, memory_format="contiguous"):
     torch.manual_seed(0)
     batch = synthetic_batch(images, height, width)
     dev_type = device.split(":")[0]
@@ -114,7 +114,7 @@ def main():
     ap.add_argument("--json", default=None, help="append the medians as a JSON line to this file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--memory-format", default="auto", choices=["auto", "channels_last", "contiguous"],
+    ap.add_argument("--memory-format", default="contiguous", choices=["channels_last", "contiguous"],
                     help="detgn's MODEL.MEMORY_FORMAT (torchvision's model stays in its default NCHW)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from detgn.modeling import build_model
-from detgn.modeling.meta_arch.rcnn import resolve_memory_format
 
 from .util import gn_cfg, make_inputs
 
@@ -108,9 +107,10 @@ def test_channels_last_detections_match():
     assert (a.pred_masks != b.pred_masks).float().mean().item() < 1e-3  # a pixel at 0.5 may flip
 
 
-def test_memory_format_auto_and_bad_value():
-    assert resolve_memory_format("auto", "cpu") == "channels_last"
-    assert resolve_memory_format("contiguous", "cpu") == "contiguous"
+def test_memory_format_default_and_bad_value():
+    from detgn.config import get_cfg
+
+    assert get_cfg().MODEL.MEMORY_FORMAT == "contiguous"  # detectron2 parity by default
     cfg = _small_cfg()
     cfg.MODEL.MEMORY_FORMAT = "nhwc"
     with pytest.raises(ValueError, match="MODEL.MEMORY_FORMAT"):

@@ -13,14 +13,7 @@ from ..proposal_generator import build_proposal_generator
 from ..roi_heads import build_roi_heads
 from .build import META_ARCH_REGISTRY
 
-__all__ = ["GeneralizedRCNN", "resolve_memory_format"]
-
-
-def resolve_memory_format(memory_format: str, device: str) -> str:
-    """MODEL.MEMORY_FORMAT "auto" -> "channels_last" on CPU, "contiguous" on CUDA; other values pass through."""
-    if memory_format != "auto":
-        return memory_format
-    return "contiguous" if str(device).startswith("cuda") and torch.cuda.is_available() else "channels_last"
+__all__ = ["GeneralizedRCNN"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -46,7 +39,7 @@ class GeneralizedRCNN(nn.Module):
             raise ValueError(f"PIXEL_MEAN {pixel_mean} and PIXEL_STD {pixel_std} have different lengths")
         formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
         if memory_format not in formats:
-            raise ValueError(f"MODEL.MEMORY_FORMAT must be auto, channels_last or contiguous, got '{memory_format}'")
+            raise ValueError(f"MODEL.MEMORY_FORMAT must be contiguous or channels_last, got '{memory_format}'")
         self.memory_format = formats[memory_format]
         self.to(memory_format=self.memory_format)  # 4-D weights; buffers and 1-D parameters are unaffected
 
@@ -58,7 +51,7 @@ class GeneralizedRCNN(nn.Module):
         return dict(backbone=backbone, proposal_generator=build_proposal_generator(cfg, backbone.output_shape()),
                     roi_heads=build_roi_heads(cfg, backbone.output_shape()), pixel_mean=cfg.MODEL.PIXEL_MEAN,
                     pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT,
-                    memory_format=resolve_memory_format(cfg.MODEL.MEMORY_FORMAT, cfg.MODEL.DEVICE))
+                    memory_format=cfg.MODEL.MEMORY_FORMAT)
 
     @property
     def device(self) -> torch.device:

@@ -1,0 +1,129 @@
+"""detectron2 parity: same weights, same image -> detectron2's own FPN features, proposals, detections, masks.
+
+Fixture: tests/data/detectron2_parity (detectron2 commit 02b5c4e, CPU, fp32; see its README for the
+weights, the input convention and the tolerances used here). This guards every speed-up
+(memory format, GN kernels, ROIAlign, compilation, export): run in both memory formats.
+"""
+import hashlib
+import os
+import sys
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+
+from detgn.config import get_cfg
+from detgn.layers.mask_ops import _paste_chunk
+from detgn.modeling import build_model
+from detgn.structures import Boxes, pairwise_iou
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return torch.load(os.path.join(FIXTURE, "outputs.pth"), weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def image(reference):
+    img = cv2.imread(os.path.join(FIXTURE, "image.png"), cv2.IMREAD_COLOR)
+    assert hashlib.sha256(img.tobytes()).hexdigest() == reference["image_sha256"]
+    return torch.from_numpy(img.transpose(2, 0, 1).copy()).float()
+
+
+def _model(reference, memory_format):
+    sys.path.insert(0, FIXTURE)
+    try:
+        from make_weights import make_weights
+    finally:
+        sys.path.remove(FIXTURE)
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    cfg.merge_from_list(reference["config"])
+    cfg.MODEL.MEMORY_FORMAT = memory_format
+    model = build_model(cfg).eval()
+    weights = make_weights([(k, v.shape) for k, v in model.state_dict().items()])
+    model.load_state_dict(weights, strict=True)  # every key, no extra
+    return model
+
+
+def _match(ref_boxes, ref_classes, boxes, classes):
+    """Greedy in reference order: the unused prediction of the same class with the highest IoU (> 0.99)."""
+    iou = pairwise_iou(Boxes(ref_boxes), Boxes(boxes))
+    iou[ref_classes[:, None] != classes[None, :]] = -1
+    used, pairs = set(), []
+    for i in range(len(ref_boxes)):
+        row = iou[i].clone()
+        if used:
+            row[list(used)] = -1
+        j = int(row.argmax())
+        if row[j] > 0.99:
+            used.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def _pasted_probability(raw, j, height, width):
+    """Float mask probabilities of detection j pasted at image size (the thresholded mask's source)."""
+    probs, region = _paste_chunk(raw.pred_masks[j:j + 1].float(), raw.pred_boxes.tensor[j:j + 1], height, width, skip_empty=True)
+    full = torch.zeros(height, width)
+    full[region] = probs[0]
+    return full.numpy()
+
+
+def test_detectron2_parity(reference, image):
+    model = _model(reference, "contiguous")
+    with torch.no_grad():
+        images = model.preprocess_image([{"image": image}])
+        features = model.backbone(images.tensor)
+        for p, ref in reference["features"].items():
+            got = features[p][0, ::16]
+            err = (got - ref["slice"]).abs().max().item() / ref["abs_max"].item()
+            assert err <= 1e-4, f"{p}: max |diff| / abs_max = {err:.2e}"
+            assert abs(features[p].abs().max().item() - ref["abs_max"].item()) <= 1e-4 * ref["abs_max"].item()
+        proposals, _ = model.proposal_generator(images, features, None)
+        ref_props = reference["proposals"]
+        got_props = proposals[0].proposal_boxes.tensor[:200]
+        assert len(got_props) == 200
+        iou = pairwise_iou(Boxes(ref_props["boxes"]), Boxes(got_props)).diagonal()
+        assert (iou > 0.99).all(), f"proposal {int((iou <= 0.99).nonzero()[0])} differs (IoU {iou.min():.4f})"
+        assert torch.allclose(proposals[0].objectness_logits[:200], ref_props["objectness_logits"], rtol=1e-4, atol=1e-3)
+        inst = model([{"image": image, "height": 384, "width": 512}])[0]["instances"]
+        raw = model.inference([{"image": image, "height": 384, "width": 512}], do_postprocess=False)[0]
+    assert torch.equal(raw.pred_boxes.tensor, inst.pred_boxes.tensor)  # no resize: input size == output size
+
+    pairs = _match(reference["boxes"], reference["classes"], inst.pred_boxes.tensor, inst.pred_classes)
+    assert len(pairs) >= 0.98 * len(reference["boxes"]), f"{len(pairs)} of {len(reference['boxes'])} detections matched"
+    ri, gi = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    score_diff = (reference["scores"][ri] - inst.scores[gi]).abs().max().item()
+    assert score_diff <= 1e-3, f"score difference {score_diff:.2e}"
+    ref_masks = mask_util.decode([{"size": reference["masks"]["size"], "counts": c.encode()} for c in reference["masks"]["counts"]])
+    got = inst.pred_masks.numpy()
+    for i, j in pairs:
+        a, b = ref_masks[:, :, i].astype(bool), got[j]
+        union = np.logical_or(a, b).sum()
+        m_iou = np.logical_and(a, b).sum() / union if union else 1.0
+        if m_iou >= 0.99:
+            continue
+        # A tiny mask can fall below 0.99 by one pixel whose probability sits at the threshold
+        # (detection 51: 92 px, one pixel at p = 0.4998). Accept that only when every differing
+        # pixel is within 1e-3 of 0.5, i.e. float rounding, not a different computation.
+        p = _pasted_probability(raw, j, 384, 512)[a != b]
+        assert np.abs(p - 0.5).max() <= 1e-3, f"mask of detection {i}: IoU {m_iou:.4f}, differing pixels at p = {p}"
+
+
+def test_channels_last_features_within_tolerance(reference, image):
+    """MODEL.MEMORY_FORMAT channels_last (opt-in) keeps the FPN features within 1e-4 of detectron2's;
+    its oneDNN kernels round differently (3.8e-5 vs 4.4e-6 relative here), which reorders near-tied
+    proposals downstream, so the full parity above is checked on the default NCHW layout."""
+    model = _model(reference, "channels_last")
+    with torch.no_grad():
+        images = model.preprocess_image([{"image": image}])
+        features = model.backbone(images.tensor)
+    for p, ref in reference["features"].items():
+        err = (features[p][0, ::16] - ref["slice"]).abs().max().item() / ref["abs_max"].item()
+        assert err <= 1e-4, f"{p}: max |diff| / abs_max = {err:.2e}"
