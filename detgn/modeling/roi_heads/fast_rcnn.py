@@ -7,7 +7,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms
+from detgn.layers.nms import batched_nms_topk
 
 from detgn.config import configurable
 from detgn.layers import ShapeSpec, cat
@@ -50,9 +50,7 @@ def fast_rcnn_inference_single_image(boxes, scores, image_shape, score_thresh, n
     else:
         boxes = boxes[filter_mask]
     scores = scores[filter_mask]
-    keep = batched_nms(boxes, scores, filter_inds[:, 1], nms_thresh)
-    if topk_per_image >= 0:
-        keep = keep[:topk_per_image]
+    keep = batched_nms_topk(boxes, scores, filter_inds[:, 1], nms_thresh, topk_per_image)
     boxes, scores, filter_inds = boxes[keep], scores[keep], filter_inds[keep]
     result = Instances(image_shape)
     result.pred_boxes = Boxes(boxes)
