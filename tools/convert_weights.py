@@ -42,7 +42,7 @@ def main(argv=None):
         return 2
     report = ck.last_report
     sd = model.state_dict()
-    out = {"model": {k: sd[k] for k in report["matched"]}, "__author__": "detgn convert_weights", "source_format": report["format"]}
+    out = {"model": {k: sd[k] for k in report["matched"]}, "converted_by": "detgn convert_weights", "source_format": report["format"]}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     torch.save(out, tmp)

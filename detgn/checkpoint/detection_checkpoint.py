@@ -5,7 +5,6 @@ Formats are recognised from the file's content (see formats.py); after loading, 
 matched keys, keys missing from the file, unused keys, and skipped shape mismatches. A file
 where nothing matches the model is an error.
 """
-import logging
 import os
 import random
 from typing import Any, Dict, List, Optional
@@ -21,7 +20,6 @@ from .paths import resolve_weights_path
 
 __all__ = ["DetectionCheckpointer", "get_rng_state", "set_rng_state", "WeightsLoadError"]
 
-logger = logging.getLogger(__name__)
 
 
 class WeightsLoadError(RuntimeError):

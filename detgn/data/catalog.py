@@ -1,5 +1,4 @@
 """DatasetCatalog (name -> function returning dataset dicts) and MetadataCatalog (name -> Metadata)."""
-import logging
 from collections import UserDict
 from typing import Any, Callable, Dict, List
 
@@ -83,4 +82,3 @@ class _MetadataCatalog(UserDict):
 
 
 MetadataCatalog = _MetadataCatalog()
-logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 from .defaults import ConfigError, DefaultTrainer, default_argument_parser, default_setup, seed_all_rng, setup_cfg, setup_cfg_or_exit
-from .hooks import CallbackHook, EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
+from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 

@@ -20,7 +20,7 @@ from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.modeling import build_model
 from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
 from detgn.utils import comm
-from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from detgn.utils.logger import setup_logger
 
 from . import hooks
@@ -182,7 +182,7 @@ class DefaultTrainer:
         writers = []
         if comm.is_main_process():
             writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
-                       TensorboardXWriter(cfg.OUTPUT_DIR)]
+                       TensorboardWriter(cfg.OUTPUT_DIR)]
         json_writers = [w for w in writers if isinstance(w, JSONWriter)]
         ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter, cfg.SOLVER.MAX_TO_KEEP,
                                               extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()},

@@ -136,7 +136,7 @@ class LayerNorm2d(nn.Module):
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
-class GroupNorm32(nn.GroupNorm):
+class FP32StatsGroupNorm(nn.GroupNorm):
     """GroupNorm whose statistics and normalisation are computed in float32 under autocast.
 
     On CPU the native kernel already does that for bf16/fp16 inputs (float accumulation and
@@ -174,7 +174,7 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
         if norm == "GN":
             if out_channels % num_groups != 0:
                 raise ValueError(f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS")
-            return GroupNorm32(num_groups, out_channels, eps=eps)
+            return FP32StatsGroupNorm(num_groups, out_channels, eps=eps)
         table = {
             "BN": nn.BatchNorm2d,
             "SyncBN": nn.SyncBatchNorm,

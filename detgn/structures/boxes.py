@@ -83,10 +83,6 @@ class Boxes:
         self.tensor[:, 0::2] *= scale_x
         self.tensor[:, 1::2] *= scale_y
 
-    def get_centers(self) -> torch.Tensor:
-        """(N, 2) centres (x, y)."""
-        return (self.tensor[:, :2] + self.tensor[:, 2:]) / 2
-
     def inside_box(self, box_size: Tuple[int, int], boundary_threshold: int = 0) -> torch.Tensor:
         h, w = box_size
         b = self.tensor

@@ -9,7 +9,6 @@ import torch.distributed as dist
 __all__ = ["get_world_size", "get_rank", "get_local_rank", "is_main_process", "synchronize", "all_gather", "gather",
            "shared_random_seed", "reduce_dict"]
 
-_LOCAL_PROCESS_GROUP = None
 _LOCAL_RANK = 0
 
 

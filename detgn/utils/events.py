@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-__all__ = ["EventStorage", "get_event_storage", "JSONWriter", "CommonMetricPrinter", "TensorboardXWriter"]
+__all__ = ["EventStorage", "get_event_storage", "JSONWriter", "CommonMetricPrinter", "TensorboardWriter"]
 
 _CURRENT_STORAGE_STACK: List["EventStorage"] = []
 
@@ -120,8 +120,9 @@ class JSONWriter:
         self._handle.close()
 
 
-class TensorboardXWriter:
-    """Scalars to TensorBoard event files (needs the `tensorboard` package; silently off without it)."""
+class TensorboardWriter:
+    """Scalars to TensorBoard event files (torch.utils.tensorboard). Without the `tensorboard`
+    package it is off, with one INFO line saying so; any other error is raised."""
 
     def __init__(self, log_dir: str, window_size: int = 20):
         self._window_size = window_size
@@ -130,7 +131,7 @@ class TensorboardXWriter:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir)
-        except Exception as e:  # tensorboard missing
+        except ImportError as e:  # the tensorboard package is missing
             logging.getLogger(__name__).info("TensorBoard logging is off (%s)", e)
             self._writer = None
 
@@ -191,7 +192,7 @@ class CommonMetricPrinter:
                 import resource
 
                 mem = f"max_rss: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}M"
-            except Exception:
+            except ImportError:  # no `resource` module (Windows)
                 mem = ""
         losses = "  ".join(f"{k}: {storage.median(k, self._window_size):.4g}" for k in sorted(hist) if "loss" in k)
         self.logger.info(

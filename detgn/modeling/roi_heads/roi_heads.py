@@ -2,7 +2,6 @@
 
 Shapes: N images, Ri proposals of image i, R = sum Ri, K foreground classes.
 """
-import logging
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -30,7 +29,6 @@ input_shape {feature name: ShapeSpec}. Its forward is
 targets: Optional[List[Instances]])` and returns (detections: List[Instances], losses: dict).
 """
 
-logger = logging.getLogger(__name__)
 
 
 def build_roi_heads(cfg, input_shape):
