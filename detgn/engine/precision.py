@@ -5,7 +5,7 @@ SOLVER.AMP.ENABLED False -> float32 everywhere. With ENABLED True, SOLVER.AMP.DT
   "auto"      CPU: bfloat16 where the CPU multiplies bf16 natively (AMX tiles), else float32.
               CUDA: bfloat16 where `torch.cuda.is_bf16_supported()`, else float16 (with loss scaling).
   "bfloat16"  as asked; on a CPU without AMX a WARNING names the expected slowdown (bf16 is
-              emulated there: measured 1.1x slower per training step with AVX-512-BF16 and no AMX,
+              emulated there: measured 1.1-1.5x slower per training step with AVX-512-BF16 and no AMX,
               and ~200x slower per convolution with AVX2 only). Refused on a CUDA device without bf16.
   "float16"   CUDA only, with a GradScaler; refused on CPU.
 
@@ -116,7 +116,7 @@ def resolve_precision(enabled: bool, dtype: str, device_type: str) -> Precision:
         reason = "SOLVER.AMP.DTYPE bfloat16 as requested"
         if not fast:
             reason += (f"; WARNING: this CPU has no AMX bf16 units ({cpu_description()}): expect bf16 steps slower than fp32 "
-                       "(1.1x with AVX-512-BF16 and no AMX, ~200x per convolution with AVX2 only); "
+                       "(1.1-1.5x per step with AVX-512-BF16 and no AMX, ~200x per convolution with AVX2 only); "
                        "SOLVER.AMP.DTYPE auto picks fp32 here")
         return Precision(torch.bfloat16, "cpu", reason)
     if device_type == "cuda":
