@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -10,6 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_finetune_from_converted_gn_imagenet_backbone(tmp_path):
     import torchvision
 

@@ -270,6 +270,7 @@ def test_aliases_and_offline_message(tmp_path, monkeypatch):
         resolve_weights_path(str(tmp_path / "missing.pkl"))
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_convert_weights_tool(tmp_path):
     model = _model()
     bb = {k: v for k, v in _random_like(model.state_dict(), 5).items() if k.startswith("backbone.bottom_up.")}

@@ -62,6 +62,7 @@ def test_model_weights_refuses_payload(evil_files):
     assert not marker.exists()
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 @pytest.mark.parametrize("tool", ["demo", "convert"])
 def test_tools_refuse_payload(tmp_path, evil_files, tool):
     marker, files = evil_files

@@ -35,6 +35,7 @@ ARGS = ["SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0
         "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "SOLVER.CHECKPOINT_PERIOD", "1000"]
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_two_processes_average_gradients(tmp_path):
     data_root = tmp_path / "data"
     _twin_dataset(str(data_root))
@@ -70,6 +71,7 @@ def test_two_processes_average_gradients(tmp_path):
     assert "Rank 0 of 2" in log and "Rank 1 of 2" not in log
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_started_by_torchrun(tmp_path):
     """torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*; train_net joins that group instead of spawning."""
     import subprocess

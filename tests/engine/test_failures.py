@@ -112,6 +112,7 @@ def test_max_to_keep_counts_the_files_of_an_earlier_run(tmp_path):
 COMMON = ["DATASETS.TEST", "()", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "1"]
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_diverging_run_names_the_problem_and_keeps_finite_checkpoints(tmp_path):
     r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.BASE_LR", "1e30", "SOLVER.MAX_ITER", "20"] + COMMON)
     assert r.returncode == 3, r.stderr[-2000:]
@@ -124,6 +125,7 @@ def test_diverging_run_names_the_problem_and_keeps_finite_checkpoints(tmp_path):
             assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point()), name
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_ctrl_c_is_a_clean_stop(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.Popen([sys.executable, TRAIN_NET, "--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1000"]

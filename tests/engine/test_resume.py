@@ -4,6 +4,7 @@ import os
 import signal
 import time
 
+import pytest
 import torch
 
 from .util import QUICK, popen_train_net, run_train_net
@@ -19,6 +20,7 @@ def _history(path, start):
     return [keep(r) for r in rows if r["iteration"] >= start]
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_exact_resume_after_sigkill(tmp_path):
     full = tmp_path / "full"
     r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(full)] + COMMON)

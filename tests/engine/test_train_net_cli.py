@@ -42,6 +42,7 @@ def test_unwritable_output_dir(tmp_path):
     assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_train_then_eval_only_end_to_end(tmp_path):
     out = tmp_path / "run"
     r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)])

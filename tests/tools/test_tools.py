@@ -37,6 +37,7 @@ def tiny_weights(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
     src = os.path.join(REPO, "datasets", "nuclei_mini", "val")
     inp = tmp_path / "in"
@@ -56,6 +57,7 @@ def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
     assert isinstance(dets, list) and all("bbox" in d and "segmentation" in d for d in dets)
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_benchmark_tool_train_eval_data(tmp_path):
     out = tmp_path / "bench.jsonl"
     for task in ("train", "eval", "data"):
@@ -81,6 +83,7 @@ def test_analyze_model_tool():
     assert "backbone" in r.stdout and "roi_heads" in r.stdout
 
 
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_plot_metrics_and_visualize_data(tmp_path):
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps({"iteration": i, "loss_cls": 1.0 / (i + 1), "lr": 0.01}) for i in range(5))
                                            + "\n" + json.dumps({"iteration": 4, "segm/AP": 12.0}) + "\n")
