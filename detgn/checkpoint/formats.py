@@ -4,7 +4,7 @@ Formats:
   detgn       {"model": tensors, "optimizer", "scheduler", "iteration", ...}  (loads as is)
   detectron2  .pth state dicts or .pkl {"model": numpy arrays, "__author__": ...} (same names)
   caffe2      Detectron pickles, {"blobs": {...}} or flat: conv1_w, res2_0_branch2a_gn_s, fpn_*,
-              rpn_*, head_conv*, fc6, cls_score, bbox_pred, _[mask]_fcn*, conv5_mask, mask_fcn_logits
+              rpn_*, head_conv*, fc6, cls_score, bbox_pred, _[mask]_fcn* / _mask_fcn* (GN), conv5_mask, mask_fcn_logits
   torchvision torchvision / timm ResNet state dicts: conv1.weight, bn1.*, layerX.Y.convZ/bnZ, downsample.0/1
 """
 import logging
@@ -126,7 +126,6 @@ def _tensorize(d: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------ caffe2 names
-_C2_FPN_LEVEL = re.compile(r"^fpn_(inner_)?res(\d)_\d+_sum(_lateral)?(_gn)?_(w|b|s)$")
 
 
 def _c2_norm_suffix(rest: str) -> Optional[str]:
@@ -148,43 +147,35 @@ def c2_names_to_detgn(blobs: Dict[str, Any], backbone_prefix: str) -> Dict[str, 
     return _fix_background(out)
 
 
+_C2_LEAF = r"(_gn_s|_gn_b|_bn_s|_bn_b|_bn_rm|_bn_riv|_w|_b)"
+_WB = {"w": "weight", "b": "bias"}
+# (pattern, target); "{bp}" in a target is the backbone prefix. Names as Detectron writes them:
+# ImageNet ResNets (conv1/res_conv1, resS_B_branch{1,2a,2b,2c}) and detection models (FPN, RPN,
+# 4conv1fc / 2fc box heads, mask heads; the GN mask head is "_mask_fcnN", the others "_[mask]_fcnN").
+_C2_RULES = [
+    (re.compile(rf"^(?:conv1|res_conv1){_C2_LEAF}$"), lambda m: f"{{bp}}stem.conv1.{_c2_norm_suffix(m[1])}"),
+    (re.compile(rf"^res(\d)_(\d+)_branch(2a|2b|2c|1){_C2_LEAF}$"),
+     lambda m: f"{{bp}}res{m[1]}.{m[2]}.{_C2_BRANCH[m[3]]}.{_c2_norm_suffix(m[4])}"),
+    (re.compile(r"^fpn_inner_res(\d)_\d+_sum(?:_lateral)?(_gn_s|_gn_b|_w|_b)$"), lambda m: f"backbone.fpn_lateral{m[1]}.{_c2_norm_suffix(m[2])}"),
+    (re.compile(r"^fpn_res(\d)_\d+_sum(_gn_s|_gn_b|_w|_b)$"), lambda m: f"backbone.fpn_output{m[1]}.{_c2_norm_suffix(m[2])}"),
+    (re.compile(r"^(conv_rpn|rpn_cls_logits|rpn_bbox_pred)_fpn2_(w|b)$"),
+     lambda m: f"proposal_generator.rpn_head.{_C2_RPN[m[1]]}.{_WB[m[2]]}"),
+    (re.compile(r"^head_conv(\d)(_gn_s|_gn_b|_w|_b)$"), lambda m: f"roi_heads.box_head.conv{m[1]}.{_c2_norm_suffix(m[2])}"),
+    (re.compile(r"^fc(6|7)_(w|b)$"), lambda m: f"roi_heads.box_head.fc{int(m[1]) - 5}.{_WB[m[2]]}"),
+    (re.compile(r"^(cls_score|bbox_pred)_(w|b)$"), lambda m: f"roi_heads.box_predictor.{m[1]}.{_WB[m[2]]}"),
+    (re.compile(r"^_(?:\[mask\]|mask)_fcn(\d)(_gn_s|_gn_b|_w|_b)$"), lambda m: f"roi_heads.mask_head.mask_fcn{m[1]}.{_c2_norm_suffix(m[2])}"),
+    (re.compile(r"^conv5_mask_(w|b)$"), lambda m: f"roi_heads.mask_head.deconv.{_WB[m[1]]}"),
+    (re.compile(r"^mask_fcn_logits_(w|b)$"), lambda m: f"roi_heads.mask_head.predictor.{_WB[m[1]]}"),
+]
+_C2_BRANCH = {"2a": "conv1", "2b": "conv2", "2c": "conv3", "1": "shortcut"}
+_C2_RPN = {"conv_rpn": "conv", "rpn_cls_logits": "objectness_logits", "rpn_bbox_pred": "anchor_deltas"}
+
+
 def _c2_one(name: str, bp: str) -> Optional[str]:
-    m = re.match(r"^(conv1|res_conv1)(_gn_s|_gn_b|_bn_s|_bn_b|_bn_rm|_bn_riv|_w|_b)$", name)
-    if m:
-        return f"{bp}stem.conv1.{_c2_norm_suffix(m.group(2))}"
-    m = re.match(r"^res(\d)_(\d+)_branch(2a|2b|2c|1)(_gn_s|_gn_b|_bn_s|_bn_b|_bn_rm|_bn_riv|_w|_b)$", name)
-    if m:
-        stage, block, branch, rest = m.groups()
-        conv = {"2a": "conv1", "2b": "conv2", "2c": "conv3", "1": "shortcut"}[branch]
-        return f"{bp}res{stage}.{block}.{conv}.{_c2_norm_suffix(rest)}"
-    m = re.match(r"^fpn_inner_res(\d)_\d+_sum(?:_lateral)?(_gn_s|_gn_b|_w|_b)$", name)
-    if m:
-        return f"backbone.fpn_lateral{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
-    m = re.match(r"^fpn_res(\d)_\d+_sum(_gn_s|_gn_b|_w|_b)$", name)
-    if m:
-        return f"backbone.fpn_output{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
-    m = re.match(r"^(conv_rpn|rpn_cls_logits|rpn_bbox_pred)_fpn2_(w|b)$", name)
-    if m:
-        layer = {"conv_rpn": "conv", "rpn_cls_logits": "objectness_logits", "rpn_bbox_pred": "anchor_deltas"}[m.group(1)]
-        return f"proposal_generator.rpn_head.{layer}.{'weight' if m.group(2) == 'w' else 'bias'}"
-    m = re.match(r"^head_conv(\d)(_gn_s|_gn_b|_w|_b)$", name)
-    if m:
-        return f"roi_heads.box_head.conv{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
-    m = re.match(r"^fc(6|7)_(w|b)$", name)
-    if m:
-        return f"roi_heads.box_head.fc{int(m.group(1)) - 5}.{'weight' if m.group(2) == 'w' else 'bias'}"
-    m = re.match(r"^(cls_score|bbox_pred)_(w|b)$", name)
-    if m:
-        return f"roi_heads.box_predictor.{m.group(1)}.{'weight' if m.group(2) == 'w' else 'bias'}"
-    m = re.match(r"^_\[mask\]_fcn(\d)(_gn_s|_gn_b|_w|_b)$", name)
-    if m:
-        return f"roi_heads.mask_head.mask_fcn{m.group(1)}.{_c2_norm_suffix(m.group(2))}"
-    m = re.match(r"^conv5_mask_(w|b)$", name)
-    if m:
-        return f"roi_heads.mask_head.deconv.{'weight' if m.group(1) == 'w' else 'bias'}"
-    m = re.match(r"^mask_fcn_logits_(w|b)$", name)
-    if m:
-        return f"roi_heads.mask_head.predictor.{'weight' if m.group(1) == 'w' else 'bias'}"
+    for pattern, target in _C2_RULES:
+        m = pattern.match(name)
+        if m:
+            return target(m).replace("{bp}", bp)
     return None
 
 

@@ -38,7 +38,8 @@ def _paste_chunk(masks, boxes, img_h, img_w, skip_empty):
     return img_masks[:, 0], ()
 
 
-def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, threshold: float = 0.5) -> torch.Tensor:
+def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, threshold: float = 0.5,
+                         chunk_bytes: int = None) -> torch.Tensor:
     """Paste per-box masks into the image.
 
     Args:
@@ -46,6 +47,9 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, 
         boxes: (N, 4) XYXY boxes in image pixels.
         image_shape: (height, width).
         threshold: >= 0 returns bool masks (prob >= threshold); < 0 returns uint8 probabilities x 255.
+        chunk_bytes: None = the device's strategy (CPU: one mask at a time over its box only; GPU:
+            full-image chunks of at most 1 GiB of float32). An int forces full-image chunks of at
+            most that many bytes on any device (the GPU strategy; tests use it on CPU).
     Returns:
         (N, height, width) masks on the device of `masks`.
     """
@@ -57,14 +61,16 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, 
     if n == 0:
         return masks.new_empty((0, img_h, img_w), dtype=torch.bool if threshold >= 0 else torch.uint8)
     boxes = boxes.to(masks.device).float()
-    if masks.device.type == "cpu":
+    per_box = chunk_bytes is None and masks.device.type == "cpu"
+    if per_box:
         num_chunks = n  # one mask per chunk, pasted only where its box is
     else:
-        num_chunks = int(max(1, -(-n * img_h * img_w * _BYTES_PER_FLOAT // _GPU_MEM_LIMIT)))
+        limit = _GPU_MEM_LIMIT if chunk_bytes is None else chunk_bytes
+        num_chunks = int(min(n, max(1, -(-n * img_h * img_w * _BYTES_PER_FLOAT // limit))))
     chunks = torch.chunk(torch.arange(n, device=masks.device), num_chunks)
     out = torch.zeros(n, img_h, img_w, device=masks.device, dtype=torch.bool if threshold >= 0 else torch.uint8)
     for inds in chunks:
-        chunk, spatial = _paste_chunk(masks[inds], boxes[inds], img_h, img_w, skip_empty=masks.device.type == "cpu")
+        chunk, spatial = _paste_chunk(masks[inds], boxes[inds], img_h, img_w, skip_empty=per_box)
         if threshold >= 0:
             chunk = chunk >= threshold
         else:

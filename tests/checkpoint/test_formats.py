@@ -281,3 +281,69 @@ def test_convert_weights_tool(tmp_path):
     assert "matched" in r.stdout and "caffe2" in r.stdout
     out = torch.load(tmp_path / "r50gn.pth", weights_only=True)["model"]
     assert set(out) == set(bb) and all(torch.equal(out[k], bb[k]) for k in bb)
+
+
+# Blob names as published in Detectron's model zoo files (ImageNetPretrained/47261647/R-50-GN.pkl and
+# e2e_mask_rcnn_R-50-FPN_2x_gn), written out literally with the detgn (= detectron2) name each must
+# land on: an independent list, so a misreading shared by the loader and a generated test cannot pass.
+_DETECTRON_BLOBS = [
+    ("conv1_w", "backbone.bottom_up.stem.conv1.weight"),
+    ("conv1_gn_s", "backbone.bottom_up.stem.conv1.norm.weight"),
+    ("conv1_gn_b", "backbone.bottom_up.stem.conv1.norm.bias"),
+    ("res2_0_branch1_w", "backbone.bottom_up.res2.0.shortcut.weight"),
+    ("res2_0_branch1_gn_s", "backbone.bottom_up.res2.0.shortcut.norm.weight"),
+    ("res2_0_branch1_gn_b", "backbone.bottom_up.res2.0.shortcut.norm.bias"),
+    ("res2_0_branch2a_w", "backbone.bottom_up.res2.0.conv1.weight"),
+    ("res2_0_branch2a_gn_s", "backbone.bottom_up.res2.0.conv1.norm.weight"),
+    ("res2_0_branch2b_w", "backbone.bottom_up.res2.0.conv2.weight"),
+    ("res2_0_branch2b_gn_b", "backbone.bottom_up.res2.0.conv2.norm.bias"),
+    ("res2_2_branch2c_w", "backbone.bottom_up.res2.2.conv3.weight"),
+    ("res3_3_branch2c_gn_s", "backbone.bottom_up.res3.3.conv3.norm.weight"),
+    ("res4_5_branch2b_w", "backbone.bottom_up.res4.5.conv2.weight"),
+    ("res5_0_branch1_w", "backbone.bottom_up.res5.0.shortcut.weight"),
+    ("res5_2_branch2c_gn_b", "backbone.bottom_up.res5.2.conv3.norm.bias"),
+    ("fpn_inner_res5_2_sum_w", "backbone.fpn_lateral5.weight"),
+    ("fpn_inner_res5_2_sum_gn_s", "backbone.fpn_lateral5.norm.weight"),
+    ("fpn_inner_res4_5_sum_lateral_w", "backbone.fpn_lateral4.weight"),
+    ("fpn_inner_res4_5_sum_lateral_gn_b", "backbone.fpn_lateral4.norm.bias"),
+    ("fpn_inner_res3_3_sum_lateral_w", "backbone.fpn_lateral3.weight"),
+    ("fpn_inner_res2_2_sum_lateral_gn_s", "backbone.fpn_lateral2.norm.weight"),
+    ("fpn_res5_2_sum_w", "backbone.fpn_output5.weight"),
+    ("fpn_res4_5_sum_gn_s", "backbone.fpn_output4.norm.weight"),
+    ("fpn_res3_3_sum_w", "backbone.fpn_output3.weight"),
+    ("fpn_res2_2_sum_gn_b", "backbone.fpn_output2.norm.bias"),
+    ("conv_rpn_fpn2_w", "proposal_generator.rpn_head.conv.weight"),
+    ("conv_rpn_fpn2_b", "proposal_generator.rpn_head.conv.bias"),
+    ("rpn_cls_logits_fpn2_w", "proposal_generator.rpn_head.objectness_logits.weight"),
+    ("rpn_bbox_pred_fpn2_b", "proposal_generator.rpn_head.anchor_deltas.bias"),
+    ("head_conv1_w", "roi_heads.box_head.conv1.weight"),
+    ("head_conv1_gn_s", "roi_heads.box_head.conv1.norm.weight"),
+    ("head_conv4_gn_b", "roi_heads.box_head.conv4.norm.bias"),
+    ("fc6_w", "roi_heads.box_head.fc1.weight"),
+    ("fc6_b", "roi_heads.box_head.fc1.bias"),
+    ("_mask_fcn1_w", "roi_heads.mask_head.mask_fcn1.weight"),
+    ("_mask_fcn1_gn_s", "roi_heads.mask_head.mask_fcn1.norm.weight"),
+    ("_mask_fcn4_gn_b", "roi_heads.mask_head.mask_fcn4.norm.bias"),
+    ("conv5_mask_w", "roi_heads.mask_head.deconv.weight"),
+    ("conv5_mask_b", "roi_heads.mask_head.deconv.bias"),
+]
+
+
+def test_real_detectron_blob_names_land_on_the_right_parameters(tmp_path):
+    model = _model(num_classes=3)
+    sd = model.state_dict()
+    g = torch.Generator().manual_seed(11)
+    blobs, expected = {}, {}
+    for c2_name, detgn_name in _DETECTRON_BLOBS:
+        value = torch.randn(sd[detgn_name].shape, generator=g)
+        blobs[c2_name] = value.numpy()
+        expected[detgn_name] = value
+    blobs["pred_w"] = np.zeros((1000, 2048), np.float32)  # ImageNet classifier: ignored
+    blobs["conv1_gn_s_momentum"] = np.zeros(64, np.float32)  # solver state: ignored
+    _py2_dump({"blobs": blobs}, tmp_path / "detectron_names.pkl")
+    fresh = _model(num_classes=3)
+    report = _load(fresh, str(tmp_path / "detectron_names.pkl"))
+    after = fresh.state_dict()
+    assert sorted(report["matched"]) == sorted(expected)
+    for name, value in expected.items():
+        assert torch.equal(after[name], value), name

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from detgn.config import get_cfg
+from detgn.layers.norm import FrozenBatchNorm2d, LayerNorm2d, NaiveSyncBatchNorm
 from detgn.modeling import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -16,18 +17,51 @@ def test_configs_found():
     assert len(CONFIGS) >= 12
 
 
+_NORM_TYPES = (torch.nn.GroupNorm, FrozenBatchNorm2d, torch.nn.modules.batchnorm._BatchNorm, LayerNorm2d)
+_EXPECTED = {"GN": torch.nn.GroupNorm, "FrozenBN": FrozenBatchNorm2d, "BN": torch.nn.BatchNorm2d, "SyncBN": torch.nn.SyncBatchNorm,
+             "NaiveSyncBN": NaiveSyncBatchNorm, "LN": LayerNorm2d, "": None}
+
+
+def _norm_types(modules):
+    """The _EXPECTED classes of the norm layers in `modules` (FP32StatsGroupNorm counts as GroupNorm)."""
+    order = [FrozenBatchNorm2d, NaiveSyncBatchNorm, torch.nn.SyncBatchNorm, torch.nn.BatchNorm2d, torch.nn.GroupNorm, LayerNorm2d]
+    return {next(c for c in order if isinstance(m, c)) for mod in modules for m in mod.modules() if isinstance(m, _NORM_TYPES)}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
 def test_config_builds(path):
+    """The model a config builds has what the config says: the norm of each component, the frozen
+    stages, weight standardisation, the head sizes and the number of classes."""
     cfg = get_cfg()
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg)
-    n = sum(p.numel() for p in model.parameters())
-    assert n > 1_000_000
-    if "gn" in os.path.basename(path) or "nuclei" in path or "GN" in path:
-        assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
-    if "ws" in os.path.basename(path):
-        assert any(getattr(m, "weight_standardization", False) for m in model.modules())
+    bb, heads = model.backbone, model.roi_heads
+    fpn_parts = [m for name, m in bb.named_children() if name != "bottom_up"]
+    freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
+    trained_stages = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) > freeze_at]
+    if freeze_at > 0 and cfg.MODEL.RESNETS.NORM != "GN":  # frozen stages: BN-type norms become FrozenBN (GN stays GN)
+        frozen = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) <= freeze_at]
+        assert _norm_types(frozen) <= {FrozenBatchNorm2d}
+    for modules, key in ((trained_stages, "RESNETS"), (fpn_parts, "FPN"), ([heads.box_head], "ROI_BOX_HEAD"),
+                         ([heads.mask_head] if cfg.MODEL.MASK_ON else [], "ROI_MASK_HEAD")):
+        if not modules:
+            continue
+        expected = _EXPECTED[cfg.MODEL[key].NORM]
+        assert _norm_types(modules) == ({expected} if expected else set()), f"{key}.NORM {cfg.MODEL[key].NORM!r}"
+    ws = cfg.MODEL.WEIGHT_STANDARDIZATION
+    for modules, flag in (([bb.bottom_up], ws.BACKBONE), (fpn_parts, ws.FPN), ([heads.box_head], ws.BOX_HEAD)):
+        convs = [m for mod in modules for m in mod.modules() if hasattr(m, "weight_standardization")]
+        assert all(c.weight_standardization == flag for c in convs)  # the 2fc box head has no conv
+    for name, p in bb.bottom_up.named_parameters():
+        stage = 1 if name.startswith("stem.") else int(name[3])  # "resK.*"
+        assert p.requires_grad == (stage > freeze_at), f"{name} with FREEZE_AT {freeze_at}"
+    k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert heads.box_predictor.cls_score.out_features == k + 1
+    box_convs = [m for m in heads.box_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    box_fcs = [m for m in heads.box_head.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(box_convs) == cfg.MODEL.ROI_BOX_HEAD.NUM_CONV and len(box_fcs) == cfg.MODEL.ROI_BOX_HEAD.NUM_FC
+    if cfg.MODEL.MASK_ON:
+        assert heads.mask_head.predictor.out_channels == (1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else k)
     if "scratch" in os.path.basename(path):
-        assert cfg.MODEL.BACKBONE.FREEZE_AT == 0 and cfg.MODEL.WEIGHTS == ""
-        assert all(p.requires_grad for p in model.parameters())
+        assert freeze_at == 0 and cfg.MODEL.WEIGHTS == ""

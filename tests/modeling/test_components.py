@@ -120,9 +120,25 @@ def test_paste_masks_matches_reference():
         assert ((binary[0] != (ref >= 0.5)).float().sum()) <= 2  # ties at exactly 0.5 may differ
 
 
-def test_paste_100_masks_full_size_is_bounded():
-    masks = torch.rand(100, 1, 28, 28)
-    boxes = torch.rand(100, 4) * 600
-    boxes[:, 2:] = boxes[:, :2] + 50
-    out = paste_masks_in_image(masks, boxes, (800, 1333))
-    assert out.shape == (100, 800, 1333) and out.dtype == torch.bool
+def test_paste_chunked_full_image_path_equals_per_box_path():
+    """The GPU strategy (full-image chunks bounded in bytes) gives the CPU per-box result exactly,
+    whatever the chunking: 100 masks at 800x1333 in 1, 7 and 100 chunks."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(100, 1, 28, 28, generator=g)
+    boxes = torch.rand(100, 4, generator=g) * 600
+    boxes[:, 2:] = boxes[:, :2] + 5 + torch.rand(100, 2, generator=g) * 400
+    boxes[0] = torch.tensor([-30.0, -20.0, 1400.0, 900.0])  # larger than the image
+    ref = paste_masks_in_image(masks, boxes, (800, 1333))
+    assert ref.shape == (100, 800, 1333) and ref.dtype == torch.bool and ref.any(dim=(1, 2)).all()
+    one_mask = 800 * 1333 * 4
+    for chunk_bytes in (100 * one_mask, 15 * one_mask, one_mask):
+        got = paste_masks_in_image(masks, boxes, (800, 1333), chunk_bytes=chunk_bytes)
+        assert torch.equal(got, ref), chunk_bytes
+    # soft masks agree inside each box; beyond it the per-box path stops 1 px out (as detectron2's CPU
+    # path does) while full-image sampling fades the edge cell out over half a cell (all below 0.5)
+    soft_full = paste_masks_in_image(masks[1:6], boxes[1:6], (800, 1333), threshold=-1, chunk_bytes=2 * one_mask)
+    soft_box = paste_masks_in_image(masks[1:6], boxes[1:6], (800, 1333), threshold=-1)
+    for i, (x0, y0, x1, y1) in enumerate(boxes[1:6].tolist()):
+        inside = (slice(i, i + 1), slice(int(y0) + 1, int(y1)), slice(int(x0) + 1, int(x1)))
+        assert torch.equal(soft_full[inside], soft_box[inside])
+    assert (soft_full.float() - soft_box.float()).abs().max() <= 128  # outside: below the 0.5 threshold
