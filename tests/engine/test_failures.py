@@ -128,14 +128,22 @@ def test_diverging_run_names_the_problem_and_keeps_finite_checkpoints(tmp_path):
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_ctrl_c_is_a_clean_stop(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="2")
+    # a shell's background job (as CI may run us) starts with SIGINT ignored; give the child the
+    # disposition a terminal user's process has, so that Ctrl-C raises KeyboardInterrupt there
     proc = subprocess.Popen([sys.executable, TRAIN_NET, "--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1000"]
-                            + COMMON, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and not (tmp_path / "last_checkpoint").exists():
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.communicate()[1][-2000:]
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+                            + COMMON, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not (tmp_path / "last_checkpoint").exists():
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # never leave a 1000-iteration training behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     last = err.strip().splitlines()[-1]
