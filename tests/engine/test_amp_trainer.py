@@ -6,7 +6,7 @@ from detgn.engine.train_loop import AMPTrainer
 from detgn.layers.norm import FP32StatsGroupNorm
 from detgn.modeling import build_model
 
-from ..modeling.util import gn_cfg, make_inputs
+from ..modeling.util import make_inputs, small_gn_cfg
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 needs_cpu_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
@@ -14,14 +14,8 @@ needs_cpu_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_support
 
 
 def _small_model(device="cpu"):
-    cfg = gn_cfg()
+    cfg = small_gn_cfg()
     cfg.MODEL.DEVICE = device
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.FPN.OUT_CHANNELS = 64
-    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 64
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
     torch.manual_seed(0)
     return build_model(cfg)
 

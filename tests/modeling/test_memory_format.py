@@ -4,21 +4,11 @@ import torch
 
 from detgn.modeling import build_model
 
-from .util import gn_cfg, make_inputs
-
-
-def _small_cfg():
-    cfg = gn_cfg()  # GN everywhere, 4conv1fc box head, 4-conv mask head; narrower to keep the test fast
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.FPN.OUT_CHANNELS = 64
-    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 64
-    return cfg
+from .util import make_inputs, small_gn_cfg
 
 
 def _pair():
-    cfg = _small_cfg()
+    cfg = small_gn_cfg()
     cfg.MODEL.MEMORY_FORMAT = "contiguous"
     torch.manual_seed(0)
     nchw = build_model(cfg)
@@ -111,7 +101,7 @@ def test_memory_format_default_and_bad_value():
     from detgn.config import get_cfg
 
     assert get_cfg().MODEL.MEMORY_FORMAT == "contiguous"  # detectron2 parity by default
-    cfg = _small_cfg()
+    cfg = small_gn_cfg()
     cfg.MODEL.MEMORY_FORMAT = "nhwc"
     with pytest.raises(ValueError, match="MODEL.MEMORY_FORMAT"):
         build_model(cfg)

@@ -2,7 +2,6 @@
 import json
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -12,19 +11,19 @@ from detgn.modeling import build_model
 from detgn.modeling.backbone.resnet import build_resnet_backbone
 from detgn.layers import ShapeSpec
 
-from .util import gn_cfg, make_inputs
+from .util import gn_cfg, make_inputs, small_gn_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 
 
 def _small(cfg):
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.FPN.OUT_CHANNELS = 64
-    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 64
-    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
+    """The narrow model of small_gn_cfg() on another base config."""
+    ref = small_gn_cfg()
+    for key in ("RESNETS.DEPTH", "RESNETS.RES2_OUT_CHANNELS", "FPN.OUT_CHANNELS", "ROI_BOX_HEAD.CONV_DIM",
+                "ROI_MASK_HEAD.CONV_DIM", "ROI_HEADS.BATCH_SIZE_PER_IMAGE"):
+        group, name = key.split(".")
+        cfg.MODEL[group][name] = ref.MODEL[group][name]
     return cfg
 
 
@@ -36,7 +35,7 @@ def _losses(cfg, seed=0):
 
 
 def test_giou_losses_replace_smooth_l1():
-    cfg = _small(gn_cfg())
+    cfg = small_gn_cfg()
     _, ref = _losses(cfg)
     cfg.MODEL.RPN.BBOX_REG_LOSS_TYPE = "giou"
     cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "giou"
@@ -52,7 +51,7 @@ def test_giou_losses_replace_smooth_l1():
 def test_fpn_avg_fuse_halves_the_merge():
     """avg: merged = (lateral + upsampled) / 2. Without a norm after the output conv (GN would divide
     the factor away) the output conv's pre-bias response halves exactly."""
-    cfg = _small(gn_cfg())
+    cfg = small_gn_cfg()
     cfg.MODEL.FPN.NORM = ""
     torch.manual_seed(0)
     summed = build_model(cfg).eval()
