@@ -1,14 +1,14 @@
 """Optimizer (SGD with per-parameter weight decay / LR groups), gradient clipping and LR schedules."""
 import logging
-import math
-from bisect import bisect_right
 from typing import Any, Dict, List, Optional
 
 import torch
+from fvcore.common.param_scheduler import (CompositeParamScheduler, ConstantParamScheduler, CosineParamScheduler, LinearParamScheduler,
+                                           MultiStepParamScheduler, ParamScheduler)
 
 from detgn.layers import is_norm_module
 
-__all__ = ["get_default_optimizer_params", "build_optimizer", "build_lr_scheduler", "WarmupMultiStepLR", "WarmupCosineLR",
+__all__ = ["get_default_optimizer_params", "build_optimizer", "build_lr_scheduler", "LRMultiplier",
            "rescale_for_world_size", "clip_gradients"]
 
 logger = logging.getLogger(__name__)
@@ -97,61 +97,57 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, **kwargs)
 
 
-def _warmup_factor(method: str, it: int, warmup_iters: int, warmup_factor: float) -> float:
-    if it >= warmup_iters:
-        return 1.0
-    if method == "constant":
-        return warmup_factor
-    if method == "linear":
-        alpha = it / warmup_iters
-        return warmup_factor * (1 - alpha) + alpha
-    raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got '{method}'")
+def _with_warmup(scheduler: ParamScheduler, factor: float, length: float, method: str) -> ParamScheduler:
+    """Warm-up in front of `scheduler` over the first `length` of training (a fraction): "linear"
+    goes from factor * scheduler(0) to scheduler(length), "constant" stays at factor * scheduler(0)."""
+    if method not in ("linear", "constant"):
+        raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got '{method}'")
+    if length <= 0:
+        return scheduler
+    start = factor * scheduler(0.0)
+    warmup = ConstantParamScheduler(start) if method == "constant" else LinearParamScheduler(start, scheduler(length))
+    return CompositeParamScheduler([warmup, scheduler], lengths=[length, 1.0 - length], interval_scaling=["rescaled", "fixed"])
 
 
-class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
-    """lr = base_lr * warmup(it) * gamma ** (number of milestones <= it)."""
+class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
+    """lr of each param group = its base lr x multiplier(iteration / max_iter), for an fvcore ParamScheduler."""
 
-    def __init__(self, optimizer, milestones: List[int], gamma: float = 0.1, warmup_factor: float = 0.001,
-                 warmup_iters: int = 1000, warmup_method: str = "linear", last_epoch: int = -1):
-        if list(milestones) != sorted(milestones):
-            raise ValueError(f"SOLVER.STEPS must be increasing, got {milestones}")
-        self.milestones, self.gamma = list(milestones), gamma
-        self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
+    def __init__(self, optimizer, multiplier: ParamScheduler, max_iter: int, last_epoch: int = -1):
+        if not isinstance(multiplier, ParamScheduler):
+            raise ValueError(f"LRMultiplier needs an fvcore ParamScheduler, got {type(multiplier).__name__}")
+        self._multiplier = multiplier
+        self._max_iter = max(int(max_iter), 1)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self):
-        w = _warmup_factor(self.warmup_method, self.last_epoch, self.warmup_iters, self.warmup_factor)
-        return [base * w * self.gamma ** bisect_right(self.milestones, self.last_epoch) for base in self.base_lrs]
-
-
-class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
-    """lr = base_lr * warmup(it) * (end + (1 - end) * 0.5 * (1 + cos(pi * it / max_iters)))."""
-
-    def __init__(self, optimizer, max_iters: int, warmup_factor: float = 0.001, warmup_iters: int = 1000,
-                 warmup_method: str = "linear", end_ratio: float = 0.0, last_epoch: int = -1):
-        self.max_iters, self.end_ratio = max_iters, end_ratio
-        self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
-        super().__init__(optimizer, last_epoch)
+    def state_dict(self):
+        return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}  # the schedule itself comes from the config
 
     def get_lr(self):
-        w = _warmup_factor(self.warmup_method, self.last_epoch, self.warmup_iters, self.warmup_factor)
-        t = min(self.last_epoch, self.max_iters) / max(self.max_iters, 1)
-        c = self.end_ratio + (1 - self.end_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-        return [base * w * c for base in self.base_lrs]
+        m = self._multiplier(min(self.last_epoch / self._max_iter, 1.0))
+        return [base * m for base in self.base_lrs]
 
 
 def build_lr_scheduler(cfg, optimizer):
+    """SOLVER.LR_SCHEDULER_NAME as fvcore param schedulers behind a warm-up, as detectron2 builds it:
+    WarmupMultiStepLR: base_lr x warmup x GAMMA ** (milestones passed); WarmupCosineLR: base_lr x
+    warmup x cosine from 1 to BASE_LR_END / BASE_LR over MAX_ITER."""
     s = cfg.SOLVER
     name = s.LR_SCHEDULER_NAME
     steps = [x for x in s.STEPS if x <= s.MAX_ITER]
     if len(steps) != len(s.STEPS):
         logger.warning("SOLVER.STEPS %s contains values larger than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER)
+    if list(steps) != sorted(steps):
+        raise ValueError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     if name == "WarmupMultiStepLR":
-        return WarmupMultiStepLR(optimizer, steps, s.GAMMA, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD)
-    if name == "WarmupCosineLR":
+        sched = MultiStepParamScheduler(values=[s.GAMMA ** k for k in range(len(steps) + 1)], milestones=steps,
+                                        num_updates=s.MAX_ITER)
+    elif name == "WarmupCosineLR":
         end = s.BASE_LR_END / s.BASE_LR if s.BASE_LR > 0 else 0.0
-        return WarmupCosineLR(optimizer, s.MAX_ITER, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD, end)
-    raise ValueError(f"SOLVER.LR_SCHEDULER_NAME '{name}' is unknown; use WarmupMultiStepLR or WarmupCosineLR")
+        sched = CosineParamScheduler(1.0, end)
+    else:
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME '{name}' is unknown; use WarmupMultiStepLR or WarmupCosineLR")
+    warmup_length = min(s.WARMUP_ITERS / max(s.MAX_ITER, 1), 1.0)
+    return LRMultiplier(optimizer, _with_warmup(sched, s.WARMUP_FACTOR, warmup_length, s.WARMUP_METHOD), s.MAX_ITER)
 
 
 def rescale_for_world_size(cfg, num_workers: int):
