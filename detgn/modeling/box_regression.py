@@ -2,10 +2,18 @@
 import math
 from typing import Tuple
 
+import warnings
+
 import torch
-from torch.nn import functional as F
+
+with warnings.catch_warnings():  # fvcore.nn scripts its focal loss at import: torch's jit.script deprecation notice
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
+    from fvcore.nn import smooth_l1_loss as fvcore_smooth_l1_loss
 
 __all__ = ["Box2BoxTransform", "smooth_l1_loss"]
+
+# fvcore's, as detectron2 uses: beta < 1e-5 is exactly L1; "mean" of an empty input is 0 with a graph
+smooth_l1_loss = fvcore_smooth_l1_loss
 
 _DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
@@ -57,16 +65,3 @@ class Box2BoxTransform:
         x1, y1 = pcx - 0.5 * pw, pcy - 0.5 * ph
         x2, y2 = pcx + 0.5 * pw, pcy + 0.5 * ph
         return torch.stack((x1, y1, x2, y2), dim=-1).view(deltas.shape)
-
-
-def smooth_l1_loss(input: torch.Tensor, target: torch.Tensor, beta: float, reduction: str = "none") -> torch.Tensor:
-    """Smooth L1; beta < 1e-5 is exactly L1 (as in detectron2/fvcore)."""
-    if beta < 1e-5:
-        loss = torch.abs(input - target)
-    else:
-        loss = F.smooth_l1_loss(input, target, beta=beta, reduction="none")
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
-    return loss

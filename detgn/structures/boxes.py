@@ -124,7 +124,10 @@ def pairwise_intersection(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
 
 
 def pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> torch.Tensor:
-    """(N, M) IoU between every pair; 0 where either box has no area."""
+    """(N, M) IoU between every pair; 0 where either box has no area.
+
+    Not torchvision.ops.box_iou: that divides 0 by 0 (NaN) for a pair of empty boxes, where
+    detectron2 (SEMANTICS.md) returns 0, and the matcher would then compare NaNs."""
     area1, area2 = boxes1.area(), boxes2.area()
     inter = pairwise_intersection(boxes1, boxes2)
     union = area1[:, None] + area2[None, :] - inter
