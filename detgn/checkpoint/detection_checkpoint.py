@@ -7,11 +7,11 @@ where nothing matches the model is an error.
 """
 import os
 import random
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
-from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
+from fvcore.common.checkpoint import Checkpointer
 
 from detgn.utils import comm
 
@@ -95,7 +95,7 @@ class DetectionCheckpointer(Checkpointer):
         self.logger.info("Weights %s: detected format '%s'", filename, converted["format"])
         return converted
 
-    def _load_model(self, checkpoint: Dict[str, Any]) -> _IncompatibleKeys:
+    def _load_model(self, checkpoint: Dict[str, Any]) -> "IncompatibleKeys":
         fmt = checkpoint.pop("format", "detgn")
         matched_candidates = set(checkpoint["model"].keys())
         model_keys = set(self.model.state_dict().keys())
@@ -115,16 +115,41 @@ class DetectionCheckpointer(Checkpointer):
             "shape_mismatch": [(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes],
         }
         self.logger.info(format_load_report(self.last_report))
-        return _IncompatibleKeys(missing_keys=[], unexpected_keys=[], incorrect_shapes=[])
+        # reported above in detgn's format; an empty result keeps fvcore from logging it a second time
+        return IncompatibleKeys(missing_keys=[], unexpected_keys=[], incorrect_shapes=[])
+
+
+class IncompatibleKeys(NamedTuple):
+    """What Checkpointer._load_model returns (fvcore reads these three fields)."""
+
+    missing_keys: List[str]
+    unexpected_keys: List[str]
+    incorrect_shapes: List[Tuple[str, Tuple, Tuple]]
+
+
+def _group_keys(keys) -> List[str]:
+    """["a.b.weight", "a.b.bias", "c"] -> ["a.b.{bias, weight}", "c"]: keys grouped by their parent module."""
+    groups: Dict[str, List[str]] = {}
+    for k in keys:
+        parent, _, leaf = k.rpartition(".")
+        groups.setdefault(parent, []).append(leaf)
+    out = []
+    for parent, leaves in groups.items():
+        leaves = sorted(leaves)
+        if not parent:
+            out.extend(leaves)
+        elif len(leaves) == 1:
+            out.append(f"{parent}.{leaves[0]}")
+        else:
+            out.append(f"{parent}.{{{', '.join(leaves)}}}")
+    return sorted(out)
 
 
 def format_load_report(report: Dict[str, Any], max_list: int = 12) -> str:
     """A table: matched / missing / unused / shape-mismatch counts and the keys of each group."""
-    from fvcore.common.checkpoint import _group_checkpoint_keys, _group_to_str
 
     def grouped(keys):
-        groups = _group_checkpoint_keys(keys)
-        items = sorted(k + _group_to_str(v) for k, v in groups.items())
+        items = _group_keys(keys)
         more = f" ... and {len(items) - max_list} more groups" if len(items) > max_list else ""
         return ", ".join(items[:max_list]) + more
 

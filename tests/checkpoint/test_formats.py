@@ -347,3 +347,9 @@ def test_real_detectron_blob_names_land_on_the_right_parameters(tmp_path):
     assert sorted(report["matched"]) == sorted(expected)
     for name, value in expected.items():
         assert torch.equal(after[name], value), name
+
+
+def test_load_report_groups_keys_by_module():
+    from detgn.checkpoint.detection_checkpoint import _group_keys
+
+    assert _group_keys(["a.b.weight", "a.b.bias", "c", "a.x.norm.weight"]) == ["a.b.{bias, weight}", "a.x.norm.weight", "c"]
