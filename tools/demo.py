@@ -42,35 +42,6 @@ def _expand(inputs):
     return out
 
 
-class Predictor:
-    """Config + weights -> callable(image_bgr) -> Instances at the image's size."""
-
-    def __init__(self, cfg):
-        import torch
-
-        from detgn.checkpoint import DetectionCheckpointer
-        from detgn.data.transforms import ResizeShortestEdge
-        from detgn.modeling import build_model
-
-        self.cfg = cfg
-        self.model = build_model(cfg).eval()
-        if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.aug = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
-        self.torch = torch
-
-    def __call__(self, image_bgr):
-        import numpy as np
-
-        img = image_bgr[:, :, ::-1] if self.cfg.INPUT.FORMAT == "RGB" else image_bgr
-        h, w = img.shape[:2]
-        t = self.aug.get_transform(img, np.random.RandomState(0))
-        resized = t.apply_image(img)
-        tensor = self.torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        with self.torch.no_grad():
-            return self.model([{"image": tensor, "height": h, "width": w}])[0]["instances"].to("cpu")
-
-
 def main(argv=None):
     args = parse_args(argv)
     import cv2
@@ -88,9 +59,10 @@ def main(argv=None):
 
         names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
     from detgn.checkpoint import WeightsLoadError, WeightsNotFoundError
+    from detgn.engine import DefaultPredictor
 
     try:
-        predictor = Predictor(cfg)
+        predictor = DefaultPredictor(cfg)
     except (WeightsLoadError, WeightsNotFoundError, ValueError) as e:  # unreadable, unsafe or mismatched weights
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
@@ -112,7 +84,7 @@ def main(argv=None):
                     ok, frame = cap.read()
                     if not ok:
                         break
-                    inst = predictor(frame)
+                    inst = predictor(frame)["instances"]
                     cv2.imwrite(os.path.join(args.output, f"{stem}_{k:06d}.png"), draw_prediction(frame, inst, names, args.confidence_threshold))
                     k += 1
                     bar.update(1)
@@ -124,7 +96,7 @@ def main(argv=None):
             print(f"warning: {e}; skipped", file=sys.stderr)
             failed.append(path)
             continue
-        inst = predictor(img)
+        inst = predictor(img)["instances"]
         cv2.imwrite(os.path.join(args.output, stem + ".png"), draw_prediction(img, inst, names, args.confidence_threshold))
         if args.json:
             for d in instances_to_coco_json(inst[inst.scores >= args.confidence_threshold], idx):

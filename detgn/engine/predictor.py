@@ -1,0 +1,51 @@
+"""DefaultPredictor: one image in, detections at the image's size out (detectron2's name and contract)."""
+import numpy as np
+import torch
+
+from detgn.checkpoint import DetectionCheckpointer
+from detgn.data.transforms import ResizeShortestEdge
+from detgn.modeling import build_model
+
+from .precision import resolve_precision
+
+__all__ = ["DefaultPredictor"]
+
+
+class DefaultPredictor:
+    """Build the model of `cfg`, load cfg.MODEL.WEIGHTS, and predict on single images.
+
+        predictor = DefaultPredictor(cfg)
+        outputs = predictor(cv2.imread("input.jpg"))   # {"instances": Instances at the image's size}
+
+    The input is one HxWxC uint8 image in BGR order (as cv2.imread gives), converted to
+    cfg.INPUT.FORMAT; the test-time resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) is applied, and
+    boxes and masks come back at the original height and width. bf16 autocast is used where the
+    precision policy picks bf16 for this config and device (engine/precision.py).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg).eval()
+        if cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        self.aug = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+        if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+            raise ValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")
+        self.input_format = cfg.INPUT.FORMAT
+        device = next(self.model.parameters()).device
+        precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device.type)
+        self.amp_dtype = precision.dtype if precision.dtype == torch.bfloat16 else None
+        self.device_type = device.type
+
+    def __call__(self, original_image: np.ndarray) -> dict:
+        """(H, W, 3) uint8 BGR -> {"instances": Instances(pred_boxes, scores, pred_classes, pred_masks)} on CPU."""
+        if not (isinstance(original_image, np.ndarray) and original_image.ndim == 3 and original_image.shape[2] == 3):
+            raise ValueError(f"DefaultPredictor takes one HxWx3 uint8 BGR image, got {type(original_image).__name__} "
+                             f"{getattr(original_image, 'shape', '')}")
+        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
+        height, width = image.shape[:2]
+        resized = self.aug.get_transform(image, np.random.RandomState(0)).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        inputs = [{"image": tensor, "height": height, "width": width}]
+        with torch.no_grad(), torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            return {"instances": self.model(inputs)[0]["instances"].to("cpu")}
