@@ -14,7 +14,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
@@ -50,7 +49,7 @@ def main(argv=None):
     from detgn.engine import setup_cfg_or_exit
     from detgn.data.detection_utils import ImageReadError, read_image
     from detgn.evaluation.coco_evaluation import instances_to_coco_json
-    from predict_pictures import draw_prediction
+    from detgn.utils.prediction_pictures import draw_prediction
 
     cfg = setup_cfg_or_exit(args)
     names = None

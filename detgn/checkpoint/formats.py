@@ -198,8 +198,8 @@ def _fix_background(d):
         k = f"roi_heads.box_predictor.bbox_pred.{suffix}"
         if k in d:
             x = torch.as_tensor(np.asarray(d[k])) if not isinstance(d[k], torch.Tensor) else d[k]
-            num_cls_score = d.get("roi_heads.box_predictor.cls_score.bias")
-            if num_cls_score is not None and x.shape[0] == 4 * len(num_cls_score):  # class-specific incl. background
+            cls_bias = d.get("roi_heads.box_predictor.cls_score.bias")
+            if cls_bias is not None and x.shape[0] == 4 * len(cls_bias):  # class-specific incl. background
                 d[k] = _drop_first(x, 4)
         k = f"roi_heads.mask_head.predictor.{suffix}"
         cls = d.get("roi_heads.box_predictor.cls_score.bias")

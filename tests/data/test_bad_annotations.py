@@ -11,7 +11,7 @@ from PIL import Image
 
 from detgn.data import load_coco_json
 from detgn.data.datasets.coco import DatasetFormatError
-from detgn.data.datasets.shapes import make_shapes_dataset
+from .shapes import make_shapes_dataset
 from detgn.data.detection_utils import read_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,7 +6,7 @@ import pytest
 
 from detgn.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts, load_coco_json, register_coco_instances
 from detgn.data.datasets.coco import DatasetFormatError
-from detgn.data.datasets.shapes import make_shapes_dataset
+from .shapes import make_shapes_dataset
 from detgn.structures import BoxMode
 
 

@@ -6,7 +6,7 @@ import pytest
 from detgn.config import get_cfg
 from detgn.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader, register_coco_instances
 from detgn.data.build import MappedDataset
-from detgn.data.datasets.shapes import make_shapes_dataset
+from .shapes import make_shapes_dataset
 from detgn.data.samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 
 

@@ -4,7 +4,7 @@ import torch
 
 from detgn.config import get_cfg
 from detgn.data import DatasetMapper, load_coco_json
-from detgn.data.datasets.shapes import make_shapes_dataset
+from .shapes import make_shapes_dataset
 from detgn.data.detection_utils import ImageReadError, SizeMismatchError, read_image
 from detgn.data.transforms import (HFlipTransform, ResizeShortestEdge, TransformList, _shortest_edge_size)
 from detgn.structures import BitMasks

@@ -130,8 +130,8 @@ def test_ctrl_c_is_a_clean_stop(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     # a shell's background job (as CI may run us) starts with SIGINT ignored; give the child the
     # disposition a terminal user's process has, so that Ctrl-C raises KeyboardInterrupt there
-    proc = subprocess.Popen([sys.executable, TRAIN_NET, "--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1000"]
-                            + COMMON, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, TRAIN_NET, "--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1000",
+                             "SOLVER.MAX_TO_KEEP", "2"] + COMMON, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 600

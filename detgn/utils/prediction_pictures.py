@@ -1,4 +1,5 @@
-"""Draw a trained model's predictions on the first images of a dataset (used by train_net.py and demo.py)."""
+"""Pictures of a model's predictions: one image (tools/demo.py) or the first images of a dataset
+(tools/train_net.py after training, TEST.VIS_PERIOD_IMAGES)."""
 import os
 from typing import List
 
@@ -7,7 +8,11 @@ import numpy as np
 import torch
 
 
+__all__ = ["draw_prediction", "write_prediction_pictures"]
+
+
 def draw_prediction(image_bgr: np.ndarray, instances, class_names=None, threshold: float = 0.5) -> np.ndarray:
+    """(H, W, 3) BGR image with the masks, boxes, classes and scores of instances scoring >= threshold."""
     from detgn.utils.visualizer import draw_instances
 
     inst = instances[instances.scores >= threshold].to("cpu")
@@ -17,6 +22,7 @@ def draw_prediction(image_bgr: np.ndarray, instances, class_names=None, threshol
 
 
 def write_prediction_pictures(cfg, model, dataset_name: str, num: int, out_dir: str, threshold: float = 0.5) -> List[str]:
+    """Write input | prediction PNGs of the first `num` images of `dataset_name` to out_dir; returns the paths."""
     from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from detgn.data.detection_utils import read_image
 
