@@ -41,7 +41,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type):
+def _tv_to_device(images, targets, device):
+    """torchvision's reference training loop: move images (float, 0-1) and targets to the device each step."""
+    return ([i.to(device, non_blocking=True) for i in images],
+            [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets])
+
+
+def _detgn_to_device(inputs, device):
+    return [{**x, "image": x["image"].to(device), **({"instances": x["instances"].to(device)} if "instances" in x else {})}
+            for x in inputs]
+
+
+def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type, device=None):
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(dev_type) if amp_dtype == torch.float16 else None
 
@@ -51,7 +62,7 @@ def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtyp
     def train_step():
         model.train()
         with ctx():
-            losses = model(d_inputs) if name == "detgn" else model(tv_images, tv_targets)
+            losses = model(d_inputs) if name == "detgn" else model(*_tv_to_device(tv_images, tv_targets, device or dev_type))
             loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -65,12 +76,15 @@ def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtyp
     def infer():
         model.eval()
         with torch.no_grad(), ctx():
-            model(d_inputs) if name == "detgn" else model(tv_images)
+            model(d_inputs) if name == "detgn" else model(_tv_to_device(tv_images, [], device or dev_type)[0])
 
     return {"train": train_step, "infer": infer}
 
 
-def bench(height, width, images, iters, warmup, amp, device, memory_format="contiguous"):
+def bench(height, width, images, iters, warmup, amp, device, memory_format="contiguous", inputs="host"):
+    """Median-ready step times. inputs="host": each step starts from host tensors for both models (detgn
+    moves them inside its forward, torchvision's step moves them first, as its reference train loop does);
+    "device": both models get device-resident inputs, so no copy is timed."""
     torch.manual_seed(0)
     batch = synthetic_batch(images, height, width)
     dev_type = device.split(":")[0]
@@ -81,10 +95,13 @@ def bench(height, width, images, iters, warmup, amp, device, memory_format="cont
     d = detgn_model(min(height, width), device, memory_format=memory_format)
     tv = build_torchvision_gn_maskrcnn(80, min_size=min(height, width), score_thresh=0.0).to(device)
     d_inputs = to_detgn_inputs(batch)
-    tv_images, tv_targets = to_torchvision_inputs(batch, device)
+    tv_images, tv_targets = to_torchvision_inputs(batch, "cpu")
+    if inputs == "device":
+        d_inputs = _detgn_to_device(d_inputs, device)
+        tv_images, tv_targets = _tv_to_device(tv_images, tv_targets, device)
     steps = {}
     for name, model in (("detgn", d), ("torchvision", tv)):
-        steps[name] = _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type)
+        steps[name] = _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type, device)
     # interleave the two models step by step so that drift of a shared machine hits both alike
     for task in ("train", "infer"):
         for _ in range(warmup):
@@ -116,15 +133,18 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--memory-format", default="contiguous", choices=["channels_last", "contiguous"],
                     help="detgn's MODEL.MEMORY_FORMAT (torchvision's model stays in its default NCHW)")
+    ap.add_argument("--inputs", default="host", choices=["host", "device"],
+                    help="host: every step copies its inputs to the device (both models, as in training); "
+                         "device: inputs already on the device (no copy timed)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = False
     h, w = args.height or args.size, args.width or args.size
-    res = bench(h, w, args.images, args.iters, args.warmup, args.amp, args.device, args.memory_format)
+    res = bench(h, w, args.images, args.iters, args.warmup, args.amp, args.device, args.memory_format, args.inputs)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu: {cpu_model()} ({cpu_description()})"
     print(f"device={args.device} ({name}) input={h}x{w} images={args.images} amp={args.amp} threads={args.threads} "
-          f"iters={args.iters} detgn memory format={args.memory_format}")
+          f"iters={args.iters} detgn memory format={args.memory_format} inputs on {args.inputs}")
     print(f"{'task':8s} {'detgn s':>10s} {'torchvision s':>14s} {'ratio':>7s}   (median; min-max)")
     for task in ("train", "infer"):
         a, b = res[("detgn", task)], res[("torchvision", task)]
@@ -134,7 +154,7 @@ def main():
             import json
 
             with open(args.json, "a") as f:
-                f.write(json.dumps({"device": name, "input": [h, w], "images": args.images, "amp": args.amp, "task": task,
+                f.write(json.dumps({"device": name, "input": [h, w], "images": args.images, "amp": args.amp, "task": task, "inputs": args.inputs,
                                     "detgn_s": ma, "torchvision_s": mb, "ratio": ma / mb}) + "\n")
     if args.device.startswith("cuda"):
         print(f"peak CUDA memory (both models, this process): {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MB")

@@ -5,7 +5,8 @@
 #
 # On a bare CUDA machine (torch, torchvision, triton only) detgn's pure-Python dependencies are
 # installed from benchmarks/wheels/ (fill it first with: bash benchmarks/fetch_gpu_wheels.sh).
-# PYTHON=.venv/bin/python picks the interpreter (default python3); ITERS / WARMUP set the timed steps.
+# PYTHON=.venv/bin/python picks the interpreter (default python3); ITERS / WARMUP set the timed steps;
+# QUICKSTART=1 also trains and evaluates the quick-start recipe on the device (tools/train_net.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
@@ -30,22 +31,33 @@ print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, cuda {
 PYEOF
 
 echo "== CUDA tests =="
-DETGN_TEST_DEVICE=$DEVICE timeout 240 $PY -m pytest -q -x tests/modeling/test_device.py 2>&1 | tail -5
+DETGN_TEST_DEVICE=$DEVICE timeout 240 $PY -m pytest -q -p no:cacheprovider -rs tests/modeling/test_device.py \
+    tests/engine/test_amp_trainer.py tests/engine/test_precision.py 2>&1 | tail -8
 
 echo "== benchmarks: detgn vs torchvision GN Mask R-CNN, 800x1333, 2 images =="
-OUT=${OUT:-/tmp}/gpu_check_results.jsonl
-rm -f "$OUT"
+RESULTS=${OUT:-/tmp}/gpu_check_results.jsonl
+rm -f "$RESULTS"
 THREADS=$(nproc)
 for AMP in none bf16 fp16; do
   if [[ "$DEVICE" == "cpu" && "$AMP" == "fp16" ]]; then continue; fi
   timeout 200 $PY benchmarks/compare_torchvision.py --height 800 --width 1333 --images 2 --iters "$ITERS" --warmup "$WARMUP" \
-      --amp "$AMP" --device "$DEVICE" --threads "$THREADS" --json "$OUT" 2>&1 | grep -v "^W\|Warning" | tail -6
+      --amp "$AMP" --device "$DEVICE" --threads "$THREADS" --json "$RESULTS" 2>&1 | grep -v "^W\|Warning" | tail -6
 done
 echo "== summary (median seconds; train = one step of 2 images, infer = one batch of 2 images) =="
-$PY - "$OUT" <<'PYEOF'
+$PY - "$RESULTS" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])] if len(sys.argv) > 1 else []
 print(f"{'amp':6s} {'task':6s} {'detgn':>9s} {'torchvision':>12s} {'ratio':>7s}  {'detgn s/img':>11s}")
 for r in rows:
     print(f"{r['amp']:6s} {r['task']:6s} {r['detgn_s']:9.4f} {r['torchvision_s']:12.4f} {r['ratio']:7.3f}  {r['detgn_s'] / r['images']:11.4f}  ({r['device']})")
 PYEOF
+
+if [[ "${QUICKSTART:-0}" == "1" ]]; then
+  echo "== quick start on $DEVICE: configs/nuclei_quickstart.yaml, automatic precision =="
+  QS_OUT=/tmp/quickstart_$DEVICE
+  START=$(date +%s)
+  timeout 300 $PY tools/train_net.py --config-file configs/nuclei_quickstart.yaml MODEL.DEVICE "$DEVICE" \
+      OUTPUT_DIR "$QS_OUT" ${QS_OPTS:-} 2>&1 | grep -E "precision|eta:|copypaste|Error|error" | tail -14
+  if [[ -n "${OUT:-}" ]]; then cp "$QS_OUT/metrics.json" "$OUT/quickstart_metrics.json" 2>/dev/null; fi
+  echo "quick start wall time: $(( $(date +%s) - START )) s (train + eval, model build and data loading included)"
+fi
