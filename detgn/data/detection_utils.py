@@ -85,7 +85,8 @@ def transform_instance_annotations(annotation: Dict, transforms, image_size) -> 
     seg = annotation.get("segmentation")
     if seg is not None:
         if isinstance(seg, list):
-            annotation["segmentation"] = transforms.apply_polygons(seg)
+            polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg]
+            annotation["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
         elif isinstance(seg, dict):
             m = mask_util.decode(seg if not isinstance(seg["counts"], list) else mask_util.frPyObjects(seg, *seg["size"]))
             annotation["segmentation"] = transforms.apply_segmentation(m.astype(np.uint8))

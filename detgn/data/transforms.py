@@ -1,79 +1,38 @@
 """Geometric augmentations applied consistently to an image, its boxes, polygons and bit masks.
 
-An Augmentation draws its random parameters from a numpy RandomState and returns a Transform;
-a Transform applies the same geometry to the image (H, W, C) uint8, to (N, 2) point arrays
-(polygons, box corners) in (x, y) pixels and to (H, W) masks.
+Transforms are fvcore's (`fvcore.transforms`: Transform, TransformList, HFlip/VFlip, NoOp, Pad), as
+in detectron2; detgn adds the two whose behaviour it fixes itself (cv2 resizing, polygon cropping
+without shapely). An Augmentation draws its random parameters from a numpy RandomState and returns a
+Transform; a Transform applies the same geometry to the image (H, W, C) uint8, to (N, 2) point
+arrays (polygons, box corners) in (x, y) pixels and to (H, W) masks.
 """
 from typing import List, Tuple
 
 import cv2
 import numpy as np
+from fvcore.transforms.transform import CropTransform as _FvcoreCropTransform
+from fvcore.transforms.transform import (HFlipTransform, NoOpTransform, PadTransform, Transform, TransformList,
+                                         VFlipTransform)
 
 __all__ = [
     "Transform", "TransformList", "ResizeTransform", "HFlipTransform", "VFlipTransform", "CropTransform", "PadTransform",
-    "Augmentation", "ResizeShortestEdge", "RandomFlip", "ResizeScale", "FixedSizeCrop", "RandomCrop", "apply_augmentations",
-    "build_augmentation",
+    "NoOpTransform", "Augmentation", "ResizeShortestEdge", "RandomFlip", "ResizeScale", "FixedSizeCrop", "RandomCrop",
+    "apply_augmentations", "build_augmentation",
 ]
 
 
-class Transform:
-    """Deterministic geometry; subclasses implement apply_image and apply_coords."""
-
-    def apply_image(self, img: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def apply_segmentation(self, seg: np.ndarray) -> np.ndarray:
-        return self.apply_image(seg)
-
-    def apply_box(self, boxes: np.ndarray) -> np.ndarray:
-        """(N, 4) XYXY -> (N, 4) XYXY enclosing the transformed corners."""
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        corners = boxes[:, [0, 1, 2, 1, 0, 3, 2, 3]].reshape(-1, 2)
-        pts = self.apply_coords(corners).reshape(-1, 4, 2)
-        return np.concatenate([pts.min(axis=1), pts.max(axis=1)], axis=1)
-
-    def apply_polygons(self, polygons: List[np.ndarray]) -> List[np.ndarray]:
-        return [self.apply_coords(np.asarray(p, dtype=np.float64).reshape(-1, 2)).reshape(-1) for p in polygons]
-
-
-class TransformList(Transform):
-    def __init__(self, transforms: List[Transform]):
-        self.transforms = [t for t in transforms if t is not None]
-
-    def apply_image(self, img):
-        for t in self.transforms:
-            img = t.apply_image(img)
-        return img
-
-    def apply_coords(self, coords):
-        for t in self.transforms:
-            coords = t.apply_coords(coords)
-        return coords
-
-    def apply_segmentation(self, seg):
-        for t in self.transforms:
-            seg = t.apply_segmentation(seg)
-        return seg
-
-    def apply_box(self, boxes):
-        for t in self.transforms:
-            boxes = t.apply_box(boxes)
-        return boxes
-
-    def __iter__(self):
-        return iter(self.transforms)
-
-
 class ResizeTransform(Transform):
-    """Resize (h, w) -> (new_h, new_w); bilinear for images, nearest for masks."""
+    """Resize (h, w) -> (new_h, new_w) with OpenCV: bilinear for images, nearest for masks.
 
-    def __init__(self, h, w, new_h, new_w):
-        self.h, self.w, self.new_h, self.new_w = h, w, new_h, new_w
+    fvcore's ScaleTransform resizes through torch.nn.functional.interpolate on a float copy; cv2 is
+    faster on uint8 images and is what detgn's published numbers were trained with.
+    """
 
-    def apply_image(self, img, interp=cv2.INTER_LINEAR):
+    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+        super().__init__()
+        self._set_attributes(dict(h=h, w=w, new_h=new_h, new_w=new_w))
+
+    def apply_image(self, img: np.ndarray, interp=cv2.INTER_LINEAR) -> np.ndarray:
         if img.shape[:2] != (self.h, self.w):
             raise ValueError(f"ResizeTransform expected an image of {(self.h, self.w)}, got {img.shape[:2]}")
         if (self.h, self.w) == (self.new_h, self.new_w):
@@ -83,76 +42,33 @@ class ResizeTransform(Transform):
             out = out[:, :, None]
         return out
 
-    def apply_segmentation(self, seg):
-        return self.apply_image(seg.astype(np.uint8), interp=cv2.INTER_NEAREST)
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation.astype(np.uint8), interp=cv2.INTER_NEAREST)
 
-    def apply_coords(self, coords):
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
         coords = np.array(coords, dtype=np.float64)
         coords[:, 0] *= self.new_w / self.w
         coords[:, 1] *= self.new_h / self.h
         return coords
 
-
-class HFlipTransform(Transform):
-    def __init__(self, width: int):
-        self.width = width
-
-    def apply_image(self, img):
-        return np.ascontiguousarray(img[:, ::-1])
-
-    def apply_coords(self, coords):
-        coords = np.array(coords, dtype=np.float64)
-        coords[:, 0] = self.width - coords[:, 0]
-        return coords
+    def inverse(self) -> Transform:
+        return ResizeTransform(self.new_h, self.new_w, self.h, self.w)
 
 
-class VFlipTransform(Transform):
-    def __init__(self, height: int):
-        self.height = height
+class CropTransform(_FvcoreCropTransform):
+    """fvcore's crop, except that polygons are only shifted, not clipped to the crop window.
 
-    def apply_image(self, img):
-        return np.ascontiguousarray(img[::-1])
+    fvcore clips polygons with shapely (an extra dependency) and may split or drop them; detgn keeps
+    every vertex and lets rasterisation at the cropped (h, w) clip the mask, which gives the same
+    pixels, and the box is clipped to the image in transform_instance_annotations.
+    """
 
-    def apply_coords(self, coords):
-        coords = np.array(coords, dtype=np.float64)
-        coords[:, 1] = self.height - coords[:, 1]
-        return coords
-
-
-class CropTransform(Transform):
-    def __init__(self, x0, y0, w, h):
-        self.x0, self.y0, self.w, self.h = int(x0), int(y0), int(w), int(h)
-
-    def apply_image(self, img):
-        return img[self.y0 : self.y0 + self.h, self.x0 : self.x0 + self.w]
-
-    def apply_coords(self, coords):
-        coords = np.array(coords, dtype=np.float64)
-        coords[:, 0] -= self.x0
-        coords[:, 1] -= self.y0
-        return coords
-
-
-class PadTransform(Transform):
-    """Pad at the bottom/right to (h, w) with `pad_value`."""
-
-    def __init__(self, pad_h: int, pad_w: int, pad_value: float = 0.0):
-        self.pad_h, self.pad_w, self.pad_value = pad_h, pad_w, pad_value
-
-    def apply_image(self, img):
-        widths = [(0, self.pad_h), (0, self.pad_w)] + [(0, 0)] * (img.ndim - 2)
-        return np.pad(img, widths, constant_values=self.pad_value)
-
-    def apply_segmentation(self, seg):
-        widths = [(0, self.pad_h), (0, self.pad_w)]
-        return np.pad(seg, widths, constant_values=0)
-
-    def apply_coords(self, coords):
-        return np.array(coords, dtype=np.float64)
+    def apply_polygons(self, polygons: list) -> list:
+        return [self.apply_coords(np.array(p, dtype=np.float64)) for p in polygons]
 
 
 class Augmentation:
-    """Draws a Transform for an image of size (h, w) from `rng`."""
+    """Draws a Transform for an image of size (h, w) from `rng` (detectron2's name; fvcore has none)."""
 
     def get_transform(self, image: np.ndarray, rng: np.random.RandomState) -> Transform:
         raise NotImplementedError
@@ -186,7 +102,7 @@ class ResizeShortestEdge(Augmentation):
         else:
             short = self.short_edge_length[rng.randint(len(self.short_edge_length))]
         if short == 0:
-            return TransformList([])
+            return NoOpTransform()
         new_h, new_w = _shortest_edge_size(h, w, short, self.max_size)
         return ResizeTransform(h, w, new_h, new_w)
 
@@ -201,7 +117,7 @@ class RandomFlip(Augmentation):
         h, w = image.shape[:2]
         if rng.rand() < self.prob:
             return HFlipTransform(w) if self.horizontal else VFlipTransform(h)
-        return TransformList([])
+        return NoOpTransform()
 
 
 class ResizeScale(Augmentation):
@@ -232,8 +148,9 @@ class FixedSizeCrop(Augmentation):
         max_y, max_x = max(h - ch, 0), max(w - cw, 0)
         y0 = int(rng.randint(0, max_y + 1))
         x0 = int(rng.randint(0, max_x + 1))
-        crop = CropTransform(x0, y0, min(cw, w), min(ch, h))
-        pad = PadTransform(max(ch - h, 0), max(cw - w, 0), self.pad_value)
+        crop = CropTransform(x0, y0, min(cw, w), min(ch, h), orig_w=w, orig_h=h)
+        pad = PadTransform(0, 0, max(cw - w, 0), max(ch - h, 0), orig_w=min(cw, w), orig_h=min(ch, h),
+                           pad_value=self.pad_value, seg_pad_value=0)
         return TransformList([crop, pad])
 
 
@@ -257,7 +174,7 @@ class RandomCrop(Augmentation):
             ch, cw = min(self.crop_size[0], h), min(self.crop_size[1], w)
         y0 = rng.randint(h - ch + 1)
         x0 = rng.randint(w - cw + 1)
-        return CropTransform(x0, y0, cw, ch)
+        return CropTransform(x0, y0, cw, ch, orig_w=w, orig_h=h)
 
 
 def apply_augmentations(augs: List[Augmentation], image: np.ndarray, rng: np.random.RandomState):

@@ -125,3 +125,28 @@ def test_unreadable_and_mismatched_images(tmp_path):
     d["height"] = 50
     with pytest.raises(SizeMismatchError, match="image id 2"):
         _mapper(True)(d, np.random.RandomState(0))
+
+
+def test_transforms_are_fvcores_and_invert():
+    """The augmentations build on fvcore's Transform; their composition inverts back to the input points."""
+    import fvcore.transforms.transform as fvt
+
+    from detgn.data.transforms import FixedSizeCrop, RandomFlip, ResizeScale, apply_augmentations
+
+    img = np.random.RandomState(0).randint(0, 255, (90, 120, 3)).astype(np.uint8)
+    augs = [ResizeScale(0.5, 1.5, 64, 64), FixedSizeCrop((64, 64)), RandomFlip(prob=1.0)]
+    out, t = apply_augmentations(augs, img, np.random.RandomState(3))
+    assert out.shape == (64, 64, 3) and isinstance(t, fvt.TransformList)
+    assert all(isinstance(x, fvt.Transform) for x in t.transforms)
+    assert any(isinstance(x, fvt.HFlipTransform) for x in t.transforms)
+    pts = np.array([[10.0, 20.0], [33.5, 7.25]])
+    np.testing.assert_allclose(t.inverse().apply_coords(t.apply_coords(pts.copy())), pts, atol=1e-9)
+
+
+def test_crop_shifts_polygons_without_clipping():
+    from detgn.data.transforms import CropTransform
+
+    poly = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]])
+    (out,) = CropTransform(5, 2, 4, 4).apply_polygons([poly])
+    np.testing.assert_allclose(out, [[-5.0, -2.0], [5.0, -2.0], [5.0, 8.0]])
+    np.testing.assert_allclose(poly[1], [10.0, 0.0])  # the input is not modified in place
