@@ -18,6 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detgn.utils.errors import ConfigValueError, UserInputError  # noqa: E402
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,7 +68,7 @@ def _calibrate_and_freeze_bn(model, batches, n):
 
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
-        raise ValueError("--calibrate-bn needs BN layers (set the norms to BN)")
+        raise ConfigValueError("--calibrate-bn needs BN layers (set the norms to BN)")
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
@@ -187,7 +189,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         r = run(args)
-    except (KeyError, ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (UserInputError, FloatingPointError) as e:  # bad config/data/weights, or a diverging step
         print(f"error: {e}", file=sys.stderr)
         return 2
     unit = "s/img" if r["task"] == "eval" else "s/iter"

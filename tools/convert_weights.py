@@ -26,7 +26,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
-    from detgn.checkpoint import DetectionCheckpointer, WeightsLoadError, WeightsNotFoundError
+    from detgn.checkpoint import DetectionCheckpointer
+    from detgn.utils.errors import UserInputError
     from detgn.engine import setup_cfg_or_exit
     from detgn.modeling import build_model
 
@@ -37,7 +38,7 @@ def main(argv=None):
     ck = DetectionCheckpointer(model, save_to_disk=False)
     try:
         ck.load(args.input, checkpointables=[])
-    except (WeightsLoadError, WeightsNotFoundError, ValueError) as e:
+    except UserInputError as e:  # missing, unreadable, unsafe or mismatched weights
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = ck.last_report

@@ -57,12 +57,12 @@ def main(argv=None):
         from detgn.data import MetadataCatalog
 
         names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
-    from detgn.checkpoint import WeightsLoadError, WeightsNotFoundError
+    from detgn.utils.errors import UserInputError
     from detgn.engine import DefaultPredictor
 
     try:
         predictor = DefaultPredictor(cfg)
-    except (WeightsLoadError, WeightsNotFoundError, ValueError) as e:  # unreadable, unsafe or mismatched weights
+    except UserInputError as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output, exist_ok=True)

@@ -12,6 +12,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detgn.utils.errors import UserInputError  # noqa: E402
+
+
+
+class EvaluateInputError(UserInputError, ValueError):
+    """A ground-truth or results file that is missing or not what COCOeval needs."""
+
+
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
 
@@ -26,19 +34,19 @@ def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str
 
     for path in (gt_file, results_file):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"File not found: {path}")
+            raise EvaluateInputError(f"File not found: {path}")
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(gt_file)
     try:
         results = json.load(open(results_file))
     except json.JSONDecodeError as e:
-        raise ValueError(f"Malformed json in {results_file}: {e.msg} at line {e.lineno}") from e
+        raise EvaluateInputError(f"Malformed json in {results_file}: {e.msg} at line {e.lineno}") from e
     if not isinstance(results, list):
-        raise ValueError(f"{results_file} must hold a list of COCO result dicts")
+        raise EvaluateInputError(f"{results_file} must hold a list of COCO result dicts")
     out = {}
     for t in types:
         if t not in ("bbox", "segm"):
-            raise ValueError(f"--type must be bbox and/or segm, got '{t}'")
+            raise EvaluateInputError(f"--type must be bbox and/or segm, got '{t}'")
         res = [r for r in results if t == "bbox" or "segmentation" in r]
         if not res:
             out[t] = [0.0] * 12
@@ -57,7 +65,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         stats = evaluate_json(args.gt, args.results, args.type, args.backend)
-    except (FileNotFoundError, ValueError, ImportError) as e:
+    except (UserInputError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for t, s in stats.items():

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detgn.engine import ConfigError, DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg  # noqa: E402
 from detgn.utils import comm  # noqa: E402
+from detgn.utils.errors import UserInputError  # noqa: E402
 
 
 def main(args):
@@ -40,8 +41,7 @@ def after_training(cfg, trainer):
     """Plots of metrics.json and prediction pictures (when configured), on the main process."""
     log = logging.getLogger("detgn")
     try:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from plot_metrics import plot_metrics
+        from detgn.utils.plot_metrics import plot_metrics
 
         written = plot_metrics(cfg.OUTPUT_DIR)
         if written:
@@ -92,7 +92,7 @@ def cli(argv=None):
     except KeyboardInterrupt:
         print(f"interrupted. {_last_checkpoint_hint(cfg, args)}", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as e:
+    except UserInputError as e:  # a config value, dataset, image or weights file the user can fix; other errors keep their traceback
         if os.environ.get("DETGN_TRACEBACK"):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -14,6 +14,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from detgn.utils import comm
+from detgn.utils.errors import UserInputError
 
 from .formats import convert_to_detgn, load_any_file
 from .paths import resolve_weights_path
@@ -21,8 +22,7 @@ from .paths import resolve_weights_path
 __all__ = ["DetectionCheckpointer", "get_rng_state", "set_rng_state", "WeightsLoadError"]
 
 
-
-class WeightsLoadError(RuntimeError):
+class WeightsLoadError(UserInputError, RuntimeError):
     """The weights file matched nothing in the model (wrong file or wrong architecture)."""
 
 

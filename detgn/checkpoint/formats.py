@@ -15,12 +15,18 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["UnsafePickleError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn"]
+from detgn.utils.errors import UserInputError
+
+__all__ = ["UnsafePickleError", "WeightsFormatError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn"]
 
 logger = logging.getLogger(__name__)
 
 
-class UnsafePickleError(ValueError):
+class WeightsFormatError(UserInputError, ValueError):
+    """A weights file that is neither a torch checkpoint nor a (numpy) pickle, or holds no state dict."""
+
+
+class UnsafePickleError(UserInputError, ValueError):
     """A weights pickle asks for a Python global outside the numpy/container allow-list."""
 
 
@@ -74,7 +80,7 @@ def load_any_file(filename: str) -> Any:
         except UnsafePickleError:
             raise
         except Exception as pickle_error:
-            raise ValueError(f"Cannot read weights file {filename}: it is neither a torch checkpoint ({str(torch_error).splitlines()[0]}) "
+            raise WeightsFormatError(f"Cannot read weights file {filename}: it is neither a torch checkpoint ({str(torch_error).splitlines()[0]}) "
                              f"nor a numpy pickle ({pickle_error})") from None
 
 
@@ -87,7 +93,7 @@ def _model_prefix(model_keys, suffix: str) -> Optional[str]:
 
 def detect_format(obj: Any) -> str:
     if not isinstance(obj, dict):
-        raise ValueError(f"Unsupported weights object of type {type(obj).__name__}; expected a dict")
+        raise WeightsFormatError(f"Unsupported weights object of type {type(obj).__name__}; expected a dict")
     if "blobs" in obj:
         return "caffe2"
     if "model" in obj and isinstance(obj["model"], dict):

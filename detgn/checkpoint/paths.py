@@ -6,6 +6,8 @@
 """
 import os
 
+from detgn.utils.errors import UserInputError
+
 __all__ = ["resolve_weights_path", "alias_to_url", "download", "WeightsNotFoundError", "cache_dir"]
 
 _DETECTRON = "https://dl.fbaipublicfiles.com/detectron"
@@ -21,7 +23,7 @@ _C2_IMAGENET = {
 }
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserInputError, FileNotFoundError):
     """MODEL.WEIGHTS could not be found or downloaded; the message says what to fetch and where to put it."""
 
 

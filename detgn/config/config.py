@@ -6,21 +6,23 @@ import threading
 import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
+from detgn.utils.errors import UserInputError
+
 __all__ = ["CfgNode", "get_cfg", "ConfigKeyError", "UnsafeConfigError", "CircularBaseError"]
 
 
-class UnsafeConfigError(ValueError):
+class UnsafeConfigError(UserInputError, ValueError):
     """A YAML config uses a tag that would construct Python objects (e.g. !!python/object)."""
 
 
-class CircularBaseError(ValueError):
+class CircularBaseError(UserInputError, ValueError):
     """A chain of _BASE_ links comes back to a file already being loaded."""
 
 
 _loading = threading.local()  # stack of config files being loaded, for cycle detection
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(UserInputError, KeyError):
     """A key in a YAML file or an override does not exist; the message names close keys."""
 
     def __str__(self):  # KeyError quotes its message; show it plainly

@@ -4,10 +4,13 @@ A config that changes one of them is refused with a one-line error naming the ke
 being accepted and ignored. `check_supported(cfg)` runs when a config is set up for training,
 evaluation or a tool (engine.setup_cfg) and when a model or trainer is built from it.
 """
+
+from detgn.utils.errors import UserInputError
+
 __all__ = ["UNSUPPORTED_KEYS", "UnsupportedConfigError", "check_supported"]
 
 
-class UnsupportedConfigError(ValueError):
+class UnsupportedConfigError(UserInputError, ValueError):
     """A config sets a key that detgn accepts for compatibility but does not implement."""
 
 

@@ -13,8 +13,10 @@ import torch
 import torch.utils.data as torchdata
 
 from detgn.utils import comm
+from detgn.utils.errors import ConfigValueError
 
 from .catalog import DatasetCatalog
+from .datasets.coco import DatasetFormatError
 from .dataset_mapper import DatasetMapper
 from .detection_utils import ImageReadError, SizeMismatchError
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
@@ -29,12 +31,12 @@ def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True)
     if isinstance(names, str):
         names = [names]
     if len(names) == 0:
-        raise ValueError("No dataset given (DATASETS.TRAIN / DATASETS.TEST is empty)")
+        raise ConfigValueError("No dataset given (DATASETS.TRAIN / DATASETS.TEST is empty)")
     dicts = []
     for name in names:
         d = DatasetCatalog.get(name)
         if len(d) == 0:
-            raise ValueError(f"Dataset '{name}' is empty")
+            raise DatasetFormatError(f"Dataset '{name}' is empty (no image in its annotation file)")
         dicts.extend(d)
     if filter_empty and "annotations" in dicts[0]:
         before = len(dicts)
@@ -42,7 +44,7 @@ def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True)
         if before != len(dicts):
             logger.info("Removed %d images with no usable annotations; %d images left", before - len(dicts), len(dicts))
         if not dicts:
-            raise ValueError(f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
+            raise ConfigValueError(f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
     return dicts
 
 
@@ -76,7 +78,7 @@ class MappedDataset(torchdata.Dataset):
                 self.num_skipped += 1
                 logging.getLogger("detgn.data").warning("Skipping image %s (%s); %d skipped so far in this worker",
                                                         d.get("file_name"), e, self.num_skipped)
-        raise RuntimeError(f"{self.max_retries + 1} images in a row could not be read (last: {d.get('file_name')}); check the dataset")
+        raise ImageReadError(f"{self.max_retries + 1} images in a row could not be read (last: {d.get('file_name')}); check the dataset")
 
 
 class _SkipBatches:
@@ -105,7 +107,7 @@ def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed:
     world = comm.get_world_size()
     total = cfg.SOLVER.IMS_PER_BATCH
     if total % world != 0:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
+        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
     batch_size = total // world
     if dataset is None:
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)

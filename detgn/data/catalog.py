@@ -2,7 +2,16 @@
 from collections import UserDict
 from typing import Any, Callable, Dict, List
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
+from detgn.utils.errors import UserInputError
+
+__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "UnknownDatasetError"]
+
+
+class UnknownDatasetError(UserInputError, KeyError):
+    """A dataset name that is not registered; the message lists the registered names."""
+
+    def __str__(self):  # KeyError quotes its message; show it plainly
+        return str(self.args[0]) if self.args else ""
 
 
 class _DatasetCatalog(UserDict):
@@ -20,7 +29,7 @@ class _DatasetCatalog(UserDict):
             f = self[name]
         except KeyError as e:
             avail = ", ".join(sorted(self.keys()))
-            raise KeyError(f"Dataset '{name}' is not registered; available: {avail}") from e
+            raise UnknownDatasetError(f"Dataset '{name}' is not registered; available: {avail}") from e
         return f()
 
     def list(self) -> List[str]:

@@ -7,16 +7,17 @@ import torch
 from PIL import Image, ImageOps
 
 from detgn.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
+from detgn.utils.errors import ConfigValueError, UserInputError
 
 __all__ = ["read_image", "ImageReadError", "SizeMismatchError", "check_image_size", "transform_instance_annotations",
            "annotations_to_instances"]
 
 
-class ImageReadError(IOError):
+class ImageReadError(UserInputError, IOError):
     """An image file is missing or cannot be decoded."""
 
 
-class SizeMismatchError(ValueError):
+class SizeMismatchError(UserInputError, ValueError):
     """The image file's size differs from the height/width recorded in the dataset."""
 
 
@@ -117,7 +118,7 @@ def annotations_to_instances(annos: List[Dict], image_size, mask_format: str = "
         elif mask_format == "bitmask":
             return _with_bitmasks(target, segms, h, w)
         else:
-            raise ValueError(f"INPUT.MASK_FORMAT must be polygon or bitmask, got '{mask_format}'")
+            raise ConfigValueError(f"INPUT.MASK_FORMAT must be polygon or bitmask, got '{mask_format}'")
     return target
 
 

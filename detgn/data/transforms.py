@@ -14,6 +14,8 @@ from fvcore.transforms.transform import CropTransform as _FvcoreCropTransform
 from fvcore.transforms.transform import (HFlipTransform, NoOpTransform, PadTransform, Transform, TransformList,
                                          VFlipTransform)
 
+from detgn.utils.errors import ConfigValueError
+
 __all__ = [
     "Transform", "TransformList", "ResizeTransform", "HFlipTransform", "VFlipTransform", "CropTransform", "PadTransform",
     "NoOpTransform", "Augmentation", "ResizeShortestEdge", "RandomFlip", "ResizeScale", "FixedSizeCrop", "RandomCrop",
@@ -90,7 +92,7 @@ class ResizeShortestEdge(Augmentation):
         if isinstance(short_edge_length, int):
             short_edge_length = (short_edge_length, short_edge_length)
         if sample_style == "range" and len(short_edge_length) != 2:
-            raise ValueError(f"INPUT.MIN_SIZE_TRAIN must have two values with 'range' sampling, got {short_edge_length}")
+            raise ConfigValueError(f"INPUT.MIN_SIZE_TRAIN must have two values with 'range' sampling, got {short_edge_length}")
         self.short_edge_length = tuple(short_edge_length)
         self.max_size = max_size
         self.is_range = sample_style == "range"
@@ -159,7 +161,7 @@ class RandomCrop(Augmentation):
 
     def __init__(self, crop_type: str, crop_size):
         if crop_type not in ("relative", "relative_range", "absolute"):
-            raise ValueError(f"INPUT.CROP.TYPE must be relative, relative_range or absolute, got '{crop_type}'")
+            raise ConfigValueError(f"INPUT.CROP.TYPE must be relative, relative_range or absolute, got '{crop_type}'")
         self.crop_type, self.crop_size = crop_type, crop_size
 
     def get_transform(self, image, rng):
@@ -200,6 +202,6 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
         augs = [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
     if is_train and cfg.INPUT.RANDOM_FLIP != "none":
         if cfg.INPUT.RANDOM_FLIP not in ("horizontal", "vertical"):
-            raise ValueError(f"INPUT.RANDOM_FLIP must be horizontal, vertical or none, got '{cfg.INPUT.RANDOM_FLIP}'")
+            raise ConfigValueError(f"INPUT.RANDOM_FLIP must be horizontal, vertical or none, got '{cfg.INPUT.RANDOM_FLIP}'")
         augs.append(RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
     return augs

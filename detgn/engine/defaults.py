@@ -11,6 +11,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from detgn.checkpoint import DetectionCheckpointer, set_rng_state
@@ -20,6 +21,7 @@ from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.modeling import build_model
 from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
 from detgn.utils import comm
+from detgn.utils.errors import UserInputError
 from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from detgn.utils.logger import setup_logger
 
@@ -30,7 +32,7 @@ from .train_loop import AMPTrainer, SimpleTrainer
 __all__ = ["default_argument_parser", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError, ValueError):
     """A config file, override or output directory problem, reported in one line."""
 
 
@@ -57,6 +59,11 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     return p
 
 
+# what reading a YAML config or a KEY VALUE override raises for a bad file or value (yacs/fvcore check
+# types with ValueError/TypeError and a few invariants with AssertionError); anything else is a bug
+_CONFIG_READ_ERRORS = (yaml.YAMLError, ValueError, TypeError, KeyError, AssertionError, OSError, UnicodeDecodeError)
+
+
 def setup_cfg(args):
     """Config from --config-file and KEY VALUE overrides; problems become ConfigError (one line)."""
     cfg = get_cfg()
@@ -66,19 +73,19 @@ def setup_cfg(args):
         try:
             cfg.merge_from_file(args.config_file)
         except ConfigKeyError as e:
-            raise ConfigError(f"{args.config_file}: {e}") from None
-        except Exception as e:
-            raise ConfigError(f"Cannot read config {args.config_file}: {type(e).__name__}: {e}") from None
+            raise ConfigError(f"{args.config_file}: {e}") from e
+        except _CONFIG_READ_ERRORS as e:  # YAML syntax, a value of the wrong type, an unreadable _BASE_ ...
+            raise ConfigError(f"Cannot read config {args.config_file}: {type(e).__name__}: {e}") from e
     try:
         cfg.merge_from_list(args.opts)
     except ConfigKeyError as e:
-        raise ConfigError(f"command line override: {e}") from None
-    except Exception as e:
-        raise ConfigError(f"command line override {args.opts}: {type(e).__name__}: {e}") from None
+        raise ConfigError(f"command line override: {e}") from e
+    except _CONFIG_READ_ERRORS as e:
+        raise ConfigError(f"command line override {args.opts}: {type(e).__name__}: {e}") from e
     try:
         check_supported(cfg)
     except UnsupportedConfigError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e)) from e
     return cfg
 
 
@@ -108,7 +115,7 @@ def _check_writable(output_dir: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise ConfigError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from None
+        raise ConfigError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from e
 
 
 def default_setup(cfg, args) -> None:

@@ -22,6 +22,8 @@ from typing import Optional
 
 import torch
 
+from detgn.utils.errors import ConfigValueError
+
 __all__ = ["Precision", "resolve_precision", "log_precision", "cpu_bf16_is_fast", "cpu_model", "cpu_description", "autocast"]
 
 logger = logging.getLogger(__name__)
@@ -100,13 +102,13 @@ def resolve_precision(enabled: bool, dtype: str, device_type: str) -> Precision:
     without it, or an unknown DTYPE. Logs nothing; `log_precision` does.
     """
     if dtype not in ("auto", "float16", "bfloat16"):
-        raise ValueError(f"SOLVER.AMP.DTYPE must be 'auto', 'float16' or 'bfloat16', got '{dtype}'")
+        raise ConfigValueError(f"SOLVER.AMP.DTYPE must be 'auto', 'float16' or 'bfloat16', got '{dtype}'")
     if not enabled:
         return Precision(None, device_type, "SOLVER.AMP.ENABLED is False")
     if device_type == "cpu":
         fast = cpu_bf16_is_fast()
         if dtype == "float16":
-            raise ValueError("SOLVER.AMP.DTYPE float16 is CUDA only; on CPU use 'auto' (bf16 where the CPU has AMX, "
+            raise ConfigValueError("SOLVER.AMP.DTYPE float16 is CUDA only; on CPU use 'auto' (bf16 where the CPU has AMX, "
                              "else fp32) or set SOLVER.AMP.ENABLED False")
         if dtype == "auto":
             if fast:
@@ -125,7 +127,7 @@ def resolve_precision(enabled: bool, dtype: str, device_type: str) -> Precision:
                 return Precision(torch.bfloat16, "cuda", "SOLVER.AMP.DTYPE auto: this GPU supports bf16 (no loss scaling needed)")
             return Precision(torch.float16, "cuda", "SOLVER.AMP.DTYPE auto: this GPU has no bf16, using fp16 with loss scaling")
         if dtype == "bfloat16" and not _cuda_bf16_supported():
-            raise ValueError("SOLVER.AMP.DTYPE bfloat16: this GPU does not support bf16; use 'auto' or 'float16'")
+            raise ConfigValueError("SOLVER.AMP.DTYPE bfloat16: this GPU does not support bf16; use 'auto' or 'float16'")
         return Precision(_DTYPES[dtype], "cuda", f"SOLVER.AMP.DTYPE {dtype} as requested")
     raise ValueError(f"autocast is supported on cpu and cuda, not '{device_type}'; set SOLVER.AMP.ENABLED False")
 

@@ -5,6 +5,7 @@ import torch
 from detgn.checkpoint import DetectionCheckpointer
 from detgn.data.transforms import ResizeShortestEdge
 from detgn.modeling import build_model
+from detgn.utils.errors import ConfigValueError
 
 from .precision import resolve_precision
 
@@ -30,7 +31,7 @@ class DefaultPredictor:
             DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         self.aug = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
         if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
-            raise ValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")
+            raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")
         self.input_format = cfg.INPUT.FORMAT
         device = next(self.model.parameters()).device
         precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device.type)

@@ -9,6 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detgn.utils import comm
 from detgn.utils.events import EventStorage, get_event_storage
+from detgn.utils.errors import ConfigValueError
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
 
@@ -200,9 +201,9 @@ class AMPTrainer(SimpleTrainer):
     def __init__(self, model, data_loader, optimizer, dtype: str = "float16", device_type: str = "cuda", gather_metric_period: int = 1):
         super().__init__(model, data_loader, optimizer, gather_metric_period)
         if dtype not in ("float16", "bfloat16"):
-            raise ValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
+            raise ConfigValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
         if device_type == "cpu" and dtype == "float16":
-            raise ValueError("fp16 autocast is CUDA only; use SOLVER.AMP.DTYPE bfloat16 on CPU")
+            raise ConfigValueError("fp16 autocast is CUDA only; use SOLVER.AMP.DTYPE bfloat16 on CPU")
         self.dtype = torch.float16 if dtype == "float16" else torch.bfloat16
         self.device_type = device_type
         self.grad_scaler = torch.amp.GradScaler(device_type) if self.dtype == torch.float16 else None

@@ -22,6 +22,7 @@ from tabulate import tabulate
 from detgn.data import DatasetCatalog, MetadataCatalog
 from detgn.structures import BoxMode
 from detgn.utils import comm
+from detgn.utils.errors import ConfigValueError
 
 from .evaluator import DatasetEvaluator
 
@@ -101,7 +102,7 @@ def _cocoeval_class(backend: str):
         except ImportError as e:
             raise ImportError("TEST.EVALUATOR_BACKEND faster_coco_eval needs `pip install faster-coco-eval`") from e
     if backend != "pycocotools":
-        raise ValueError(f"TEST.EVALUATOR_BACKEND must be pycocotools or faster_coco_eval, got '{backend}'")
+        raise ConfigValueError(f"TEST.EVALUATOR_BACKEND must be pycocotools or faster_coco_eval, got '{backend}'")
     from pycocotools.cocoeval import COCOeval
 
     return COCOeval

@@ -12,6 +12,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from detgn.utils.errors import ConfigValueError
+
 __all__ = ["FrozenBatchNorm2d", "NaiveSyncBatchNorm", "LayerNorm2d", "get_norm", "norm_from_cfg", "is_norm_module"]
 
 
@@ -173,7 +175,7 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
             return None
         if norm == "GN":
             if out_channels % num_groups != 0:
-                raise ValueError(f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS")
+                raise ConfigValueError(f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS")
             return FP32StatsGroupNorm(num_groups, out_channels, eps=eps)
         table = {
             "BN": nn.BatchNorm2d,
@@ -183,7 +185,7 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
             "LN": LayerNorm2d,
         }
         if norm not in table:
-            raise ValueError(f"Unknown norm '{norm}'; choose one of GN, {', '.join(table)} or '' (none)")
+            raise ConfigValueError(f"Unknown norm '{norm}'; choose one of GN, {', '.join(table)} or '' (none)")
         return table[norm](out_channels)
     return norm(out_channels)
 

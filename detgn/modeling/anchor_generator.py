@@ -11,6 +11,7 @@ from torch import nn
 from detgn.config import configurable
 from detgn.layers import ShapeSpec
 from detgn.structures import Boxes
+from detgn.utils.errors import ConfigValueError
 
 __all__ = ["DefaultAnchorGenerator", "build_anchor_generator"]
 
@@ -21,7 +22,7 @@ def _broadcast(params, num_features, name):
     if len(params) == 1:
         return list(params) * num_features
     if len(params) != num_features:
-        raise ValueError(f"ANCHOR_GENERATOR.{name} has {len(params)} entries for {num_features} feature maps")
+        raise ConfigValueError(f"ANCHOR_GENERATOR.{name} has {len(params)} entries for {num_features} feature maps")
     return params
 
 
@@ -54,7 +55,7 @@ class DefaultAnchorGenerator(nn.Module):
         aspect_ratios = _broadcast(aspect_ratios, self.num_features, "ASPECT_RATIOS")
         self.cell_anchors = BufferList([self.generate_cell_anchors(s, a) for s, a in zip(sizes, aspect_ratios)])
         if not 0.0 <= offset < 1.0:
-            raise ValueError(f"ANCHOR_GENERATOR.OFFSET must be in [0, 1), got {offset}")
+            raise ConfigValueError(f"ANCHOR_GENERATOR.OFFSET must be in [0, 1), got {offset}")
         self.offset = offset
 
     @classmethod
@@ -101,5 +102,5 @@ class DefaultAnchorGenerator(nn.Module):
 def build_anchor_generator(cfg, input_shape: List[ShapeSpec]):
     name = cfg.MODEL.ANCHOR_GENERATOR.NAME
     if name != "DefaultAnchorGenerator":
-        raise ValueError(f"MODEL.ANCHOR_GENERATOR.NAME '{name}' is not supported; use DefaultAnchorGenerator")
+        raise ConfigValueError(f"MODEL.ANCHOR_GENERATOR.NAME '{name}' is not supported; use DefaultAnchorGenerator")
     return DefaultAnchorGenerator(cfg, input_shape)

@@ -10,6 +10,7 @@ from torch import nn
 from detgn.layers.roi_align import roi_align
 
 from detgn.structures import Boxes
+from detgn.utils.errors import ConfigValueError
 
 __all__ = ["ROIPooler", "assign_boxes_to_levels"]
 
@@ -39,7 +40,7 @@ class ROIPooler(nn.Module):
                  canonical_box_size: int = 224, canonical_level: int = 4):
         super().__init__()
         if pooler_type not in ("ROIAlignV2", "ROIAlign"):
-            raise ValueError(f"POOLER_TYPE '{pooler_type}' is not supported; use ROIAlignV2 or ROIAlign")
+            raise ConfigValueError(f"POOLER_TYPE '{pooler_type}' is not supported; use ROIAlignV2 or ROIAlign")
         self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         self.scales = list(scales)
         self.sampling_ratio = sampling_ratio

@@ -7,6 +7,7 @@ from fvcore.common.param_scheduler import (CompositeParamScheduler, ConstantPara
                                            MultiStepParamScheduler, ParamScheduler)
 
 from detgn.layers import is_norm_module
+from detgn.utils.errors import ConfigValueError
 
 __all__ = ["get_default_optimizer_params", "build_optimizer", "build_lr_scheduler", "LRMultiplier",
            "rescale_for_world_size", "clip_gradients"]
@@ -66,7 +67,7 @@ def clip_gradients(params, clip_type: str, clip_value: float, norm_type: float =
     elif clip_type == "full_model":
         torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
     else:
-        raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'")
+        raise ConfigValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'")
 
 
 class _ClippingSGD(torch.optim.SGD):
@@ -74,7 +75,7 @@ class _ClippingSGD(torch.optim.SGD):
 
     def __init__(self, params, clip_cfg, **kwargs):
         if clip_cfg.CLIP_TYPE not in ("value", "norm", "full_model"):
-            raise ValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_cfg.CLIP_TYPE}'")
+            raise ConfigValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_cfg.CLIP_TYPE}'")
         super().__init__(params, **kwargs)
         self._clip = (clip_cfg.CLIP_TYPE, clip_cfg.CLIP_VALUE, clip_cfg.NORM_TYPE)
 
@@ -88,7 +89,7 @@ class _ClippingSGD(torch.optim.SGD):
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum from SOLVER.*; optional gradient clipping."""
     if cfg.SOLVER.OPTIMIZER != "SGD":
-        raise ValueError(f"SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}' is not supported; use SGD")
+        raise ConfigValueError(f"SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}' is not supported; use SGD")
     params = get_default_optimizer_params(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM,
                                           cfg.SOLVER.BIAS_LR_FACTOR, cfg.SOLVER.WEIGHT_DECAY_BIAS)
     kwargs = dict(lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
@@ -101,7 +102,7 @@ def _with_warmup(scheduler: ParamScheduler, factor: float, length: float, method
     """Warm-up in front of `scheduler` over the first `length` of training (a fraction): "linear"
     goes from factor * scheduler(0) to scheduler(length), "constant" stays at factor * scheduler(0)."""
     if method not in ("linear", "constant"):
-        raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got '{method}'")
+        raise ConfigValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got '{method}'")
     if length <= 0:
         return scheduler
     start = factor * scheduler(0.0)
@@ -137,7 +138,7 @@ def build_lr_scheduler(cfg, optimizer):
     if len(steps) != len(s.STEPS):
         logger.warning("SOLVER.STEPS %s contains values larger than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER)
     if list(steps) != sorted(steps):
-        raise ValueError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
+        raise ConfigValueError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     if name == "WarmupMultiStepLR":
         sched = MultiStepParamScheduler(values=[s.GAMMA ** k for k in range(len(steps) + 1)], milestones=steps,
                                         num_updates=s.MAX_ITER)
@@ -145,7 +146,7 @@ def build_lr_scheduler(cfg, optimizer):
         end = s.BASE_LR_END / s.BASE_LR if s.BASE_LR > 0 else 0.0
         sched = CosineParamScheduler(1.0, end)
     else:
-        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME '{name}' is unknown; use WarmupMultiStepLR or WarmupCosineLR")
+        raise ConfigValueError(f"SOLVER.LR_SCHEDULER_NAME '{name}' is unknown; use WarmupMultiStepLR or WarmupCosineLR")
     warmup_length = min(s.WARMUP_ITERS / max(s.MAX_ITER, 1), 1.0)
     return LRMultiplier(optimizer, _with_warmup(sched, s.WARMUP_FACTOR, warmup_length, s.WARMUP_METHOD), s.MAX_ITER)
 
@@ -161,7 +162,7 @@ def rescale_for_world_size(cfg, num_workers: int):
     frozen = cfg.is_frozen()
     cfg.defrost()
     if cfg.SOLVER.IMS_PER_BATCH % old != 0:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by REFERENCE_WORLD_SIZE {old}")
+        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by REFERENCE_WORLD_SIZE {old}")
     scale = num_workers / old
     bs = cfg.SOLVER.IMS_PER_BATCH = int(round(cfg.SOLVER.IMS_PER_BATCH * scale))
     cfg.SOLVER.BASE_LR *= scale

@@ -18,21 +18,26 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional
 
 from detgn.structures import BoxMode
+from detgn.utils.errors import UserInputError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 
-__all__ = ["load_coco_json", "register_coco_instances", "DatasetFormatError"]
+__all__ = ["load_coco_json", "register_coco_instances", "DatasetFormatError", "DatasetNotFoundError"]
 
 logger = logging.getLogger(__name__)
 
 
-class DatasetFormatError(ValueError):
+class DatasetNotFoundError(UserInputError, FileNotFoundError):
+    """The annotation file, the image folder or every image of a dataset is missing."""
+
+
+class DatasetFormatError(UserInputError, ValueError):
     """The annotation file cannot be used; the message names the file and what is wrong."""
 
 
 def _read_json(json_file: str) -> dict:
     if not os.path.isfile(json_file):
-        raise FileNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
+        raise DatasetNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
     try:
         with open(json_file) as f:
             data = json.load(f)
@@ -56,7 +61,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     data = _read_json(json_file)
     _check_unique_annotation_ids(json_file, data)
     if not os.path.isdir(image_root):
-        raise FileNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
+        raise DatasetNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = data
@@ -134,7 +139,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         shown = "; ".join(items[:3]) + (f"; ... ({len(items) - 3} more)" if len(items) > 3 else "")
         logger.warning("%s: skipped %d item(s) with %s: %s", os.path.basename(json_file), len(items), kind, shown)
     if img_ids and not dataset_dicts:
-        raise FileNotFoundError(f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
+        raise DatasetNotFoundError(f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
                                 f"check the image folder (first expected: {os.path.join(image_root, coco.imgs[img_ids[0]]['file_name'])})")
     return dataset_dicts
 

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from detgn.layers import Conv2d, ShapeSpec, c2_xavier_fill, get_norm, norm_from_cfg
+from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
 from .resnet import build_resnet_backbone
@@ -41,7 +42,7 @@ class FPN(Backbone):
             if strides[i] != 2 * strides[i - 1]:
                 raise ValueError(f"FPN needs strides doubling level to level, got {strides}")
         if fuse_type not in ("sum", "avg"):
-            raise ValueError(f"MODEL.FPN.FUSE_TYPE must be 'sum' or 'avg', got '{fuse_type}'")
+            raise ConfigValueError(f"MODEL.FPN.FUSE_TYPE must be 'sum' or 'avg', got '{fuse_type}'")
         use_bias = norm == "" or norm is None
         lateral_convs, output_convs = [], []
         for in_ch, stride in zip(in_channels_per_feature, strides):

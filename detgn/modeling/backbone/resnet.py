@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from detgn.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm, norm_from_cfg
+from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
 
@@ -163,20 +164,20 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     ws = cfg.MODEL.WEIGHT_STANDARDIZATION.BACKBONE
     depth = r.DEPTH
     if depth not in _DEPTHS:
-        raise ValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {depth}")
+        raise ConfigValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {depth}")
     if any(r.DEFORM_ON_PER_STAGE):
         raise NotImplementedError("Deformable convolutions (MODEL.RESNETS.DEFORM_ON_PER_STAGE) are not supported by detgn")
     if r.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+        raise ConfigValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=norm, ws=ws)
     in_channels = r.STEM_OUT_CHANNELS
     out_channels = r.RES2_OUT_CHANNELS
     bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
     if depth in (18, 34):
         if out_channels != 64:
-            raise ValueError("MODEL.RESNETS.RES2_OUT_CHANNELS must be 64 for ResNet-18/34")
+            raise ConfigValueError("MODEL.RESNETS.RES2_OUT_CHANNELS must be 64 for ResNet-18/34")
         if r.RES5_DILATION != 1:
-            raise ValueError("MODEL.RESNETS.RES5_DILATION must be 1 for ResNet-18/34")
+            raise ConfigValueError("MODEL.RESNETS.RES5_DILATION must be 1 for ResNet-18/34")
     stages = []
     for idx, n in enumerate(_DEPTHS[depth]):
         dilation = r.RES5_DILATION if idx == 3 else 1

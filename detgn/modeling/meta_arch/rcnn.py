@@ -6,6 +6,7 @@ from torch import nn
 
 from detgn.config import configurable
 from detgn.structures import ImageList, Instances
+from detgn.utils.errors import ConfigValueError
 
 from ..backbone import Backbone, build_backbone
 from ..postprocessing import detector_postprocess
@@ -31,15 +32,15 @@ class GeneralizedRCNN(nn.Module):
         self.proposal_generator = proposal_generator
         self.roi_heads = roi_heads
         if input_format not in ("BGR", "RGB"):
-            raise ValueError(f"INPUT.FORMAT must be BGR or RGB, got '{input_format}'")
+            raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{input_format}'")
         self.input_format = input_format
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(f"PIXEL_MEAN {pixel_mean} and PIXEL_STD {pixel_std} have different lengths")
+            raise ConfigValueError(f"PIXEL_MEAN {pixel_mean} and PIXEL_STD {pixel_std} have different lengths")
         formats = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
         if memory_format not in formats:
-            raise ValueError(f"MODEL.MEMORY_FORMAT must be contiguous or channels_last, got '{memory_format}'")
+            raise ConfigValueError(f"MODEL.MEMORY_FORMAT must be contiguous or channels_last, got '{memory_format}'")
         self.memory_format = formats[memory_format]
         self.to(memory_format=self.memory_format)  # 4-D weights; buffers and 1-D parameters are unaffected
 

@@ -14,6 +14,7 @@ from torchvision.ops import batched_nms
 from detgn.config import configurable
 from detgn.layers import ShapeSpec, cat
 from detgn.structures import Boxes, ImageList, Instances, pairwise_iou
+from detgn.utils.errors import ConfigValueError
 
 from ..anchor_generator import build_anchor_generator
 from ..box_regression import Box2BoxTransform, smooth_l1_loss
@@ -43,7 +44,7 @@ class StandardRPNHead(nn.Module):
     def __init__(self, *, in_channels: int, num_anchors: int, box_dim: int = 4, conv_dims: List[int] = (-1,)):
         super().__init__()
         if len(conv_dims) != 1:
-            raise ValueError("detgn's StandardRPNHead supports one shared conv (MODEL.RPN.CONV_DIMS of length 1)")
+            raise ConfigValueError("detgn's StandardRPNHead supports one shared conv (MODEL.RPN.CONV_DIMS of length 1)")
         out = in_channels if conv_dims[0] == -1 else conv_dims[0]
         self.conv = nn.Conv2d(in_channels, out, kernel_size=3, stride=1, padding=1)
         self.objectness_logits = nn.Conv2d(out, num_anchors, kernel_size=1)
@@ -148,7 +149,7 @@ class RPN(nn.Module):
         self.anchor_boundary_thresh = anchor_boundary_thresh
         self.loss_weight = loss_weight or {"loss_rpn_cls": 1.0, "loss_rpn_loc": 1.0}
         if box_reg_loss_type not in ("smooth_l1", "giou"):
-            raise ValueError(f"MODEL.RPN.BBOX_REG_LOSS_TYPE must be smooth_l1 or giou, got '{box_reg_loss_type}'")
+            raise ConfigValueError(f"MODEL.RPN.BBOX_REG_LOSS_TYPE must be smooth_l1 or giou, got '{box_reg_loss_type}'")
         self.box_reg_loss_type = box_reg_loss_type
         self.smooth_l1_beta = smooth_l1_beta
 

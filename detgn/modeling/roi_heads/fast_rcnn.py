@@ -12,6 +12,7 @@ from detgn.layers.nms import batched_nms_topk
 from detgn.config import configurable
 from detgn.layers import ShapeSpec, cat
 from detgn.structures import Boxes, Instances
+from detgn.utils.errors import ConfigValueError
 
 from ..box_regression import Box2BoxTransform, smooth_l1_loss
 
@@ -83,7 +84,7 @@ class FastRCNNOutputLayers(nn.Module):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         if box_reg_loss_type not in ("smooth_l1", "giou"):
-            raise ValueError(f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE must be smooth_l1 or giou, got '{box_reg_loss_type}'")
+            raise ConfigValueError(f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE must be smooth_l1 or giou, got '{box_reg_loss_type}'")
         self.box_reg_loss_type = box_reg_loss_type
         self.loss_weight = loss_weight or {"loss_cls": 1.0, "loss_box_reg": 1.0}
 
