@@ -53,6 +53,8 @@ def _detgn_to_device(inputs, device):
 
 
 def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type, device=None):
+    """The same hand-written step for both models (detgn's trainer cannot drive torchvision's model, and a
+    comparison must time the same sequence on both; tools/benchmark.py times detgn's own trainer)."""
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     scaler = torch.amp.GradScaler(dev_type) if amp_dtype == torch.float16 else None
 

@@ -137,29 +137,28 @@ def run(args):
         ctx = (lambda: torch.autocast(device_type=device, dtype=amp_dtype)) if amp_dtype else (lambda: torch.autocast(device_type=device, enabled=False))
         if args.calibrate_bn:
             _calibrate_and_freeze_bn(model, batches, args.calibrate_bn)
-        if args.task == "train":
-            from detgn.solver import build_optimizer
+        if args.task == "train":  # the training loop's own step (SimpleTrainer / AMPTrainer.run_step), finite checks included
+            import itertools
 
-            model.train()
+            from detgn.engine import AMPTrainer, SimpleTrainer
+            from detgn.solver import build_optimizer
+            from detgn.utils.events import EventStorage
+
             opt = build_optimizer(cfg, model)
-            scaler = torch.amp.GradScaler(device) if amp_dtype == torch.float16 else None
-            for i in range(args.warmup + args.iters):
-                data = batches[i % len(batches)]
-                sync()
-                t = time.perf_counter()
-                with ctx():
-                    loss = sum(model(data).values())
-                opt.zero_grad(set_to_none=True)
-                if scaler:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                sync()
-                if i >= args.warmup:
-                    times.append(time.perf_counter() - t)
+            loader = itertools.cycle(batches)
+            if amp_dtype is None:
+                trainer = SimpleTrainer(model, loader, opt)
+            else:
+                trainer = AMPTrainer(model, loader, opt, dtype="float16" if amp_dtype == torch.float16 else "bfloat16", device_type=device)
+            with EventStorage(0) as trainer.storage:
+                for i in range(args.warmup + args.iters):
+                    trainer.iter = trainer.storage.iter = i
+                    sync()
+                    t = time.perf_counter()
+                    trainer.run_step()
+                    sync()
+                    if i >= args.warmup:
+                        times.append(time.perf_counter() - t)
             per_img = [t / args.images for t in times]
         else:
             model.eval()
