@@ -19,6 +19,7 @@ def _paste_chunk(masks, boxes, img_h, img_w, skip_empty):
         x0_int, y0_int = torch.clamp(boxes.min(dim=0).values.floor()[:2] - 1, min=0).to(torch.int32)
         x1_int = torch.clamp(boxes[:, 2].max().ceil() + 1, max=img_w).to(torch.int32)
         y1_int = torch.clamp(boxes[:, 3].max().ceil() + 1, max=img_h).to(torch.int32)
+        x1_int, y1_int = torch.maximum(x1_int, x0_int), torch.maximum(y1_int, y0_int)  # a box left of / above the image
     else:
         x0_int, y0_int = 0, 0
         x1_int, y1_int = img_w, img_h

@@ -40,6 +40,9 @@ def batched_nms_topk(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tens
         int64 indices into the N boxes, equal to torchvision.ops.batched_nms(...)[:topk].
     """
     n = scores.numel()
+    if torch.jit.is_tracing():  # a traced graph (export) keeps torchvision's op: the same kept boxes, one NMS
+        keep = batched_nms(boxes, scores, idxs, iou_threshold)
+        return keep if topk < 0 else keep[:topk]
     if topk < 0 or boxes.numel() <= _vanilla_threshold(boxes.device) or n <= 4 * topk:
         keep = batched_nms(boxes, scores, idxs, iou_threshold)
         return keep if topk < 0 else keep[:topk]

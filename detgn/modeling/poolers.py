@@ -7,8 +7,9 @@ from typing import List
 
 import torch
 from torch import nn
-from detgn.layers.roi_align import roi_align
 
+from detgn.layers.roi_align import roi_align
+from detgn.layers.tracing import is_tracing
 from detgn.structures import Boxes
 from detgn.utils.errors import ConfigValueError
 
@@ -27,10 +28,7 @@ def assign_boxes_to_levels(box_lists: List[Boxes], min_level: int, max_level: in
 def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> torch.Tensor:
     """(M, 5) rows (batch index, x1, y1, x2, y2)."""
     tensors = [b.tensor for b in box_lists]
-    sizes = torch.tensor([len(t) for t in tensors], device=tensors[0].device if tensors else "cpu")
-    idx = torch.repeat_interleave(torch.arange(len(tensors), device=sizes.device, dtype=torch.float32), sizes)
-    boxes = torch.cat(tensors, dim=0)
-    return torch.cat([idx[:, None].to(boxes.dtype), boxes], dim=1)
+    return torch.cat([torch.cat([torch.full_like(t[:, :1], i), t], dim=1) for i, t in enumerate(tensors)], dim=0)
 
 
 class ROIPooler(nn.Module):
@@ -74,7 +72,7 @@ class ROIPooler(nn.Module):
         out = x[0].new_zeros((rois.size(0), x[0].shape[1]) + self.output_size)
         for level, (feat, scale) in enumerate(zip(x, self.scales)):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
-            if inds.numel() == 0:
+            if inds.numel() == 0 and not is_tracing():  # a traced graph must handle every level
                 continue
             out.index_put_((inds,), roi_align(feat, rois[inds], self.output_size, scale, self.sampling_ratio, self.aligned))
         return out

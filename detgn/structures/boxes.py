@@ -65,8 +65,13 @@ class Boxes:
         return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
 
     def clip(self, box_size: Tuple[int, int]) -> None:
-        """Clip in place to an image of size (height, width)."""
+        """Clip in place to an image of size (height, width) (ints, or 0-d tensors in a traced graph)."""
         h, w = box_size
+        if isinstance(h, torch.Tensor) or isinstance(w, torch.Tensor):  # traced sizes: keep them in the graph
+            t = self.tensor.clamp(min=0)
+            limit = torch.stack([torch.as_tensor(w), torch.as_tensor(h)]).to(t.dtype).repeat(2)
+            self.tensor = torch.min(t, limit)
+            return
         x1 = self.tensor[:, 0].clamp(min=0, max=w)
         y1 = self.tensor[:, 1].clamp(min=0, max=h)
         x2 = self.tensor[:, 2].clamp(min=0, max=w)

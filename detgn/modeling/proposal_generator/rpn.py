@@ -13,6 +13,7 @@ from torchvision.ops import batched_nms
 
 from detgn.config import configurable
 from detgn.layers import ShapeSpec, cat
+from detgn.layers.tracing import is_tracing, topk_size
 from detgn.structures import Boxes, ImageList, Instances, pairwise_iou
 from detgn.utils.errors import ConfigValueError
 
@@ -92,12 +93,11 @@ def find_top_rpn_proposals(proposals: List[torch.Tensor], pred_objectness_logits
     topk_scores, topk_proposals, level_ids = [], [], []
     batch_idx = torch.arange(num_images, device=device)
     for level_id, (boxes_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
-        hi_wi_a = logits_i.shape[1]
-        num_k = min(pre_nms_topk, hi_wi_a)
+        num_k = topk_size(logits_i, pre_nms_topk, dim=1)
         logits_i, idx = logits_i.topk(num_k, dim=1)
         topk_proposals.append(boxes_i[batch_idx[:, None], idx])
         topk_scores.append(logits_i)
-        level_ids.append(torch.full((num_k,), level_id, dtype=torch.int64, device=device))
+        level_ids.append(torch.full_like(idx[0], level_id))
     topk_scores = cat(topk_scores, dim=1)
     topk_proposals = cat(topk_proposals, dim=1)
     level_ids = cat(level_ids, dim=0)
@@ -107,13 +107,13 @@ def find_top_rpn_proposals(proposals: List[torch.Tensor], pred_objectness_logits
         scores_per_img = topk_scores[n]
         lvl = level_ids
         valid = torch.isfinite(boxes.tensor).all(dim=1) & torch.isfinite(scores_per_img)
-        if not valid.all():
+        if is_tracing() or not valid.all():  # a traced graph must keep the filter for every input
             if training:
                 raise FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
             boxes, scores_per_img, lvl = boxes[valid], scores_per_img[valid], lvl[valid]
         boxes.clip(image_size)
         keep = boxes.nonempty(threshold=min_box_size)
-        if not keep.all():
+        if is_tracing() or not keep.all():
             boxes, scores_per_img, lvl = boxes[keep], scores_per_img[keep], lvl[keep]
         keep = batched_nms(boxes.tensor, scores_per_img, lvl, nms_thresh)
         keep = keep[:post_nms_topk]

@@ -7,10 +7,11 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from detgn.layers.nms import batched_nms_topk
 
 from detgn.config import configurable
 from detgn.layers import ShapeSpec, cat
+from detgn.layers.nms import batched_nms_topk
+from detgn.layers.tracing import is_tracing, split_per_image
 from detgn.structures import Boxes, Instances
 from detgn.utils.errors import ConfigValueError
 
@@ -37,7 +38,7 @@ def fast_rcnn_inference(boxes: List[torch.Tensor], scores: List[torch.Tensor], i
 
 def fast_rcnn_inference_single_image(boxes, scores, image_shape, score_thresh, nms_thresh, topk_per_image):
     valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
-    if not valid.all():
+    if is_tracing() or not valid.all():
         boxes, scores = boxes[valid], scores[valid]
     scores = scores[:, :-1]
     num_bbox_reg_classes = boxes.shape[1] // 4
@@ -144,13 +145,12 @@ class FastRCNNOutputLayers(nn.Module):
         if not len(proposals):
             return []
         _, proposal_deltas = predictions
-        num_prop = [len(p) for p in proposals]
         boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)
-        return self.box2box_transform.apply_deltas(proposal_deltas, boxes).split(num_prop)
+        return split_per_image(self.box2box_transform.apply_deltas(proposal_deltas, boxes), [len(p) for p in proposals])
 
     def predict_probs(self, predictions, proposals: List[Instances]) -> List[torch.Tensor]:
         scores, _ = predictions
-        return F.softmax(scores.float(), dim=-1).split([len(p) for p in proposals], dim=0)
+        return split_per_image(F.softmax(scores.float(), dim=-1), [len(p) for p in proposals])
 
     def inference(self, predictions, proposals: List[Instances]):
         boxes = self.predict_boxes(predictions, proposals)

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from detgn.config import configurable
 from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, cat, get_norm, norm_from_cfg
+from detgn.layers.tracing import split_per_image
 from detgn.structures import Instances
 
 __all__ = ["ROI_MASK_HEAD_REGISTRY", "MaskRCNNConvUpsampleHead", "build_mask_head", "mask_rcnn_loss", "mask_rcnn_inference"]
@@ -66,7 +67,7 @@ def mask_rcnn_inference(pred_mask_logits: torch.Tensor, pred_instances: List[Ins
         classes = cat([i.pred_classes for i in pred_instances]) if pred_instances else torch.empty(0, dtype=torch.long)
         idx = torch.arange(num, device=classes.device)
         probs = pred_mask_logits[idx, classes][:, None].float().sigmoid()
-    for p, inst in zip(probs.split([len(i) for i in pred_instances], dim=0), pred_instances):
+    for p, inst in zip(split_per_image(probs, [len(i) for i in pred_instances]), pred_instances):
         inst.pred_masks = p
 
 
