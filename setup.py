@@ -21,7 +21,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval"],
+        "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],
+        # tools/export_model.py (onnx, onnxscript: PyTorch's ONNX exporter) and OnnxPredictor (onnxruntime)
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],
         "fast-eval": ["faster-coco-eval"],
         "plot": ["matplotlib"],
         "tensorboard": ["tensorboard"],

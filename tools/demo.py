@@ -4,6 +4,10 @@
     python tools/demo.py --config-file configs/nuclei_quickstart.yaml --input img.png|folder|video.mp4 \
         --output out_dir [--confidence-threshold 0.5] [--json detections.json] MODEL.WEIGHTS model_final.pth
 
+An exported model (tools/export_model.py) runs with --runtime onnxruntime MODEL.WEIGHTS export/model.onnx
+or --runtime torchscript MODEL.WEIGHTS export/model.ts; the config then gives the class names and the
+test-time resize, and must keep the inference settings the model was exported with.
+
 One PNG per input image (per frame for videos). A missing or unreadable input is reported by
 name and skipped; the rest go on.
 """
@@ -26,6 +30,8 @@ def parse_args(argv=None):
     ap.add_argument("--output", required=True, help="folder for the PNG files")
     ap.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     ap.add_argument("--json", default=None, help="also write the detections as COCO-style JSON to this file")
+    ap.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
+                    help="eager detgn (MODEL.WEIGHTS a checkpoint), or an exported model.ts / model.onnx in MODEL.WEIGHTS")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS x.pth)")
     return ap.parse_args(argv)
 
@@ -39,6 +45,21 @@ def _expand(inputs):
         else:
             out.append(p)
     return out
+
+
+def _exported_predictor(cfg, runtime):
+    """An exported model behind DefaultPredictor's interface: image -> {"instances": Instances}."""
+    from detgn.export import OnnxPredictor, TorchScriptPredictor, check_config_matches
+    from detgn.export.predictors import to_instances
+
+    cls = OnnxPredictor if runtime == "onnxruntime" else TorchScriptPredictor
+    predictor = cls(cfg.MODEL.WEIGHTS, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST)
+    check_config_matches(predictor.meta, cfg)
+    if predictor.meta["input"]["channels"] != cfg.INPUT.FORMAT:
+        from detgn.export.predictors import ExportedModelError
+
+        raise ExportedModelError(f"INPUT.FORMAT {cfg.INPUT.FORMAT} differs from the exported model's {predictor.meta['input']['channels']}")
+    return lambda image: {"instances": to_instances(predictor(image), image.shape[:2])}
 
 
 def main(argv=None):
@@ -61,8 +82,8 @@ def main(argv=None):
     from detgn.engine import DefaultPredictor
 
     try:
-        predictor = DefaultPredictor(cfg)
-    except UserInputError as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
+        predictor = DefaultPredictor(cfg) if args.runtime == "eager" else _exported_predictor(cfg, args.runtime)
+    except (UserInputError, ImportError) as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.output, exist_ok=True)

@@ -181,6 +181,8 @@ def export_model(cfg, model: torch.nn.Module, *, fmt: str, output_dir: str, samp
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.trace's deprecation notice
             warnings.filterwarnings("ignore", category=DeprecationWarning)
+            # detgn indexes with non-negative indices only, the case this exporter note says is exact
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing")
             if fmt == "torchscript":
                 traced = torch.jit.trace(wrapper, (x,), check_trace=False)
                 traced.save(model_path)

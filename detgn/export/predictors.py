@@ -18,7 +18,7 @@ from detgn.utils.errors import UserInputError
 from .postprocess import resize_for_model, to_original_size
 
 __all__ = ["OnnxPredictor", "TorchScriptPredictor", "read_export_metadata", "check_config_matches", "ExportedModelError",
-           "ExportedModelNotFoundError"]
+           "ExportedModelNotFoundError", "to_instances"]
 
 
 class ExportedModelNotFoundError(UserInputError, FileNotFoundError):
@@ -96,7 +96,7 @@ class TorchScriptPredictor(_ExportedPredictor):
     def __init__(self, model_path: str, **kwargs):
         super().__init__(model_path, **kwargs)
         import torch
-        import torchvision  # noqa: F401  registers torchvision::roi_align and torchvision::nms
+        import torchvision  # noqa: F401  (registers torchvision::roi_align and torchvision::nms)
 
         self._torch = torch
         self.model = torch.jit.load(model_path, map_location="cpu")
@@ -104,3 +104,18 @@ class TorchScriptPredictor(_ExportedPredictor):
     def _run(self, image_chw):
         with self._torch.no_grad():
             return [t.numpy() for t in self.model(self._torch.from_numpy(image_chw))]
+
+
+def to_instances(det: Dict[str, np.ndarray], image_size):
+    """A predictor's dict of arrays -> detgn Instances (pred_boxes, scores, pred_classes[, pred_masks]) of (h, w)."""
+    import torch
+
+    from detgn.structures import Boxes, Instances
+
+    inst = Instances(tuple(image_size))
+    inst.pred_boxes = Boxes(torch.from_numpy(det["boxes"]))
+    inst.scores = torch.from_numpy(det["scores"])
+    inst.pred_classes = torch.from_numpy(det["classes"])
+    if "masks" in det:
+        inst.pred_masks = torch.from_numpy(det["masks"])
+    return inst

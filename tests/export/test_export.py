@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 import torch
 
@@ -17,6 +16,7 @@ from detgn.layers.mask_ops import paste_masks_in_image
 
 from .conftest import REPO, export_cfg
 
+onnx = pytest.importorskip("onnx")  # `pip install -e .[dev]` (or [export]) installs onnx and onnxruntime
 pytest.importorskip("onnxruntime")
 
 
@@ -147,3 +147,30 @@ def test_numpy_postprocessing_equals_detgn():
     ref = paste_masks_in_image(torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (200, 300), threshold=0.5).numpy()
     got = paste_masks(probs, boxes, 200, 300)
     assert ref.sum() > 1000 and np.array_equal(ref, got)
+
+
+def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path):
+    """tools/demo.py --runtime onnxruntime / torchscript draws and writes the exported model's detections;
+    a config that changes a setting traced into the graph is refused in one line."""
+    cfg, _ = small_export_model
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(cfg.dump())
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "img.png"), images[1])
+    expected = exported_predictor(exports["onnx"]["model"])(images[1])
+    for runtime, fmt in (("onnxruntime", "onnx"), ("torchscript", "torchscript")):
+        out = tmp_path / runtime
+        r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file", str(cfg_file), "--runtime", runtime,
+                            "--input", str(tmp_path / "img.png"), "--output", str(out), "--json", str(out / "det.json"),
+                            "--confidence-threshold", "0.05", "MODEL.WEIGHTS", exports[fmt]["model"]],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert os.path.isfile(out / "img.png")
+        dets = json.load(open(out / "det.json"))
+        assert len(dets) == int((expected["scores"] >= 0.05).sum()) > 0
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file", str(cfg_file), "--runtime", "onnxruntime",
+                        "--input", str(tmp_path / "img.png"), "--output", str(tmp_path / "x"), "MODEL.WEIGHTS", exports["onnx"]["model"],
+                        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 differs from the exported model's 0.05" in r.stderr
