@@ -23,7 +23,7 @@ def parse_args(argv=None):
     ap.add_argument("--format", required=True, choices=["torchscript", "onnx"], help="what to export to")
     ap.add_argument("--output", required=True, help="folder for the model, its metadata, a sample input and a README")
     ap.add_argument("--sample-image", default=None, help="image to trace and check with (default: first image of DATASETS.TEST)")
-    ap.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17)")
+    ap.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17). GN is one GroupNormalization node from 21, its decomposition below")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)")
     return ap.parse_args(argv)
 

@@ -76,6 +76,16 @@ def test_export_folder_contents(exports, small_export_model):
     assert [d.dim_param for d in dims[1:]] == ["height", "width"]  # symbolic height and width
 
 
+def test_opset_21_writes_native_group_normalization(small_export_model, images, eager, tmp_path):
+    cfg, model = small_export_model
+    paths = export_model(cfg, model, fmt="onnx", output_dir=str(tmp_path / "e21"), sample_image=images[0], opset=21)
+    ops = list(_op_types(onnx.load(paths["model"]).graph))
+    num_gn = sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    assert ops.count("GroupNormalization") == num_gn and "InstanceNormalization" not in ops
+    report = compare_detections(instances_to_numpy(eager(images[1])["instances"]), exported_predictor(paths["model"])(images[1]))
+    assert report.ok, report.summary()
+
+
 def test_onnx_predictor_runs_without_torch(exports, images, tmp_path):
     """The ONNX Runtime predictor imports neither torch nor fvcore (they are blocked in the subprocess)."""
     np.save(tmp_path / "img.npy", images[1])
