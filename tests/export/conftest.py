@@ -16,12 +16,14 @@ VAL = os.path.join(REPO, "datasets", "nuclei_mini", "val")
 
 
 def synthetic_state_dict(model):
+    """The parity fixture's deterministic weights for every weight and bias; BN statistics keep their initial values."""
     sys.path.insert(0, PARITY)
     try:
-        from make_weights import make_weights
+        from make_weights import make_tensor
     finally:
         sys.path.remove(PARITY)
-    return make_weights([(k, v.shape) for k, v in model.state_dict().items()])
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: (v if k.endswith(stats) else make_tensor(k, v.shape)) for k, v in model.state_dict().items()}
 
 
 def export_cfg():
@@ -32,6 +34,27 @@ def export_cfg():
     cfg.TEST.DETECTIONS_PER_IMAGE = 50
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 300
     return cfg
+
+
+def calibrate_batch_norms(model, image_bgr):
+    """Set every BN / FrozenBN layer's running statistics to those of its input on one image (in network
+    order), so that a BN model with synthetic weights keeps normalised activations and gives detections."""
+    from detgn.layers import FrozenBatchNorm2d
+
+    def pre(module, args):
+        x = args[0].float()
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3), unbiased=False))
+
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d))]
+    handles = [m.register_forward_pre_hook(pre) for m in norms]
+    try:
+        with torch.no_grad():
+            model([{"image": torch.from_numpy(image_bgr.transpose(2, 0, 1).copy())}])
+    finally:
+        for h in handles:
+            h.remove()
+    return len(norms)
 
 
 @pytest.fixture(scope="session")
