@@ -52,6 +52,8 @@ def _exported_predictor(cfg, runtime):
     from detgn.export import OnnxPredictor, TorchScriptPredictor, check_config_matches
     from detgn.export.predictors import to_instances
 
+    if cfg.SOLVER.AMP.ENABLED:
+        print(f"note: the exported model runs in float32 ({runtime}); SOLVER.AMP does not apply", file=sys.stderr)
     cls = OnnxPredictor if runtime == "onnxruntime" else TorchScriptPredictor
     predictor = cls(cfg.MODEL.WEIGHTS, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST)
     check_config_matches(predictor.meta, cfg)

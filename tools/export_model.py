@@ -9,6 +9,10 @@ sample image (default: the first image of DATASETS.TEST) is the tracing input; t
 is then run on it and its detections are compared with eager detgn's (same class, box IoU > 0.99,
 score within 1e-3, mask IoU >= 0.99). A config the exporter cannot handle fails with one line
 before any file is written (exit status 2).
+
+The export is traced on the CPU in float32 (the graph is device-neutral; ONNX Runtime's providers
+or .to() after torch.jit.load pick the device), and the eager reference runs in float32 too, so a
+config's MODEL.DEVICE and SOLVER.AMP (bf16 where the CPU has AMX) do not apply here: a line says so.
 """
 import argparse
 import os
@@ -50,7 +54,11 @@ def main(argv=None):
     from detgn.utils.errors import UserInputError
 
     cfg = setup_cfg_or_exit(args)
+    if cfg.MODEL.DEVICE != "cpu" or cfg.SOLVER.AMP.ENABLED:
+        print(f"note: exporting and checking on the CPU in float32 (the config's MODEL.DEVICE {cfg.MODEL.DEVICE}, "
+              f"SOLVER.AMP.ENABLED {cfg.SOLVER.AMP.ENABLED} do not apply to export)")
     cfg.MODEL.DEVICE = "cpu"
+    cfg.SOLVER.AMP.ENABLED = False
     try:
         from detgn.export import check_exportable
 

@@ -9,6 +9,7 @@ at the original (H, W), with DefaultPredictor's pre- and post-processing (detgn.
 """
 import json
 import os
+import warnings
 from typing import Dict, Optional
 
 import numpy as np
@@ -99,7 +100,9 @@ class TorchScriptPredictor(_ExportedPredictor):
         import torchvision  # noqa: F401  (registers torchvision::roi_align and torchvision::nms)
 
         self._torch = torch
-        self.model = torch.jit.load(model_path, map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch's TorchScript deprecation notice
+            self.model = torch.jit.load(model_path, map_location="cpu")
 
     def _run(self, image_chw):
         with self._torch.no_grad():
