@@ -10,9 +10,10 @@ is then run on it and its detections are compared with eager detgn's (same class
 score within 1e-3, mask IoU >= 0.99). A config the exporter cannot handle fails with one line
 before any file is written (exit status 2).
 
-The export is traced on the CPU in float32 (the graph is device-neutral; ONNX Runtime's providers
-or .to() after torch.jit.load pick the device), and the eager reference runs in float32 too, so a
-config's MODEL.DEVICE and SOLVER.AMP (bf16 where the CPU has AMX) do not apply here: a line says so.
+The export is traced on the CPU in float32 and the eager reference runs in float32 too, so a config's
+MODEL.DEVICE and SOLVER.AMP (bf16 where the CPU has AMX) do not apply here: a line says so. The
+exported models are made and tested for CPU inference (ONNX Runtime's CPU provider, TorchScript on
+the CPU); running them on a GPU is not tested.
 """
 import argparse
 import os
