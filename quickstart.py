@@ -3,6 +3,9 @@
 
     python3 quickstart.py demo   # train GN Mask R-CNN on the bundled nuclei data, evaluate, draw predictions
     python3 quickstart.py test   # run the test suite
+
+demo takes config overrides as trailing KEY VALUE pairs, passed to tools/train_net.py, e.g.
+    python3 quickstart.py demo SOLVER.MAX_ITER 600 SOLVER.STEPS "(500,)" OUTPUT_DIR output/longer
 """
 import os
 import subprocess
@@ -41,9 +44,27 @@ def install():
     open(STAMP, "w").write("ok\n")
 
 
+def demo_command(overrides):
+    """tools/train_net.py on the quick-start config, with the user's KEY VALUE overrides after the defaults
+    (so OUTPUT_DIR given there wins). Returns (command, output dir)."""
+    if len(overrides) % 2:
+        raise ValueError(f"overrides come as KEY VALUE pairs; got an odd number: {' '.join(overrides)}")
+    out = os.path.join("output", "quickstart")
+    for key, value in zip(overrides[::2], overrides[1::2]):
+        if key == "OUTPUT_DIR":
+            out = value
+    cmd = [PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml", "OUTPUT_DIR", os.path.join("output", "quickstart")]
+    return cmd + list(overrides), out
+
+
 def main(argv):
-    if len(argv) != 1 or argv[0] not in ("demo", "test"):
+    if not argv or argv[0] not in ("demo", "test") or (argv[0] == "test" and len(argv) > 1):
         print(__doc__)
+        return 2
+    try:
+        cmd, out = demo_command(argv[1:]) if argv[0] == "demo" else (None, None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     started = time.time()
     install()
@@ -51,8 +72,7 @@ def main(argv):
     env.setdefault("OMP_NUM_THREADS", str(min(os.cpu_count() or 2, 16)))
     if argv[0] == "test":
         return _run([PY, "-m", "pytest", "-q", "tests"], env=env)
-    out = os.path.join("output", "quickstart")
-    rc = _run([PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml", "OUTPUT_DIR", out], env=env)
+    rc = _run(cmd, env=env)
     minutes, seconds = divmod(int(time.time() - started), 60)
     if rc == 0:
         print(f"\ndone in {minutes} min {seconds:02d} s (install included): metrics in {out}/metrics.json, "

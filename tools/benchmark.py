@@ -4,8 +4,8 @@
     python tools/benchmark.py --config-file CFG --task train|eval|data [--device cpu|cuda] [--amp]
         [--size 800 --max-size 1333] [--images 2] [--iters 10] [--warmup 3] [--real] [KEY VALUE ...]
 
-Prints median and spread (min-max) of s/iter (train, data) or s/img (eval), images/s and peak
-memory (CPU: max RSS of this process; CUDA: max allocated). --size resizes synthetic inputs to
+Prints, one unit per line: seconds per iteration and per image (median, min, max), images per
+second and peak memory in MB (CPU: max RSS of this process; CUDA: max allocated). --size resizes synthetic inputs to
 that short side (default: INPUT.MIN_SIZE_TEST); --real uses DATASETS.TRAIN through the mapper.
 """
 import argparse
@@ -184,6 +184,21 @@ def run(args):
     return result
 
 
+def format_result(r) -> str:
+    """The result as labelled lines, one unit per figure (median and range always in the same unit)."""
+    per_iter = [r["median_s_per_iter"], r["min_s"], r["max_s"]]
+    per_img = [v / r["images"] for v in per_iter]
+    where = r["cpu"] if r["device"] == "cpu" else "cuda"
+    return "\n".join([
+        f"{r['task']} on {r['device']} ({where}), {r['precision']}, {r['images']} images per iteration, "
+        f"{r['iters']} timed iterations, {r['threads']} threads",
+        f"  seconds per iteration: median {per_iter[0]:.4f}  (min {per_iter[1]:.4f}, max {per_iter[2]:.4f})",
+        f"  seconds per image:     median {per_img[0]:.4f}  (min {per_img[1]:.4f}, max {per_img[2]:.4f})",
+        f"  images per second:     {r['images_per_s']:.2f} (at the median)",
+        f"  peak memory (MB):      {r['peak_mem_mb']:.0f} ({'max RSS of the process' if r['device'] == 'cpu' else 'CUDA max allocated'})",
+    ])
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -191,11 +206,7 @@ def main(argv=None):
     except (UserInputError, FloatingPointError) as e:  # bad config/data/weights, or a diverging step
         print(f"error: {e}", file=sys.stderr)
         return 2
-    unit = "s/img" if r["task"] == "eval" else "s/iter"
-    value = r["median_s_per_img"] if r["task"] == "eval" else r["median_s_per_iter"]
-    print(f"{r['task']} on {r['device']} ({r['cpu'] if r['device'] == 'cpu' else 'cuda'}), {r['precision']}: {value:.4f} {unit} median "
-          f"(iter {r['min_s']:.4f}-{r['max_s']:.4f} s over {r['iters']}), {r['images_per_s']:.2f} images/s, "
-          f"peak memory {r['peak_mem_mb']:.0f} MB, {r['threads']} threads")
+    print(format_result(r))
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(r) + "\n")

@@ -1,29 +1,57 @@
 #!/usr/bin/env python
 """Convert weights in any supported format to a detgn .pth and print the load report.
 
-    python tools/convert_weights.py IN OUT [--config-file CFG] [KEY VALUE ...]
+    python tools/convert_weights.py IN OUT --config-file CFG [--allow-partial] [KEY VALUE ...]
 
 IN: Detectron (Caffe2) .pkl (ImageNet GN/BN ResNets or detection models), detectron2 .pkl/.pth,
 torchvision/timm ResNet state dicts, or a detgn checkpoint; a path, URL or catalog:// alias.
-The model described by the config (default: configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml) decides
-the target names; OUT holds {"model": state_dict} with only the tensors that matched.
+The model of --config-file (required: the network the file holds, e.g.
+configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml for a ResNet-50 GN) decides the target names; OUT holds
+{"model": state_dict} with the tensors that matched.
+
+Refused, with nothing written (exit status 2), when the file does not fit that model: a tensor of
+another shape, backbone tensors the file lacks (a smaller network) or backbone tensors the model
+lacks (a deeper one). --allow-partial writes the matching tensors anyway. Tensors the model has
+and the file does not outside the backbone (FPN, heads of an ImageNet file) are expected.
 """
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _examples(keys, n=3):
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def fit_problems(report) -> list:
+    """Why a load report says the file holds another network than the model (empty when it fits)."""
+    problems = []
+    if report["shape_mismatch"]:
+        k, a, b = report["shape_mismatch"][0]
+        problems.append(f"{len(report['shape_mismatch'])} tensors of another shape (e.g. {k}: file {a}, model {b})")
+    backbone = "backbone.bottom_up."
+    file_has_backbone = any(k.startswith(backbone) for k in report["matched"])
+    lacking = [k for k in report["missing"] if k.startswith(backbone)]
+    if file_has_backbone and lacking:
+        problems.append(f"the file lacks {len(lacking)} backbone tensors ({_examples(lacking)}): a smaller network")
+    extra = [k for k in report["unused"] if k.startswith(backbone)]
+    if extra:
+        problems.append(f"the model lacks {len(extra)} backbone tensors of the file ({_examples(extra)}): a deeper network")
+    return problems
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("input", help="weights to convert (path, URL or catalog:// alias)")
     ap.add_argument("output", help="detgn .pth to write")
-    ap.add_argument("--config-file", default=os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"),
-                    help="config of the target model")
+    ap.add_argument("--config-file", required=True, metavar="FILE",
+                    help="config of the target model (the architecture the file holds), e.g. configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml")
+    ap.add_argument("--allow-partial", action="store_true",
+                    help="write the matching tensors even when the file does not fit the model (see above)")
     ap.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # IN OUT, options and KEY VALUE pairs in any order
     import torch
 
     from detgn.checkpoint import DetectionCheckpointer
@@ -42,6 +70,12 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = ck.last_report
+    problems = fit_problems(report)
+    if problems and not args.allow_partial:
+        print(f"error: {args.input} does not fit the model of {args.config_file}: {'; '.join(problems)}. Pick the config of the "
+              f"network the file holds with --config-file, or write the {len(report['matched'])} matching tensors anyway with "
+              f"--allow-partial; {args.output} was not written", file=sys.stderr)
+        return 2
     sd = model.state_dict()
     out = {"model": {k: sd[k] for k in report["matched"]}, "converted_by": "detgn convert_weights", "source_format": report["format"]}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

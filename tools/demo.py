@@ -2,10 +2,10 @@
 """Run a trained model on images, a folder or a video and draw masks, boxes, classes and scores.
 
     python tools/demo.py --config-file configs/nuclei_quickstart.yaml --input img.png|folder|video.mp4 \
-        --output out_dir [--confidence-threshold 0.5] [--json detections.json] MODEL.WEIGHTS model_final.pth
+        [--output output/demo] [--confidence-threshold 0.5] [--json detections.json] MODEL.WEIGHTS model_final.pth
 
-An exported model (tools/export_model.py) runs with --runtime onnxruntime MODEL.WEIGHTS export/model.onnx
-or --runtime torchscript MODEL.WEIGHTS export/model.ts; the config then gives the class names and the
+An exported model (tools/export_model.py) runs with --runtime onnxruntime MODEL.WEIGHTS output/export/model.onnx
+or --runtime torchscript MODEL.WEIGHTS output/export/model.ts; the config then gives the class names and the
 test-time resize, and must keep the inference settings the model was exported with.
 
 One PNG per input image (per frame for videos). A missing or unreadable input is reported by
@@ -27,7 +27,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     ap.add_argument("--input", nargs="+", required=True, help="image files, folders of images, or video files")
-    ap.add_argument("--output", required=True, help="folder for the PNG files")
+    ap.add_argument("--output", default=os.path.join("output", "demo"), help="folder for the PNG files (default: output/demo)")
     ap.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     ap.add_argument("--json", default=None, help="also write the detections as COCO-style JSON to this file")
     ap.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
@@ -88,6 +88,9 @@ def main(argv=None):
     except (UserInputError, ImportError) as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
+    if args.runtime == "eager":
+        p = predictor.precision
+        print(f"precision for inference on {p.device_type}: {p.name} ({p.reason})")
     os.makedirs(args.output, exist_ok=True)
     files = _expand(args.input)
     detections, failed = [], []

@@ -3,7 +3,8 @@
 
     python tools/evaluate_json.py --gt instances_val2017.json --results coco_instances_results.json --type bbox segm
 
-Prints the 12 COCO summary numbers per type (AP in percent) and exits non-zero on bad input.
+Prints the 12 COCO summary numbers per type (AP in percent; `nan` where COCOeval has nothing to
+average, e.g. APl without large objects, as in the training log) and exits non-zero on bad input.
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 
 
 def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str = "pycocotools"):
-    """-> {type: [12 summary numbers as fractions]} computed by COCOeval."""
+    """-> {type: [12 summary numbers as COCOeval gives them: fractions, -1 where undefined]}."""
     import contextlib
     import io
 
@@ -49,7 +50,7 @@ def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str
             raise EvaluateInputError(f"--type must be bbox and/or segm, got '{t}'")
         res = [r for r in results if t == "bbox" or "segmentation" in r]
         if not res:
-            out[t] = [0.0] * 12
+            out[t] = [0.0] * 12  # as COCOEvaluator reports a task without predictions
             continue
         ev = evaluate_predictions_on_coco(gt, res, t, backend=backend)
         out[t] = [float(x) for x in ev.stats]
@@ -68,8 +69,10 @@ def main(argv=None):
     except (UserInputError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from detgn.evaluation.coco_evaluation import coco_stat_to_percent, format_metric
+
     for t, s in stats.items():
-        print(f"{t}: " + "  ".join(f"{n} {v * 100:.3f}" for n, v in zip(STAT_NAMES, s)))
+        print(f"{t}: " + "  ".join(f"{n} {format_metric(coco_stat_to_percent(v))}" for n, v in zip(STAT_NAMES, s)))
     return 0
 
 

@@ -2,7 +2,7 @@
 """Export a trained detgn model to TorchScript or ONNX, check it against eager detgn, write a README.
 
     python tools/export_model.py --config-file configs/nuclei_quickstart.yaml --format onnx \\
-        --output export/ [--sample-image img.png] [--opset 17] MODEL.WEIGHTS output/nuclei_quickstart/model_final.pth
+        [--output output/export] [--sample-image img.png] [--opset 17] MODEL.WEIGHTS output/nuclei_quickstart/model_final.pth
 
 Writes OUTPUT/model.onnx (or model.ts), detgn_export.json, sample_input.png and README.md. The
 sample image (default: the first image of DATASETS.TEST) is the tracing input; the exported model
@@ -26,7 +26,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     ap.add_argument("--format", required=True, choices=["torchscript", "onnx"], help="what to export to")
-    ap.add_argument("--output", required=True, help="folder for the model, its metadata, a sample input and a README")
+    ap.add_argument("--output", default=os.path.join("output", "export"),
+                    help="folder for the model, its metadata, a sample input and a README (default: output/export)")
     ap.add_argument("--sample-image", default=None, help="image to trace and check with (default: first image of DATASETS.TEST)")
     ap.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17). GN is one GroupNormalization node from 21, its decomposition below")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)")

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Plot losses, learning rate and evaluation AP from OUTPUT_DIR/metrics.json into PNG files.
 
-    python tools/plot_metrics.py OUTPUT_DIR
+    python tools/plot_metrics.py OUTPUT_DIR [--log-scale auto|on|off] [--window 20]
 
-Needs matplotlib (optional dependency: pip install matplotlib).
+Losses are drawn raw (faint) with their running median over --window iterations; --log-scale auto
+uses a log y-axis when they span more than two decades. Needs matplotlib (pip install matplotlib).
 """
+import argparse
 import os
 import sys
 
@@ -14,12 +16,16 @@ from detgn.utils.plot_metrics import plot_metrics  # noqa: E402
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("output_dir", help="a training output folder (holds metrics.json)")
+    ap.add_argument("--log-scale", choices=["auto", "on", "off"], default="auto", help="log y-axis for the losses")
+    ap.add_argument("--window", type=int, default=20, help="iterations of the running median over the losses")
+    args = ap.parse_args(argv)
+    if args.window < 1:
+        print("error: --window must be at least 1", file=sys.stderr)
+        return 2
     try:
-        for p in plot_metrics(argv[0]):
+        for p in plot_metrics(args.output_dir, log_scale={"auto": None, "on": True, "off": False}[args.log_scale], window=args.window):
             print(p)
     except (FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

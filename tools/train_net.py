@@ -9,7 +9,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import ConfigError, DefaultTrainer, default_argument_parser, default_setup, launch, setup_cfg  # noqa: E402
+from detgn.engine import (ConfigError, DefaultTrainer, default_argument_parser, default_setup, describe_model,  # noqa: E402
+                          launch, log_data_summary, setup_cfg)
 from detgn.utils import comm  # noqa: E402
 from detgn.utils.errors import UserInputError  # noqa: E402
 
@@ -26,10 +27,12 @@ def main(args):
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint to evaluate)")
         if not cfg.DATASETS.TEST:
             raise ConfigError("--eval-only needs DATASETS.TEST")
+        log_data_summary(cfg)
         model = build_model(cfg)
+        describe_model(cfg, model, verbose=args.verbose)
         DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return DefaultTrainer.test(cfg, model)
-    trainer = DefaultTrainer(cfg)
+    trainer = DefaultTrainer(cfg, verbose=args.verbose)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     if comm.is_main_process():

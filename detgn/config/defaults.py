@@ -218,7 +218,8 @@ _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics (unsupported)
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations for precise BN (unsupported)
 _C.TEST.EVALUATOR_BACKEND = "pycocotools"  # "pycocotools" or "faster_coco_eval"
-_C.TEST.VIS_PERIOD_IMAGES = 0  # write this many prediction PNGs after the final evaluation
+_C.TEST.VIS_PERIOD_IMAGES = 0  # write this many prediction PNGs (input | GT | prediction) after the final evaluation
+_C.TEST.VIS_SCORE_THRESH = 0.5  # lowest score drawn in those PNGs
 
 # ---------------------------------------------------------------------------- misc
 _C.OUTPUT_DIR = "./output"  # where logs, checkpoints and results are written

@@ -18,6 +18,7 @@ from detgn.checkpoint import DetectionCheckpointer, set_rng_state
 from detgn.config import ConfigKeyError, UnsupportedConfigError, check_supported, get_cfg
 from detgn.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detgn.evaluation import COCOEvaluator, inference_on_dataset
+from detgn.evaluation.coco_evaluation import format_metric
 from detgn.modeling import build_model
 from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
 from detgn.utils import comm
@@ -26,10 +27,11 @@ from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWrite
 from detgn.utils.logger import setup_logger
 
 from . import hooks
-from .precision import Precision, log_precision, resolve_precision
+from .precision import log_precision, resolve_inference_precision, resolve_precision
 from .train_loop import AMPTrainer, SimpleTrainer
 
-__all__ = ["default_argument_parser", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError"]
+__all__ = ["default_argument_parser", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError",
+           "describe_model", "log_data_summary"]
 
 
 class ConfigError(UserInputError, ValueError):
@@ -54,6 +56,8 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines - 1)")
     p.add_argument("--dist-url", default="auto", help="torch.distributed init URL, e.g. tcp://host:port (auto: a free local port)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also print the full config and model structure (always written to OUTPUT_DIR/config.yaml and model.txt)")
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                    help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/")
     return p
@@ -119,7 +123,8 @@ def _check_writable(output_dir: str) -> None:
 
 
 def default_setup(cfg, args) -> None:
-    """Output dir check, logging (log.txt on rank 0 only), config.yaml, seeding, cudnn settings."""
+    """Output dir check, logging (log.txt on rank 0 only), config.yaml, a short header (config, output
+    dir, device), seeding, cudnn settings. The full config is printed only with args.verbose."""
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if rank == 0:
@@ -128,18 +133,66 @@ def default_setup(cfg, args) -> None:
     logger = setup_logger(output_dir if rank == 0 else None, distributed_rank=rank, name="detgn")
     for name in ("fvcore", "__main__"):
         setup_logger(output_dir if rank == 0 else None, distributed_rank=rank, name=name)
-    logger.info("Rank %d of %d; command line: %s", rank, comm.get_world_size(), " ".join(sys.argv))
-    logger.info("Running with config:\n%s", cfg.dump())
+    logger.info("Command line: %s", " ".join(sys.argv))
+    if getattr(args, "verbose", False):
+        logger.info("Running with config:\n%s", cfg.dump())
     if rank == 0:
         path = os.path.join(output_dir, "config.yaml")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             f.write(cfg.dump())
         os.replace(tmp, path)
-        logger.info("Full config saved to %s", path)
+    from .precision import cpu_description, cpu_model
+
+    config_name = getattr(args, "config_file", "") or "(defaults)"
+    logger.info("Config %s -> output dir %s (full config: %s)", config_name, output_dir, os.path.join(output_dir, "config.yaml"))
+    device = cfg.MODEL.DEVICE
+    if device.startswith("cuda") and torch.cuda.is_available():
+        where = f"{device} ({torch.cuda.get_device_name(comm.get_local_rank())})"
+    else:
+        where = f"cpu ({cpu_model()}; {cpu_description()}; {torch.get_num_threads()} threads)"
+    logger.info("Device: %s; %d process(es)", where, comm.get_world_size())
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)  # different sampling per rank; DDP syncs weights
-    logger.info("Global RNG seed: %d", seed)
+    logger.debug("Global RNG seed: %d", seed)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
+
+
+def log_data_summary(cfg, train_dicts=None) -> None:
+    """One line: the training and test datasets with their numbers of images (and training instances)."""
+    parts = []
+    if train_dicts is not None:
+        n_inst = sum(len(d.get("annotations", ())) for d in train_dicts)
+        parts.append(f"train {'+'.join(cfg.DATASETS.TRAIN)}: {len(train_dicts)} images, {n_inst} instances")
+    for name in cfg.DATASETS.TEST:
+        try:
+            parts.append(f"test {name}: {len(get_detection_dataset_dicts([name], filter_empty=False))} images")
+        except UserInputError as e:  # reported again, and raised, when the evaluation builds its loader
+            parts.append(f"test {name}: not readable ({e})")
+    logging.getLogger("detgn.trainer").info("Data: %s", "; ".join(parts) if parts else "none")
+
+
+def describe_model(cfg, model, verbose: bool = False) -> None:
+    """Write the model's structure to OUTPUT_DIR/model.txt (rank 0) and log one line with its size
+    and norms; the structure itself is logged only with verbose."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    path = os.path.join(cfg.OUTPUT_DIR, "model.txt")
+    if comm.is_main_process():
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{model}\n\nparameters: {total} total, {trainable} trainable\n")
+        os.replace(tmp, path)
+    m = cfg.MODEL
+    norms = f"norms: backbone {m.RESNETS.NORM}, FPN {m.FPN.NORM or 'none'}, box head {m.ROI_BOX_HEAD.NORM or 'none'}"
+    if m.MASK_ON:
+        norms += f", mask head {m.ROI_MASK_HEAD.NORM or 'none'}"
+    r = m.RESNETS
+    net = f"ResNeXt-{r.DEPTH} {r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"ResNet-{r.DEPTH}"
+    logging.getLogger("detgn.trainer").info("Model: %s, %s (%s), %s; %.2f M parameters (%.2f M trainable); structure in %s",
+                                            m.META_ARCHITECTURE, net, m.BACKBONE.NAME, norms, total / 1e6, trainable / 1e6, path)
+    if verbose:
+        logging.getLogger("detgn.trainer").info("Model:\n%s", model)
 
 
 class DefaultTrainer:
@@ -150,14 +203,19 @@ class DefaultTrainer:
         trainer.train()
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, verbose: bool = False):
         self.logger = logging.getLogger("detgn.trainer")
         cfg = rescale_for_world_size(cfg, comm.get_world_size())
         self.cfg = cfg
         # fail fast on bad data paths, before the model is built
         self.train_dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        log_data_summary(cfg, self.train_dicts)
         self.model = build_model(cfg)
-        self.logger.info("Model:\n%s", self.model)
+        describe_model(cfg, self.model, verbose=verbose)
+        s = cfg.SOLVER
+        self.logger.info("Schedule: %d iterations x %d images, base LR %g, LR steps %s, warm-up %d iterations; "
+                         "checkpoint every %d, evaluation %s", s.MAX_ITER, s.IMS_PER_BATCH, s.BASE_LR, tuple(s.STEPS), s.WARMUP_ITERS,
+                         s.CHECKPOINT_PERIOD, f"every {cfg.TEST.EVAL_PERIOD} and at the end" if cfg.TEST.EVAL_PERIOD > 0 else "at the end")
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.device = next(self.model.parameters()).device
@@ -241,11 +299,9 @@ class DefaultTrainer:
         """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict)."""
         results = OrderedDict()
         device_type = next(model.parameters()).device.type
-        precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device_type)
-        # bf16 inference where training used bf16; fp16 runs train with loss scaling and evaluate in fp32
-        amp = precision.dtype if precision.dtype == torch.bfloat16 else None
-        reason = "fp16 is for training with loss scaling; inference runs in float32" if precision.needs_grad_scaler else precision.reason
-        log_precision(Precision(amp, device_type, reason), "evaluation")
+        precision = resolve_inference_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device_type)
+        amp = precision.dtype
+        log_precision(precision, "evaluation")
         for name in cfg.DATASETS.TEST:
             loader = build_detection_test_loader(cfg, name)
             evaluator = cls.build_evaluator(cfg, name)
@@ -255,7 +311,7 @@ class DefaultTrainer:
                 for task, metrics in results[name].items():
                     keys = [k for k in metrics if not k.startswith("AP-")]
                     logging.getLogger("detgn.trainer").info("copypaste: Task: %s\ncopypaste: %s\ncopypaste: %s", task,
-                                                           ",".join(keys), ",".join(f"{metrics[k]:.4f}" for k in keys))
+                                                           ",".join(keys), ",".join(format_metric(metrics[k], 4) for k in keys))
         if len(results) == 1:
             return list(results.values())[0]
         return results

@@ -24,7 +24,7 @@ import torch
 
 from detgn.utils.errors import ConfigValueError
 
-__all__ = ["Precision", "resolve_precision", "log_precision", "cpu_bf16_is_fast", "cpu_model", "cpu_description", "autocast"]
+__all__ = ["Precision", "resolve_precision", "resolve_inference_precision", "log_precision", "cpu_bf16_is_fast", "cpu_model", "cpu_description", "autocast"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,15 @@ def resolve_precision(enabled: bool, dtype: str, device_type: str) -> Precision:
             raise ConfigValueError("SOLVER.AMP.DTYPE bfloat16: this GPU does not support bf16; use 'auto' or 'float16'")
         return Precision(_DTYPES[dtype], "cuda", f"SOLVER.AMP.DTYPE {dtype} as requested")
     raise ValueError(f"autocast is supported on cpu and cuda, not '{device_type}'; set SOLVER.AMP.ENABLED False")
+
+
+def resolve_inference_precision(enabled: bool, dtype: str, device_type: str) -> Precision:
+    """The precision of evaluation, DefaultPredictor and tools/demo.py: bf16 autocast where the training
+    policy picks bf16; float32 otherwise (fp16 is for training with loss scaling)."""
+    p = resolve_precision(enabled, dtype, device_type)
+    if p.needs_grad_scaler:
+        return Precision(None, device_type, "fp16 is for training with loss scaling; inference runs in float32")
+    return p
 
 
 def log_precision(precision: Precision, what: str = "training") -> None:

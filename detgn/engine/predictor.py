@@ -7,7 +7,7 @@ from detgn.data.transforms import ResizeShortestEdge
 from detgn.modeling import build_model
 from detgn.utils.errors import ConfigValueError
 
-from .precision import resolve_precision
+from .precision import resolve_inference_precision
 
 __all__ = ["DefaultPredictor"]
 
@@ -34,8 +34,8 @@ class DefaultPredictor:
             raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")
         self.input_format = cfg.INPUT.FORMAT
         device = next(self.model.parameters()).device
-        precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device.type)
-        self.amp_dtype = precision.dtype if precision.dtype == torch.bfloat16 else None
+        self.precision = resolve_inference_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device.type)
+        self.amp_dtype = self.precision.dtype
         self.device_type = device.type
 
     def __call__(self, original_image: np.ndarray) -> dict:

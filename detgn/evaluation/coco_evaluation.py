@@ -2,6 +2,12 @@
 
 AP values are reported in percent, as detectron2 does. Results are gathered from all ranks
 on the main process, which writes `instances_predictions.pth` and `coco_instances_results.json`.
+
+Undefined metrics (the one place this is decided; `coco_stat_to_percent`): pycocotools' COCOeval
+writes -1 into `stats` when a metric has nothing to average, e.g. APl on a dataset without large
+ground-truth objects, or a category with no ground truth. detgn reports such a metric as NaN in
+Python results, as `nan` in the log and in tools/evaluate_json.py, and as `null` in metrics.json
+(JSON has no NaN). A real 0.0 (ground truth present, nothing found) stays 0.0.
 """
 import contextlib
 import copy
@@ -26,7 +32,18 @@ from detgn.utils.errors import ConfigValueError
 
 from .evaluator import DatasetEvaluator
 
-__all__ = ["COCOEvaluator", "instances_to_coco_json", "evaluate_predictions_on_coco", "convert_to_coco_json", "METRIC_NAMES"]
+__all__ = ["COCOEvaluator", "instances_to_coco_json", "evaluate_predictions_on_coco", "convert_to_coco_json", "METRIC_NAMES",
+           "coco_stat_to_percent", "format_metric"]
+
+
+def coco_stat_to_percent(stat: float) -> float:
+    """One COCOeval summary number (a fraction, -1 when undefined) -> percent, NaN when undefined."""
+    return float(stat) * 100 if stat >= 0 else float("nan")
+
+
+def format_metric(value: float, digits: int = 3) -> str:
+    """A metric in percent for the log and the tools: fixed digits, `nan` when undefined."""
+    return "nan" if value != value else f"{value:.{digits}f}"
 
 logger = logging.getLogger(__name__)
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
@@ -241,7 +258,7 @@ class COCOEvaluator(DatasetEvaluator):
 
     def _derive_metrics(self, coco_eval, iou_type):
         stats = coco_eval.stats
-        metrics = {m: float(stats[i] * 100) if stats[i] >= 0 else float("nan") for i, m in enumerate(METRIC_NAMES)}
+        metrics = {m: coco_stat_to_percent(stats[i]) for i, m in enumerate(METRIC_NAMES)}
         precisions = coco_eval.eval["precision"]  # (iou, recall, cls, area, maxdets)
         per_cat = []
         for idx, name in enumerate(self._class_names):
@@ -252,9 +269,9 @@ class COCOEvaluator(DatasetEvaluator):
             ap = float(np.mean(p) * 100) if p.size else float("nan")
             per_cat.append((name, ap))
             metrics[f"AP-{name}"] = ap
-        table = tabulate([[k, f"{v:.3f}"] for k, v in list(metrics.items())[:6]], headers=["metric", iou_type], tablefmt="pipe")
+        table = tabulate([[k, format_metric(v)] for k, v in list(metrics.items())[:6]], headers=["metric", iou_type], tablefmt="pipe")
         logger.info("Evaluation results for %s:\n%s", iou_type, table)
         if len(per_cat) > 1:
-            cat_table = tabulate([[n, f"{a:.3f}"] for n, a in per_cat], headers=["category", "AP"], tablefmt="pipe")
+            cat_table = tabulate([[n, format_metric(a)] for n, a in per_cat], headers=["category", "AP"], tablefmt="pipe")
             logger.info("Per-category %s AP:\n%s", iou_type, cat_table)
         return metrics

@@ -11,9 +11,25 @@ from torch import nn
 
 from detgn.utils import comm
 
-__all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset"]
+__all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset", "seconds_per_image"]
 
 logger = logging.getLogger(__name__)
+_now = time.perf_counter  # the clock of the progress lines (tests replace it)
+
+
+def seconds_per_image(started: float, finished: List[float], window: int = 50) -> float:
+    """Running wall time per image for the progress line, from the first image on.
+
+    `finished[i]` is when image i was done (same clock as `started`). One image done: its own time.
+    More: the mean over the last `window` images, leaving out the first one (model warm-up, first
+    data loading), so neither the warm-up nor the elapsed total inflates the figure or the ETA.
+    """
+    if not finished:
+        return 0.0
+    if len(finished) == 1:
+        return finished[0] - started
+    recent = finished[-(window + 1):]
+    return (recent[-1] - recent[0]) / (len(recent) - 1)
 
 
 class DatasetEvaluator:
@@ -69,31 +85,33 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
                          amp_dtype: Optional[torch.dtype] = None, log_period_s: float = 5.0):
     """Run `model` on every batch of `data_loader` and feed (inputs, outputs) to `evaluator`.
 
-    Logs progress with ETA every `log_period_s` seconds, and the per-image inference time
-    (model only, excluding the first min(5, N - 1) warm-up images) at the end.
+    Logs progress every `log_period_s` seconds: images done, the running s/img and the ETA from it
+    (`seconds_per_image`); at the end, the per-image inference time excluding the first
+    min(5, N - 1) warm-up images.
     Returns evaluator.evaluate() (on the main process; None elsewhere).
     """
     num_devices = comm.get_world_size()
     total = len(data_loader)
-    logger.info("Start inference on %d batches", total)
+    logger.info("Start inference on %d images" if getattr(data_loader, "batch_size", 1) in (1, None) else "Start inference on %d batches", total)
     if evaluator is None:
         evaluator = DatasetEvaluators([])
     elif isinstance(evaluator, list):
         evaluator = DatasetEvaluators(evaluator)
     evaluator.reset()
     num_warmup = min(5, total - 1)
-    start = first_start = time.perf_counter()
+    start = first_start = _now()
     total_compute = 0.0
     last_log = start
+    finished = []  # when each image's batch was done (for the progress line)
     device_type = next(model.parameters()).device.type if any(True for _ in model.parameters()) else "cpu"
     with ExitStack() as stack:
         stack.enter_context(_inference_context(model))
         stack.enter_context(torch.no_grad())
         for idx, inputs in enumerate(data_loader):
             if idx == num_warmup:
-                start = time.perf_counter()
+                start = _now()
                 total_compute = 0.0
-            t0 = time.perf_counter()
+            t0 = _now()
             if amp_dtype is not None:
                 with torch.autocast(device_type=device_type, dtype=amp_dtype):
                     outputs = model(inputs)
@@ -101,17 +119,16 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
                 outputs = model(inputs)
             if device_type == "cuda":
                 torch.cuda.synchronize()
-            total_compute += time.perf_counter() - t0
+            total_compute += _now() - t0
             evaluator.process(inputs, outputs)
-            now = time.perf_counter()
+            now = _now()
+            finished.append(now)
             if now - last_log > log_period_s or idx == total - 1:
-                done = idx + 1 - num_warmup
-                # after the warm-up images: their mean; during them: the mean so far, warm-up included
-                per = (now - start) / done if done > 0 else (now - first_start) / (idx + 1)
+                per = seconds_per_image(first_start, finished)
                 eta = datetime.timedelta(seconds=int(per * (total - idx - 1)))
                 logger.info("Inference done %d/%d. %.4f s/img. ETA=%s", idx + 1, total, per, eta)
                 last_log = now
-    total_time = time.perf_counter() - start
+    total_time = _now() - start
     n = max(total - num_warmup, 1)
     logger.info("Total inference time: %s (%.6f s/img per device, on %d devices)",
                 datetime.timedelta(seconds=int(total_time)), total_time / n, num_devices)

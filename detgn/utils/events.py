@@ -1,5 +1,5 @@
 """Training metrics: EventStorage collects scalars per iteration; writers print them, append them
-to metrics.json (one JSON object per line) and to TensorBoard event files."""
+to metrics.json (one strict-JSON object per line; NaN and Inf are written as null) and to TensorBoard event files."""
 import datetime
 import json
 import math
@@ -73,6 +73,12 @@ class EventStorage:
         _CURRENT_STORAGE_STACK.pop()
 
 
+def _json_number(value: float):
+    """NaN/Inf -> None (JSON null): strict parsers (jq, JavaScript's JSON.parse) reject NaN. An undefined
+    COCO metric (e.g. APl without large objects) is NaN in Python; see detgn/evaluation/coco_evaluation.py."""
+    return value if math.isfinite(value) else None
+
+
 class JSONWriter:
     """Appends one JSON line per iteration that has scalars: {"iteration": i, name: value, ...}.
 
@@ -107,7 +113,8 @@ class JSONWriter:
                     break
                 by_iter[it][name] = value
         for it in sorted(by_iter):
-            self._handle.write(json.dumps({"iteration": it, **dict(sorted(by_iter[it].items()))}, sort_keys=False) + "\n")
+            row = {"iteration": it, **{k: _json_number(v) for k, v in sorted(by_iter[it].items())}}
+            self._handle.write(json.dumps(row, allow_nan=False) + "\n")
         if by_iter:
             self._last_write = max(by_iter)
         self._handle.flush()

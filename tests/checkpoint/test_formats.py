@@ -276,7 +276,7 @@ def test_convert_weights_tool(tmp_path):
     bb = {k: v for k, v in _random_like(model.state_dict(), 5).items() if k.startswith("backbone.bottom_up.")}
     _py2_dump({"blobs": {detgn_to_c2(k): v.numpy() for k, v in bb.items()}}, tmp_path / "R-50-GN.pkl")
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_weights.py"), str(tmp_path / "R-50-GN.pkl"),
-                        str(tmp_path / "r50gn.pth")], capture_output=True, text=True)
+                        str(tmp_path / "r50gn.pth"), "--config-file", GN], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "matched" in r.stdout and "caffe2" in r.stdout
     out = torch.load(tmp_path / "r50gn.pth", weights_only=True)["model"]

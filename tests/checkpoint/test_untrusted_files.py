@@ -73,7 +73,7 @@ def test_tools_refuse_payload(tmp_path, evil_files, tool):
             cmd = [sys.executable, "tools/demo.py", "--config-file", QUICK, "--input", img, "--output", str(tmp_path / "vis"),
                    "MODEL.WEIGHTS", str(f)]
         else:
-            cmd = [sys.executable, "tools/convert_weights.py", str(f), str(tmp_path / "out.pth")]
+            cmd = [sys.executable, "tools/convert_weights.py", str(f), str(tmp_path / "out.pth"), "--config-file", QUICK]
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-1500:]
         assert os.path.basename(str(f)) in r.stderr

@@ -14,10 +14,10 @@ TINY = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "M
         "MODEL.ROI_BOX_HEAD.CONV_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128"]
 
 
-def _tool(name, *args, timeout=600):
+def _tool(name, *args, timeout=600, cwd=REPO):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     return subprocess.run([sys.executable, os.path.join(REPO, "tools", name)] + list(args), capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=timeout)
+                          cwd=cwd, env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,11 @@ def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
     for n in names:
         shutil.copy(os.path.join(src, n), inp / n)
     (inp / "broken.png").write_bytes(b"not an image")
-    out = tmp_path / "out"
-    r = _tool("demo.py", "--config-file", QUICK, "--input", str(inp), str(tmp_path / "missing.png"), "--output", str(out),
-              "--json", str(tmp_path / "det.json"), "--confidence-threshold", "0.3", "MODEL.WEIGHTS", tiny_weights, *TINY)
+    out = tmp_path / "output" / "demo"  # the default --output, under the working directory
+    r = _tool("demo.py", "--config-file", QUICK, "--input", str(inp), str(tmp_path / "missing.png"),
+              "--json", str(tmp_path / "det.json"), "--confidence-threshold", "0.3", "MODEL.WEIGHTS", tiny_weights, *TINY, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "precision for inference on cpu: float32" in r.stdout
     assert "broken.png" in r.stderr and "missing.png" in r.stderr
     written = sorted(os.listdir(out))
     assert written == sorted(os.path.splitext(n)[0] + ".png" for n in names)
@@ -66,7 +67,7 @@ def test_benchmark_tool_train_eval_data(tmp_path):
         r = _tool("benchmark.py", "--config-file", QUICK, "--task", task, "--iters", "2", "--warmup", "1", "--size", "96",
                   "--max-size", "128", "--json", str(out), *TINY)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert "images/s" in r.stdout and "peak memory" in r.stdout
+        assert "images per second" in r.stdout and "peak memory (MB)" in r.stdout
     rows = [json.loads(l) for l in open(out)]
     assert [r["task"] for r in rows] == ["train", "eval", "data"] and all(r["median_s_per_iter"] > 0 for r in rows)
     # the frozen-BN twin of the model: BN statistics estimated on the inputs, then frozen
