@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Convert weights in any supported format to a detgn .pth and print the load report.
 
-    python tools/convert_weights.py IN OUT --config-file CFG [--allow-partial] [KEY VALUE ...]
+    python tools/convert_weights.py IN OUT --config-file CFG [--to detgn|torchvision] [--allow-partial] [KEY VALUE ...]
 
 IN: Detectron (Caffe2) .pkl (ImageNet GN/BN ResNets or detection models), detectron2 .pkl/.pth,
 torchvision/timm ResNet state dicts, or a detgn checkpoint; a path, URL or catalog:// alias.
 The model of --config-file (required: the network the file holds, e.g.
 configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml for a ResNet-50 GN) decides the target names; OUT holds
-{"model": state_dict} with the tensors that matched.
+{"model": state_dict} with the tensors that matched; with --to torchvision, a plain state dict of the
+ResNet (and a classifier's fc) in torchvision's names, e.g. for a classifier of tools/train_classifier.py:
+    python tools/convert_weights.py out/model_final.pth r50_gn_tv.pth --to torchvision \
+        --config-file configs/ImageNet/R_50_GN_100ep.yaml CLASSIFIER.NUM_CLASSES 1000
 
 Refused, with nothing written (exit status 2), when the file does not fit that model: a tensor of
 another shape, backbone tensors the file lacks (a smaller network) or backbone tensors the model
@@ -50,6 +53,8 @@ def main(argv=None):
                     help="config of the target model (the architecture the file holds), e.g. configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml")
     ap.add_argument("--allow-partial", action="store_true",
                     help="write the matching tensors even when the file does not fit the model (see above)")
+    ap.add_argument("--to", choices=["detgn", "torchvision"], default="detgn",
+                    help="names of OUT: detgn's {'model': ...} checkpoint, or a torchvision ResNet state dict (backbone and fc only)")
     ap.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
     args = ap.parse_intermixed_args(argv)  # IN OUT, options and KEY VALUE pairs in any order
     import torch
@@ -62,9 +67,13 @@ def main(argv=None):
     cfg = setup_cfg_or_exit(args)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
-    model = build_model(cfg)
-    ck = DetectionCheckpointer(model, save_to_disk=False)
+    if args.to == "torchvision" and cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.RESNETS.DEPTH >= 50:
+        print("error: --to torchvision needs MODEL.RESNETS.STRIDE_IN_1X1 False: torchvision's bottleneck strides in the 3x3, "
+              "so a stride-in-1x1 network would compute something else under its names", file=sys.stderr)
+        return 2
     try:
+        model = build_model(cfg)
+        ck = DetectionCheckpointer(model, save_to_disk=False)
         ck.load(args.input, checkpointables=[])
     except UserInputError as e:  # missing, unreadable, unsafe or mismatched weights
         print(f"error: {e}", file=sys.stderr)
@@ -78,6 +87,22 @@ def main(argv=None):
         return 2
     sd = model.state_dict()
     out = {"model": {k: sd[k] for k in report["matched"]}, "converted_by": "detgn convert_weights", "source_format": report["format"]}
+    note = ""
+    if args.to == "torchvision":
+        from detgn.checkpoint.formats import detgn_names_to_torchvision
+
+        kept = {k: v for k, v in out["model"].items() if k.startswith(("backbone.bottom_up.", "fc."))}
+        if not kept:
+            print(f"error: {args.input} has no ResNet tensors to write in torchvision's names", file=sys.stderr)
+            return 2
+        out = detgn_names_to_torchvision(kept)
+        dropped = len(report["matched"]) - len(kept)
+        r = cfg.MODEL.RESNETS
+        net = f"resnext{r.DEPTH}_{r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"resnet{r.DEPTH}"
+        note = (f"torchvision names: load with torchvision.models.{net}(norm_layer=...) and feed "
+                f"{cfg.INPUT.FORMAT} 0-255 pixels minus PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)} divided by PIXEL_STD "
+                f"{list(cfg.MODEL.PIXEL_STD)}, as this model was trained"
+                + (f"; {dropped} tensors (FPN, heads) have no torchvision name and were left out" if dropped else ""))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     torch.save(out, tmp)
@@ -85,7 +110,9 @@ def main(argv=None):
     from detgn.checkpoint import format_load_report
 
     print(format_load_report(report))
-    print(f"wrote {len(out['model'])} tensors to {args.output}")
+    if note:
+        print(note)
+    print(f"wrote {len(out['model'] if args.to == 'detgn' else out)} tensors to {args.output}")
     return 0
 
 

@@ -9,10 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import (ConfigError, DefaultTrainer, default_argument_parser, default_setup, describe_model,  # noqa: E402
-                          launch, log_data_summary, setup_cfg)
+from detgn.engine import ConfigError, DefaultTrainer, default_setup, describe_model, launch, log_data_summary, setup_cfg  # noqa: E402
+from detgn.engine.cli import run_training_cli  # noqa: E402
 from detgn.utils import comm  # noqa: E402
-from detgn.utils.errors import UserInputError  # noqa: E402
 
 
 def main(args):
@@ -59,48 +58,18 @@ def after_training(cfg, trainer):
         log.info("Prediction pictures: %s", ", ".join(paths))
 
 
-def _last_checkpoint_hint(cfg, args) -> str:
-    """'Last checkpoint: DIR/model_X.pth; continue with: ... --resume' (or that there is none)."""
-    tag = os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")
-    try:
-        with open(tag) as f:
-            last = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
-    except OSError:
-        return f"No checkpoint was saved in {cfg.OUTPUT_DIR}."
-    cmd = " ".join([os.path.basename(sys.executable), "tools/train_net.py"] + (["--config-file", args.config_file] if args.config_file else [])
-                   + ["--resume"] + list(args.opts))
-    return f"Last checkpoint: {last}; continue with: {cmd}"
+def check_detection_cfg(cfg):
+    """train_net trains detectors: a classifier config, or CLASSIFIER.* keys set, belong to tools/train_classifier.py."""
+    from detgn.config import get_cfg
+
+    if cfg.MODEL.META_ARCHITECTURE == "ImageNetClassifier":
+        raise ConfigError("MODEL.META_ARCHITECTURE ImageNetClassifier is trained with tools/train_classifier.py")
+    if cfg.CLASSIFIER != get_cfg().CLASSIFIER:
+        raise ConfigError("CLASSIFIER.* keys are read by tools/train_classifier.py only; remove them from this detection config")
 
 
 def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
-    try:
-        cfg = setup_cfg(args)  # validate config and overrides before spawning anything
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    use_cuda = cfg.MODEL.DEVICE.startswith("cuda")
-    import torch
-
-    use_cuda = use_cuda and torch.cuda.is_available()
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
-               args=(args,), use_cuda=use_cuda)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except FloatingPointError as e:
-        print(f"error: {e} {_last_checkpoint_hint(cfg, args)}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print(f"interrupted. {_last_checkpoint_hint(cfg, args)}", file=sys.stderr)
-        return 130
-    except UserInputError as e:  # a config value, dataset, image or weights file the user can fix; other errors keep their traceback
-        if os.environ.get("DETGN_TRACEBACK"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_training_cli(main, argv, tool="tools/train_net.py", check_cfg=check_detection_cfg, launch_fn=launch)
 
 
 if __name__ == "__main__":

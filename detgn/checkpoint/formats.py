@@ -17,7 +17,8 @@ import torch
 
 from detgn.utils.errors import UserInputError
 
-__all__ = ["UnsafePickleError", "WeightsFormatError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn"]
+__all__ = ["UnsafePickleError", "WeightsFormatError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn",
+           "detgn_names_to_torchvision"]
 
 logger = logging.getLogger(__name__)
 
@@ -217,16 +218,39 @@ def _fix_background(d):
 
 
 # ------------------------------------------------------------------------------ torchvision names
-_NORM_LEAF = r"(weight|bias|running_mean|running_var)"
-# (pattern, target under the backbone prefix); {s} is the torchvision layer index + 1 (res2..res5)
-_TV_RULES = [
-    (re.compile(r"^conv1\.weight$"), lambda m: "stem.conv1.weight"),
-    (re.compile(rf"^bn1\.{_NORM_LEAF}$"), lambda m: f"stem.conv1.norm.{m[1]}"),
-    (re.compile(r"^layer(\d)\.(\d+)\.(conv\d)\.weight$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.{m[3]}.weight"),
-    (re.compile(rf"^layer(\d)\.(\d+)\.bn(\d)\.{_NORM_LEAF}$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
-    (re.compile(r"^layer(\d)\.(\d+)\.downsample\.0\.weight$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.weight"),
-    (re.compile(rf"^layer(\d)\.(\d+)\.downsample\.1\.{_NORM_LEAF}$"), lambda m: f"res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}"),
+# (torchvision name, detgn name under the backbone prefix): {L} is torchvision's layer index (1..4),
+# {S} = L + 1 detgn's stage (res2..res5), {B} the block, {Z} the conv, {leaf} a norm tensor
+_TV_NAME_PAIRS = [
+    ("conv1.weight", "stem.conv1.weight"),
+    ("bn1.{leaf}", "stem.conv1.norm.{leaf}"),
+    ("layer{L}.{B}.conv{Z}.weight", "res{S}.{B}.conv{Z}.weight"),
+    ("layer{L}.{B}.bn{Z}.{leaf}", "res{S}.{B}.conv{Z}.norm.{leaf}"),
+    ("layer{L}.{B}.downsample.0.weight", "res{S}.{B}.shortcut.weight"),
+    ("layer{L}.{B}.downsample.1.{leaf}", "res{S}.{B}.shortcut.norm.{leaf}"),
 ]
+_FIELDS = {"L": r"\d", "S": r"\d", "B": r"\d+", "Z": r"\d", "leaf": r"weight|bias|running_mean|running_var"}
+
+
+def _pattern(template: str):
+    parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
+    return re.compile("^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for i, p in enumerate(parts)) + "$")
+
+
+_TV_RULES = [(_pattern(tv), _pattern(d), tv, d) for tv, d in _TV_NAME_PAIRS]
+
+
+def _rename(name: str, to_detgn: bool) -> Optional[str]:
+    """One ResNet tensor name in the other naming, or None when it is not a ResNet tensor name."""
+    for tv_re, d_re, tv, d in _TV_RULES:
+        m = (tv_re if to_detgn else d_re).match(name)
+        if m:
+            g = m.groupdict()
+            if "L" in g:
+                g["S"] = str(int(g["L"]) + 1)
+            elif "S" in g:
+                g["L"] = str(int(g["S"]) - 1)
+            return (d if to_detgn else tv).format(**g)
+    return None
 
 
 def torchvision_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str) -> Dict[str, Any]:
@@ -236,13 +260,21 @@ def torchvision_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str) -> Dict
     for k, v in sd.items():
         if k.endswith("num_batches_tracked"):
             continue
-        for pattern, target in _TV_RULES:
-            m = pattern.match(k)
-            if m:
-                out[backbone_prefix + target(m)] = v
-                break
-        else:
-            out[k] = v  # reported as unused
+        target = _rename(k, to_detgn=True)
+        out[backbone_prefix + target if target else k] = v  # an unknown name is reported as unused
+    return out
+
+
+def detgn_names_to_torchvision(sd: Dict[str, Any], backbone_prefix: str = "backbone.bottom_up.") -> Dict[str, Any]:
+    """detgn ResNet tensors (`backbone_prefix` + stem/resN names) and a classifier's `fc.*` -> torchvision's
+    ResNet names (conv1, bn1, layerX.Y.convZ/bnZ, downsample.0/1, fc), loadable with
+    `torchvision.models.resnetNN(norm_layer=...)`. Other tensors (FPN, heads) have no torchvision name: ValueError."""
+    out = {}
+    for k, v in sd.items():
+        target = k if k.startswith("fc.") else _rename(k[len(backbone_prefix):], to_detgn=False) if k.startswith(backbone_prefix) else None
+        if target is None:
+            raise ValueError(f"{k} has no torchvision ResNet name")
+        out[target] = v
     return out
 
 

@@ -184,13 +184,17 @@ def describe_model(cfg, model, verbose: bool = False) -> None:
             f.write(f"{model}\n\nparameters: {total} total, {trainable} trainable\n")
         os.replace(tmp, path)
     m = cfg.MODEL
-    norms = f"norms: backbone {m.RESNETS.NORM}, FPN {m.FPN.NORM or 'none'}, box head {m.ROI_BOX_HEAD.NORM or 'none'}"
-    if m.MASK_ON:
-        norms += f", mask head {m.ROI_MASK_HEAD.NORM or 'none'}"
+    norms = f"norms: backbone {m.RESNETS.NORM}"
+    if hasattr(model, "roi_heads"):
+        norms += f", FPN {m.FPN.NORM or 'none'}, box head {m.ROI_BOX_HEAD.NORM or 'none'}"
+        if m.MASK_ON:
+            norms += f", mask head {m.ROI_MASK_HEAD.NORM or 'none'}"
     r = m.RESNETS
     net = f"ResNeXt-{r.DEPTH} {r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"ResNet-{r.DEPTH}"
-    logging.getLogger("detgn.trainer").info("Model: %s, %s (%s), %s; %.2f M parameters (%.2f M trainable); structure in %s",
-                                            m.META_ARCHITECTURE, net, m.BACKBONE.NAME, norms, total / 1e6, trainable / 1e6, path)
+    if hasattr(model, "roi_heads"):
+        net += f" ({m.BACKBONE.NAME})"
+    logging.getLogger("detgn.trainer").info("Model: %s, %s, %s; %.2f M parameters (%.2f M trainable); structure in %s",
+                                            m.META_ARCHITECTURE, net, norms, total / 1e6, trainable / 1e6, path)
     if verbose:
         logging.getLogger("detgn.trainer").info("Model:\n%s", model)
 
@@ -207,9 +211,7 @@ class DefaultTrainer:
         self.logger = logging.getLogger("detgn.trainer")
         cfg = rescale_for_world_size(cfg, comm.get_world_size())
         self.cfg = cfg
-        # fail fast on bad data paths, before the model is built
-        self.train_dicts = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
-        log_data_summary(cfg, self.train_dicts)
+        self.train_dicts = self.load_train_data()  # fail fast on bad data paths, before the model is built
         self.model = build_model(cfg)
         describe_model(cfg, self.model, verbose=verbose)
         s = cfg.SOLVER
@@ -225,6 +227,15 @@ class DefaultTrainer:
         self.data_seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
         self._amp_state = None
         self._rng_state = None
+
+    def load_train_data(self):
+        """The training records (detection dataset dicts of DATASETS.TRAIN), logged with the test sets' sizes."""
+        dicts = get_detection_dataset_dicts(self.cfg.DATASETS.TRAIN, filter_empty=self.cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        log_data_summary(self.cfg, dicts)
+        return dicts
+
+    def has_evaluation(self) -> bool:
+        return bool(self.cfg.DATASETS.TEST)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """resume=True and a checkpoint in OUTPUT_DIR: restore everything and continue after its
@@ -242,7 +253,7 @@ class DefaultTrainer:
         results and the iteration's metrics row reach metrics.json before its checkpoint is saved."""
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
-        if cfg.DATASETS.TEST:
+        if self.has_evaluation():
             ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
         writers = []
         if comm.is_main_process():

@@ -92,7 +92,9 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
     """
     num_devices = comm.get_world_size()
     total = len(data_loader)
-    logger.info("Start inference on %d images" if getattr(data_loader, "batch_size", 1) in (1, None) else "Start inference on %d batches", total)
+    batch = getattr(getattr(data_loader, "batch_sampler", None), "batch_size", None) or getattr(data_loader, "batch_size", None) or 1
+    unit = "img" if batch == 1 else "batch"
+    logger.info("Start inference on %d %s", total, "images" if batch == 1 else f"batches of {batch} images")
     if evaluator is None:
         evaluator = DatasetEvaluators([])
     elif isinstance(evaluator, list):
@@ -126,12 +128,12 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
             if now - last_log > log_period_s or idx == total - 1:
                 per = seconds_per_image(first_start, finished)
                 eta = datetime.timedelta(seconds=int(per * (total - idx - 1)))
-                logger.info("Inference done %d/%d. %.4f s/img. ETA=%s", idx + 1, total, per, eta)
+                logger.info("Inference done %d/%d. %.4f s/%s. ETA=%s", idx + 1, total, per, unit, eta)
                 last_log = now
     total_time = _now() - start
     n = max(total - num_warmup, 1)
-    logger.info("Total inference time: %s (%.6f s/img per device, on %d devices)",
-                datetime.timedelta(seconds=int(total_time)), total_time / n, num_devices)
-    logger.info("Total inference pure compute time: %.6f s/img per device", total_compute / n)
+    logger.info("Total inference time: %s (%.6f s/%s per device, on %d devices)",
+                datetime.timedelta(seconds=int(total_time)), total_time / n, unit, num_devices)
+    logger.info("Total inference pure compute time: %.6f s/%s per device", total_compute / n, unit)
     results = evaluator.evaluate()
     return results if results is not None else {}

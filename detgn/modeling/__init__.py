@@ -3,7 +3,7 @@ from .anchor_generator import DefaultAnchorGenerator, build_anchor_generator
 from .backbone import BACKBONE_REGISTRY, FPN, Backbone, ResNet, build_backbone, build_resnet_backbone, build_resnet_fpn_backbone
 from .box_regression import Box2BoxTransform
 from .matcher import Matcher
-from .meta_arch import META_ARCH_REGISTRY, GeneralizedRCNN, build_model
+from .meta_arch import META_ARCH_REGISTRY, GeneralizedRCNN, ImageNetClassifier, build_model
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess
 from .proposal_generator import PROPOSAL_GENERATOR_REGISTRY, RPN, RPN_HEAD_REGISTRY, build_proposal_generator

@@ -4,6 +4,7 @@
   (the smoothing detectron2's console and TensorBoard users read) drawn over them; a log y-axis when
   asked, or by default when the plotted values span more than two decades.
 - lr.png: the learning rate schedule.
+- accuracy.png: top-1 / top-5 accuracy (percent) per evaluation of tools/train_classifier.py.
 - ap.png: AP / AP50 / AP75 (percent) per evaluation. With one evaluation there is no curve to draw:
   bars of that evaluation's AP, AP50, AP75, APs/APm/APl (those defined) and per-category AP instead,
   and the title says so.
@@ -117,6 +118,22 @@ def _plot_ap(plt, s, out):
     _save(fig, out)
 
 
+def _plot_accuracy(plt, s, keys, out):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k in keys:
+        xs, ys = zip(*s[k])
+        ax.plot(xs, ys, marker="o", markersize=4, label=k)
+        ax.annotate(f"{ys[-1]:.1f}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    n = max(len(s[k]) for k in keys)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"classification accuracy ({n} evaluation{'s' if n > 1 else ''})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, out)
+
+
 def _save(fig, out):
     import matplotlib.pyplot as plt
 
@@ -151,4 +168,8 @@ def plot_metrics(output_dir: str, log_scale: Optional[bool] = None, window: int 
     if any(k.endswith("/AP") for k in s):
         written.append(os.path.join(output_dir, "ap.png"))
         _plot_ap(plt, s, written[-1])
+    accuracy = sorted(k for k in s if k.endswith(("/top1", "/top5")))
+    if accuracy:
+        written.append(os.path.join(output_dir, "accuracy.png"))
+        _plot_accuracy(plt, s, accuracy, written[-1])
     return written

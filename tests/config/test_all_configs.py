@@ -35,6 +35,12 @@ def test_config_builds(path):
     cfg = get_cfg()
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.META_ARCHITECTURE == "ImageNetClassifier":  # tools/train_classifier.py sets the classes from the folders
+        cfg.CLASSIFIER.NUM_CLASSES = 10
+        model = build_model(cfg)
+        assert _norm_types([model.backbone.bottom_up]) == {_EXPECTED[cfg.MODEL.RESNETS.NORM]}
+        assert all(p.requires_grad for p in model.parameters()) and model.fc.out_features == 10
+        return
     model = build_model(cfg)
     bb, heads = model.backbone, model.roi_heads
     fpn_parts = [m for name, m in bb.named_children() if name != "bottom_up"]
