@@ -134,9 +134,9 @@ def build_lr_scheduler(cfg, optimizer):
     warmup x cosine from 1 to BASE_LR_END / BASE_LR over MAX_ITER."""
     s = cfg.SOLVER
     name = s.LR_SCHEDULER_NAME
-    steps = [x for x in s.STEPS if x <= s.MAX_ITER]
+    steps = [x for x in s.STEPS if x < s.MAX_ITER]  # a step at MAX_ITER or later would never be reached
     if len(steps) != len(s.STEPS):
-        logger.warning("SOLVER.STEPS %s contains values larger than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER)
+        logger.warning("SOLVER.STEPS %s contains values not smaller than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER)
     if list(steps) != sorted(steps):
         raise ConfigValueError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     if name == "WarmupMultiStepLR":
