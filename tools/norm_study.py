@@ -176,7 +176,12 @@ def main(argv=None):
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    machine = f"{cpu_model()} ({cpu_description()}), {args.threads} threads" if args.device == "cpu" else args.device
+    if args.device == "cpu":
+        machine = f"{cpu_model()} ({cpu_description()}), {args.threads} threads"
+    else:
+        import torch
+
+        machine = f"{torch.cuda.get_device_name()} ({args.device})" if torch.cuda.is_available() else args.device
     total = sum(r["seconds"] for r in results)
     header = (f"# Norm study{' (--quick: machinery check, not a measurement)' if args.quick else ''}\n\n"
               f"{args.images_seen} training images per cell, LR {args.lr_per_image:g} x batch, from scratch, SEED 0; "
