@@ -102,6 +102,17 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     assert report["unused"] == ["fc.bias", "fc.weight"] and report["shape_mismatch"] == []
     assert torch.equal(detector.state_dict()["backbone.bottom_up.res5.1.conv2.weight"], a["backbone.bottom_up.res5.1.conv2.weight"])
 
+    # and in torchvision's names through the CLI: a strict load into torchvision's ResNet-18
+    import torchvision
+
+    tv_file = tmp_path / "r18_tv.pth"
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_weights.py"), str(full / "model_final.pth"), str(tv_file),
+                        "--to", "torchvision", "--config-file", SMALL, "CLASSIFIER.NUM_CLASSES", "2"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "torchvision.models.resnet18" in r.stdout, r.stderr[-2000:]
+    tv = torchvision.models.resnet18(num_classes=2, norm_layer=lambda c: torch.nn.GroupNorm(32, c))
+    tv.load_state_dict(torch.load(tv_file, weights_only=True), strict=True)
+
 
 @pytest.mark.slow  # evaluation in 1 and 2 processes
 def test_evaluation_gathered_over_two_processes_equals_one(tmp_path, crops):
@@ -217,3 +228,27 @@ def test_train_net_refuses_classifier_configs(tmp_path):
     r = subprocess.run([sys.executable, TOOL, "--config-file", os.path.join(REPO, "configs", "nuclei_quickstart.yaml"),
                         "OUTPUT_DIR", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "trains MODEL.META_ARCHITECTURE ImageNetClassifier" in r.stderr
+
+
+@pytest.mark.parametrize("opts", [["MODEL.RESNETS.NORM", "BN"], ["MODEL.WEIGHT_STANDARDIZATION.BACKBONE", "True"],
+                                  ["MODEL.RESNETS.NORM", "NaiveSyncBN"], ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.NUM_GROUPS", "32",
+                                                                          "MODEL.RESNETS.WIDTH_PER_GROUP", "4"]],
+                         ids=["BN", "GN+WS", "NaiveSyncBN", "ResNeXt-50-GN"])
+def test_other_norms_and_resnext_train_a_step(opts):
+    from detgn.config import get_cfg
+    from detgn.modeling import build_model
+    from detgn.solver import build_optimizer
+
+    cfg = get_cfg()
+    cfg.merge_from_file(SMALL)
+    cfg.merge_from_list(["CLASSIFIER.NUM_CLASSES", "3"] + opts)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    opt = build_optimizer(cfg, model)
+    batch = [{"image": torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8), "label": i % 3} for i in range(4)]
+    before = model.fc.weight.detach().clone()
+    loss = model(batch)["loss_cls"]
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and not torch.equal(before, model.fc.weight)
+    assert model.num_zero_init == (16 if "50" in opts else 8)
