@@ -34,8 +34,6 @@ def _label_note(r) -> str:
 def draw_ground_truth(image_bgr: np.ndarray, record: dict, class_names=None) -> Optional[np.ndarray]:
     """The annotations of a dataset record drawn on its image (masks, boxes, class names where there are
     several classes); None when the record has no annotations."""
-    import copy
-
     from fvcore.transforms import NoOpTransform
 
     from detgn.data.detection_utils import annotations_to_instances, transform_instance_annotations
