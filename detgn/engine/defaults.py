@@ -133,7 +133,7 @@ def default_setup(cfg, args) -> None:
     logger = setup_logger(output_dir if rank == 0 else None, distributed_rank=rank, name="detgn")
     for name in ("fvcore", "__main__"):
         setup_logger(output_dir if rank == 0 else None, distributed_rank=rank, name=name)
-    logger.info("Command line: %s", " ".join(sys.argv))
+    logger.info("Rank %d of %d; command line: %s", rank, comm.get_world_size(), " ".join(sys.argv))
     if getattr(args, "verbose", False):
         logger.info("Running with config:\n%s", cfg.dump())
     if rank == 0:

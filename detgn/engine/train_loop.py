@@ -1,5 +1,8 @@
 """Training loop: TrainerBase with hooks, SimpleTrainer (fp32) and AMPTrainer (bf16 / fp16 autocast)."""
+import contextlib
 import logging
+import signal
+import threading
 import time
 import weakref
 from typing import Dict, List, Optional
@@ -37,6 +40,33 @@ class HookBase:
         return {}
 
 
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_between_steps():
+    """While training, the first Ctrl-C (SIGINT) asks the loop to stop after the current iteration and
+    its hooks, where the loop raises KeyboardInterrupt; a second Ctrl-C interrupts at once. So a Ctrl-C
+    never lands inside a C extension halfway through a step (where, e.g., numpy can turn it into a
+    TypeError). Only in the main thread, and only when SIGINT has Python's default handler."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield stop
+        return
+
+    def handler(signum, frame):
+        stop.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        logger.warning("Ctrl-C: stopping after this iteration (press Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class TrainerBase:
     """Runs `run_step` from start_iter to max_iter - 1, calling the hooks around each step."""
 
@@ -59,13 +89,15 @@ class TrainerBase:
         logger.info("Starting training from iteration %d", start_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
-        with EventStorage(start_iter) as self.storage:
+        with EventStorage(start_iter) as self.storage, _stop_between_steps() as stop:
             try:
                 self.before_train()
                 for self.iter in range(start_iter, max_iter):
                     self.before_step()
                     self.run_step()
                     self.after_step()
+                    if stop.requested:
+                        raise KeyboardInterrupt
                 self.iter += 1  # iteration == max_iter after a complete run
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):

@@ -148,3 +148,33 @@ def test_ctrl_c_is_a_clean_stop(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted. Last checkpoint: ") and "--resume" in last and str(tmp_path) in last
+
+
+def test_ctrl_c_inside_a_step_stops_after_that_step():
+    """SIGINT arriving in the middle of run_step (e.g. inside a C extension) lets the step and its hooks
+    finish, then stops the loop with KeyboardInterrupt; the handler is restored afterwards."""
+    from detgn.engine.train_loop import TrainerBase
+
+    class Trainer(TrainerBase):
+        def __init__(self):
+            super().__init__()
+            self.finished_steps = []
+
+        def run_step(self):
+            if self.iter == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # delivered now, in the middle of the step
+            self.finished_steps.append(self.iter)
+
+    class After(HookBase):
+        def __init__(self):
+            self.seen = []
+
+        def after_step(self):
+            self.seen.append(self.trainer.iter)
+
+    t, hook = Trainer(), After()
+    t.register_hooks([hook])
+    with pytest.raises(KeyboardInterrupt):
+        t.train(0, 10)
+    assert t.finished_steps == [0, 1, 2] and hook.seen == [0, 1, 2] and t.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
