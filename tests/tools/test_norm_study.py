@@ -42,11 +42,23 @@ def test_quick_study_writes_every_cell_table_and_plot_and_resumes(tmp_path):
     table = open(out / "norm_study.md").read()
     assert "| BN |" in table and "| GN |" in table and "1 image per worker" in table
     assert (out / "norm_study.png").stat().st_size > 10000
-    # resumable: a finished cell is not rerun; a cell without result.json continues from its checkpoint;
-    # the SyncBN row trains over two processes (gloo on CPU)
+    # resumable: a finished cell is not rerun; a cell without result.json continues from its checkpoint
     os.remove(out / "cells" / "GN_1x1" / "result.json")
-    r = _study(out, "--ims", "1", "--syncbn")
+    r = _study(out, "--ims", "1")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("done before; not rerun") == 1 and "[GN_1x1] resuming" in r.stdout and "[SyncBN_2x1] training" in r.stdout
-    assert "| SyncBN (2 processes) |" in open(out / "norm_study.md").read()
-    assert len(json.load(open(out / "results.json"))["cells"]) == 3
+    assert r.stdout.count("done before; not rerun") == 1 and "[GN_1x1] resuming" in r.stdout
+    assert len(json.load(open(out / "results.json"))["cells"]) == 2
+
+
+def test_table_and_plot_have_a_row_and_a_line_per_norm(tmp_path):
+    """The SyncBN row (2 processes) next to the per-worker norms; an undefined AP is shown as n/a."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from norm_study import write_plot, write_table
+
+    results = [dict(norm=n, workers=w, ims=i, segm_AP=float(10 * i + k), bbox_AP=float("nan") if (n, i) == ("BN", 2) else 1.0)
+               for k, (n, w) in enumerate([("BN", 1), ("GN", 1), ("SyncBN", 2)]) for i in (1, 2)]
+    write_table(results, str(tmp_path / "t.md"), "# header")
+    table = open(tmp_path / "t.md").read().splitlines()
+    assert "| BN | 10.0 / 1.0 | 20.0 / n/a |" in table and "| SyncBN (2 processes) | 12.0 / 1.0 | 22.0 / 1.0 |" in table
+    write_plot(results, str(tmp_path / "p.png"), "title")
+    assert (tmp_path / "p.png").stat().st_size > 10000
