@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import ConfigError, default_setup, describe_model, launch, setup_cfg  # noqa: E402
+from detgn.engine import ConfigError, default_setup, describe_model, launch, save_config, setup_cfg  # noqa: E402
 from detgn.engine.classifier_trainer import ClassifierTrainer, prepare_classifier_cfg  # noqa: E402
 from detgn.engine.cli import run_training_cli  # noqa: E402
 from detgn.utils import comm  # noqa: E402
@@ -48,12 +48,14 @@ def main(args):
 
         if not cfg.MODEL.WEIGHTS or not cfg.CLASSIFIER.VAL_DIR:
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a classifier checkpoint) and CLASSIFIER.VAL_DIR")
+        save_config(cfg, "config_eval.yaml")
         model = build_model(cfg)
         describe_model(cfg, model, verbose=args.verbose)
         DetectionCheckpointer(model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS)
         return ClassifierTrainer.test(cfg, model)
     trainer = ClassifierTrainer(cfg, verbose=args.verbose)
     trainer.resume_or_load(resume=args.resume)
+    save_config(cfg)
     results = trainer.train()
     if comm.is_main_process():
         try:

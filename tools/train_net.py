@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import ConfigError, DefaultTrainer, default_setup, describe_model, launch, log_data_summary, setup_cfg  # noqa: E402
+from detgn.engine import ConfigError, DefaultTrainer, default_setup, describe_model, launch, log_data_summary, save_config, setup_cfg  # noqa: E402
 from detgn.engine.cli import run_training_cli  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
@@ -26,6 +26,7 @@ def main(args):
             raise ConfigError("--eval-only needs MODEL.WEIGHTS (a checkpoint to evaluate)")
         if not cfg.DATASETS.TEST:
             raise ConfigError("--eval-only needs DATASETS.TEST")
+        save_config(cfg, "config_eval.yaml")
         log_data_summary(cfg)
         model = build_model(cfg)
         describe_model(cfg, model, verbose=args.verbose)
@@ -33,6 +34,7 @@ def main(args):
         return DefaultTrainer.test(cfg, model)
     trainer = DefaultTrainer(cfg, verbose=args.verbose)
     trainer.resume_or_load(resume=args.resume)
+    save_config(cfg)  # after the resumed state loaded: a failed resume leaves the run's config.yaml as it was
     results = trainer.train()
     if comm.is_main_process():
         after_training(cfg, trainer)

@@ -5,6 +5,7 @@ Formats are recognised from the file's content (see formats.py); after loading, 
 matched keys, keys missing from the file, unused keys, and skipped shape mismatches. A file
 where nothing matches the model is an error.
 """
+import errno
 import os
 import random
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -18,6 +19,7 @@ from detgn.utils.errors import UserInputError
 
 from .formats import convert_to_detgn, load_any_file
 from .paths import resolve_weights_path
+from .resume import ResumeError, find_resumable
 
 __all__ = ["DetectionCheckpointer", "get_rng_state", "set_rng_state", "WeightsLoadError"]
 
@@ -79,6 +81,19 @@ class DetectionCheckpointer(Checkpointer):
         self.logger.info("Saving checkpoint to %s", save_file)
         _atomic_torch_save(data, save_file)
         self.tag_last_checkpoint(basename)
+
+    def has_checkpoint(self) -> bool:
+        """A last_checkpoint tag, or checkpoint files without a usable tag (get_checkpoint_file then explains)."""
+        last, problem = find_resumable(self.save_dir)
+        return last is not None or problem is not None
+
+    def get_checkpoint_file(self) -> str:
+        """The checkpoint last_checkpoint names; ResumeError naming the checkpoints that exist when the tag is
+        missing, empty or wrong (instead of silently starting from MODEL.WEIGHTS)."""
+        last, problem = find_resumable(self.save_dir)
+        if last is None:
+            raise ResumeError(problem or f"no checkpoint in {self.save_dir}")
+        return last
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         _atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
@@ -163,16 +178,31 @@ def format_load_report(report: Dict[str, Any], max_list: int = 12) -> str:
 
 
 def _atomic_torch_save(data, path: str) -> None:
+    """torch.save to a temp file + fsync + rename. A full disk surfaces as OSError(ENOSPC) naming the file
+    (torch's writer reports it as a RuntimeError "[enforce fail ...]"); the temp file is removed."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                torch.save(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            except (RuntimeError, OSError) as e:
+                if getattr(e, "errno", None) == errno.ENOSPC or _disk_full(os.path.dirname(path) or "."):
+                    raise OSError(errno.ENOSPC, f"No space left on device while writing {path}") from e
+                raise
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _disk_full(folder: str) -> bool:
+    try:
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize < 2 ** 20
+    except OSError:
+        return False
 
 
 def _atomic_write_text(path: str, text: str) -> None:

@@ -30,8 +30,8 @@ from . import hooks
 from .precision import log_precision, resolve_inference_precision, resolve_precision
 from .train_loop import AMPTrainer, SimpleTrainer
 
-__all__ = ["default_argument_parser", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError",
-           "describe_model", "log_data_summary"]
+__all__ = ["default_argument_parser", "parse_with_overrides", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError",
+           "describe_model", "log_data_summary", "save_config"]
 
 
 class ConfigError(UserInputError, ValueError):
@@ -51,6 +51,9 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
                "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n")
     p.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUTPUT_DIR holds a finished or interrupted run: rename it to OUTPUT_DIR.old-<time> and start afresh "
+                        "(without this flag such a folder is refused)")
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST and exit")
     p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU processes with MODEL.DEVICE cpu)")
     p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
@@ -61,6 +64,32 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                    help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/")
     return p
+
+
+def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """parser.parse_args, where options may also follow the KEY VALUE overrides (`... OUTPUT_DIR out --resume`):
+    a token starting with "--" in a key position is parsed as the option it names (with its value, if it takes
+    one), not swallowed as a config key. The parser's REMAINDER positional must be named `opts`."""
+    args = parser.parse_args(argv)
+    takes_value = {opt: a.nargs != 0 for a in parser._actions for opt in a.option_strings}
+    overrides, flags, i = [], [], 0
+    opts = list(args.opts)
+    while i < len(opts):
+        token = opts[i]
+        name = token.split("=", 1)[0]
+        if token.startswith("--") and name in takes_value:
+            n = 2 if takes_value[name] and "=" not in token else 1
+            flags += opts[i:i + n]
+            i += n
+        elif token.startswith("--"):
+            parser.error(f"unknown option {token} (config keys are written without dashes, e.g. SOLVER.BASE_LR 0.01)")
+        else:
+            overrides += opts[i:i + 2]
+            i += 2
+    if flags:
+        parser.parse_args(flags, namespace=args)
+    args.opts = overrides
+    return args
 
 
 # what reading a YAML config or a KEY VALUE override raises for a bad file or value (yacs/fvcore check
@@ -136,16 +165,11 @@ def default_setup(cfg, args) -> None:
     logger.info("Rank %d of %d; command line: %s", rank, comm.get_world_size(), " ".join(sys.argv))
     if getattr(args, "verbose", False):
         logger.info("Running with config:\n%s", cfg.dump())
-    if rank == 0:
-        path = os.path.join(output_dir, "config.yaml")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(cfg.dump())
-        os.replace(tmp, path)
     from .precision import cpu_description, cpu_model
 
     config_name = getattr(args, "config_file", "") or "(defaults)"
-    logger.info("Config %s -> output dir %s (full config: %s)", config_name, output_dir, os.path.join(output_dir, "config.yaml"))
+    logger.info("Config %s -> output dir %s (full config: %s)", config_name, output_dir,
+                os.path.join(output_dir, "config_eval.yaml" if getattr(args, "eval_only", False) else "config.yaml"))
     device = cfg.MODEL.DEVICE
     if device.startswith("cuda") and torch.cuda.is_available():
         where = f"{device} ({torch.cuda.get_device_name(comm.get_local_rank())})"
@@ -155,6 +179,19 @@ def default_setup(cfg, args) -> None:
     seed = seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)  # different sampling per rank; DDP syncs weights
     logger.debug("Global RNG seed: %d", seed)
     torch.backends.cudnn.benchmark = bool(cfg.CUDNN_BENCHMARK)
+
+
+def save_config(cfg, name: str = "config.yaml") -> str:
+    """Write the full config to OUTPUT_DIR/<name> on the main process (atomically; a temp file of this
+    process's own). Training calls it once the resumed state has loaded, so a resume that fails leaves
+    the run's config.yaml as it was. Returns the path."""
+    path = os.path.join(cfg.OUTPUT_DIR, name)
+    if comm.is_main_process():
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(cfg.dump())
+        os.replace(tmp, path)
+    return path
 
 
 def log_data_summary(cfg, train_dicts=None) -> None:
@@ -199,6 +236,50 @@ def describe_model(cfg, model, verbose: bool = False) -> None:
         logging.getLogger("detgn.trainer").info("Model:\n%s", model)
 
 
+_SOLVER_KEYS = {"momentum": "SOLVER.MOMENTUM", "nesterov": "SOLVER.NESTEROV", "weight_decay": "SOLVER.WEIGHT_DECAY(_NORM/_BIAS)",
+                "dampening": "(SGD dampening)"}
+
+
+def _optimizer_settings(optimizer):
+    return [{k: g.get(k) for k in _SOLVER_KEYS} for g in optimizer.param_groups]
+
+
+def _reapply_solver_settings(optimizer, scheduler, settings, base_lrs, *, start_iter: int, logger) -> None:
+    """torch restores each param group's momentum/weight decay and the scheduler's base LRs from the
+    checkpoint; the config's values win, with a WARNING for each that changed (a resume with a new
+    SOLVER.BASE_LR trains at that LR from `start_iter` on, following the schedule)."""
+    changed = set()
+    for group, wanted in zip(optimizer.param_groups, settings):
+        for k, v in wanted.items():
+            if group.get(k) != v:
+                changed.add((_SOLVER_KEYS[k], group.get(k), v))
+                group[k] = v
+    old = list(scheduler.base_lrs)
+    if old != base_lrs:
+        changed.add(("SOLVER.BASE_LR (and BIAS_LR_FACTOR)", max(old), max(base_lrs)))
+        scheduler.base_lrs = list(base_lrs)
+        for group, lr in zip(optimizer.param_groups, base_lrs):
+            group["initial_lr"] = lr
+    for group, lr in zip(optimizer.param_groups, scheduler.get_lr()):
+        group["lr"] = lr
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+    for key, was, now in sorted(changed, key=str):
+        logger.warning("--resume: %s changed since the checkpoint (%s -> %s); training continues with %s from iteration %d",
+                       key, was, now, now, start_iter)
+
+
+def _check_resumed_model(report, path: str, output_dir: str) -> None:
+    """A resumed checkpoint must fit the model exactly (else the optimizer state fails later, mid-step)."""
+    if not report:
+        return
+    problems = [f"{k}: checkpoint {tuple(a)} vs config {tuple(b)}" for k, a, b in report["shape_mismatch"][:2]]
+    problems += [f"{k} missing from the checkpoint" for k in report["missing"][:2]]
+    if problems:
+        raise ConfigError(f"--resume: {path} does not fit the model this config builds ({'; '.join(problems)}); resume with the "
+                          f"config it was trained with ({os.path.join(output_dir, 'config.yaml')}), or fine-tune from it with "
+                          f"MODEL.WEIGHTS {path} and a new OUTPUT_DIR")
+
+
 class DefaultTrainer:
     """Builds everything from the config and trains with the standard hooks.
 
@@ -240,13 +321,25 @@ class DefaultTrainer:
     def resume_or_load(self, resume: bool = True) -> None:
         """resume=True and a checkpoint in OUTPUT_DIR: restore everything and continue after its
         iteration; otherwise load MODEL.WEIGHTS into the model only."""
+        resuming = resume and self.checkpointer.has_checkpoint()
+        from_config = _optimizer_settings(self.optimizer), list(self.scheduler.base_lrs)
         ckpt = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
+        if resuming:
+            path = self.checkpointer.get_checkpoint_file()
+            _check_resumed_model(self.checkpointer.last_report, path, self.cfg.OUTPUT_DIR)
             self.start_iter = ckpt.get("iteration", -1) + 1
+            if self.start_iter > self.max_iter:
+                raise ConfigError(f"--resume: {path} has trained {self.start_iter} iterations, more than SOLVER.MAX_ITER "
+                                  f"{self.max_iter}; raise SOLVER.MAX_ITER to train on, or use --eval-only MODEL.WEIGHTS {path}")
             self.data_seed = ckpt.get("data_seed", self.data_seed)
             self._amp_state = ckpt.get("amp")
             self._rng_state = ckpt.get("rng")
-            self.logger.info("Resuming from iteration %d", self.start_iter)
+            _reapply_solver_settings(self.optimizer, self.scheduler, *from_config, start_iter=self.start_iter, logger=self.logger)
+            if self.start_iter == self.max_iter:
+                self.logger.info("Resuming: %s finished all SOLVER.MAX_ITER %d iterations; nothing left to train (raise "
+                                 "SOLVER.MAX_ITER to train longer)", path, self.max_iter)
+            else:
+                self.logger.info("Resuming from iteration %d", self.start_iter)
 
     def build_hooks(self, trainer):
         """Timer, LR schedule, evaluation, checkpoints, writers, in that order: an evaluation's

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detgn.utils import comm
+from detgn.utils import comm, interrupt
 from detgn.utils.events import EventStorage, get_event_storage
 from detgn.utils.errors import ConfigValueError
 
@@ -41,7 +41,11 @@ class HookBase:
 
 
 class _StopRequest:
-    requested = False
+    """The loop's view of detgn.utils.interrupt (shared with evaluation, which stops between images)."""
+
+    @property
+    def requested(self) -> bool:
+        return interrupt.stop_requested()
 
 
 @contextlib.contextmanager
@@ -51,20 +55,22 @@ def _stop_between_steps():
     never lands inside a C extension halfway through a step (where, e.g., numpy can turn it into a
     TypeError). Only in the main thread, and only when SIGINT has Python's default handler."""
     stop = _StopRequest()
+    interrupt.clear_stop()
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield stop
         return
 
     def handler(signum, frame):
-        stop.requested = True
+        interrupt.request_stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        logger.warning("Ctrl-C: stopping after this iteration (press Ctrl-C again to stop at once)")
+        logger.warning("Ctrl-C: stopping after this iteration or evaluation image (press Ctrl-C again to stop at once)")
 
     signal.signal(signal.SIGINT, handler)
     try:
         yield stop
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupt.clear_stop()
 
 
 class TrainerBase:
@@ -110,16 +116,30 @@ class TrainerBase:
                 except Exception:
                     logger.exception("A hook failed while stopping after the error above (that error is the one reported)")
                 raise
-            self.after_train()
+            try:
+                self.after_train()
+                if stop.requested:  # Ctrl-C while the last hooks ran
+                    raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                self.interrupted = True
+                logger.warning("Interrupted after the last iteration (during the final evaluation); the final checkpoint is saved")
+                raise
 
     def before_train(self):
         for h in self._hooks:
             h.before_train()
 
     def after_train(self):
+        """Every hook's after_train, even when one is stopped by Ctrl-C (re-raised after the others ran)."""
         self.storage.iter = self.iter
+        stopped = None
         for h in self._hooks:
-            h.after_train()
+            try:
+                h.after_train()
+            except KeyboardInterrupt as e:
+                stopped = e
+        if stopped is not None:
+            raise stopped
 
     def before_step(self):
         self.storage.iter = self.iter

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from detgn.utils import comm
+from detgn.utils.interrupt import raise_if_stop_requested
 
 __all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset", "seconds_per_image"]
 
@@ -110,6 +111,7 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
         stack.enter_context(_inference_context(model))
         stack.enter_context(torch.no_grad())
         for idx, inputs in enumerate(data_loader):
+            raise_if_stop_requested("evaluation")
             if idx == num_warmup:
                 start = _now()
                 total_compute = 0.0
