@@ -1,7 +1,7 @@
 """A/B timing of two detgn variants in one process, steps interleaved (drift of a shared machine hits both).
 
     python benchmarks/ab_step.py --config-file configs/nuclei_quickstart.yaml --a MODEL.MEMORY_FORMAT contiguous \
-        --b MODEL.MEMORY_FORMAT channels_last [--task train|infer] [--iters 20] [--warmup 3] [--real]
+        --b MODEL.MEMORY_FORMAT channels_last [--task train|infer] [--iters 20] [--warmup 3]
 
 Both models get the same weights and the same batches; prints median s/iter of each and b/a.
 """

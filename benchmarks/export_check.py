@@ -1,7 +1,7 @@
 """Proof and speed of an export: eager detgn vs TorchScript vs ONNX Runtime on a dataset, same process.
 
     python benchmarks/export_check.py --config-file configs/nuclei_quickstart.yaml \\
-        --weights output/nuclei_quickstart/model_final.pth --output /tmp/export_check [--repeats 3]
+        --weights output/quickstart/model_final.pth --output /tmp/export_check [--repeats 3]
     python benchmarks/export_check.py --parity --output /tmp/export_parity    # detectron2 parity weights and image
 
 Exports both formats (tools/export_model.py's code), runs the three predictors on every image of

@@ -1,15 +1,19 @@
 #!/usr/bin/env python
 """Run a trained model on images, a folder or a video and draw masks, boxes, classes and scores.
 
-    python tools/demo.py --config-file configs/nuclei_quickstart.yaml --input img.png|folder|video.mp4 \
-        [--output output/demo] [--confidence-threshold 0.5] [--json detections.json] MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file configs/nuclei_quickstart.yaml --input img.png|folder|'*.jpg'|video.mp4 \
+        [--input more ...] [--output output/demo] [--confidence-threshold 0.5] [--json detections.json] \
+        MODEL.WEIGHTS output/quickstart/model_final.pth
 
 An exported model (tools/export_model.py) runs with --runtime onnxruntime MODEL.WEIGHTS output/export/model.onnx
 or --runtime torchscript MODEL.WEIGHTS output/export/model.ts; the config then gives the class names and the
 test-time resize, and must keep the inference settings the model was exported with.
 
-One PNG per input image (per frame for videos). A missing or unreadable input is reported by
-name and skipped; the rest go on.
+One PNG per input image, named <input name>_pred.png (<name>_<frame>_pred.png per video frame); two
+inputs with one name get _2, _3 ... An existing file is never replaced without --overwrite (checked
+before any work), and an output can never be an input. A missing or unreadable input is reported by
+name and skipped; the rest go on; a write that fails stops the run with exit status 1. Without
+MODEL.WEIGHTS the model is untrained: refused unless --random-weights.
 """
 import argparse
 import glob
@@ -26,25 +30,78 @@ VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
-    ap.add_argument("--input", nargs="+", required=True, help="image files, folders of images, or video files")
+    ap.add_argument("--input", action="append", required=True, metavar="PATH",
+                    help="an image file, a folder of images, a quoted glob ('imgs/*.jpg') or a video file; repeat for more")
     ap.add_argument("--output", default=os.path.join("output", "demo"), help="folder for the PNG files (default: output/demo)")
     ap.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     ap.add_argument("--json", default=None, help="also write the detections as COCO-style JSON to this file")
+    ap.add_argument("--overwrite", action="store_true", help="replace output files that exist already (else refused before the run)")
+    ap.add_argument("--random-weights", action="store_true", help="allow running without MODEL.WEIGHTS (an untrained model)")
     ap.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
                     help="eager detgn (MODEL.WEIGHTS a checkpoint), or an exported model.ts / model.onnx in MODEL.WEIGHTS")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS x.pth)")
-    return ap.parse_args(argv)
+    from detgn.engine.defaults import parse_with_overrides
+
+    return parse_with_overrides(ap, argv)
 
 
 def _expand(inputs):
     out = []
     for p in inputs:
         if os.path.isdir(p):
-            files = sorted(f for f in glob.glob(os.path.join(p, "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT))
-            out.extend(files)
+            out.extend(sorted(f for f in glob.glob(os.path.join(glob.escape(p), "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)))
+        elif not os.path.exists(p) and glob.has_magic(p):
+            out.extend(sorted(f for f in glob.glob(p) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)) or [p])
         else:
             out.append(p)
     return out
+
+
+def plan_outputs(files, output_dir):
+    """{input path: output stem} with unique stems (x.png and x.jpg -> x, x_2); the PNG is <stem>_pred.png."""
+    taken, plan = {}, {}
+    for path in files:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        n = taken.get(stem, 0) + 1
+        taken[stem] = n
+        plan[path] = stem if n == 1 else f"{stem}_{n}"
+    return plan
+
+
+class OutputError(Exception):
+    """An output the demo must not or cannot write; reported in one line, exit status 2 (before the run) or 1."""
+
+
+def check_outputs(files, plan, output_dir, json_path, overwrite):
+    """Before any work: the output folder and the --json folder exist (created) and are writable, no output
+    is an input, and no output file exists unless `overwrite`."""
+    inputs = {os.path.realpath(f) for f in files}
+    targets = [os.path.join(output_dir, plan[f] + "_pred.png") for f in files if not f.lower().endswith(VIDEO_EXT)]
+    targets += [json_path] if json_path else []
+    for folder in {output_dir} | ({os.path.dirname(os.path.abspath(json_path))} if json_path else set()):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = os.path.join(folder, f".demo_write_test.{os.getpid()}")
+            with open(probe, "w"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise OutputError(f"cannot write into {folder} ({e.strerror}); choose another --output / --json") from None
+    for t in targets:
+        if os.path.realpath(t) in inputs:
+            raise OutputError(f"{t} is one of the inputs; choose another --output")
+        if os.path.exists(t) and not overwrite:
+            raise OutputError(f"{t} exists; choose another --output (or --json), or pass --overwrite to replace it")
+    for f in files:
+        if f.lower().endswith(VIDEO_EXT) and not overwrite and glob.glob(os.path.join(glob.escape(output_dir), glob.escape(plan[f]) + "_*_pred.png")):
+            raise OutputError(f"{output_dir} already holds frames of {plan[f]}; choose another --output, or pass --overwrite")
+
+
+def _write_png(path, image):
+    import cv2
+
+    if not cv2.imwrite(path, image):
+        raise OutputError(f"could not write {path} (disk full or folder not writable?)")
 
 
 def _exported_predictor(cfg, runtime):
@@ -75,6 +132,18 @@ def main(argv=None):
     from detgn.utils.prediction_pictures import draw_prediction
 
     cfg = setup_cfg_or_exit(args)
+    if not cfg.MODEL.WEIGHTS and not args.random_weights:
+        print("error: MODEL.WEIGHTS is empty, so the model is untrained and would draw random detections; pass "
+              "MODEL.WEIGHTS <checkpoint> (e.g. output/quickstart/model_final.pth), or --random-weights to run it anyway",
+              file=sys.stderr)
+        return 2
+    files = _expand(args.input)
+    plan = plan_outputs(files, args.output)
+    try:
+        check_outputs(files, plan, args.output, args.json, args.overwrite)
+    except OutputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     names = None
     if cfg.DATASETS.TEST:
         from detgn.data import MetadataCatalog
@@ -88,49 +157,60 @@ def main(argv=None):
     except (UserInputError, ImportError) as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
+    if not cfg.MODEL.WEIGHTS:
+        print("WARNING: no MODEL.WEIGHTS: these are the detections of an untrained model (--random-weights)", file=sys.stderr)
     if args.runtime == "eager":
         p = predictor.precision
         print(f"precision for inference on {p.device_type}: {p.name} ({p.reason})")
-    os.makedirs(args.output, exist_ok=True)
-    files = _expand(args.input)
-    detections, failed = [], []
-    for idx, path in enumerate(tqdm(files, desc="demo", unit="input", disable=len(files) < 2)):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if path.lower().endswith(VIDEO_EXT):
-            cap = cv2.VideoCapture(path)
-            if not cap.isOpened():
-                print(f"warning: cannot open video {path}; skipped", file=sys.stderr)
+    detections, failed, written = [], [], 0
+    try:
+        for idx, path in enumerate(tqdm(files, desc="demo", unit="input", disable=len(files) < 2)):
+            stem = plan[path]
+            if path.lower().endswith(VIDEO_EXT):
+                cap = cv2.VideoCapture(path)
+                if not cap.isOpened():
+                    print(f"warning: cannot open video {path}; skipped", file=sys.stderr)
+                    failed.append(path)
+                    continue
+                frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+                with tqdm(total=frames, desc=os.path.basename(path), unit="frame") as bar:
+                    k = 0
+                    while True:
+                        ok, frame = cap.read()
+                        if not ok:
+                            break
+                        inst = predictor(frame)["instances"]
+                        _write_png(os.path.join(args.output, f"{stem}_{k:06d}_pred.png"), draw_prediction(frame, inst, names, args.confidence_threshold))
+                        k += 1
+                        bar.update(1)
+                cap.release()
+                written += 1
+                continue
+            try:
+                img = read_image(path, "BGR")
+            except ImageReadError as e:
+                print(f"warning: {e}; skipped", file=sys.stderr)
                 failed.append(path)
                 continue
-            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-            with tqdm(total=frames, desc=os.path.basename(path), unit="frame") as bar:
-                k = 0
-                while True:
-                    ok, frame = cap.read()
-                    if not ok:
-                        break
-                    inst = predictor(frame)["instances"]
-                    cv2.imwrite(os.path.join(args.output, f"{stem}_{k:06d}.png"), draw_prediction(frame, inst, names, args.confidence_threshold))
-                    k += 1
-                    bar.update(1)
-            cap.release()
-            continue
-        try:
-            img = read_image(path, "BGR")
-        except ImageReadError as e:
-            print(f"warning: {e}; skipped", file=sys.stderr)
-            failed.append(path)
-            continue
-        inst = predictor(img)["instances"]
-        cv2.imwrite(os.path.join(args.output, stem + ".png"), draw_prediction(img, inst, names, args.confidence_threshold))
+            inst = predictor(img)["instances"]
+            _write_png(os.path.join(args.output, stem + "_pred.png"), draw_prediction(img, inst, names, args.confidence_threshold))
+            written += 1
+            if args.json:
+                for d in instances_to_coco_json(inst[inst.scores >= args.confidence_threshold], idx):
+                    d["file_name"] = path
+                    detections.append(d)
         if args.json:
-            for d in instances_to_coco_json(inst[inst.scores >= args.confidence_threshold], idx):
-                d["file_name"] = path
-                detections.append(d)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(detections, f)
-    print(f"wrote {len(files) - len(failed)} result(s) to {args.output}" + (f"; {len(failed)} input(s) skipped" if failed else ""))
+            tmp = f"{args.json}.tmp.{os.getpid()}"
+            try:
+                with open(tmp, "w") as f:
+                    json.dump(detections, f)
+                os.replace(tmp, args.json)
+            except OSError as e:
+                raise OutputError(f"could not write {args.json} ({e.strerror})") from None
+    except OutputError as e:
+        print(f"error: {e}; {written} result(s) were written to {args.output} before it", file=sys.stderr)
+        return 1
+    print(f"wrote {written} result(s) to {args.output}" + (f"; {len(failed)} input(s) skipped" if failed else ""))
     return 1 if failed and len(failed) == len(files) else 0
 
 

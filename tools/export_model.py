@@ -2,7 +2,7 @@
 """Export a trained detgn model to TorchScript or ONNX, check it against eager detgn, write a README.
 
     python tools/export_model.py --config-file configs/nuclei_quickstart.yaml --format onnx \\
-        [--output output/export] [--sample-image img.png] [--opset 17] MODEL.WEIGHTS output/nuclei_quickstart/model_final.pth
+        [--output output/export] [--sample-image img.png] [--opset 17] MODEL.WEIGHTS output/quickstart/model_final.pth
 
 Writes OUTPUT/model.onnx (or model.ts), detgn_export.json, sample_input.png and README.md. The
 sample image (default: the first image of DATASETS.TEST) is the tracing input; the exported model
@@ -30,8 +30,11 @@ def parse_args(argv=None):
                     help="folder for the model, its metadata, a sample input and a README (default: output/export)")
     ap.add_argument("--sample-image", default=None, help="image to trace and check with (default: first image of DATASETS.TEST)")
     ap.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17). GN is one GroupNormalization node from 21, its decomposition below")
+    ap.add_argument("--overwrite", action="store_true", help="replace the export files already in --output (else refused)")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)")
-    return ap.parse_args(argv)
+    from detgn.engine.defaults import parse_with_overrides
+
+    return parse_with_overrides(ap, argv)
 
 
 def _sample_image(cfg, path):
@@ -62,9 +65,10 @@ def main(argv=None):
     cfg.MODEL.DEVICE = "cpu"
     cfg.SOLVER.AMP.ENABLED = False
     try:
-        from detgn.export import check_exportable
+        from detgn.export import check_export_output, check_exportable
 
         check_exportable(cfg, args.format, args.opset)  # before anything is built or written
+        check_export_output(args.output, args.format, args.overwrite)
         image, sample_path = _sample_image(cfg, args.sample_image)
         from detgn.engine import DefaultPredictor
 
@@ -77,7 +81,7 @@ def main(argv=None):
         from detgn.export import export_model
 
         paths = export_model(cfg, predictor.model, fmt=args.format, output_dir=args.output, sample_image=image,
-                             opset=args.opset, thing_classes=thing_classes)
+                             opset=args.opset, thing_classes=thing_classes, overwrite=args.overwrite)
     except (UserInputError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -70,6 +70,7 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse
     """parser.parse_args, where options may also follow the KEY VALUE overrides (`... OUTPUT_DIR out --resume`):
     a token starting with "--" in a key position is parsed as the option it names (with its value, if it takes
     one), not swallowed as a config key. The parser's REMAINDER positional must be named `opts`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     takes_value = {opt: a.nargs != 0 for a in parser._actions for opt in a.option_strings}
     overrides, flags, i = [], [], 0
@@ -86,8 +87,8 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse
         else:
             overrides += opts[i:i + 2]
             i += 2
-    if flags:
-        parser.parse_args(flags, namespace=args)
+    if flags:  # the REMAINDER is argv's tail: parse the rest with the options moved before it
+        args = parser.parse_args(argv[:len(argv) - len(opts)] + flags)
     args.opts = overrides
     return args
 

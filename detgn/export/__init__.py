@@ -8,10 +8,10 @@ from .postprocess import paste_masks, resize_for_model, resized_size, to_origina
 from .predictors import OnnxPredictor, TorchScriptPredictor, check_config_matches, read_export_metadata
 
 __all__ = ["OnnxPredictor", "TorchScriptPredictor", "check_config_matches", "read_export_metadata", "export_model",
-           "check_exportable", "ExportError", "ExportableModel", "paste_masks", "resize_for_model", "resized_size",
+           "check_exportable", "check_export_output", "ExportError", "ExportableModel", "paste_masks", "resize_for_model", "resized_size",
            "to_original_size"]
 
-_LAZY = {"export_model": "exporter", "check_exportable": "exporter", "ExportError": "exporter", "ExportableModel": "wrapper"}
+_LAZY = {"export_model": "exporter", "check_exportable": "exporter", "check_export_output": "exporter", "ExportError": "exporter", "ExportableModel": "wrapper"}
 
 
 def __getattr__(name):

@@ -177,8 +177,20 @@ boxes, scores, classes, mask_probs = model(torch.from_numpy(img.transpose(2, 0, 
 }
 
 
+def check_export_output(output_dir: str, fmt: str, overwrite: bool = False) -> None:
+    """ExportError when `output_dir` is a file, or holds a file the export would replace (model, metadata,
+    sample_input.png, README.md) and `overwrite` is False: an export never writes over files silently."""
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ExportError(f"--output {output_dir} is a file; give a folder")
+    names = (MODEL_FILES[fmt], META_FILE, "sample_input.png", "README.md")
+    taken = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
+    if taken and not overwrite:
+        raise ExportError(f"--output {output_dir} already holds {', '.join(taken)}; choose an empty folder, or pass --overwrite "
+                          f"to replace those files")
+
+
 def export_model(cfg, model: torch.nn.Module, *, fmt: str, output_dir: str, sample_image: np.ndarray,
-                 opset: int = 17, thing_classes=None) -> Dict[str, str]:
+                 opset: int = 17, thing_classes=None, overwrite: bool = False) -> Dict[str, str]:
     """Trace `model` (built from `cfg`, weights loaded) and write the export folder.
 
     Args:
@@ -186,12 +198,12 @@ def export_model(cfg, model: torch.nn.Module, *, fmt: str, output_dir: str, samp
             rule, it is the tracing input and is written as sample_input.png.
     Returns:
         {"model": path, "meta": path, "sample": path, "readme": path}.
+    Existing export files in `output_dir` are refused unless `overwrite` (check_export_output).
     Nothing is written when a check fails: files are made in a temporary folder beside
     `output_dir` and moved in at the end.
     """
     check_exportable(cfg, fmt, opset)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ExportError(f"--output {output_dir} is a file; give a folder")
+    check_export_output(output_dir, fmt, overwrite)
     x_np = resize_for_model(sample_image, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.INPUT.FORMAT)
     x = torch.from_numpy(x_np)
     wrapper = ExportableModel(model.cpu() if model.pixel_mean.device.type != "cpu" else model)

@@ -205,7 +205,7 @@ def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path
                             "--confidence-threshold", "0.05", "MODEL.WEIGHTS", exports[fmt]["model"]],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]
-        assert os.path.isfile(out / "img.png")
+        assert os.path.isfile(out / "img_pred.png")
         dets = json.load(open(out / "det.json"))
         assert len(dets) == int((expected["scores"] >= 0.05).sum()) > 0
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file", str(cfg_file), "--runtime", "onnxruntime",

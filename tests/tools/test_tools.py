@@ -47,17 +47,66 @@ def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
         shutil.copy(os.path.join(src, n), inp / n)
     (inp / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "output" / "demo"  # the default --output, under the working directory
-    r = _tool("demo.py", "--config-file", QUICK, "--input", str(inp), str(tmp_path / "missing.png"),
-              "--json", str(tmp_path / "det.json"), "--confidence-threshold", "0.3", "MODEL.WEIGHTS", tiny_weights, *TINY, cwd=tmp_path)
+    # options after the overrides are options, not swallowed; --json into a folder that does not exist yet
+    r = _tool("demo.py", "--config-file", QUICK, "--input", str(inp), "--input", str(tmp_path / "missing.png"),
+              "MODEL.WEIGHTS", tiny_weights, *TINY, "--json", str(tmp_path / "new" / "det.json"), "--confidence-threshold", "0.3",
+              cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "precision for inference on cpu: float32" in r.stdout
     assert "broken.png" in r.stderr and "missing.png" in r.stderr
     written = sorted(os.listdir(out))
-    assert written == sorted(os.path.splitext(n)[0] + ".png" for n in names)
-    dets = json.load(open(tmp_path / "det.json"))
+    assert written == sorted(os.path.splitext(n)[0] + "_pred.png" for n in names)
+    dets = json.load(open(tmp_path / "new" / "det.json"))
     assert isinstance(dets, list) and len(dets) > 0  # the tiny model's box bias makes confident detections
     assert all("bbox" in d and "segmentation" in d and d["score"] >= 0.3 for d in dets)
     assert {d["file_name"] for d in dets} <= {str(inp / n) for n in names}
+
+
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
+def test_demo_never_overwrites(tmp_path, tiny_weights):
+    """Output next to its input; x.png and x.jpg; a rerun; no weights; an unwritable folder."""
+    import cv2
+
+    img = cv2.imread(os.path.join(REPO, "datasets", "nuclei_mini", "val", sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0]))
+    cv2.imwrite(str(tmp_path / "x.png"), img)
+    cv2.imwrite(str(tmp_path / "x.jpg"), img)
+    before = {n: (tmp_path / n).read_bytes() for n in ("x.png", "x.jpg")}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "x_pred.png").write_bytes(b"the user's own file")
+    r = _tool("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out"),
+              "MODEL.WEIGHTS", tiny_weights, *TINY)
+    assert r.returncode == 2 and "x_pred.png exists" in r.stderr and "--overwrite" in r.stderr, r.stderr[-1500:]
+    assert (tmp_path / "out" / "x_pred.png").read_bytes() == b"the user's own file"
+    base = ("--config-file", QUICK, "--input", str(tmp_path), "--output", str(tmp_path))  # results next to the inputs
+    r = _tool("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "wrote 2 result(s)" in r.stdout
+    assert {"x_pred.png", "x_2_pred.png"} <= set(os.listdir(tmp_path))  # x.png and x.jpg: two results
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before  # inputs untouched
+    r = _tool("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY)  # a rerun: its outputs are now inputs
+    assert r.returncode == 2 and "is one of the inputs" in r.stderr
+    r = _tool("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), *TINY)
+    assert r.returncode == 2 and "MODEL.WEIGHTS is empty" in r.stderr and not (tmp_path / "o").exists()
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        r = _tool("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(ro), "MODEL.WEIGHTS", tiny_weights, *TINY)
+        assert r.returncode == 2 and "cannot write into" in r.stderr
+
+
+def test_demo_output_plan_units(tmp_path):
+    """plan_outputs / check_outputs without a model: unique stems, an output that is an input is refused."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import demo
+
+    files = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), str(tmp_path / "x.jpg")]
+    plan = demo.plan_outputs(files, str(tmp_path))
+    assert list(plan.values()) == ["x", "x_2", "x_3"]
+    (tmp_path / "x_pred.png").write_bytes(b"input")
+    with pytest.raises(demo.OutputError, match="is one of the inputs"):
+        demo.check_outputs([str(tmp_path / "x_pred.png")], {str(tmp_path / "x_pred.png"): "x"}, str(tmp_path), None, True)
+    demo.check_outputs(files, plan, str(tmp_path / "new"), str(tmp_path / "j" / "d.json"), False)
+    assert (tmp_path / "j").is_dir() and (tmp_path / "new").is_dir()
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
