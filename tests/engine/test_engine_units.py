@@ -182,3 +182,88 @@ def test_reference_world_size_rescaling():
     assert out.SOLVER.IMS_PER_BATCH == 2 and out.SOLVER.BASE_LR == pytest.approx(0.0025)
     assert out.SOLVER.MAX_ITER == 720000 and out.SOLVER.STEPS == (480000, 640000)
     assert rescale_for_world_size(cfg, 8) is cfg
+
+
+def test_ctrl_c_during_final_evaluation_stops_it():
+    """A Ctrl-C request seen by the evaluation after the last iteration stops it (KeyboardInterrupt,
+    exit 130 in the CLI) instead of evaluating to the end; the other hooks still close."""
+    from detgn.engine.train_loop import HookBase, TrainerBase
+    from detgn.evaluation import inference_on_dataset
+    from detgn.utils import interrupt
+
+    seen = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, inputs):
+            seen.append(len(seen))
+            if len(seen) == 2:
+                interrupt.request_stop()  # what the SIGINT handler does
+            return [{} for _ in inputs]
+
+    class Evaluator:
+        def reset(self):
+            pass
+
+        def process(self, inputs, outputs):
+            pass
+
+        def evaluate(self):
+            return {}
+
+    class FinalEval(HookBase):
+        def after_train(self):
+            inference_on_dataset(Model(), [[{"image_id": i}] for i in range(10)], Evaluator())
+
+    class Closer(HookBase):
+        closed = False
+
+        def after_train(self):
+            Closer.closed = True
+
+    class T(TrainerBase):
+        def run_step(self):
+            pass
+
+    t = T()
+    t.register_hooks([FinalEval(), Closer()])
+    with pytest.raises(KeyboardInterrupt):
+        t.train(0, 2)
+    assert seen == [0, 1] and t.interrupted and Closer.closed
+    assert not interrupt.stop_requested()  # cleared when the loop ends
+
+
+def test_resume_applies_changed_solver_values_with_a_warning(caplog):
+    """torch restores LR/momentum/weight decay from the checkpoint; on --resume the config's values win, warned."""
+    import logging
+
+    from detgn.engine.defaults import _optimizer_settings, _reapply_solver_settings
+
+    def build(lr, wd):
+        cfg = get_cfg()
+        cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = lr, wd, 10, (5,)
+        cfg.SOLVER.WARMUP_ITERS = 2
+        model = nn.Sequential(nn.Linear(2, 2))
+        opt = build_optimizer(cfg, model)
+        return opt, build_lr_scheduler(cfg, opt)
+
+    opt, sched = build(0.02, 1e-4)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    state = opt.state_dict(), sched.state_dict()
+    for lr, wd, expect_warnings in ((0.02, 1e-4, 0), (0.5, 1e-3, 2)):
+        opt2, sched2 = build(lr, wd)
+        wanted = _optimizer_settings(opt2), list(sched2.base_lrs)
+        opt2.load_state_dict(state[0])
+        sched2.load_state_dict(state[1])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _reapply_solver_settings(opt2, sched2, *wanted, start_iter=3, logger=logging.getLogger("t"))
+        assert len([r for r in caplog.records if "--resume:" in r.getMessage()]) == expect_warnings
+        assert opt2.param_groups[0]["lr"] == pytest.approx(lr) and opt2.param_groups[0]["weight_decay"] == wd
+        if not expect_warnings:  # nothing changed: exactly the checkpoint's state (exact resume)
+            assert opt2.param_groups[0]["lr"] == state[0]["param_groups"][0]["lr"]

@@ -62,3 +62,12 @@ def test_train_then_eval_only_end_to_end(tmp_path):
     a = json.load(open(out / "inference/nuclei_mini_val/coco_instances_results.json"))
     b = json.load(open(ev / "inference/nuclei_mini_val/coco_instances_results.json"))
     assert len(a) == len(b) and [d["score"] for d in a] == pytest.approx([d["score"] for d in b], rel=1e-4)
+    # the finished run is protected: a rerun without --resume, a resume whose config does not fit the checkpoint
+    snapshot = {f: (out / f).read_bytes() for f in ("config.yaml", "metrics.json", "model_final.pth", "last_checkpoint")}
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)])
+    assert r.returncode == 2 and "holds another run" in r.stderr and "--resume" in r.stderr and "--overwrite" in r.stderr, r.stderr[-2000:]
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "4", "MODEL.ROI_HEADS.NUM_CLASSES", "2", "OUTPUT_DIR", str(out), "--resume"])
+    assert r.returncode == 2 and "does not fit the model" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out), "--resume"])
+    assert r.returncode == 2 and "more than SOLVER.MAX_ITER 1" in r.stderr, r.stderr[-2000:]
+    assert {f: (out / f).read_bytes() for f in snapshot} == snapshot

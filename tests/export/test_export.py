@@ -213,3 +213,20 @@ def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path
                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 differs from the exported model's 0.05" in r.stderr
+
+
+def test_export_refuses_a_folder_holding_export_files(tmp_path):
+    """A user's README.md or sample_input.png in --output is never replaced without --overwrite."""
+    from detgn.export import ExportError, check_export_output
+
+    check_export_output(str(tmp_path / "new"), "onnx")
+    (tmp_path / "notes.txt").write_text("mine")
+    check_export_output(str(tmp_path), "onnx")  # other files are left alone, so they do not block
+    (tmp_path / "README.md").write_text("my readme")
+    with pytest.raises(ExportError, match="already holds README.md; .*--overwrite"):
+        check_export_output(str(tmp_path), "onnx")
+    check_export_output(str(tmp_path), "onnx", overwrite=True)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ExportError, match="is a file"):
+        check_export_output(str(tmp_path / "f"), "torchscript")
+    assert (tmp_path / "README.md").read_text() == "my readme"
