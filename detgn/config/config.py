@@ -15,6 +15,10 @@ class UnsafeConfigError(UserInputError, ValueError):
     """A YAML config uses a tag that would construct Python objects (e.g. !!python/object)."""
 
 
+class ConfigFileError(UserInputError, ValueError):
+    """A config file that is not a YAML mapping of keys (empty, a list, a scalar)."""
+
+
 class CircularBaseError(UserInputError, ValueError):
     """A chain of _BASE_ links comes back to a file already being loaded."""
 
@@ -76,6 +80,10 @@ class CfgNode(_FvCfgNode):
         stack.append(key)
         try:
             return super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
+        except TypeError as e:  # fvcore looks for _BASE_ in what safe_load returned: None for an empty file
+            if "NoneType" not in str(e):
+                raise
+            raise ConfigFileError(f"{filename}: the file is empty; a config is a YAML mapping of keys (e.g. 'SOLVER:')") from None
         except yaml.constructor.ConstructorError as e:
             where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
             raise UnsafeConfigError(f"{filename}{where}: {e.problem}; detgn reads configs with yaml.safe_load and never "
@@ -86,6 +94,10 @@ class CfgNode(_FvCfgNode):
     def merge_from_file(self, cfg_filename, allow_unsafe=False):
         """Merge a YAML file (following `_BASE_` links) into this config; safe YAML only by default."""
         loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        if not isinstance(loaded, dict):
+            raise ConfigFileError(f"{cfg_filename}: the top level must be a mapping of config keys (e.g. 'SOLVER:'), "
+                                  f"got {'an empty file' if loaded is None else type(loaded).__name__}")
+        _ints_to_floats(loaded, self)
         loaded = type(self)(loaded)
         self._check_keys(loaded, self)
         self.merge_from_other_cfg(loaded)
@@ -94,13 +106,30 @@ class CfgNode(_FvCfgNode):
         """Merge `KEY VALUE` pairs, e.g. ["SOLVER.BASE_LR", "0.02"]."""
         if len(cfg_list) % 2 != 0:
             raise ValueError(f"Config overrides must be KEY VALUE pairs, got an odd number: {cfg_list}")
-        for key in cfg_list[0::2]:
+        cfg_list = list(cfg_list)
+        for i, key in enumerate(cfg_list[0::2]):
             node = self
             for part in key.split("."):
                 if not isinstance(node, _FvCfgNode) or part not in node:
                     raise self._unknown(key, self)
                 node = node[part]
+            if isinstance(node, float) and isinstance(cfg_list[2 * i + 1], str):
+                try:  # "0" or "1" for a float key is that number, not a type error
+                    cfg_list[2 * i + 1] = repr(float(int(cfg_list[2 * i + 1])))
+                except ValueError:
+                    pass
         return super().merge_from_list(cfg_list)
+
+
+def _ints_to_floats(loaded: dict, defaults) -> None:
+    """In a loaded YAML dict, an integer given for a key whose default is a float becomes that float."""
+    for k, v in loaded.items():
+        if k not in defaults:
+            continue
+        if isinstance(v, dict) and isinstance(defaults[k], _FvCfgNode):
+            _ints_to_floats(v, defaults[k])
+        elif isinstance(defaults[k], float) and isinstance(v, int) and not isinstance(v, bool):
+            loaded[k] = float(v)
 
 
 def get_cfg() -> CfgNode:

@@ -16,13 +16,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detgn.checkpoint import DetectionCheckpointer, set_rng_state
 from detgn.config import ConfigKeyError, UnsupportedConfigError, check_supported, get_cfg
+from detgn.config.rules import check_config
 from detgn.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.evaluation.coco_evaluation import format_metric
 from detgn.modeling import build_model
 from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
 from detgn.utils import comm
-from detgn.utils.errors import UserInputError
+from detgn.utils.errors import ConfigValueError, UserInputError
 from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from detgn.utils.logger import setup_logger
 
@@ -108,6 +109,8 @@ def setup_cfg(args):
             cfg.merge_from_file(args.config_file)
         except ConfigKeyError as e:
             raise ConfigError(f"{args.config_file}: {e}") from e
+        except UserInputError as e:  # unsafe YAML, _BASE_ cycle, not a mapping: the message names the file
+            raise ConfigError(str(e)) from e
         except _CONFIG_READ_ERRORS as e:  # YAML syntax, a value of the wrong type, an unreadable _BASE_ ...
             raise ConfigError(f"Cannot read config {args.config_file}: {type(e).__name__}: {e}") from e
     try:
@@ -118,9 +121,19 @@ def setup_cfg(args):
         raise ConfigError(f"command line override {args.opts}: {type(e).__name__}: {e}") from e
     try:
         check_supported(cfg)
-    except UnsupportedConfigError as e:
+        check_config(cfg, world_size=_training_world_size(args) if cfg.SOLVER.REFERENCE_WORLD_SIZE == 0 else None)
+    except (UnsupportedConfigError, ConfigValueError) as e:
         raise ConfigError(str(e)) from e
     return cfg
+
+
+def _training_world_size(args) -> Optional[int]:
+    """Processes of the training job these arguments start (None for tools that do not train)."""
+    if not hasattr(args, "num_gpus") or getattr(args, "eval_only", False):
+        return None
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    return args.num_gpus * getattr(args, "num_machines", 1)
 
 
 def setup_cfg_or_exit(args):

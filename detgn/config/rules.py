@@ -1,0 +1,292 @@
+"""Every config value checked when the config is read, in one table: types, ranges, choices, relations.
+
+`check_config(cfg)` runs in engine.setup_cfg (every tool) right after the YAML file and the overrides
+are merged, so a bad value is refused before any process starts, any data is read or anything is
+written, with one line naming the key, the value and what is allowed. yacs already refuses a value
+whose type differs from the default's ("Type mismatch ... for config key: SOLVER.MAX_ITER"); this table
+adds what a type cannot say. Keys of UNSUPPORTED_KEYS are checked by supported.py instead; keys not
+listed here are strings or booleans whose readers refuse unknown values by name (registries), or
+free-form (paths, names).
+
+The table is printed by `python -m detgn.config.rules` (docs/config_rules.md holds a copy).
+"""
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from detgn.utils.errors import ConfigValueError
+
+__all__ = ["RULES", "RELATIONS", "check_config", "rules_table"]
+
+
+class Rule:
+    """One key's constraint: `ok(value)` and the words for what is allowed."""
+
+    def __init__(self, ok: Callable[[Any], bool], allowed: str):
+        self.ok = ok
+        self.allowed = allowed
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def ge(lo, integer=True) -> Rule:
+    return Rule(lambda v: (_int(v) if integer else _num(v)) and v >= lo, f"{'an integer' if integer else 'a number'} >= {lo}")
+
+
+def gt(lo, integer=False) -> Rule:
+    return Rule(lambda v: (_int(v) if integer else _num(v)) and v > lo, f"{'an integer' if integer else 'a number'} > {lo}")
+
+
+def between(lo, hi, lo_open=False, hi_open=False) -> Rule:
+    def ok(v):
+        return _num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    return Rule(ok, f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+
+
+def one_of(*values) -> Rule:
+    return Rule(lambda v: v in values, "one of " + ", ".join(repr(x) for x in values))
+
+
+def int_or_minus1(lo=1) -> Rule:
+    return Rule(lambda v: _int(v) and (v == -1 or v >= lo), f"-1 or an integer >= {lo}")
+
+
+def seq(item: Rule, min_len=1, max_len=None) -> Rule:
+    def ok(v):
+        return isinstance(v, (list, tuple)) and min_len <= len(v) <= (max_len or len(v)) and all(item.ok(x) for x in v)
+    n = f"{min_len}" if max_len == min_len else f"at least {min_len}" if max_len is None else f"{min_len} to {max_len}"
+    return Rule(ok, f"a list of {n} value(s), each {item.allowed}")
+
+
+def seq_of_seq(item: Rule) -> Rule:
+    return Rule(lambda v: isinstance(v, (list, tuple)) and len(v) >= 1 and all(seq(item).ok(x) for x in v),
+                f"a non-empty list of non-empty lists, each value {item.allowed}")
+
+
+def _device(v) -> bool:
+    return isinstance(v, str) and (v in ("cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))
+
+
+NORMS = ("", "GN", "FrozenBN", "BN", "SyncBN", "NaiveSyncBN", "LN")
+
+# key -> rule. Zero is allowed only where it means something (documented in defaults.py).
+RULES: Dict[str, Rule] = {
+    "MODEL.DEVICE": Rule(_device, "'cpu', 'cuda' or 'cuda:N'"),
+    "MODEL.PIXEL_MEAN": seq(Rule(_num, "a finite number"), 1, 4),
+    "MODEL.PIXEL_STD": seq(gt(0), 1, 4),
+    "MODEL.MEMORY_FORMAT": one_of("contiguous", "channels_last"),
+    "MODEL.BACKBONE.FREEZE_AT": between(0, 5),
+    "MODEL.GROUP_NORM.NUM_GROUPS": ge(1),
+    "MODEL.GROUP_NORM.EPS": gt(0),
+    "MODEL.RESNETS.DEPTH": one_of(18, 34, 50, 101, 152),
+    "MODEL.RESNETS.NUM_GROUPS": ge(1),
+    "MODEL.RESNETS.NORM": one_of(*NORMS),
+    "MODEL.RESNETS.WIDTH_PER_GROUP": ge(1),
+    "MODEL.RESNETS.RES5_DILATION": one_of(1, 2),
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": ge(1),
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": ge(1),
+    "MODEL.RESNETS.OUT_FEATURES": seq(one_of("stem", "res2", "res3", "res4", "res5")),
+    "MODEL.FPN.IN_FEATURES": seq(one_of("res2", "res3", "res4", "res5")),
+    "MODEL.FPN.OUT_CHANNELS": ge(1),
+    "MODEL.FPN.NORM": one_of(*NORMS),
+    "MODEL.FPN.FUSE_TYPE": one_of("sum", "avg"),
+    "MODEL.ANCHOR_GENERATOR.SIZES": seq_of_seq(gt(0)),
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq_of_seq(gt(0)),
+    "MODEL.ANCHOR_GENERATOR.OFFSET": between(0.0, 1.0, hi_open=True),
+    "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": ge(0, integer=False),
+    "MODEL.RPN.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6")),
+    "MODEL.RPN.BOUNDARY_THRESH": Rule(lambda v: _int(v) and v >= -1, "-1 (keep all anchors) or an integer >= 0"),
+    "MODEL.RPN.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
+    "MODEL.RPN.IOU_LABELS": seq(one_of(-1, 0, 1), 2),
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": ge(1),
+    "MODEL.RPN.POSITIVE_FRACTION": between(0.0, 1.0),
+    "MODEL.RPN.BBOX_REG_LOSS_TYPE": one_of("smooth_l1", "giou"),
+    "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": ge(0, integer=False),
+    "MODEL.RPN.BBOX_REG_WEIGHTS": seq(gt(0), 4, 4),
+    "MODEL.RPN.SMOOTH_L1_BETA": ge(0, integer=False),
+    "MODEL.RPN.LOSS_WEIGHT": ge(0, integer=False),
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": ge(1),
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": ge(1),
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": ge(1),
+    "MODEL.RPN.POST_NMS_TOPK_TEST": ge(1),
+    "MODEL.RPN.NMS_THRESH": between(0.0, 1.0),
+    "MODEL.RPN.CONV_DIMS": seq(int_or_minus1()),
+    "MODEL.ROI_HEADS.NUM_CLASSES": ge(1),
+    "MODEL.ROI_HEADS.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6")),
+    "MODEL.ROI_HEADS.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
+    "MODEL.ROI_HEADS.IOU_LABELS": seq(one_of(-1, 0, 1), 2),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": ge(1),
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": between(0.0, 1.0),
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": between(0.0, 1.0),
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": between(0.0, 1.0),
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": one_of("smooth_l1", "giou"),
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": ge(0, integer=False),
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": seq(gt(0), 4, 4),
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": ge(0, integer=False),
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": ge(1),
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": ge(0),
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": one_of("ROIAlignV2", "ROIAlign"),
+    "MODEL.ROI_BOX_HEAD.NUM_FC": ge(0),
+    "MODEL.ROI_BOX_HEAD.FC_DIM": ge(1),
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": ge(0),
+    "MODEL.ROI_BOX_HEAD.CONV_DIM": ge(1),
+    "MODEL.ROI_BOX_HEAD.NORM": one_of(*NORMS),
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": ge(1),
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": ge(0),
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": one_of("ROIAlignV2", "ROIAlign"),
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": ge(0),
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": ge(1),
+    "MODEL.ROI_MASK_HEAD.NORM": one_of(*NORMS),
+    "INPUT.MIN_SIZE_TRAIN": seq(ge(1)),
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": one_of("choice", "range"),
+    "INPUT.MAX_SIZE_TRAIN": ge(1),
+    "INPUT.MIN_SIZE_TEST": ge(0),
+    "INPUT.MAX_SIZE_TEST": ge(1),
+    "INPUT.RANDOM_FLIP": one_of("horizontal", "vertical", "none"),
+    "INPUT.FORMAT": one_of("BGR", "RGB"),
+    "INPUT.MASK_FORMAT": one_of("polygon", "bitmask"),
+    "INPUT.CROP.TYPE": one_of("relative_range", "relative", "absolute"),
+    "INPUT.CROP.SIZE": seq(gt(0), 2, 2),
+    "INPUT.LSJ.MIN_SCALE": gt(0),
+    "INPUT.LSJ.MAX_SCALE": gt(0),
+    "INPUT.LSJ.IMAGE_SIZE": ge(1),
+    "DATALOADER.NUM_WORKERS": ge(0),
+    "SOLVER.OPTIMIZER": one_of("SGD"),
+    "SOLVER.LR_SCHEDULER_NAME": one_of("WarmupMultiStepLR", "WarmupCosineLR"),
+    "SOLVER.MAX_ITER": ge(1),
+    "SOLVER.BASE_LR": gt(0),
+    "SOLVER.BASE_LR_END": ge(0, integer=False),
+    "SOLVER.MOMENTUM": between(0.0, 1.0, hi_open=True),
+    "SOLVER.WEIGHT_DECAY": ge(0, integer=False),
+    "SOLVER.WEIGHT_DECAY_NORM": ge(0, integer=False),
+    "SOLVER.WEIGHT_DECAY_BIAS": Rule(lambda v: v is None or (_num(v) and v >= 0), "None (= WEIGHT_DECAY) or a number >= 0"),
+    "SOLVER.BIAS_LR_FACTOR": ge(0, integer=False),
+    "SOLVER.GAMMA": gt(0),
+    "SOLVER.STEPS": Rule(lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 0 for x in v),
+                         "a list of integers >= 0 (iterations), possibly empty"),
+    "SOLVER.WARMUP_FACTOR": between(0.0, 1.0),
+    "SOLVER.WARMUP_ITERS": ge(0),
+    "SOLVER.WARMUP_METHOD": one_of("linear", "constant"),
+    "SOLVER.CHECKPOINT_PERIOD": ge(1),
+    "SOLVER.MAX_TO_KEEP": ge(0),
+    "SOLVER.IMS_PER_BATCH": ge(1),
+    "SOLVER.REFERENCE_WORLD_SIZE": ge(0),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": one_of("value", "norm", "full_model"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": gt(0),
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": Rule(lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
+                                           "a number > 0 (inf for the max norm)"),
+    "SOLVER.AMP.DTYPE": one_of("auto", "float16", "bfloat16"),
+    "TEST.EVAL_PERIOD": ge(0),
+    "TEST.DETECTIONS_PER_IMAGE": ge(1),
+    "TEST.EVALUATOR_BACKEND": one_of("pycocotools", "faster_coco_eval"),
+    "TEST.VIS_PERIOD_IMAGES": ge(0),
+    "TEST.VIS_SCORE_THRESH": between(0.0, 1.0),
+    "CLASSIFIER.NUM_CLASSES": ge(0),
+    "CLASSIFIER.EPOCHS": ge(0),
+    "CLASSIFIER.LR_STEP_EPOCHS": Rule(lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 1 for x in v),
+                                      "a list of integers >= 1 (epochs), possibly empty"),
+    "CLASSIFIER.LR_REFERENCE_BATCH": ge(0),
+    "CLASSIFIER.TRAIN_CROP": ge(1),
+    "CLASSIFIER.MIN_CROP_SCALE": between(0.0, 1.0, lo_open=True),
+    "CLASSIFIER.TEST_RESIZE": ge(1),
+    "CLASSIFIER.TEST_CROP": ge(1),
+    "OUTPUT_DIR": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
+    "SEED": Rule(lambda v: _int(v) and -1 <= v < 2 ** 31, "-1 (random) or an integer in [0, 2**31)"),
+    "LOG_PERIOD": ge(1),
+}
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _rel(ok: bool, key: str, value, why: str) -> Optional[Tuple[str, Any, str]]:
+    return None if ok else (key, value, why)
+
+
+# relations between keys: (description, check(cfg) -> None or (key, value, what is allowed))
+RELATIONS: List[Tuple[str, Callable]] = [
+    ("RPN IOU_LABELS has one more entry than IOU_THRESHOLDS, thresholds increasing",
+     lambda c: _rel(len(c.MODEL.RPN.IOU_LABELS) == len(c.MODEL.RPN.IOU_THRESHOLDS) + 1
+                    and list(c.MODEL.RPN.IOU_THRESHOLDS) == sorted(c.MODEL.RPN.IOU_THRESHOLDS), "MODEL.RPN.IOU_LABELS",
+                    list(c.MODEL.RPN.IOU_LABELS), f"one more label than MODEL.RPN.IOU_THRESHOLDS {list(c.MODEL.RPN.IOU_THRESHOLDS)} "
+                    "(increasing)")),
+    ("ROI_HEADS IOU_LABELS has one more entry than IOU_THRESHOLDS, thresholds increasing",
+     lambda c: _rel(len(c.MODEL.ROI_HEADS.IOU_LABELS) == len(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) + 1
+                    and list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) == sorted(c.MODEL.ROI_HEADS.IOU_THRESHOLDS), "MODEL.ROI_HEADS.IOU_LABELS",
+                    list(c.MODEL.ROI_HEADS.IOU_LABELS), f"one more label than MODEL.ROI_HEADS.IOU_THRESHOLDS "
+                    f"{list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS)} (increasing)")),
+    ("PIXEL_STD has as many entries as PIXEL_MEAN",
+     lambda c: _rel(len(c.MODEL.PIXEL_STD) == len(c.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD", list(c.MODEL.PIXEL_STD),
+                    f"{len(c.MODEL.PIXEL_MEAN)} values, as MODEL.PIXEL_MEAN")),
+    ("one anchor size list per RPN feature (or one for all)",
+     lambda c: _rel(len(c.MODEL.ANCHOR_GENERATOR.SIZES) in (1, len(c.MODEL.RPN.IN_FEATURES)), "MODEL.ANCHOR_GENERATOR.SIZES",
+                    c.MODEL.ANCHOR_GENERATOR.SIZES, f"1 or {len(c.MODEL.RPN.IN_FEATURES)} lists (one per MODEL.RPN.IN_FEATURES)")),
+    ("one aspect-ratio list per RPN feature (or one for all)",
+     lambda c: _rel(len(c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS) in (1, len(c.MODEL.RPN.IN_FEATURES)),
+                    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
+                    f"1 or {len(c.MODEL.RPN.IN_FEATURES)} lists (one per MODEL.RPN.IN_FEATURES)")),
+    ("range sampling of the training size takes [min, max]",
+     lambda c: _rel(c.INPUT.MIN_SIZE_TRAIN_SAMPLING != "range" or (len(c.INPUT.MIN_SIZE_TRAIN) == 2
+                                                                   and c.INPUT.MIN_SIZE_TRAIN[0] <= c.INPUT.MIN_SIZE_TRAIN[1]),
+                    "INPUT.MIN_SIZE_TRAIN", list(c.INPUT.MIN_SIZE_TRAIN), "two sizes [min, max] with INPUT.MIN_SIZE_TRAIN_SAMPLING range")),
+    ("LSJ scales ordered",
+     lambda c: _rel(c.INPUT.LSJ.MIN_SCALE <= c.INPUT.LSJ.MAX_SCALE, "INPUT.LSJ.MIN_SCALE", c.INPUT.LSJ.MIN_SCALE,
+                    f"at most INPUT.LSJ.MAX_SCALE {c.INPUT.LSJ.MAX_SCALE}")),
+    ("relative crop sizes are fractions",
+     lambda c: _rel(c.INPUT.CROP.TYPE == "absolute" or all(0 < x <= 1 for x in c.INPUT.CROP.SIZE), "INPUT.CROP.SIZE",
+                    list(c.INPUT.CROP.SIZE), f"fractions in (0, 1] with INPUT.CROP.TYPE {c.INPUT.CROP.TYPE}")),
+    ("LR steps increasing",
+     lambda c: _rel(list(c.SOLVER.STEPS) == sorted(c.SOLVER.STEPS), "SOLVER.STEPS", tuple(c.SOLVER.STEPS), "increasing iterations")),
+    ("cosine schedule end LR not above the base LR",
+     lambda c: _rel(c.SOLVER.LR_SCHEDULER_NAME != "WarmupCosineLR" or c.SOLVER.BASE_LR_END <= c.SOLVER.BASE_LR, "SOLVER.BASE_LR_END",
+                    c.SOLVER.BASE_LR_END, f"at most SOLVER.BASE_LR {c.SOLVER.BASE_LR}")),
+    ("float16 autocast needs CUDA",
+     lambda c: _rel(not (c.SOLVER.AMP.ENABLED and c.SOLVER.AMP.DTYPE == "float16" and c.MODEL.DEVICE == "cpu"), "SOLVER.AMP.DTYPE",
+                    c.SOLVER.AMP.DTYPE, "'auto' or 'bfloat16' with MODEL.DEVICE cpu (float16 autocast is CUDA only)")),
+    ("GN groups divide every GN layer's channels",
+     lambda c: _rel(all(ch % c.MODEL.GROUP_NORM.NUM_GROUPS == 0 for norm, ch in (
+         (c.MODEL.FPN.NORM, c.MODEL.FPN.OUT_CHANNELS), (c.MODEL.ROI_BOX_HEAD.NORM, c.MODEL.ROI_BOX_HEAD.CONV_DIM),
+         (c.MODEL.ROI_MASK_HEAD.NORM, c.MODEL.ROI_MASK_HEAD.CONV_DIM), (c.MODEL.RESNETS.NORM, c.MODEL.RESNETS.STEM_OUT_CHANNELS))
+         if norm == "GN"), "MODEL.GROUP_NORM.NUM_GROUPS", c.MODEL.GROUP_NORM.NUM_GROUPS,
+         "a divisor of the channels of every GN layer (FPN.OUT_CHANNELS, ROI_BOX_HEAD.CONV_DIM, ROI_MASK_HEAD.CONV_DIM, "
+         "RESNETS.STEM_OUT_CHANNELS)")),
+]
+
+
+def check_config(cfg, world_size: Optional[int] = None) -> None:
+    """Raise ConfigValueError naming the first key whose value breaks RULES or RELATIONS. With
+    `world_size` (the number of training processes), also check that SOLVER.IMS_PER_BATCH divides by it."""
+    for key, rule in RULES.items():
+        value = _get(cfg, key)
+        if not rule.ok(value):
+            raise ConfigValueError(f"{key} = {value!r}: must be {rule.allowed}")
+    for _, relation in RELATIONS:
+        bad = relation(cfg)
+        if bad:
+            key, value, allowed = bad
+            raise ConfigValueError(f"{key} = {value!r}: must be {allowed}")
+    if world_size and cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: must be divisible by the number of processes "
+                               f"({world_size}); use a multiple of {world_size} or another --num-gpus")
+
+
+def rules_table() -> str:
+    """RULES and RELATIONS as a Markdown table (docs/config_rules.md)."""
+    lines = ["| key | allowed |", "|---|---|"]
+    lines += [f"| `{k}` | {r.allowed} |" for k, r in RULES.items()]
+    lines += ["", "Relations between keys:", ""] + [f"- {d}" for d, _ in RELATIONS]
+    lines += ["- SOLVER.IMS_PER_BATCH divisible by the number of training processes (--num-gpus x --num-machines)"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(rules_table(), end="")
