@@ -81,9 +81,12 @@ class CfgNode(_FvCfgNode):
         try:
             return super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
         except TypeError as e:  # fvcore looks for _BASE_ in what safe_load returned: None for an empty file
-            if "NoneType" not in str(e):
+            if "is not iterable" not in str(e):
                 raise
-            raise ConfigFileError(f"{filename}: the file is empty; a config is a YAML mapping of keys (e.g. 'SOLVER:')") from None
+            if "NoneType" in str(e):
+                raise ConfigFileError(f"{filename}: the file is empty; a config is a YAML mapping of keys (e.g. 'SOLVER:')") from None
+            got = str(e).split("'")[1] if "'" in str(e) else "a scalar"
+            raise ConfigFileError(f"{filename}: the top level must be a mapping of config keys (e.g. 'SOLVER:'), got {got}") from None
         except yaml.constructor.ConstructorError as e:
             where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
             raise UnsafeConfigError(f"{filename}{where}: {e.problem}; detgn reads configs with yaml.safe_load and never "
