@@ -43,7 +43,7 @@ def run_files(output_dir: str):
     """The files in `output_dir` that belong to a training run (checkpoints, their tag, metrics.json)."""
     try:
         names = os.listdir(output_dir)
-    except FileNotFoundError:
+    except OSError:  # absent, or not a folder (reported when it is created)
         return []
     return sorted(n for n in names if _CHECKPOINT.match(n) or n in ("last_checkpoint", "metrics.json"))
 
@@ -145,10 +145,13 @@ def claim_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False, 
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as e:
-        raise OutputDirError(f"OUTPUT_DIR {output_dir} cannot be created ({e.strerror}); choose another with OUTPUT_DIR <dir>") from None
+        raise OutputDirError(f"OUTPUT_DIR {output_dir} is not writable: it cannot be created ({e.strerror}); choose another with "
+                             "OUTPUT_DIR <dir>") from None
     try:
         _lock(output_dir)
-    except PermissionError as e:
+    except OSError as e:
+        if isinstance(e, OutputDirError):
+            raise
         raise OutputDirError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from None
     _remove_stale_tmp(output_dir)
     return moved

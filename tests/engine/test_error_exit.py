@@ -37,11 +37,12 @@ def test_a_bug_keeps_its_traceback(monkeypatch, train_net, tmp_path):
         train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path)])
 
 
-def test_bad_config_value_found_while_building_is_status_2(capsys, train_net, tmp_path):
-    """INPUT.RANDOM_FLIP is checked when the data loader is built (inside the training process)."""
-    rc = train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "INPUT.RANDOM_FLIP", "diagonal"])
+def test_bad_config_value_found_when_read_is_status_2(capsys, train_net, tmp_path):
+    """INPUT.RANDOM_FLIP is checked when the config is read (config/rules.py), before anything is written."""
+    rc = train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path / "o"), "INPUT.RANDOM_FLIP", "diagonal"])
     err = capsys.readouterr().err
-    assert rc == 2 and "INPUT.RANDOM_FLIP must be horizontal, vertical or none" in err and "Traceback" not in err
+    assert rc == 2 and "INPUT.RANDOM_FLIP = 'diagonal': must be one of 'horizontal', 'vertical', 'none'" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_error_classes_keep_their_builtin_bases():
