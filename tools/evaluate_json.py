@@ -4,7 +4,9 @@
     python tools/evaluate_json.py --gt instances_val2017.json --results coco_instances_results.json --type bbox segm
 
 Prints the 12 COCO summary numbers per type (AP in percent; `nan` where COCOeval has nothing to
-average, e.g. APl without large objects, as in the training log) and exits non-zero on bad input.
+average, e.g. APl without large objects, as in the training log). Both files are checked first
+(missing keys, duplicate image ids, NaN/Inf scores or boxes, RLEs that do not cover their image,
+results for unknown images or categories): a bad file exits with status 2 and one line naming it.
 """
 import argparse
 import json
@@ -26,18 +28,13 @@ STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 
 def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str = "pycocotools"):
     """-> {type: [12 summary numbers as COCOeval gives them: fractions, -1 where undefined]}."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
     from detgn.evaluation.coco_evaluation import evaluate_predictions_on_coco
+    from detgn.evaluation.coco_inputs import check_results, load_checked_coco_gt
 
     for path in (gt_file, results_file):
         if not os.path.isfile(path):
             raise EvaluateInputError(f"File not found: {path}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(gt_file)
+    gt = load_checked_coco_gt(gt_file)
     try:
         results = json.load(open(results_file))
     except json.JSONDecodeError as e:
@@ -48,7 +45,8 @@ def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str
     for t in types:
         if t not in ("bbox", "segm"):
             raise EvaluateInputError(f"--type must be bbox and/or segm, got '{t}'")
-        res = [r for r in results if t == "bbox" or "segmentation" in r]
+        res = [r for r in results if t == "bbox" or not isinstance(r, dict) or "segmentation" in r]
+        check_results(res, gt, t, source=results_file)
         if not res:
             out[t] = [0.0] * 12  # as COCOEvaluator reports a task without predictions
             continue

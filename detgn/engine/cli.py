@@ -7,7 +7,7 @@ import sys
 
 from detgn.utils.errors import UserInputError
 
-from .defaults import ConfigError, default_argument_parser, parse_with_overrides, setup_cfg
+from .defaults import default_argument_parser, parse_with_overrides, setup_cfg
 from .launch import launch
 
 __all__ = ["last_checkpoint_hint", "run_training_cli"]

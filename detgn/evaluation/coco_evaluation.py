@@ -168,8 +168,9 @@ class COCOEvaluator(DatasetEvaluator):
                 convert_to_coco_json(dataset_name, cache)
             comm.synchronize()
             json_file = cache
-        with contextlib.redirect_stdout(io.StringIO()):
-            self._coco_api = COCO(json_file)
+        from .coco_inputs import load_checked_coco_gt
+
+        self._coco_api = load_checked_coco_gt(json_file)
         self._do_evaluation = "annotations" in self._coco_api.dataset
         id_map = meta.get("thing_dataset_id_to_contiguous_id")
         if id_map is None:

@@ -131,3 +131,28 @@ def test_16bit_png_uses_its_value_range(tmp_path):
     assert (img[..., 0] == img[..., 2]).all()
     Image.fromarray(np.full((3, 3), 700, np.uint16)).save(tmp_path / "flat.png")
     assert read_image(str(tmp_path / "flat.png"), "RGB").max() == 0  # a constant image has no range
+
+
+def test_short_rle_is_skipped_never_decoded(shapes, caplog):
+    """RLE counts "0" made pycocotools decode uninitialised memory (a different mask on every call)."""
+    json_file, root = shapes
+    data = _edit(json_file, lambda d: _first_rle_ann(d).update(segmentation={"size": _first_rle_ann(d)["segmentation"]["size"], "counts": "0"}))
+    bad_id = next(a["id"] for a in data["annotations"] if a["segmentation"].get("counts") == "0" if isinstance(a["segmentation"], dict))
+    with caplog.at_level(logging.WARNING):
+        dicts = load_coco_json(json_file, root)
+    assert "malformed RLE" in caplog.text and f"annotation id {bad_id}" in caplog.text
+    assert all(o.get("segmentation", {}) != {"size": o.get("segmentation", {}).get("size"), "counts": "0"}
+               for d in dicts for o in d["annotations"] if isinstance(o.get("segmentation"), dict))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d["images"].append(dict(d["images"][0])), "image id(s) used by more than one image"),
+    (lambda d: d["annotations"][0].pop("image_id"), "annotations[0] has no 'image_id'"),
+    (lambda d: d.update(annotations={}), "'annotations' must be a list of objects, got dict"),
+    (lambda d: d["categories"][0].pop("name"), "categories[0] has no 'name'"),
+])
+def test_structure_refused_naming_the_entry(shapes, edit, words):
+    json_file, root = shapes
+    _edit(json_file, edit)
+    with pytest.raises(DatasetFormatError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        load_coco_json(json_file, root)

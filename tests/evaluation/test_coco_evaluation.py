@@ -170,3 +170,64 @@ def test_faster_coco_eval_backend_gives_the_same_numbers():
         ref = evaluate_json(gt, res, [t])[t]
         fast = evaluate_json(gt, res, [t], backend="faster_coco_eval")[t]
         assert fast == pytest.approx(ref, abs=1e-9), t
+
+
+def _small_gt(tmp_path):
+    import pycocotools.mask as mu
+
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 5:20] = 1
+    rle = mu.encode(np.asfortranarray(mask))
+    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}, {"id": 2, "file_name": "b.png", "height": 20, "width": 30}],
+          "categories": [{"id": 7, "name": "thing"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 15, 10], "area": 150, "iscrowd": 0,
+                           "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()}}]}
+    return gt, rle["counts"].decode()
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda r: r[0].update(score=float("nan")), "score nan is not a finite number"),
+    (lambda r: r[0].update(bbox=[1, 2, float("inf"), 3]), "is not [x, y, width, height]"),
+    (lambda r: r[0].pop("score"), "has no 'score'"),
+    (lambda r: r[0].update(image_id=99), "image_id 99 is not an image of the ground truth"),
+    (lambda r: r[0].update(category_id=3), "category_id 3 is not a category"),
+    (lambda r: r[0].update(segmentation={"size": [20, 30], "counts": "0"}), "RLE counts cover 0 pixels"),
+    (lambda r: r[0].update(segmentation={"size": [10, 30], "counts": "0"}), "differs from the image's"),
+    (lambda r: r[0].update(segmentation={"size": [20, 30], "counts": "garbage~~"}), "malformed RLE counts"),
+])
+def test_evaluate_json_refuses_bad_results(tmp_path, capsys, edit, words):
+    from evaluate_json import main
+
+    gt, counts = _small_gt(tmp_path)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = [{"image_id": 1, "category_id": 7, "score": 0.9, "bbox": [5, 5, 15, 10], "segmentation": {"size": [20, 30], "counts": counts}}]
+    assert main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results), "--type", "bbox", "segm"]) == 0
+    capsys.readouterr()
+    edit(results)
+    assert main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results), "--type", "bbox", "segm"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "result 0" in err and err.strip().count("\n") == 0, err
+
+
+def _write(tmp_path, results):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results, allow_nan=True))
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda g: g["images"].append(dict(g["images"][0], file_name="c.png")), "1 image id(s) used by more than one image (1)"),
+    (lambda g: g["annotations"][0].pop("image_id"), "annotations[0] has no 'image_id'"),
+    (lambda g: g.update(annotations={"0": g["annotations"][0]}), "'annotations' must be a list of objects, got dict"),
+    (lambda g: g["annotations"][0].update(segmentation={"size": [20, 30], "counts": "0"}), "RLE counts cover 0 pixels"),
+])
+def test_ground_truth_checked_before_pycocotools(tmp_path, capsys, edit, words):
+    from evaluate_json import main
+
+    gt, counts = _small_gt(tmp_path)
+    edit(gt)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = [{"image_id": 1, "category_id": 7, "score": 0.9, "bbox": [5, 5, 15, 10]}]
+    assert main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and str(tmp_path / "gt.json") in err and "Traceback" not in err, err

@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Optional
 
 from detgn.structures import BoxMode
+from detgn.structures.rle import rle_problem
 from detgn.utils.errors import UserInputError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
@@ -59,6 +60,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     from pycocotools.coco import COCO
 
     data = _read_json(json_file)
+    check_coco_structure(json_file, data)
     _check_unique_annotation_ids(json_file, data)
     if not os.path.isdir(image_root):
         raise DatasetNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
@@ -164,28 +166,44 @@ def _check_unique_annotation_ids(json_file: str, data: dict) -> None:
 
 
 def _checked_rle(seg: dict, height: int, width: int):
-    """-> (compressed RLE with str counts, None) or (None, reason) for a malformed one."""
+    """-> (compressed RLE with str counts, None) or (None, reason) for a malformed one (checked in Python
+    first: pycocotools decodes short counts into uninitialised memory)."""
     import pycocotools.mask as mask_util
 
-    if "counts" not in seg or "size" not in seg:
-        return None, "malformed RLE (needs 'counts' and 'size')"
-    size = seg["size"]
-    if not _numbers(size) or len(size) != 2 or [int(size[0]), int(size[1])] != [int(height), int(width)]:
-        return None, "RLE whose size differs from the image"
+    why = rle_problem(seg, height, width)
+    if why:
+        return None, "malformed RLE" if "counts" in why or "needs" in why else "RLE whose size differs from the image"
     counts = seg["counts"]
-    try:
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or sum(counts) != height * width:
-                return None, "malformed RLE counts"
-            seg = mask_util.frPyObjects(seg, height, width)
-        elif isinstance(counts, (str, bytes)):
-            seg = {"size": [int(height), int(width)], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        else:
-            return None, "malformed RLE counts"
-        mask_util.decode(seg)  # raises on counts that do not describe height x width pixels
-    except (ValueError, UnicodeError, TypeError):
-        return None, "malformed RLE counts"
+    if isinstance(counts, list):
+        seg = mask_util.frPyObjects({"size": [int(height), int(width)], "counts": counts}, height, width)
+    else:
+        seg = {"size": [int(height), int(width)], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
     return {"size": [int(height), int(width)], "counts": seg["counts"].decode("ascii")}, None
+
+
+def check_coco_structure(json_file: str, data: dict) -> None:
+    """The keys pycocotools indexes, with the right types, before it sees them: 'images', 'annotations' and
+    'categories' are lists of objects; images have unique ids; annotations have 'id', 'image_id' and
+    'category_id'; categories have 'id' and 'name'. DatasetFormatError naming the entry and the fix."""
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data[key], list):
+            raise DatasetFormatError(f"{json_file}: '{key}' must be a list of objects, got {type(data[key]).__name__}")
+        for i, entry in enumerate(data[key]):
+            if not isinstance(entry, dict):
+                raise DatasetFormatError(f"{json_file}: {key}[{i}] must be an object, got {type(entry).__name__}")
+    for key, needed in (("images", ("id",)), ("annotations", ("id", "image_id", "category_id")), ("categories", ("id", "name"))):
+        for i, entry in enumerate(data[key]):
+            for k in needed:
+                if k not in entry:
+                    raise DatasetFormatError(f"{json_file}: {key}[{i}] has no '{k}'" + (" (add one to every entry)" if k == "id" else ""))
+                if k != "name" and (not isinstance(entry[k], (int, str)) or isinstance(entry[k], bool)):
+                    raise DatasetFormatError(f"{json_file}: {key}[{i}]['{k}'] = {entry[k]!r} is not an integer id")
+    counts = Counter(img["id"] for img in data["images"])
+    dup = sorted((k for k, n in counts.items() if n > 1), key=str)
+    if dup:
+        shown = ", ".join(str(k) for k in dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
+        raise DatasetFormatError(f"{json_file}: {len(dup)} image id(s) used by more than one image ({shown}); every image needs its "
+                                 "own 'id' (annotations refer to images by it)")
 
 
 def register_coco_instances(name: str, metadata: Dict, json_file: str, image_root: str) -> None:

@@ -1,0 +1,76 @@
+"""Ground-truth and results files checked before pycocotools sees them.
+
+pycocotools trusts its input: a missing key is a KeyError deep inside it, a NaN score or box silently
+changes AP, and a malformed RLE decodes into uninitialised memory (a different mask every call). These
+checks refuse such files with one line naming the file, the entry and the fix.
+"""
+import contextlib
+import io
+import math
+from typing import Dict, Sequence
+
+from detgn.structures.rle import rle_problem
+from detgn.utils.errors import UserInputError
+
+__all__ = ["CocoInputError", "load_checked_coco_gt", "check_results"]
+
+
+class CocoInputError(UserInputError, ValueError):
+    """A ground-truth or results file that COCOeval would misread."""
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_checked_coco_gt(json_file: str):
+    """pycocotools COCO of `json_file`, after its structure (detgn.data.datasets.coco.check_coco_structure)
+    and every RLE segmentation were checked."""
+    from pycocotools.coco import COCO
+
+    from detgn.data.datasets.coco import _read_json, check_coco_structure
+
+    data = _read_json(json_file)
+    check_coco_structure(json_file, data)
+    images = {img["id"]: img for img in data["images"]}
+    for i, ann in enumerate(data["annotations"]):
+        seg = ann.get("segmentation")
+        img = images.get(ann["image_id"])
+        if isinstance(seg, dict) and img is not None:
+            why = rle_problem(seg, img.get("height", -1), img.get("width", -1))
+            if why:
+                raise CocoInputError(f"{json_file}: annotations[{i}] (id {ann['id']}): {why}; fix or drop this annotation")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
+    return coco
+
+
+def check_results(results: Sequence[Dict], coco_gt, iou_type: str, source: str = "results") -> None:
+    """Each result: an object with a known image_id and category_id, a finite score, and for bbox 4 finite
+    numbers [x, y, w, h] with w, h >= 0, for segm an RLE of its image's size. CocoInputError names the first bad one."""
+    for i, r in enumerate(results):
+        where = f"{source}: result {i}"
+        if not isinstance(r, dict):
+            raise CocoInputError(f"{where} is a {type(r).__name__}, not an object with image_id, category_id, score, bbox/segmentation")
+        for key in ("image_id", "category_id", "score") + (("bbox",) if iou_type == "bbox" else ("segmentation",)):
+            if key not in r:
+                raise CocoInputError(f"{where} has no '{key}'; every result needs image_id, category_id, score and "
+                                     f"{'bbox' if iou_type == 'bbox' else 'segmentation'}")
+        if r["image_id"] not in coco_gt.imgs:
+            raise CocoInputError(f"{where}: image_id {r['image_id']!r} is not an image of the ground truth; results must use its image ids")
+        if r["category_id"] not in coco_gt.cats:
+            raise CocoInputError(f"{where}: category_id {r['category_id']!r} is not a category of the ground truth "
+                                 f"(known: {sorted(coco_gt.cats)[:10]})")
+        if not _finite(r["score"]):
+            raise CocoInputError(f"{where}: score {r['score']!r} is not a finite number")
+        if iou_type == "bbox":
+            b = r["bbox"]
+            if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_finite(v) for v in b) or b[2] < 0 or b[3] < 0:
+                raise CocoInputError(f"{where}: bbox {b!r} is not [x, y, width, height] with finite numbers and width, height >= 0")
+        else:
+            img = coco_gt.imgs[r["image_id"]]
+            why = rle_problem(r["segmentation"], img.get("height", -1), img.get("width", -1))
+            if why:
+                raise CocoInputError(f"{where} (image_id {r['image_id']}): {why}")
