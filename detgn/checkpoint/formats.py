@@ -9,6 +9,7 @@ Formats:
 """
 import logging
 import pickle
+import os
 import re
 from typing import Any, Dict, Optional
 
@@ -70,19 +71,63 @@ def load_any_file(filename: str) -> Any:
     and plain containers raises UnsafePickleError naming the file and the refused global.
     """
     import warnings
+    import zipfile
 
+    try:
+        size = os.path.getsize(filename)
+    except OSError as e:
+        raise WeightsFormatError(f"Cannot read weights file {filename}: {e.strerror}") from None
+    if size == 0:
+        raise WeightsFormatError(f"Weights file {filename} is empty (0 bytes), e.g. an interrupted download or copy; fetch it again")
+    with open(filename, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(filename)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # plain pickles trigger a protocol warning before failing over
             return torch.load(filename, map_location="cpu", weights_only=True)
     except Exception as torch_error:  # not a (safe) torch file: try the restricted pickle reader
+        refused = _refused_global(str(torch_error))
+        if refused and not is_zip:  # a plain pickle (Detectron .pkl) or a legacy torch file, whose first pickle is a magic number
+            try:
+                obj = _safe_unpickle(filename)
+            except UnsafePickleError:
+                raise
+            except Exception:
+                obj = None
+            if obj is not None and obj != _LEGACY_TORCH_MAGIC:
+                return obj
+        if refused:
+            kind = "torch checkpoint (zip)" if is_zip else "legacy torch checkpoint"
+            raise UnsafePickleError(f"Refusing to load {filename}: this {kind} asks for the Python global '{refused}', which "
+                                    "weights do not need; loading it could run code. Re-save trusted weights as a plain state "
+                                    "dict of tensors (torch.save(model.state_dict(), path))") from None
+        if is_zip:
+            raise WeightsFormatError(f"Cannot read weights file {filename}: a torch checkpoint (zip) that torch cannot open "
+                                     f"({_first_sentence(str(torch_error))}); the file is probably truncated or corrupted: "
+                                     "fetch or copy it again") from None
         try:
             return _safe_unpickle(filename)
         except UnsafePickleError:
             raise
         except Exception as pickle_error:
-            raise WeightsFormatError(f"Cannot read weights file {filename}: it is neither a torch checkpoint ({str(torch_error).splitlines()[0]}) "
-                             f"nor a numpy pickle ({pickle_error})") from None
+            raise WeightsFormatError(f"Cannot read weights file {filename}: it is neither a torch checkpoint nor a numpy pickle "
+                                     f"({type(pickle_error).__name__}: {_first_sentence(str(pickle_error))}); check the path, or "
+                                     "fetch the file again if it was cut short") from None
+
+
+_LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a torch file saved without the zip format
+
+
+def _refused_global(message: str) -> Optional[str]:
+    """The global torch's weights_only unpickler refused, from its error message (None if it was not that)."""
+    m = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
+    return m.group(1) if m else None
+
+
+def _first_sentence(message: str) -> str:
+    """The first line of an error, without torch's advice about weights_only=False (never an option here)."""
+    line = next((l for l in message.splitlines() if l.strip() and "weights_only" not in l), message.splitlines()[0] if message else "")
+    return line.split(". This is an internal")[0].strip().rstrip(".")
 
 
 def _model_prefix(model_keys, suffix: str) -> Optional[str]:

@@ -198,3 +198,30 @@ def test_download_is_atomic_and_goes_through_the_safe_loader(tmp_path, monkeypat
     finally:
         srv.close()
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_weights_errors_name_the_format_and_never_suggest_unsafe_loading(tmp_path):
+    """Empty file, payload in a zip or legacy torch file, truncated zip: one line that names what was found."""
+    import pickle as _pickle
+
+    from detgn.checkpoint.formats import UnsafePickleError, WeightsFormatError, load_any_file
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"model": {"a": torch.zeros(1)}, "x": Payload()}, tmp_path / "zip.pth")
+    torch.save({"model": {"a": torch.zeros(1)}, "x": Payload()}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    (tmp_path / "trunc.pth").write_bytes((tmp_path / "zip.pth").read_bytes()[:200])
+    (tmp_path / "plain.pkl").write_bytes(_pickle.dumps({"x": Payload()}))
+    cases = {"empty.pth": (WeightsFormatError, "is empty (0 bytes)"), "zip.pth": (UnsafePickleError, "torch checkpoint (zip) asks for"),
+             "legacy.pth": (UnsafePickleError, "legacy torch checkpoint asks for"), "trunc.pth": (WeightsFormatError, "truncated or corrupted"),
+             "plain.pkl": (UnsafePickleError, "asks for the Python global")}
+    for name, (cls, words) in cases.items():
+        with pytest.raises(cls) as e:
+            load_any_file(str(tmp_path / name))
+        msg = str(e.value)
+        assert words in msg and name in msg and "weights_only" not in msg and "\n" not in msg, msg
+        if cls is UnsafePickleError:
+            assert "getcwd" in msg
