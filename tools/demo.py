@@ -35,6 +35,9 @@ def parse_args(argv=None):
     ap.add_argument("--output", default=os.path.join("output", "demo"), help="folder for the PNG files (default: output/demo)")
     ap.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     ap.add_argument("--json", default=None, help="also write the detections as COCO-style JSON to this file")
+    ap.add_argument("--max-side", type=int, default=4000, metavar="PIXELS",
+                    help="downscale larger inputs to this long side first (full-size masks of a huge image need N x H x W "
+                         "bytes; default 4000, 0 keeps every size)")
     ap.add_argument("--overwrite", action="store_true", help="replace output files that exist already (else refused before the run)")
     ap.add_argument("--random-weights", action="store_true", help="allow running without MODEL.WEIGHTS (an untrained model)")
     ap.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
@@ -97,6 +100,17 @@ def check_outputs(files, plan, output_dir, json_path, overwrite):
             raise OutputError(f"{output_dir} already holds frames of {plan[f]}; choose another --output, or pass --overwrite")
 
 
+def fit_long_side(image, max_side: int):
+    """(image, scale): `image` downscaled so that its long side is at most `max_side` (0: unchanged)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return image, 1.0
+    scale = max_side / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA), scale
+
+
 def _write_png(path, image):
     import cv2
 
@@ -157,6 +171,8 @@ def main(argv=None):
     except (UserInputError, ImportError) as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
+    from detgn.layers.mask_ops import MaskMemoryError
+
     if not cfg.MODEL.WEIGHTS:
         print("WARNING: no MODEL.WEIGHTS: these are the detections of an untrained model (--random-weights)", file=sys.stderr)
     if args.runtime == "eager":
@@ -179,6 +195,7 @@ def main(argv=None):
                         ok, frame = cap.read()
                         if not ok:
                             break
+                        frame = fit_long_side(frame, args.max_side)[0]
                         inst = predictor(frame)["instances"]
                         _write_png(os.path.join(args.output, f"{stem}_{k:06d}_pred.png"), draw_prediction(frame, inst, names, args.confidence_threshold))
                         k += 1
@@ -192,6 +209,10 @@ def main(argv=None):
                 print(f"warning: {e}; skipped", file=sys.stderr)
                 failed.append(path)
                 continue
+            img, scale = fit_long_side(img, args.max_side)
+            if scale != 1.0:
+                print(f"note: {path} is larger than --max-side {args.max_side}; drawn at {img.shape[1]}x{img.shape[0]} "
+                      f"(x{scale:.3f}; boxes in --json are in these pixels)", file=sys.stderr)
             inst = predictor(img)["instances"]
             _write_png(os.path.join(args.output, stem + "_pred.png"), draw_prediction(img, inst, names, args.confidence_threshold))
             written += 1
@@ -207,7 +228,7 @@ def main(argv=None):
                 os.replace(tmp, args.json)
             except OSError as e:
                 raise OutputError(f"could not write {args.json} ({e.strerror})") from None
-    except OutputError as e:
+    except (OutputError, MaskMemoryError) as e:
         print(f"error: {e}; {written} result(s) were written to {args.output} before it", file=sys.stderr)
         return 1
     print(f"wrote {written} result(s) to {args.output}" + (f"; {len(failed)} input(s) skipped" if failed else ""))

@@ -2,11 +2,33 @@
 
 Each mask is bilinearly sampled over its box (grid_sample, align_corners=False), so a
 pixel centre (x + 0.5, y + 0.5) reads the mask at its relative position in the box.
+
+The output itself, N x height x width bytes, is what grows without bound on large inputs (100
+detections on a 12000 x 12000 image: 14.4 GB). Above MAX_MASK_BYTES (4 GiB by default; the
+environment variable DETGN_MAX_MASK_BYTES overrides it) pasting is refused with one line before
+anything is allocated.
 """
+import os
+
 import torch
 from torch.nn import functional as F
 
-__all__ = ["paste_masks_in_image"]
+from detgn.utils.errors import UserInputError
+
+__all__ = ["paste_masks_in_image", "MaskMemoryError", "MAX_MASK_BYTES"]
+
+MAX_MASK_BYTES = 4 * 1024 ** 3
+
+
+class MaskMemoryError(UserInputError, MemoryError):
+    """Full-size masks of this many detections on an image this large would not fit the memory budget."""
+
+
+def _mask_budget() -> int:
+    try:
+        return int(os.environ.get("DETGN_MAX_MASK_BYTES", MAX_MASK_BYTES))
+    except ValueError:
+        return MAX_MASK_BYTES
 
 _BYTES_PER_FLOAT = 4
 _GPU_MEM_LIMIT = 1024 ** 3  # bytes of float32 pasting buffer per chunk on GPU
@@ -61,6 +83,10 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, 
     img_h, img_w = int(image_shape[0]), int(image_shape[1])
     if n == 0:
         return masks.new_empty((0, img_h, img_w), dtype=torch.bool if threshold >= 0 else torch.uint8)
+    if n * img_h * img_w > _mask_budget():
+        raise MaskMemoryError(f"{n} full-size masks of a {img_h}x{img_w} image need {n * img_h * img_w / 1e9:.1f} GB, above the "
+                              f"{_mask_budget() / 1e9:.1f} GB budget (DETGN_MAX_MASK_BYTES); downscale the image, lower "
+                              "TEST.DETECTIONS_PER_IMAGE, or raise DETGN_MAX_MASK_BYTES if the memory is there")
     boxes = boxes.to(masks.device).float()
     per_box = chunk_bytes is None and masks.device.type == "cpu"
     if per_box:

@@ -149,3 +149,26 @@ def test_plot_metrics_and_visualize_data(tmp_path):
     r = _tool("visualize_data.py", "--config-file", QUICK, "--output", str(vis), "--num", "2")
     assert r.returncode == 0, r.stderr
     assert len(os.listdir(vis)) == 2
+
+
+def test_large_inputs_are_bounded(monkeypatch):
+    """Full-size masks are refused before allocation above the budget; demo downscales huge inputs first."""
+    import numpy as np
+
+    from detgn.layers.mask_ops import MaskMemoryError, paste_masks_in_image
+
+    masks, boxes = torch.rand(100, 28, 28), torch.tensor([[0.0, 0.0, 50.0, 50.0]]).repeat(100, 1)
+    with pytest.raises(MaskMemoryError, match="100 full-size masks of a 12000x12000 image need 14.4 GB"):
+        paste_masks_in_image(masks, boxes, (12000, 12000))  # would allocate 14.4 GB
+    monkeypatch.setenv("DETGN_MAX_MASK_BYTES", str(100 * 64 * 64 - 1))
+    with pytest.raises(MaskMemoryError):
+        paste_masks_in_image(masks, boxes, (64, 64))
+    monkeypatch.delenv("DETGN_MAX_MASK_BYTES")
+    assert paste_masks_in_image(masks, boxes, (64, 64)).shape == (100, 64, 64)
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import demo
+
+    big = np.zeros((12000, 9000, 3), np.uint8)  # a large blank image
+    small, scale = demo.fit_long_side(big, 4000)
+    assert small.shape == (4000, 3000, 3) and scale == pytest.approx(1 / 3)
+    assert demo.fit_long_side(small, 0)[0] is small
