@@ -6,6 +6,8 @@
 
 demo takes config overrides as trailing KEY VALUE pairs, passed to tools/train_net.py, e.g.
     python3 quickstart.py demo SOLVER.MAX_ITER 600 SOLVER.STEPS "(500,)" OUTPUT_DIR output/longer
+A second demo into the same OUTPUT_DIR is refused (the first run's results are kept); add
+--overwrite to move the earlier run to <OUTPUT_DIR>.old-<time> and start again.
 """
 import os
 import subprocess
@@ -47,13 +49,15 @@ def install():
 def demo_command(overrides):
     """tools/train_net.py on the quick-start config, with the user's KEY VALUE overrides after the defaults
     (so OUTPUT_DIR given there wins). Returns (command, output dir)."""
+    flags = [o for o in overrides if o == "--overwrite"]
+    overrides = [o for o in overrides if o != "--overwrite"]
     if len(overrides) % 2:
         raise ValueError(f"overrides come as KEY VALUE pairs; got an odd number: {' '.join(overrides)}")
     out = os.path.join("output", "quickstart")
     for key, value in zip(overrides[::2], overrides[1::2]):
         if key == "OUTPUT_DIR":
             out = value
-    cmd = [PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml", "OUTPUT_DIR", os.path.join("output", "quickstart")]
+    cmd = [PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml"] + flags + ["OUTPUT_DIR", os.path.join("output", "quickstart")]
     return cmd + list(overrides), out
 
 

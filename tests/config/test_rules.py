@@ -89,3 +89,10 @@ def test_config_file_that_is_not_a_mapping(tmp_path, text, words):
     args = argparse.Namespace(config_file=str(f), opts=[])
     with pytest.raises(ConfigError, match=words):
         setup_cfg(args)
+
+
+def test_docs_list_the_rules_as_they_are():
+    import os
+
+    docs = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "config_rules.md")).read()
+    assert rules_table() in docs, "docs/config_rules.md is stale: regenerate with python -m detgn.config.rules"

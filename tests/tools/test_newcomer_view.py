@@ -315,6 +315,8 @@ def test_quickstart_demo_passes_overrides_and_names_the_output(monkeypatch, caps
     assert quickstart.main(["demo", "SOLVER.MAX_ITER"]) == 2  # odd number: refused before installing anything
     assert "KEY VALUE pairs" in capsys.readouterr().err
     assert quickstart.main(["test", "x"]) == 2
+    cmd, _ = quickstart.demo_command(["SOLVER.MAX_ITER", "10", "--overwrite"])  # a second demo into the same folder
+    assert "--overwrite" in cmd and cmd[-2:] == ["SOLVER.MAX_ITER", "10"]
 
 
 # ---------------------------------------------------------------- console
