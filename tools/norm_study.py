@@ -84,7 +84,8 @@ def run_cell(cell, args, root: str) -> Dict:
         return json.load(open(done))
     resume = os.path.isfile(os.path.join(cell_dir, "last_checkpoint"))
     cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", CONFIG, "--num-gpus", str(cell["workers"])]
-    cmd += (["--resume"] if resume else []) + cell_overrides(cell, args.images_seen, args.lr_per_image, cell_dir, args.quick, args.device)
+    # always --resume: a cell stopped before its first checkpoint (only metrics.json) starts afresh in its own folder
+    cmd += ["--resume"] + cell_overrides(cell, args.images_seen, args.lr_per_image, cell_dir, args.quick, args.device)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(args.threads // cell["workers"], 1)))
     print(f"[{cell_name(cell)}] {'resuming' if resume else 'training'}: {' '.join(cmd[1:])}", flush=True)
