@@ -5,17 +5,10 @@ import argparse
 import pytest
 
 from detgn.config import UNSUPPORTED_KEYS, get_cfg
-from detgn.config.config import _FvCfgNode
 from detgn.config.rules import RELATIONS, RULES, check_config, rules_table
 from detgn.engine.defaults import ConfigError, setup_cfg
 
-
-def _leaves(node, prefix=""):
-    for k, v in node.items():
-        if isinstance(v, _FvCfgNode):
-            yield from _leaves(v, prefix + k + ".")
-        else:
-            yield prefix + k, v
+from .test_every_key import _leaves
 
 
 NUMERIC = [k for k, v in _leaves(get_cfg()) if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in UNSUPPORTED_KEYS]
