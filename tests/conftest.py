@@ -10,3 +10,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def repo_root():
     return REPO
+
+
+def pytest_configure(config):
+    """Record caches of the test datasets go to a folder of this test session (subprocesses inherit it),
+    not to the user's ~/.cache."""
+    if "DETGN_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["DETGN_CACHE_DIR"] = tempfile.mkdtemp(prefix="detgn_test_cache_")

@@ -19,6 +19,7 @@ from .catalog import DatasetCatalog
 from .datasets.coco import DatasetFormatError
 from .dataset_mapper import DatasetMapper
 from .detection_utils import ImageReadError, SizeMismatchError
+from .record_store import RecordList
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 
 __all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader", "MappedDataset"]
@@ -26,17 +27,36 @@ __all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build
 logger = logging.getLogger(__name__)
 
 
-def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True) -> List[Dict]:
-    """Concatenate registered datasets; optionally drop images with no (non-crowd) annotation."""
+def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True):
+    """Concatenate registered datasets; optionally drop images with no (non-crowd) annotation.
+
+    Returns a list of dicts, or a RecordList (a list-like view over memory-mapped record files, see
+    record_store.py) when every dataset comes from the record cache; both index, iterate and len() alike.
+    """
     if isinstance(names, str):
         names = [names]
     if len(names) == 0:
         raise ConfigValueError("No dataset given (DATASETS.TRAIN / DATASETS.TEST is empty)")
-    dicts = []
+    parts = []
     for name in names:
         d = DatasetCatalog.get(name)
         if len(d) == 0:
             raise DatasetFormatError(f"Dataset '{name}' is empty (no image in its annotation file)")
+        parts.append(d)
+    if all(isinstance(p, RecordList) for p in parts):
+        dicts = parts[0]
+        for p in parts[1:]:
+            dicts = dicts + p
+        if filter_empty:
+            before = len(dicts)
+            dicts = dicts.select(dicts.num_instances > 0)
+            if before != len(dicts):
+                logger.info("Removed %d images with no usable annotations; %d images left", before - len(dicts), len(dicts))
+            if not len(dicts):
+                raise ConfigValueError(f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
+        return dicts
+    dicts = []
+    for d in parts:
         dicts.extend(d)
     if filter_empty and "annotations" in dicts[0]:
         before = len(dicts)
@@ -116,7 +136,9 @@ def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed:
     if seed is None:
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
-    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING and isinstance(dataset, RecordList):
+        group_ids = np.where(dataset.widths > dataset.heights, 0, 1).tolist()  # no record decoded
+    elif cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         group_ids = [0 if d["width"] > d["height"] else 1 for d in dataset]
     else:
         group_ids = [0] * len(dataset)

@@ -212,7 +212,10 @@ def log_data_summary(cfg, train_dicts=None) -> None:
     """One line: the training and test datasets with their numbers of images (and training instances)."""
     parts = []
     if train_dicts is not None:
-        n_inst = sum(len(d.get("annotations", ())) for d in train_dicts)
+        if hasattr(train_dicts, "num_annotations"):  # a RecordList: counted without decoding the records
+            n_inst = int(train_dicts.num_annotations.sum())
+        else:
+            n_inst = sum(len(d.get("annotations", ())) for d in train_dicts)
         parts.append(f"train {'+'.join(cfg.DATASETS.TRAIN)}: {len(train_dicts)} images, {n_inst} instances")
     for name in cfg.DATASETS.TEST:
         try:

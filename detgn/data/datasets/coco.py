@@ -23,7 +23,7 @@ from detgn.utils.errors import UserInputError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 
-__all__ = ["load_coco_json", "register_coco_instances", "DatasetFormatError", "DatasetNotFoundError"]
+__all__ = ["load_coco_json", "load_coco_json_cached", "register_coco_instances", "DatasetFormatError", "DatasetNotFoundError"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +206,36 @@ def check_coco_structure(json_file: str, data: dict) -> None:
                                  "own 'id' (annotations refer to images by it)")
 
 
+def load_coco_json_cached(json_file: str, image_root: str, dataset_name: str):
+    """load_coco_json through the record cache (detgn/data/record_cache.py): the first call on a machine
+    parses and validates the file and writes a memory-mapped record file; later calls, other ranks and
+    other runs map that file (records decoded on access) as long as the json is unchanged. Images are
+    checked for existence when the file is built; one that disappears later is skipped and counted at
+    read time in training. The dataset's metadata (thing_classes, id map) is restored from the file."""
+    from ..record_cache import cached_records
+
+    if not os.path.isfile(json_file):
+        raise DatasetNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
+    if not os.path.isdir(image_root):
+        raise DatasetNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
+
+    def build():
+        records = load_coco_json(json_file, image_root, dataset_name)
+        meta = MetadataCatalog.get(dataset_name)
+        return records, {"thing_classes": list(meta.thing_classes),
+                         "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()]}
+
+    records, metadata = cached_records(dataset_name, build, [json_file], options=(os.path.realpath(image_root),))
+    if isinstance(metadata, dict) and "id_map" in metadata:
+        meta = MetadataCatalog.get(dataset_name)
+        meta.thing_classes = list(metadata["thing_classes"])
+        meta.thing_dataset_id_to_contiguous_id = {int(k): int(v) for k, v in metadata["id_map"]}
+    return records
+
+
 def register_coco_instances(name: str, metadata: Dict, json_file: str, image_root: str) -> None:
     """Register a COCO-format dataset under `name` (loaded lazily) with evaluator_type "coco"."""
     if not isinstance(name, str):
         raise TypeError("dataset name must be a string")
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    DatasetCatalog.register(name, lambda: load_coco_json_cached(json_file, image_root, name))
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
