@@ -19,6 +19,7 @@ setup(
         "tqdm",
         "tabulate",
         "pyyaml",
+        "orjson",  # COCO-size annotation files parse 3-4x faster (the standard json module is the fallback)
     ],
     extras_require={
         "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],

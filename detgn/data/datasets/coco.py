@@ -7,12 +7,9 @@ per kind that names file, image id and annotation id. Problems that make the dat
 (missing or malformed json, duplicate annotation ids, missing image folder, no image file
 found) raise an error naming the file and the fix.
 """
-import contextlib
-import io
 import json
 import logging
 import math
-import numbers
 import os
 from collections import Counter, defaultdict
 from typing import Dict, List, Optional
@@ -36,41 +33,51 @@ class DatasetFormatError(UserInputError, ValueError):
     """The annotation file cannot be used; the message names the file and what is wrong."""
 
 
+try:
+    from orjson import loads as _fast_json_loads  # 3-4x faster on COCO-size files
+except ImportError:  # pragma: no cover
+    _fast_json_loads = json.loads
+
+
 def _read_json(json_file: str) -> dict:
     if not os.path.isfile(json_file):
         raise DatasetNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
+    with open(json_file, "rb") as f:
+        raw = f.read()
     try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetFormatError(f"Malformed json in {json_file}: {e.msg} at line {e.lineno} column {e.colno}") from e
+        data = _fast_json_loads(raw)
+    except ValueError:  # orjson refuses what json accepts (NaN literals): the standard parser decides
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DatasetFormatError(f"Malformed json in {json_file}: {e.msg} at line {e.lineno} column {e.colno}") from e
+        except UnicodeDecodeError as e:
+            raise DatasetFormatError(f"Malformed json in {json_file}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data or "categories" not in data:
         raise DatasetFormatError(f"{json_file} is not a COCO instances file: it needs 'images', 'annotations' and 'categories'")
     return data
 
 
 def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True) -> List[Dict]:
-    """Read a COCO instances json with pycocotools and return detgn dataset dicts.
+    """Read a COCO instances json (orjson, the standard parser as fallback), check it, return detgn dataset dicts.
 
     Category ids are mapped to contiguous ids 0..K-1 (sorted by id); when `dataset_name` is
     given its metadata gets thing_classes and thing_dataset_id_to_contiguous_id. Crowd
     annotations are kept with iscrowd=1 (ignored in training). Images missing on disk are
     skipped with a counted warning; if none exist the error names the folder.
     """
-    from pycocotools.coco import COCO
-
     data = _read_json(json_file)
     check_coco_structure(json_file, data)
     _check_unique_annotation_ids(json_file, data)
     if not os.path.isdir(image_root):
         raise DatasetNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = data
-        coco.createIndex()
-    cat_ids = sorted(coco.getCatIds())
-    cats = coco.loadCats(cat_ids)
-    thing_classes = [c["name"] for c in sorted(cats, key=lambda x: x["id"])]
+    imgs = {img["id"]: img for img in data["images"]}  # the index pycocotools would build, without its copies
+    img_to_anns = defaultdict(list)
+    for ann in data["annotations"]:
+        img_to_anns[ann["image_id"]].append(ann)
+    cats_by_id = {c["id"]: c for c in data["categories"]}
+    cat_ids = sorted(cats_by_id)
+    thing_classes = [cats_by_id[c]["name"] for c in cat_ids]
     id_map = {v: i for i, v in enumerate(cat_ids)}
     if dataset_name is not None:
         meta = MetadataCatalog.get(dataset_name)
@@ -78,13 +85,13 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         meta.thing_dataset_id_to_contiguous_id = id_map
 
     problems = defaultdict(list)
-    img_ids = sorted(coco.imgs.keys())
+    img_ids = sorted(imgs.keys())
     for ann in data["annotations"]:
-        if ann.get("image_id") not in coco.imgs:
+        if ann.get("image_id") not in imgs:
             problems["image id not in 'images'"].append(f"{json_file}: annotation id {ann.get('id')} (image_id {ann.get('image_id')})")
     dataset_dicts = []
     for img_id in img_ids:
-        img = coco.imgs[img_id]
+        img = imgs[img_id]
         for key in ("file_name", "height", "width"):
             if key not in img:
                 raise DatasetFormatError(f"{json_file}: image id {img_id} has no '{key}'")
@@ -94,7 +101,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
             continue
         record = {"file_name": file_name, "height": img["height"], "width": img["width"], "image_id": img_id}
         objs = []
-        for ann in coco.imgToAnns.get(img_id, []):
+        for ann in img_to_anns.get(img_id, []):
             where = f"{json_file}: image id {img_id}, annotation id {ann.get('id')}"
             if ann.get("ignore", 0) != 0:
                 continue
@@ -142,16 +149,28 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         logger.warning("%s: skipped %d item(s) with %s: %s", os.path.basename(json_file), len(items), kind, shown)
     if img_ids and not dataset_dicts:
         raise DatasetNotFoundError(f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
-                                f"check the image folder (first expected: {os.path.join(image_root, coco.imgs[img_ids[0]]['file_name'])})")
+                                f"check the image folder (first expected: {os.path.join(image_root, imgs[img_ids[0]]['file_name'])})")
     return dataset_dicts
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
 def _numbers(values) -> bool:
-    return isinstance(values, (list, tuple)) and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+    """A list of JSON numbers (int or float; bool, str, None excluded). Type identity, not isinstance with
+    numbers.Real: this runs on every coordinate of a COCO-size file (7M values)."""
+    return isinstance(values, (list, tuple)) and set(map(type, values)) <= _NUMBER_TYPES
 
 
 def _finite_numbers(values) -> bool:
-    return _numbers(values) and all(math.isfinite(v) for v in values)
+    """Numbers and none NaN or +-Inf: their sum is finite exactly then (NaN and Inf propagate; coordinates
+    never reach the 1e308 where a sum of finite values could overflow)."""
+    if not _numbers(values):
+        return False
+    try:
+        return math.isfinite(sum(values))
+    except OverflowError:  # an integer beyond float range
+        return False
 
 
 def _check_unique_annotation_ids(json_file: str, data: dict) -> None:
