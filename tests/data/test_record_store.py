@@ -147,3 +147,15 @@ def test_same_batches_from_the_store_and_the_list(shapes, monkeypatch):
     register_coco_instances(name, {}, json_file, root)
     assert summary(build_detection_train_loader(cfg, start_iter=2), 3) == from_store[2:]  # workers map the file too
     assert np.array_equal(DatasetCatalog.get(name).indices, np.arange(len(DatasetCatalog.get(name))))
+
+
+def test_prepare_builds_the_cache_ahead(shapes, capsys):
+    from detgn.data.prepare import main
+
+    name, json_file, root, cache = shapes
+    assert main(["--json", json_file, "--image-root", root]) == 0
+    out = capsys.readouterr().out
+    assert "8 records in " + str(cache) in out
+    built = os.listdir(cache)
+    assert isinstance(DatasetCatalog.get(name), RecordList) and os.listdir(cache) == built  # the job maps what prepare built
+    assert main(["no_such_dataset"]) == 2 and "no_such_dataset" in capsys.readouterr().err
