@@ -152,8 +152,9 @@ class COCOEvaluator(DatasetEvaluator):
     """Evaluates bbox and segm AP of a registered dataset with the official COCO API."""
 
     def __init__(self, dataset_name: str, tasks: Optional[Sequence[str]] = None, distributed: bool = True,
-                 output_dir: Optional[str] = None, backend: str = "pycocotools"):
+                 output_dir: Optional[str] = None, backend: str = "pycocotools", gather_chunk: int = 256):
         self._dataset_name = dataset_name
+        self._gather_chunk = gather_chunk
         self._distributed = distributed
         self._output_dir = output_dir
         self._backend = backend
@@ -193,8 +194,8 @@ class COCOEvaluator(DatasetEvaluator):
     def evaluate(self, img_ids: Optional[Sequence[int]] = None):
         if self._distributed:
             comm.synchronize()
-            gathered = comm.gather(self._predictions, dst=0)
-            predictions = list(itertools.chain(*gathered))
+            # RLE-encoded on the rank that produced them, sent to rank 0 in chunks of images
+            predictions = comm.gather_list(self._predictions, dst=0, chunk=self._gather_chunk)
             if not comm.is_main_process():
                 return {}
         else:

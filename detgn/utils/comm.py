@@ -77,6 +77,21 @@ def gather(data: Any, dst: int = 0) -> List[Any]:
     return []
 
 
+def gather_list(items: List[Any], dst: int = 0, chunk: int = 256) -> List[Any]:
+    """Concatenate every rank's `items` on `dst` (rank order, as chaining gather()'s lists), sent `chunk`
+    items per message: the transient pickled buffers stay one chunk per rank, not every rank's whole list
+    at once. Other ranks get []. Every rank must call it."""
+    if get_world_size() == 1:
+        return list(items)
+    rounds = max(all_gather(-(-len(items) // chunk)))
+    per_rank: List[List[Any]] = [[] for _ in range(get_world_size())]
+    for r in range(rounds):
+        parts = gather(items[r * chunk:(r + 1) * chunk], dst=dst)
+        for rank, part in enumerate(parts):
+            per_rank[rank].extend(part)
+    return [x for part in per_rank for x in part] if get_rank() == dst else []
+
+
 def shared_random_seed() -> int:
     """A random int that is the same on every rank (drawn on rank 0)."""
     ints = np.random.randint(2 ** 31)

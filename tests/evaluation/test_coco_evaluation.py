@@ -130,16 +130,20 @@ def _dist_worker(rank, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     _register("evaltest_squares7", 7)
     dicts = _dataset(7)
-    ev = COCOEvaluator("evaltest_squares7", output_dir=out_dir, distributed=True, tasks=["bbox"])
-    ev.reset()
-    for i in InferenceSampler(len(dicts)):
-        ev.process([{"image_id": dicts[i]["image_id"]}], [_prediction(dicts[i], shift=float(i))])
-    res = ev.evaluate()
+    runs = {}
+    for chunk in (10 ** 6, 2):  # one message per rank, and streamed two images per message (uneven: 4 and 3 images)
+        ev = COCOEvaluator("evaltest_squares7", output_dir=out_dir, distributed=True, tasks=["bbox"], gather_chunk=chunk)
+        ev.reset()
+        for i in InferenceSampler(len(dicts)):
+            ev.process([{"image_id": dicts[i]["image_id"]}], [_prediction(dicts[i], shift=float(i))])
+        res = ev.evaluate()
+        if rank == 0:
+            preds = torch.load(os.path.join(out_dir, "instances_predictions.pth"), weights_only=False)
+            runs[chunk] = {"res": res, "n": len(preds), "ids": [p["image_id"] for p in preds]}
+        else:
+            assert res == {}
     if rank == 0:
-        torch.save({"res": res, "n": len(torch.load(os.path.join(out_dir, "instances_predictions.pth"), weights_only=False))},
-                   os.path.join(out_dir, "dist.pt"))
-    else:
-        assert res == {}
+        torch.save({**runs[10 ** 6], "streamed": runs[2]}, os.path.join(out_dir, "dist.pt"))
     dist.barrier()  # let in-flight sends finish before the group goes away
     dist.destroy_process_group()
 
@@ -157,6 +161,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     single = ev.evaluate()
     assert got["n"] == 7
     assert got["res"]["bbox"]["AP"] == pytest.approx(single["bbox"]["AP"])
+    assert got["streamed"]["ids"] == got["ids"] and repr(got["streamed"]["res"]) == repr(got["res"])  # streaming = one-shot (NaN-aware)
     assert 0 < single["bbox"]["AP"] < 100
 
 
