@@ -7,6 +7,8 @@ per kind that names file, image id and annotation id. Problems that make the dat
 (missing or malformed json, duplicate annotation ids, missing image folder, no image file
 found) raise an error naming the file and the fix.
 """
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -58,7 +60,28 @@ def _read_json(json_file: str) -> dict:
     return data
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Python's cyclic GC off while millions of acyclic objects (numbers, lists, dicts) are made: on a
+    train2017-size file it otherwise rescans them again and again (orjson.loads: 5.9 s -> 2.0 s)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True) -> List[Dict]:
+    """Read a COCO instances json (orjson, the standard parser as fallback), check it, return detgn dataset dicts.
+
+    See _load_coco_json; this runs it with the cyclic garbage collector paused."""
+    with _gc_paused():
+        return _load_coco_json(json_file, image_root, dataset_name, check_images)
+
+
+def _load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str], check_images: bool) -> List[Dict]:
     """Read a COCO instances json (orjson, the standard parser as fallback), check it, return detgn dataset dicts.
 
     Category ids are mapped to contiguous ids 0..K-1 (sorted by id); when `dataset_name` is
@@ -90,6 +113,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         if ann.get("image_id") not in imgs:
             problems["image id not in 'images'"].append(f"{json_file}: annotation id {ann.get('id')} (image_id {ann.get('image_id')})")
     dataset_dicts = []
+    xywh = BoxMode.XYWH_ABS
     for img_id in img_ids:
         img = imgs[img_id]
         for key in ("file_name", "height", "width"):
@@ -101,44 +125,41 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
             continue
         record = {"file_name": file_name, "height": img["height"], "width": img["width"], "image_id": img_id}
         objs = []
-        for ann in img_to_anns.get(img_id, []):
-            where = f"{json_file}: image id {img_id}, annotation id {ann.get('id')}"
+        for ann in img_to_anns.get(img_id, ()):
             if ann.get("ignore", 0) != 0:
                 continue
             if ann.get("category_id") not in id_map:
-                problems["category id not in 'categories'"].append(f"{where} (category_id {ann.get('category_id')})")
+                problems["category id not in 'categories'"].append(f"{_where(json_file, img_id, ann)} (category_id {ann.get('category_id')})")
                 continue
             bbox = ann.get("bbox")
             if not _finite_numbers(bbox) or len(bbox) != 4:
-                problems["bbox that is not 4 finite numbers"].append(f"{where} (bbox {bbox})")
+                problems["bbox that is not 4 finite numbers"].append(f"{_where(json_file, img_id, ann)} (bbox {bbox})")
                 continue
             if bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] < -1 or bbox[1] < -1:
-                problems["bbox with negative or zero size"].append(f"{where} (bbox {bbox})")
+                problems["bbox with negative or zero size"].append(f"{_where(json_file, img_id, ann)} (bbox {bbox})")
                 continue
-            obj = {"bbox": [float(v) for v in bbox], "bbox_mode": BoxMode.XYWH_ABS, "category_id": id_map[ann["category_id"]],
+            obj = {"bbox": bbox if _only_floats(bbox) else [float(v) for v in bbox], "bbox_mode": xywh, "category_id": id_map[ann["category_id"]],
                    "iscrowd": int(ann.get("iscrowd", 0))}
             seg = ann.get("segmentation")
             if seg is not None:
                 if isinstance(seg, dict):
                     seg, why = _checked_rle(seg, img["height"], img["width"])
                     if why:
-                        problems[why].append(where)
+                        problems[why].append(_where(json_file, img_id, ann))
                         continue
                 elif isinstance(seg, list):
-                    if not all(isinstance(p, list) and _numbers(p) for p in seg):
-                        problems["polygon with non-numeric coordinates"].append(where)
+                    why = _polygons_problem(seg)
+                    if why:
+                        problems[why].append(_where(json_file, img_id, ann))
                         continue
-                    if not all(_finite_numbers(p) for p in seg):
-                        problems["polygon with NaN/Inf coordinates"].append(where)
-                        continue
-                    good = [[float(v) for v in p] for p in seg if len(p) % 2 == 0 and len(p) >= 6]
+                    good = [p if _only_floats(p) else [float(v) for v in p] for p in seg if len(p) % 2 == 0 and len(p) >= 6]
                     if len(good) < len(seg):
-                        problems["polygon with fewer than 3 points"].append(where)
+                        problems["polygon with fewer than 3 points"].append(_where(json_file, img_id, ann))
                     if not good:
                         continue
                     seg = good
                 else:
-                    problems["unknown segmentation type"].append(where)
+                    problems["unknown segmentation type"].append(_where(json_file, img_id, ann))
                     continue
                 obj["segmentation"] = seg
             objs.append(obj)
@@ -153,13 +174,40 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     return dataset_dicts
 
 
+def _where(json_file: str, img_id, ann: dict) -> str:
+    return f"{json_file}: image id {img_id}, annotation id {ann.get('id')}"
+
+
 _NUMBER_TYPES = frozenset((int, float))
+_ID_TYPES = frozenset((int, str))
 
 
 def _numbers(values) -> bool:
     """A list of JSON numbers (int or float; bool, str, None excluded). Type identity, not isinstance with
     numbers.Real: this runs on every coordinate of a COCO-size file (7M values)."""
     return isinstance(values, (list, tuple)) and set(map(type, values)) <= _NUMBER_TYPES
+
+
+def _polygons_problem(seg: list) -> Optional[str]:
+    """None if every polygon is a list of finite JSON numbers, else the kind of problem (one pass over the
+    coordinates: the set of their types, then their sum, which is finite exactly when all of them are)."""
+    for p in seg:
+        if not isinstance(p, list) or not set(map(type, p)) <= _NUMBER_TYPES:
+            return "polygon with non-numeric coordinates"
+    for p in seg:
+        try:
+            if not math.isfinite(sum(p)):
+                return "polygon with NaN/Inf coordinates"
+        except OverflowError:
+            return "polygon with NaN/Inf coordinates"
+    return None
+
+
+_FLOAT_ONLY = frozenset((float,))
+
+
+def _only_floats(p: list) -> bool:
+    return set(map(type, p)) == _FLOAT_ONLY
 
 
 def _finite_numbers(values) -> bool:
@@ -211,7 +259,13 @@ def check_coco_structure(json_file: str, data: dict) -> None:
             if not isinstance(entry, dict):
                 raise DatasetFormatError(f"{json_file}: {key}[{i}] must be an object, got {type(entry).__name__}")
     for key, needed in (("images", ("id",)), ("annotations", ("id", "image_id", "category_id")), ("categories", ("id", "name"))):
-        for i, entry in enumerate(data[key]):
+        entries = data[key]
+        need = frozenset(needed)
+        ids = [k for k in needed if k != "name"]
+        # fast path in C-level loops (857k annotations in COCO); the entry-by-entry loop below only names the culprit
+        if all(map(need.issubset, entries)) and all(set(map(type, (e[k] for e in entries))) <= _ID_TYPES for k in ids):
+            continue
+        for i, entry in enumerate(entries):
             for k in needed:
                 if k not in entry:
                     raise DatasetFormatError(f"{json_file}: {key}[{i}] has no '{k}'" + (" (add one to every entry)" if k == "id" else ""))
