@@ -164,8 +164,8 @@ _C.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST = 1000  # unused (precomputed proposa
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # data loading processes per training process
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of the same orientation together
-_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # training sampler name
-_C.DATALOADER.REPEAT_THRESHOLD = 0.0  # repeat-factor sampling threshold (unused by TrainingSampler)
+_C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # "TrainingSampler" or "RepeatFactorTrainingSampler" (LVIS-style)
+_C.DATALOADER.REPEAT_THRESHOLD = 0.0  # t of RepeatFactorTrainingSampler: images of categories in < t of the images repeat
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without annotations
 
 # ---------------------------------------------------------------------------- solver

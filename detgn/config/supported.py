@@ -30,8 +30,6 @@ UNSUPPORTED_KEYS = {
     "DATASETS.PROPOSAL_FILES_TEST": "precomputed proposals",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN": "precomputed proposals",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST": "precomputed proposals",
-    "DATALOADER.SAMPLER_TRAIN": "other training samplers (only TrainingSampler is implemented)",
-    "DATALOADER.REPEAT_THRESHOLD": "repeat-factor sampling",
     "SOLVER.NUM_DECAYS": "detectron2's cosine/step schedule options",
     "SOLVER.RESCALE_INTERVAL": "detectron2's schedule rescaling",
     "TEST.EXPECTED_RESULTS": "detectron2's expected-results check",

@@ -20,7 +20,8 @@ from .datasets.coco import DatasetFormatError
 from .dataset_mapper import DatasetMapper
 from .detection_utils import ImageReadError, SizeMismatchError
 from .record_store import RecordList
-from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+from .samplers import (GroupedBatchSampler, InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler,
+                       repeat_factors_from_category_frequency)
 
 __all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader", "MappedDataset"]
 
@@ -135,7 +136,16 @@ def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed:
         mapper = DatasetMapper(cfg, True)
     if seed is None:
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
+    name = cfg.DATALOADER.SAMPLER_TRAIN
+    if name == "TrainingSampler":
+        sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
+    elif name == "RepeatFactorTrainingSampler":
+        factors = repeat_factors_from_category_frequency(dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
+        logger.info("RepeatFactorTrainingSampler (REPEAT_THRESHOLD %g): %d images, %.0f samples per epoch", cfg.DATALOADER.REPEAT_THRESHOLD,
+                    len(factors), float(factors.sum()))
+        sampler = RepeatFactorTrainingSampler(factors, shuffle=True, seed=seed)
+    else:
+        raise ConfigValueError(f"DATALOADER.SAMPLER_TRAIN '{name}' is unknown; use TrainingSampler or RepeatFactorTrainingSampler")
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING and isinstance(dataset, RecordList):
         group_ids = np.where(dataset.widths > dataset.heights, 0, 1).tolist()  # no record decoded
     elif cfg.DATALOADER.ASPECT_RATIO_GROUPING:

@@ -14,7 +14,8 @@ import torch
 
 from detgn.utils import comm
 
-__all__ = ["TrainingSampler", "InferenceSampler", "GroupedBatchSampler"]
+__all__ = ["TrainingSampler", "RepeatFactorTrainingSampler", "repeat_factors_from_category_frequency", "InferenceSampler",
+           "GroupedBatchSampler"]
 
 
 class TrainingSampler:
@@ -42,6 +43,51 @@ class TrainingSampler:
 
     def __iter__(self) -> Iterator[int]:
         return itertools.islice(self._infinite_indices(), self._rank, None, self._world_size)
+
+
+def repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh: float) -> torch.Tensor:
+    """LVIS's repeat factors (Gupta et al., 2019): f_c = fraction of images that contain category c,
+    r_c = max(1, sqrt(t / f_c)), and an image repeats r_i = max over its categories of r_c times per
+    epoch (1 for an image without annotations). Returns (N,) float64."""
+    per_image = [{a["category_id"] for a in d.get("annotations", ())} for d in dataset_dicts]
+    counts = {}
+    for cats in per_image:
+        for c in cats:
+            counts[c] = counts.get(c, 0) + 1
+    n = len(per_image)
+    r_cat = {c: max(1.0, math.sqrt(repeat_thresh / (k / n))) for c, k in counts.items()}
+    return torch.tensor([max((r_cat[c] for c in cats), default=1.0) for cats in per_image], dtype=torch.float64)
+
+
+class RepeatFactorTrainingSampler(TrainingSampler):
+    """TrainingSampler where image i appears floor(r_i) or floor(r_i) + 1 times per epoch (stochastic
+    rounding, so on average r_i times), the epoch then shuffled: rare categories are seen more. The
+    stream is a pure function of the seed (rounding and order drawn from one seeded generator), so resuming
+    skips to any iteration exactly, and ranks take positions r, r + W, ... of it."""
+
+    def __init__(self, repeat_factors: torch.Tensor, shuffle: bool = True, seed: Optional[int] = None, rank: Optional[int] = None,
+                 world_size: Optional[int] = None):
+        super().__init__(len(repeat_factors), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+        factors = torch.as_tensor(repeat_factors, dtype=torch.float64)
+        if not torch.isfinite(factors).all() or (factors < 0).any():
+            raise ValueError("repeat factors must be finite and >= 0")
+        self._int_part = torch.floor(factors)
+        self._frac_part = factors - self._int_part
+
+    def _epoch_indices(self, g: torch.Generator) -> torch.Tensor:
+        reps = self._int_part + (torch.rand(len(self._frac_part), generator=g, dtype=torch.float64) < self._frac_part)
+        return torch.repeat_interleave(torch.arange(len(reps)), reps.long())
+
+    def _infinite_indices(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self._seed)
+        while True:
+            idx = self._epoch_indices(g)
+            if len(idx) == 0:
+                raise ValueError("every repeat factor rounded to 0: nothing to sample")
+            if self._shuffle:
+                idx = idx[torch.randperm(len(idx), generator=g)]
+            yield from idx.tolist()
 
 
 class GroupedBatchSampler:

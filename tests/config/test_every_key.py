@@ -71,8 +71,8 @@ def test_cli_and_build_model_refuse_unsupported_keys(tmp_path):
     with pytest.raises(NotImplementedError, match="PrecomputedProposals is not supported"):
         build_model(cfg)
     cfg = get_cfg()
-    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
-    with pytest.raises(UnsupportedConfigError, match="DATALOADER.SAMPLER_TRAIN"):
+    cfg.TEST.AUG.ENABLED = True
+    with pytest.raises(UnsupportedConfigError, match="TEST.AUG.ENABLED"):
         build_model(cfg)
 
 

@@ -102,3 +102,41 @@ def test_test_loader(shapes_name):
     items = list(build_detection_test_loader(cfg, shapes_name))
     assert len(items) == 8 and all(len(b) == 1 for b in items)
     assert [b[0]["image_id"] for b in items] == list(range(1, 9))
+
+
+def test_repeat_factors_follow_the_formula_and_the_stream_resumes():
+    """detectron2/LVIS: r_i = max over the image's categories of max(1, sqrt(t / f_c))."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from detgn.data.samplers import RepeatFactorTrainingSampler, repeat_factors_from_category_frequency
+
+    # 10 images: category 0 in all, category 1 in 2, category 2 in 1; one image without annotations
+    cats = [[0]] * 6 + [[0, 1], [0, 1], [0, 2], []]
+    dicts = [{"annotations": [{"category_id": c} for c in cs]} for cs in cats]
+    t = 0.5
+    f = {0: 9 / 10, 1: 2 / 10, 2: 1 / 10}
+    r = {c: max(1.0, math.sqrt(t / fc)) for c, fc in f.items()}
+    expected = [max((r[c] for c in cs), default=1.0) for cs in cats]
+    factors = repeat_factors_from_category_frequency(dicts, t)
+    assert factors.tolist() == pytest.approx(expected) and factors[8] == pytest.approx(math.sqrt(5))
+    stream = list(itertools.islice(iter(RepeatFactorTrainingSampler(factors, seed=3, rank=0, world_size=1)), 20000))
+    counts = np.bincount(stream, minlength=10) / (20000 / float(factors.sum()))  # per epoch
+    assert counts == pytest.approx(factors.numpy(), rel=0.08)  # stochastic rounding: r_i on average
+    again = list(itertools.islice(iter(RepeatFactorTrainingSampler(factors, seed=3, rank=0, world_size=1)), 500))
+    assert again == stream[:500]  # a pure function of the seed: resuming skips to the same positions
+    shards = [list(itertools.islice(iter(RepeatFactorTrainingSampler(factors, seed=3, rank=k, world_size=2)), 250)) for k in (0, 1)]
+    assert shards[0] == stream[0:500:2] and shards[1] == stream[1:500:2]
+    with pytest.raises(ValueError):
+        RepeatFactorTrainingSampler(torch.tensor([1.0, float("nan")]), seed=0, rank=0, world_size=1)
+
+
+def test_repeat_factor_sampler_in_the_loader(shapes_name):
+    cfg = _cfg(shapes_name, workers=0)
+    cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
+    cfg.DATALOADER.REPEAT_THRESHOLD = 0.9
+    full = [_summary(b) for b in itertools.islice(build_detection_train_loader(cfg), 4)]
+    resumed = [_summary(b) for b in itertools.islice(build_detection_train_loader(cfg, start_iter=2), 2)]
+    assert resumed == full[2:]
