@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from detgn.checkpoint import DetectionCheckpointer, set_rng_state
 from detgn.config import ConfigKeyError, UnsupportedConfigError, check_supported, get_cfg
 from detgn.config.rules import check_config
-from detgn.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detgn.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.evaluation.coco_evaluation import format_metric
 from detgn.modeling import build_model
@@ -413,6 +413,10 @@ class DefaultTrainer:
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        if MetadataCatalog.get(dataset_name).get("evaluator_type") == "lvis":
+            from detgn.evaluation.lvis_evaluation import LVISEvaluator
+
+            return LVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
         return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, backend=cfg.TEST.EVALUATOR_BACKEND)
 
     @classmethod

@@ -2,6 +2,7 @@
 
     coco_2017_train, coco_2017_val      coco/{train2017,val2017}/ + coco/annotations/instances_*2017.json
     coco_2017_val_100                   the first 100 images of coco_2017_val
+    lvis_v1_train, lvis_v1_val          lvis/lvis_v1_{train,val}.json, images under coco/ (train2017/, val2017/)
     nuclei_mini_train, nuclei_mini_val  the bundled DSB 2018 nuclei subset (datasets/nuclei_mini/)
 
 See datasets/README.md for the folder layouts.
@@ -10,12 +11,17 @@ import os
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import register_coco_instances
+from .lvis import register_lvis_instances
 
 _REPO_DATASETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "datasets")
 
 _COCO = {
     "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
     "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+}
+_LVIS = {
+    "lvis_v1_train": ("coco", "lvis/lvis_v1_train.json"),
+    "lvis_v1_val": ("coco", "lvis/lvis_v1_val.json"),
 }
 _NUCLEI = {
     "nuclei_mini_train": ("nuclei_mini/train", "nuclei_mini/annotations/train.json"),
@@ -48,6 +54,9 @@ def register_all_builtin():
     for name, (img, ann) in _COCO.items():
         if name not in DatasetCatalog:
             register_coco_instances(name, {}, _resolve(ann, False), _resolve(img, False))
+    for name, (img, ann) in _LVIS.items():
+        if name not in DatasetCatalog:
+            register_lvis_instances(name, {}, _resolve(ann, False), _resolve(img, False))
     if "coco_2017_val_100" not in DatasetCatalog:
         _register_subset("coco_2017_val_100", "coco_2017_val", 100)
     for name, (img, ann) in _NUCLEI.items():

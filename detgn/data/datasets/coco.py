@@ -89,7 +89,12 @@ def _load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str]
     annotations are kept with iscrowd=1 (ignored in training). Images missing on disk are
     skipped with a counted warning; if none exist the error names the folder.
     """
-    data = _read_json(json_file)
+    return coco_records_from_data(json_file, _read_json(json_file), image_root, dataset_name, check_images)
+
+
+def coco_records_from_data(json_file: str, data: dict, image_root: str, dataset_name: Optional[str], check_images: bool) -> List[Dict]:
+    """The checks and records of load_coco_json on an already parsed file (`json_file` names it in messages);
+    LVIS files, which share COCO's layout, come through here too."""
     check_coco_structure(json_file, data)
     _check_unique_annotation_ids(json_file, data)
     if not os.path.isdir(image_root):

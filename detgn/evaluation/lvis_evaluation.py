@@ -1,0 +1,116 @@
+"""LVIS evaluation (federated: a category is scored only on the images where it was looked for) through
+the `lvis` package (pip install --no-deps lvis; the quick start's install does it).
+
+Predictions are made as COCO's (RLE on the rank that produced them, streamed to rank 0 in chunks), their
+contiguous class ids mapped back to LVIS category ids, and evaluated by LVISEval with at most
+TEST.DETECTIONS_PER_IMAGE (300 in LVIS configs) per image. Metrics in percent: AP, AP50, AP75, APs,
+APm, APl and APr / APc / APf (rare, common, frequent categories).
+"""
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Optional
+
+import numpy as np
+import torch
+
+from detgn.data import MetadataCatalog
+from detgn.utils import comm
+
+from .coco_evaluation import format_metric, instances_to_coco_json
+from .evaluator import DatasetEvaluator
+
+__all__ = ["LVISEvaluator", "LVIS_METRICS"]
+
+logger = logging.getLogger(__name__)
+LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
+
+
+class _NumpyWithOldAliases:
+    """numpy as lvis 0.5.3 (the last release) expects it: `np.float`, removed in NumPy 1.24, is the builtin
+    float it always aliased. Given to lvis.eval only; numpy itself is not changed."""
+
+    float = float
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def _lvis():
+    try:
+        import lvis.eval
+        from lvis import LVIS, LVISEval, LVISResults
+    except ImportError as e:
+        raise ImportError(f"LVIS evaluation needs the 'lvis' package ({e}); install it with: pip install --no-deps lvis") from None
+    if not hasattr(np, "float") and lvis.eval.np is np:
+        lvis.eval.np = _NumpyWithOldAliases()
+    return LVIS, LVISEval, LVISResults
+
+
+class LVISEvaluator(DatasetEvaluator):
+    """LVISEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=None, max_dets_per_image=300)."""
+
+    def __init__(self, dataset_name: str, tasks=("bbox", "segm"), distributed: bool = True, output_dir: Optional[str] = None,
+                 max_dets_per_image: int = 300, gather_chunk: int = 256):
+        LVIS, _, _ = _lvis()
+        meta = MetadataCatalog.get(dataset_name)
+        self._dataset_name = dataset_name
+        self._tasks = tuple(tasks)
+        self._distributed = distributed
+        self._output_dir = output_dir
+        self._max_dets = max_dets_per_image
+        self._gather_chunk = gather_chunk
+        self._gt = LVIS(meta.json_file)
+        self._reverse_id_map = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()} \
+            if meta.get("thing_dataset_id_to_contiguous_id") else {i: c for i, c in enumerate(sorted(self._gt.get_cat_ids()))}
+        self.reset()
+
+    def reset(self):
+        self._predictions = []
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            pred = {"image_id": inp["image_id"]}
+            if "instances" in out:
+                pred["instances"] = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
+            self._predictions.append(pred)
+
+    def evaluate(self):
+        if self._distributed:
+            comm.synchronize()
+            predictions = comm.gather_list(self._predictions, dst=0, chunk=self._gather_chunk)
+            if not comm.is_main_process():
+                return {}
+        else:
+            predictions = self._predictions
+        results = [dict(r, category_id=self._reverse_id_map[r["category_id"]]) for p in predictions for r in p.get("instances", [])]
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            torch.save(predictions, os.path.join(self._output_dir, "instances_predictions.pth"))
+            path = os.path.join(self._output_dir, "lvis_instances_results.json")
+            with open(path + ".tmp", "w") as f:
+                json.dump(results, f)
+            os.replace(path + ".tmp", path)
+        return evaluate_lvis(self._gt, results, self._tasks, self._max_dets)
+
+
+def evaluate_lvis(lvis_gt, results, tasks, max_dets: int = 300):
+    """{task: {metric: percent}} of LVISEval on `results` (LVIS category ids); all 0 for a task without results."""
+    _, LVISEval, LVISResults = _lvis()
+    out = OrderedDict()
+    for task in tasks:
+        task_results = [dict(r) for r in results if task == "bbox" or "segmentation" in r]
+        if task == "segm":
+            for r in task_results:
+                r.pop("bbox", None)  # LVISResults derives area and box from the mask then (as detectron2 passes them)
+        if not task_results:
+            logger.warning("No %s predictions: reporting LVIS AP 0", task)
+            out[task] = {m: 0.0 for m in LVIS_METRICS}
+            continue
+        ev = LVISEval(lvis_gt, LVISResults(lvis_gt, task_results, max_dets=max_dets), iou_type=task)
+        ev.run()
+        res = ev.get_results()
+        out[task] = {m: float(res[m]) * 100 for m in LVIS_METRICS}
+        logger.info("LVIS %s: %s", task, "  ".join(f"{m} {format_metric(v)}" for m, v in out[task].items()))
+    return out
