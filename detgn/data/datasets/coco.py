@@ -303,7 +303,8 @@ def load_coco_json_cached(json_file: str, image_root: str, dataset_name: str):
         return records, {"thing_classes": list(meta.thing_classes),
                          "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()]}
 
-    records, metadata = cached_records(dataset_name, build, [json_file], options=(os.path.realpath(image_root),))
+    # file names are joined to image_root as given: a relative root reached from elsewhere is another cache entry
+    records, metadata = cached_records(dataset_name, build, [json_file], options=(image_root, os.path.realpath(image_root)))
     if isinstance(metadata, dict) and "id_map" in metadata:
         meta = MetadataCatalog.get(dataset_name)
         meta.thing_classes = list(metadata["thing_classes"])

@@ -52,7 +52,7 @@ def register_lvis_instances(name: str, metadata: Dict, json_file: str, image_roo
             return records, {"thing_classes": list(meta.thing_classes), "category_frequency": list(meta.category_frequency),
                              "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()]}
 
-        records, meta_saved = cached_records(name, build, [json_file], options=("lvis", os.path.realpath(image_root)))
+        records, meta_saved = cached_records(name, build, [json_file], options=("lvis", image_root, os.path.realpath(image_root)))
         if isinstance(meta_saved, dict) and "id_map" in meta_saved:
             meta = MetadataCatalog.get(name)
             meta.thing_classes = list(meta_saved["thing_classes"])
