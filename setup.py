@@ -12,6 +12,7 @@ setup(
         "torch>=2.0",
         "torchvision>=0.15",
         "pycocotools>=2.0.6",
+        "faster-coco-eval>=1.6",  # the default COCOeval backend (TEST.EVALUATOR_BACKEND); pycocotools is one key away
         "fvcore>=0.1.5",
         "iopath>=0.1.9",
         "opencv-python-headless>=4.5",

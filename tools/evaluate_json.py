@@ -60,7 +60,8 @@ def main(argv=None):
     ap.add_argument("--gt", required=True, help="COCO instances json (ground truth)")
     ap.add_argument("--results", required=True, help="COCO results json (list of detections)")
     ap.add_argument("--type", nargs="+", default=["bbox"], choices=["bbox", "segm"], help="IoU types to evaluate")
-    ap.add_argument("--backend", default="pycocotools", choices=["pycocotools", "faster_coco_eval"], help="COCOeval implementation")
+    ap.add_argument("--backend", default="faster_coco_eval", choices=["pycocotools", "faster_coco_eval"],
+                    help="COCOeval implementation (default faster_coco_eval, as TEST.EVALUATOR_BACKEND; same numbers)")
     args = ap.parse_args(argv)
     try:
         stats = evaluate_json(args.gt, args.results, args.type, args.backend)
