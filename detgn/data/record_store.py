@@ -15,6 +15,8 @@ filtering empty images and aspect-ratio grouping do not decode anything.
 JSON (orjson when installed) keeps the file readable by any tool and free of code: loading never runs
 anything from it.
 """
+import contextlib
+import gc
 import json
 import os
 import struct
@@ -31,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - the standard library does the same, slower
     _orjson = None
 
-__all__ = ["RecordStore", "RecordList", "write_records", "StoreCorruptError", "STORE_VERSION", "dumps", "loads"]
+__all__ = ["RecordStore", "RecordList", "write_records", "gc_paused", "StoreCorruptError", "STORE_VERSION", "dumps", "loads"]
 
 MAGIC = b"DETGNREC"
 STORE_VERSION = 1
@@ -40,6 +42,20 @@ _PREFIX = struct.Struct("<8sIQ")
 
 class StoreCorruptError(UserInputError, ValueError):
     """A record file that is truncated, altered or of another version (a cache is then rebuilt)."""
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic GC off while millions of acyclic objects (numbers, lists, dicts of a COCO-size file)
+    are made and dropped: it would otherwise rescan them again and again (orjson.loads of train2017-size
+    json: 5.9 s -> 2.0 s), and once more after they are made, if they are still alive when it resumes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def dumps(obj) -> bytes:
@@ -59,16 +75,12 @@ def _num_instances(record: Dict) -> int:
 def write_records(path: str, records: Sequence[Dict], metadata: Optional[Dict] = None, key: str = "") -> None:
     """Write `records` (dataset dicts) to `path` atomically (temp file + fsync + rename)."""
     n = len(records)
+    chunks = [dumps(r) for r in records]
     offsets = np.zeros(n + 1, np.int64)
-    sizes = np.zeros((4, n), np.int32)
-    chunks = []
-    pos = 0
-    for i, r in enumerate(records):
-        b = dumps(r)
-        chunks.append(b)
-        pos += len(b)
-        offsets[i + 1] = pos
-        sizes[:, i] = r.get("height", 0), r.get("width", 0), _num_instances(r), len(r.get("annotations", ()))
+    np.cumsum(np.fromiter(map(len, chunks), np.int64, n), out=offsets[1:])
+    pos = int(offsets[-1])
+    sizes = np.array([[r.get("height", 0) for r in records], [r.get("width", 0) for r in records],
+                      [_num_instances(r) for r in records], [len(r.get("annotations", ())) for r in records]], np.int32).reshape(4, n)
     body = [offsets.tobytes(), sizes.tobytes()] + chunks
     crc = 0
     for b in body:
