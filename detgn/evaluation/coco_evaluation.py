@@ -185,21 +185,25 @@ class COCOEvaluator(DatasetEvaluator):
         self._predictions = []
 
     def process(self, inputs, outputs):
+        """Each image's detections as COCO result dicts (masks RLE-encoded here, on the rank that made them)."""
         for inp, out in zip(inputs, outputs):
             pred = {"image_id": inp["image_id"]}
             if "instances" in out:
                 pred["instances"] = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
             self._predictions.append(pred)
 
+    def gathered_predictions(self):
+        """Every rank's predictions on rank 0 (sent in chunks of `gather_chunk` images); None on the other ranks."""
+        if not self._distributed:
+            return self._predictions
+        comm.synchronize()
+        predictions = comm.gather_list(self._predictions, dst=0, chunk=self._gather_chunk)
+        return predictions if comm.is_main_process() else None
+
     def evaluate(self, img_ids: Optional[Sequence[int]] = None):
-        if self._distributed:
-            comm.synchronize()
-            # RLE-encoded on the rank that produced them, sent to rank 0 in chunks of images
-            predictions = comm.gather_list(self._predictions, dst=0, chunk=self._gather_chunk)
-            if not comm.is_main_process():
-                return {}
-        else:
-            predictions = self._predictions
+        predictions = self.gathered_predictions()
+        if predictions is None:
+            return {}
         seen = set()
         unique = []
         for p in predictions:  # an image counted twice would bias AP

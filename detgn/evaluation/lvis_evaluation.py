@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from detgn.data import MetadataCatalog
-from detgn.utils import comm
 
-from .coco_evaluation import format_metric, instances_to_coco_json
+from .coco_evaluation import COCOEvaluator, format_metric
 from .evaluator import DatasetEvaluator
 
 __all__ = ["LVISEvaluator", "LVIS_METRICS"]
@@ -66,24 +65,14 @@ class LVISEvaluator(DatasetEvaluator):
             if meta.get("thing_dataset_id_to_contiguous_id") else {i: c for i, c in enumerate(sorted(self._gt.get_cat_ids()))}
         self.reset()
 
-    def reset(self):
-        self._predictions = []
-
-    def process(self, inputs, outputs):
-        for inp, out in zip(inputs, outputs):
-            pred = {"image_id": inp["image_id"]}
-            if "instances" in out:
-                pred["instances"] = instances_to_coco_json(out["instances"].to("cpu"), inp["image_id"])
-            self._predictions.append(pred)
+    reset = COCOEvaluator.reset
+    process = COCOEvaluator.process
+    gathered_predictions = COCOEvaluator.gathered_predictions
 
     def evaluate(self):
-        if self._distributed:
-            comm.synchronize()
-            predictions = comm.gather_list(self._predictions, dst=0, chunk=self._gather_chunk)
-            if not comm.is_main_process():
-                return {}
-        else:
-            predictions = self._predictions
+        predictions = self.gathered_predictions()
+        if predictions is None:
+            return {}
         results = [dict(r, category_id=self._reverse_id_map[r["category_id"]]) for p in predictions for r in p.get("instances", [])]
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
