@@ -44,6 +44,12 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
     2 a config/data/weights problem (one line), 3 a diverging run, 130 Ctrl-C; a bug keeps its traceback
     (DETGN_TRACEBACK=1 shows it for user errors too)."""
     args = parse_with_overrides(default_argument_parser(description), argv)
+    from .slurm import apply_slurm_environment
+
+    apply_slurm_environment()  # an srun task: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from SLURM (torchrun's own win)
+    if not args.dist_timeout > 0:
+        print(f"error: --dist-timeout must be a number of seconds > 0, got {args.dist_timeout}", file=sys.stderr)
+        return 2
     try:
         cfg = setup_cfg(args)
         if check_cfg is not None:
@@ -61,8 +67,10 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
 
     use_cuda = cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available()
     try:
+        from datetime import timedelta
+
         launch_fn(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
-                  args=(args,), use_cuda=use_cuda)
+                  args=(args,), use_cuda=use_cuda, timeout=timedelta(seconds=args.dist_timeout))
     except FloatingPointError as e:
         print(f"error: {e} {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
         return 3

@@ -60,6 +60,8 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines - 1)")
     p.add_argument("--dist-url", default="auto", help="torch.distributed init URL, e.g. tcp://host:port (auto: a free local port)")
+    p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
+                   help="how long a process waits for the others to join, and for a collective (default 1800, as detectron2)")
     p.add_argument("--verbose", action="store_true",
                    help="also print the full config and model structure (always written to OUTPUT_DIR/config.yaml and model.txt)")
     p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",

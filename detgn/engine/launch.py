@@ -9,6 +9,7 @@ MASTER_ADDR, MASTER_PORT), nothing is spawned: the process group is joined via e
 import logging
 import os
 import socket
+import sys
 from datetime import timedelta
 
 import torch
@@ -16,11 +17,20 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from detgn.utils import comm
+from detgn.utils.errors import UserInputError
 
-__all__ = ["launch", "find_free_port", "started_by_torchrun"]
+__all__ = ["launch", "find_free_port", "started_by_torchrun", "JoinError", "WorkerStoppedError"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+class JoinError(UserInputError, RuntimeError):
+    """A process could not join the process group within the timeout (another machine missing or unreachable)."""
+
+
+class WorkerStoppedError(UserInputError, RuntimeError):
+    """A spawned process stopped on a user error it printed."""
 
 
 def find_free_port() -> int:
@@ -48,7 +58,12 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         local_rank = int(os.environ["LOCAL_RANK"])
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=_backend(use_cuda), init_method="env://", timeout=timeout)
+        try:
+            dist.init_process_group(backend=_backend(use_cuda), init_method="env://", timeout=timeout)
+        except Exception as e:
+            raise JoinError(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the process group at "
+                            f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')} within {timeout.total_seconds():.0f} s "
+                            f"({str(e).splitlines()[0][:200]}); check that every task started and can reach that address") from None
         comm.set_local_rank(local_rank)
         try:
             result = main_func(*args)
@@ -67,9 +82,15 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         logger.warning("file:// init method needs a file system shared by all machines")
     if use_cuda and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA devices are visible")
-    mp.start_processes(_worker, nprocs=num_gpus_per_machine,
-                       args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, use_cuda),
-                       daemon=False, start_method="spawn")
+    try:
+        mp.start_processes(_worker, nprocs=num_gpus_per_machine,
+                           args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, use_cuda),
+                           daemon=False, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        if e.exit_code == 2:  # a process printed a user error (one line, above) and stopped
+            raise WorkerStoppedError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} stopped on the "
+                                     "error above; the others were stopped") from None
+        raise
 
 
 def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout, use_cuda):
@@ -77,15 +98,21 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
     if use_cuda:
         torch.cuda.set_device(local_rank)
     try:
-        dist.init_process_group(backend=_backend(use_cuda), init_method=dist_url, world_size=world_size, rank=global_rank,
-                                timeout=timeout)
-    except Exception as e:
-        logger.error("Process group URL: %s", dist_url)
-        raise RuntimeError(f"Could not join the process group at {dist_url}: {e}") from e
-    comm.set_local_rank(local_rank)
-    comm.synchronize()
-    try:
-        main_func(*args)
-        comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
-    finally:
-        dist.destroy_process_group()
+        try:
+            dist.init_process_group(backend=_backend(use_cuda), init_method=dist_url, world_size=world_size, rank=global_rank,
+                                    timeout=timeout)
+        except Exception as e:
+            raise JoinError(f"rank {global_rank} of {world_size} could not join the process group at {dist_url} within "
+                            f"{timeout.total_seconds():.0f} s ({str(e).splitlines()[0][:200]}): the other machine(s) did not start "
+                            "or cannot reach that address; check --dist-url, --machine-rank and --num-machines on every machine, "
+                            "or wait longer with --dist-timeout") from None
+        comm.set_local_rank(local_rank)
+        comm.synchronize()
+        try:
+            main_func(*args)
+            comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
+        finally:
+            dist.destroy_process_group()
+    except UserInputError as e:  # one line, as the single-process CLI prints it; the launcher reports the exit
+        print(f"error (rank {global_rank}): {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

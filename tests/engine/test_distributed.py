@@ -9,7 +9,9 @@ import torch
 from detgn.config import get_cfg
 from detgn.modeling import build_model
 
-from .util import QUICK, REPO, run_train_net
+from detgn.engine.launch import find_free_port
+
+from .util import QUICK, REPO, popen_train_net, run_train_net
 
 
 def _twin_dataset(root):
@@ -50,8 +52,20 @@ def test_two_processes_average_gradients(tmp_path):
     assert r1.returncode == 0, r1.stderr[-3000:]
     r2 = run_train_net(["--num-gpus", "2"] + common + ["OUTPUT_DIR", str(tmp_path / "two")], env=env)
     assert r2.returncode == 0, r2.stderr[-3000:]
+    # the same job as 2 machines x 1 process (two launches on 127.0.0.1, --machine-rank 0 and 1)
+    port = str(find_free_port())
+    machines = [popen_train_net(["--num-machines", "2", "--machine-rank", str(r), "--dist-url", f"tcp://127.0.0.1:{port}"] + common
+                                + ["OUTPUT_DIR", str(tmp_path / f"machines{r}")], env=env, capture=True) for r in (0, 1)]
+    outs = [m.communicate(timeout=600) for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     a = torch.load(tmp_path / "one" / "model_final.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "two" / "model_final.pth", weights_only=True)["model"]
+    m = torch.load(tmp_path / "machines0" / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(m[k], b[k]) for k in b), "2 machines x 1 process must give 1 machine x 2 processes' weights bit for bit"
+    lm = json.loads(open(tmp_path / "machines0" / "metrics.json").readline())
+    l2 = json.loads(open(tmp_path / "two" / "metrics.json").readline())
+    assert all(lm[k] == l2[k] for k in ("loss_cls", "loss_mask", "loss_rpn_cls", "loss_box_reg", "loss_rpn_loc", "total_loss"))
+    assert not (tmp_path / "machines1").exists() or not any(f.endswith(".pth") for f in os.listdir(tmp_path / "machines1"))
     moved = 0
     for k in a:
         da, db = a[k].float() - init[k].float(), b[k].float() - init[k].float()
@@ -87,3 +101,38 @@ def test_started_by_torchrun(tmp_path):
     log = open(out / "log.txt").read()
     assert "Rank 0 of 2" in log
     assert (out / "model_final.pth").exists()
+
+
+def test_slurm_hostlist_and_environment():
+    from detgn.engine.slurm import expand_hostlist, slurm_environment
+
+    assert expand_hostlist("gpu[003-004,010],login1") == ["gpu003", "gpu004", "gpu010", "login1"]
+    assert expand_hostlist("rack[1-2]-n[08-09]") == ["rack1-n08", "rack1-n09", "rack2-n08", "rack2-n09"]
+    srun = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "8", "SLURM_NTASKS": "8",
+            "SLURM_STEP_NODELIST": "gpu[003-006]", "SLURM_JOB_NODELIST": "gpu[003-006]", "SLURM_JOB_ID": "4242424"}
+    assert slurm_environment(srun) == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu003",
+                                       "MASTER_PORT": str(20000 + 4242424 % 20000)}
+    assert slurm_environment(dict(srun, MASTER_PORT="29500", MASTER_ADDR="head"))["MASTER_ADDR"] == "head"  # the user's win
+    assert slurm_environment(dict(srun, RANK="0", WORLD_SIZE="2")) is None  # torchrun's variables win
+    batch = {k: v for k, v in srun.items() if k != "SLURM_STEP_NUM_TASKS"}
+    assert slurm_environment(batch) is None  # the sbatch script itself (not an srun step): a plain launch
+
+
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
+def test_srun_tasks_join_without_torchrun_and_a_missing_machine_is_named(tmp_path):
+    """Two tasks started as srun starts them (SLURM variables only) train one job; a machine that never
+    joins is an error naming the address within --dist-timeout."""
+    port = str(find_free_port())
+    base = ["--config-file", QUICK, "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()", "SOLVER.CHECKPOINT_PERIOD", "1000",
+            "OUTPUT_DIR", str(tmp_path / "srun")]
+    tasks = [popen_train_net(base, env={"SLURM_PROCID": str(r), "SLURM_LOCALID": str(r), "SLURM_STEP_NUM_TASKS": "2", "SLURM_NTASKS": "2",
+                                        "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "77", "MASTER_PORT": port,
+                                        "OMP_NUM_THREADS": "1"}, capture=True) for r in (0, 1)]
+    outs = [t.communicate(timeout=600) for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    log = open(tmp_path / "srun" / "log.txt").read()
+    assert "Rank 0 of 2" in log and (tmp_path / "srun" / "model_final.pth").exists()
+    r = run_train_net(["--config-file", QUICK, "--num-machines", "2", "--machine-rank", "0", "--dist-url", f"tcp://127.0.0.1:{find_free_port()}",
+                       "--dist-timeout", "3", "OUTPUT_DIR", str(tmp_path / "alone")], timeout=300)
+    assert r.returncode == 2 and "could not join the process group at tcp://127.0.0.1:" in r.stderr and "1/2" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

@@ -15,9 +15,10 @@ def run_train_net(args, env=None, timeout=900, **kw):
     return subprocess.run([sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def popen_train_net(args, env=None):
+def popen_train_net(args, env=None, capture=False):
     e = dict(os.environ)
     e.setdefault("OMP_NUM_THREADS", "2")
     if env:
         e.update(env)
-    return subprocess.Popen([sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, stdout=out, stderr=out, text=capture or None)
