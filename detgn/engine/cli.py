@@ -5,10 +5,13 @@ import os
 import shlex
 import sys
 
+from detgn.utils.comm import PeerLostError
 from detgn.utils.errors import UserInputError
 
 from .defaults import default_argument_parser, parse_with_overrides, setup_cfg
-from .launch import launch
+from .launch import WorkerKilledError, launch
+from .output_dir import OutputDirError
+from .preemption import TrainingPreempted, implied_auto_resume
 
 __all__ = ["last_checkpoint_hint", "run_training_cli"]
 
@@ -38,10 +41,35 @@ def _hosts_global_rank0(args) -> bool:
     return args.machine_rank == 0
 
 
+def _auto_resume(args) -> bool:
+    """Whether this start continues the run in OUTPUT_DIR by itself (True: its config must be the same): with
+    --auto-resume, or when the job may be a restart (preemption.implied_auto_resume). Sets args.resume for it.
+    --overwrite applied to the first start of a requeued SLURM job only; under torchrun --max-restarts, where
+    a restart cannot be told from a first start on every node, it is refused."""
+    why = implied_auto_resume()
+    if args.eval_only or not (args.auto_resume or why):
+        return False
+    if args.overwrite:
+        if why and why.startswith("SLURM"):
+            args.overwrite = False
+        elif why:
+            raise OutputDirError(f"--overwrite cannot be used when {why}: each restart would move the run aside; move the "
+                                 "old run away yourself or choose a new OUTPUT_DIR")
+        else:
+            raise OutputDirError("--auto-resume and --overwrite contradict each other: --auto-resume continues the run in "
+                                 "OUTPUT_DIR, --overwrite moves it aside; pass one")
+    if why and _hosts_global_rank0(args):
+        print(f"{why[0].upper()}{why[1:]}: a run of this config in OUTPUT_DIR is continued (--auto-resume)", file=sys.stderr)
+    auto = not args.resume  # an explicit --resume keeps its meaning (a changed config is allowed)
+    args.resume = True
+    return auto
+
+
 def run_training_cli(main, argv=None, *, tool: str, description: str = None, check_cfg=None, launch_fn=launch) -> int:
     """Parse the training arguments, check the config before spawning anything (`check_cfg(cfg)` may raise
     ConfigError), run `main(args)` in every process, and map failures to exit statuses:
-    2 a config/data/weights problem (one line), 3 a diverging run, 130 Ctrl-C; a bug keeps its traceback
+    2 a config/data/weights problem (one line), 3 a diverging run, 4 another process of the job stopped,
+    128 + N stopped by signal N after saving a checkpoint (preemption.py), 130 Ctrl-C; a bug keeps its traceback
     (DETGN_TRACEBACK=1 shows it for user errors too)."""
     args = parse_with_overrides(default_argument_parser(description), argv)
     from .slurm import apply_slurm_environment
@@ -54,9 +82,15 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
         cfg = setup_cfg(args)
         if check_cfg is not None:
             check_cfg(cfg)
+        auto = _auto_resume(args)
         if not args.eval_only and _hosts_global_rank0(args):
-            from .output_dir import claim_output_dir
+            from .output_dir import claim_output_dir, config_differences
 
+            if auto:
+                differ = config_differences(cfg.OUTPUT_DIR, cfg)
+                if differ:
+                    raise OutputDirError(f"--auto-resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); "
+                                         "continue it with --resume (this config's values win), or choose a new OUTPUT_DIR")
             moved = claim_output_dir(cfg.OUTPUT_DIR, resume=args.resume, overwrite=args.overwrite)
             if moved:
                 print(f"--overwrite: the previous run in {cfg.OUTPUT_DIR} was moved to {moved}", file=sys.stderr)
@@ -74,6 +108,16 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
     except FloatingPointError as e:
         print(f"error: {e} {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
         return 3
+    except WorkerKilledError as e:
+        print(f"error: {e} {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
+        return 1
+    except PeerLostError as e:
+        print(f"error: {e} {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
+        return 4
+    except TrainingPreempted as e:
+        print(f"Training {e}. {last_checkpoint_hint(cfg, args, tool)} (or --auto-resume, which a torchrun or SLURM restart "
+              "implies)", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print(f"interrupted. {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
         return 130

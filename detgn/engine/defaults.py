@@ -1,6 +1,7 @@
 """What tools/train_net.py is made of: argument parser, set-up of the output dir and logging,
 and DefaultTrainer (model, optimizer, scheduler, data, checkpoints, hooks, evaluation)."""
 import argparse
+import inspect
 import logging
 import os
 import random
@@ -52,6 +53,10 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
                "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n")
     p.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="continue the run in OUTPUT_DIR when it holds one of this same config (start afresh when it holds none; "
+                        "refuse when its config.yaml differs). Implied when torchrun or SLURM restarted the job "
+                        "(TORCHELASTIC_RESTART_COUNT or SLURM_RESTART_COUNT > 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="OUTPUT_DIR holds a finished or interrupted run: rename it to OUTPUT_DIR.old-<time> and start afresh "
                         "(without this flag such a folder is refused)")
@@ -299,6 +304,24 @@ def _check_resumed_model(report, path: str, output_dir: str) -> None:
                           f"MODEL.WEIGHTS {path} and a new OUTPUT_DIR")
 
 
+_DDP_ARGS = set(inspect.signature(DistributedDataParallel.__init__).parameters)
+
+
+def _rng_state_of_this_rank(ckpt: dict, logger):
+    """The RNG state this rank had at the checkpoint (rng_per_rank[rank]). With more processes than the
+    checkpoint had, the extra ranks keep their fresh seeds (SEED + rank); a checkpoint with one state only
+    (older detgn) restores it on rank 0 only, so no two ranks ever draw the same random numbers."""
+    rank, world = comm.get_rank(), comm.get_world_size()
+    per_rank = ckpt.get("rng_per_rank")
+    if not per_rank:
+        return ckpt.get("rng") if rank == 0 else None
+    if len(per_rank) != world and rank == 0:
+        logger.info("Resuming %d processes from a checkpoint of %d: the images and their augmentations continue as "
+                    "before; the model's random sampling (anchors, proposals) continues the saved streams of ranks < %d only",
+                    world, len(per_rank), min(world, len(per_rank)))
+    return per_rank[rank] if rank < len(per_rank) else None
+
+
 class DefaultTrainer:
     """Builds everything from the config and trains with the standard hooks.
 
@@ -352,7 +375,7 @@ class DefaultTrainer:
                                   f"{self.max_iter}; raise SOLVER.MAX_ITER to train on, or use --eval-only MODEL.WEIGHTS {path}")
             self.data_seed = ckpt.get("data_seed", self.data_seed)
             self._amp_state = ckpt.get("amp")
-            self._rng_state = ckpt.get("rng")
+            self._rng_state = _rng_state_of_this_rank(ckpt, self.logger)
             _reapply_solver_settings(self.optimizer, self.scheduler, *from_config, start_iter=self.start_iter, logger=self.logger)
             if self.start_iter == self.max_iter:
                 self.logger.info("Resuming: %s finished all SOLVER.MAX_ITER %d iterations; nothing left to train (raise "
@@ -385,7 +408,9 @@ class DefaultTrainer:
     def _wrap(self, model):
         if comm.get_world_size() > 1:
             ids = [comm.get_local_rank()] if self.device.type == "cuda" else None
-            return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+            # buffers (BN statistics) stay per rank during training; torch >= 2.12 names that forward_sync_buffers
+            no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGS else {"broadcast_buffers": False}
+            return DistributedDataParallel(model, device_ids=ids, **no_sync)
         return model
 
     def build_trainer(self, model, loader):

@@ -88,9 +88,22 @@ class PeriodicCheckpointer(HookBase):
         self.extra_state = extra_state or (lambda: {})
         self.before_save = before_save or (lambda: None)
 
+    _last_saved = None  # (name, iteration) of the latest save
+
     def _save(self, name, iteration):
         self.before_save()
-        self.checkpointer.save(name, iteration=iteration, rng=get_rng_state(), **self.extra_state())
+        rngs = comm.gather(get_rng_state())  # every rank's RNG: each resumes its own stream (rank 0 writes them)
+        self.checkpointer.save(name, iteration=iteration, rng=rngs[0] if rngs else None, rng_per_rank=rngs, **self.extra_state())
+        self._last_saved = (name, iteration)
+
+    def save_for_restart(self) -> Optional[str]:
+        """The run stops for a restart after this iteration: save model_<iter>.pth unless this iteration's
+        checkpoint (periodic or final) was just written. Returns the checkpoint's path."""
+        iteration = self.trainer.iter
+        if self._last_saved is None or self._last_saved[1] != iteration:
+            self._save(f"model_{iteration:07d}", iteration)
+            self._prune()
+        return os.path.join(self.checkpointer.save_dir or "", f"{self._last_saved[0]}.pth")
 
     def periodic_checkpoints(self) -> List[str]:
         """Paths of model_NNNNNNN.pth in the save directory, oldest iteration first."""

@@ -8,6 +8,7 @@ MASTER_ADDR, MASTER_PORT), nothing is spawned: the process group is joined via e
 """
 import logging
 import os
+import signal
 import socket
 import sys
 from datetime import timedelta
@@ -19,14 +20,21 @@ import torch.multiprocessing as mp
 from detgn.utils import comm
 from detgn.utils.errors import UserInputError
 
-__all__ = ["launch", "find_free_port", "started_by_torchrun", "JoinError", "WorkerStoppedError"]
+from .preemption import CHECKPOINT_SIGNALS, TrainingPreempted
+
+__all__ = ["launch", "find_free_port", "started_by_torchrun", "JoinError", "WorkerStoppedError", "WorkerKilledError"]
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+PEER_LOST_EXIT = 4  # exit status of a process whose collective failed because another process stopped
 
 
 class JoinError(UserInputError, RuntimeError):
     """A process could not join the process group within the timeout (another machine missing or unreachable)."""
+
+
+class WorkerKilledError(RuntimeError):
+    """A spawned process was killed by a signal (SIGKILL from the out-of-memory killer, say)."""
 
 
 class WorkerStoppedError(UserInputError, RuntimeError):
@@ -69,6 +77,10 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
             result = main_func(*args)
             comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
             return result
+        except RuntimeError as e:
+            if comm.is_peer_loss(e):
+                raise comm.peer_loss_error(e) from None
+            raise
         finally:
             dist.destroy_process_group()
     world_size = num_machines * num_gpus_per_machine
@@ -83,14 +95,54 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     if use_cuda and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA devices are visible")
     try:
-        mp.start_processes(_worker, nprocs=num_gpus_per_machine,
-                           args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, use_cuda),
-                           daemon=False, start_method="spawn")
+        context = mp.start_processes(_worker, nprocs=num_gpus_per_machine,
+                                     args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, use_cuda),
+                                     daemon=False, start_method="spawn", join=False)
+        with _forward_signals(context.processes):
+            while not context.join():
+                pass
     except mp.ProcessExitedException as e:
         if e.exit_code == 2:  # a process printed a user error (one line, above) and stopped
             raise WorkerStoppedError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} stopped on the "
                                      "error above; the others were stopped") from None
+        if e.exit_code == PEER_LOST_EXIT:  # it printed which rank it lost contact with
+            raise comm.PeerLostError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} lost contact "
+                                     "with the others (above); the others on this machine were stopped.") from None
+        if e.exit_code is not None and e.exit_code - 128 in CHECKPOINT_SIGNALS:  # all stopped after saving a checkpoint
+            raise TrainingPreempted(e.exit_code - 128) from None
+        if e.signal_name:
+            raise WorkerKilledError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} was killed by "
+                                    f"{e.signal_name} (the kernel's out-of-memory killer, the scheduler or a user: see `dmesg` and "
+                                    "the job's log); the others on this machine were stopped.") from None
         raise
+
+
+class _forward_signals:
+    """While the spawned processes run, a checkpoint signal sent to this (parent) process only, as `kill <pid>`
+    does, is passed on to them, so they save and stop (preemption.py) instead of being orphaned."""
+
+    def __init__(self, processes):
+        self._processes = processes
+        self._saved = {}
+
+    def _handler(self, signum, frame):
+        for p in self._processes:
+            if p.is_alive():
+                try:
+                    os.kill(p.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._saved = {s: signal.signal(s, self._handler) for s in CHECKPOINT_SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._saved.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout, use_cuda):
@@ -111,8 +163,17 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
         try:
             main_func(*args)
             comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
+        except RuntimeError as e:
+            if comm.is_peer_loss(e):
+                raise comm.peer_loss_error(e) from None
+            raise
         finally:
             dist.destroy_process_group()
     except UserInputError as e:  # one line, as the single-process CLI prints it; the launcher reports the exit
         print(f"error (rank {global_rank}): {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except TrainingPreempted as e:  # every rank saved and stopped after the same iteration; the launcher reports it
+        sys.exit(e.exit_status)
+    except comm.PeerLostError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(PEER_LOST_EXIT)

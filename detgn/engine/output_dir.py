@@ -25,7 +25,7 @@ from typing import Optional
 
 from detgn.utils.errors import UserInputError
 
-__all__ = ["OutputDirError", "claim_output_dir", "run_files", "LOCK_FILE"]
+__all__ = ["OutputDirError", "claim_output_dir", "run_files", "LOCK_FILE", "config_differences"]
 
 LOCK_FILE = ".detgn.lock"
 _CHECKPOINT = re.compile(r"^model_(\d{7}|final)\.pth$")
@@ -155,3 +155,35 @@ def claim_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False, 
         raise OutputDirError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from None
     _remove_stale_tmp(output_dir)
     return moved
+
+
+def _flatten(node, prefix=""):
+    out = {}
+    for k, v in node.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(output_dir: str, cfg, limit: int = 3) -> Optional[str]:
+    """How `cfg` differs from the config of the run in `output_dir` (its config.yaml), as 'KEY there -> here'
+    items; None when they are equal, or when the folder has no config.yaml (nothing to compare with)."""
+    path = os.path.join(output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return None
+    from detgn.config import get_cfg
+
+    saved = get_cfg()
+    try:
+        saved.merge_from_file(path)
+    except Exception as e:  # noqa: BLE001 - a broken or foreign file is reported as a difference
+        return f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    there, here = _flatten(saved), _flatten(cfg)
+    keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k) and not (
+        isinstance(there.get(k), (list, tuple)) and isinstance(here.get(k), (list, tuple)) and list(there[k]) == list(here[k])))
+    if not keys:
+        return None
+    shown = "; ".join(f"{k} {there.get(k, '(absent)')!r} there, {here.get(k, '(absent)')!r} here" for k in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")

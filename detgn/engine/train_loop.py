@@ -11,6 +11,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detgn.utils import comm, interrupt
+
+from . import preemption
 from detgn.utils.events import EventStorage, get_event_storage
 from detgn.utils.errors import ConfigValueError
 
@@ -35,6 +37,11 @@ class HookBase:
 
     def after_step(self):
         pass
+
+    def save_for_restart(self) -> Optional[str]:
+        """Called on every rank when the run stops for a restart (preemption.py), after the iteration's
+        after_step; a checkpointer saves here and returns the path."""
+        return None
 
     def state_dict(self):
         return {}
@@ -95,7 +102,7 @@ class TrainerBase:
         logger.info("Starting training from iteration %d", start_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
-        with EventStorage(start_iter) as self.storage, _stop_between_steps() as stop:
+        with EventStorage(start_iter) as self.storage, _stop_between_steps() as stop, preemption.checkpoint_on_signals():
             try:
                 self.before_train()
                 for self.iter in range(start_iter, max_iter):
@@ -104,11 +111,18 @@ class TrainerBase:
                     self.after_step()
                     if stop.requested:
                         raise KeyboardInterrupt
+                    self._stop_if_signalled()
                 self.iter += 1  # iteration == max_iter after a complete run
             except BaseException as e:
                 if isinstance(e, KeyboardInterrupt):
                     self.interrupted = True
                     logger.warning("Interrupted at iteration %d", self.iter)
+                elif isinstance(e, preemption.TrainingPreempted):
+                    self.interrupted = True
+                    logger.warning("Training %s", e)
+                elif comm.is_peer_loss(e):  # the launcher names the rank that stopped; no traceback of ours
+                    logger.error("A collective failed at iteration %d: another process of the job stopped (%s)", self.iter,
+                                 str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
                 else:
                     logger.exception("Exception during training at iteration %d:", self.iter)
                 try:  # close writers etc., but never let a follow-up error hide the first one
@@ -124,6 +138,18 @@ class TrainerBase:
                 self.interrupted = True
                 logger.warning("Interrupted after the last iteration (during the final evaluation); the final checkpoint is saved")
                 raise
+
+    def _stop_if_signalled(self) -> None:
+        """After each iteration: when any rank got a checkpoint signal (preemption.py), every rank saves
+        (the checkpointer hook) and raises TrainingPreempted after this same iteration."""
+        signum = comm.max_over_ranks(preemption.requested_signal() or 0)
+        if not signum:
+            return
+        saved = None
+        for h in self._hooks:
+            saved = h.save_for_restart() or saved
+        comm.synchronize()  # the checkpoint is on disk before any process exits (a requeue stops them all)
+        raise preemption.TrainingPreempted(signum, self.iter, saved)
 
     def before_train(self):
         for h in self._hooks:

@@ -1,5 +1,6 @@
 """Helpers around torch.distributed (rank, world size, gather, barriers)."""
 import functools
+import time
 from typing import Any, List
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["get_world_size", "get_rank", "get_local_rank", "is_main_process", "synchronize", "all_gather", "gather",
-           "shared_random_seed", "reduce_dict"]
+           "shared_random_seed", "reduce_dict", "max_over_ranks", "PeerLostError", "is_peer_loss", "peer_loss_error"]
 
 _LOCAL_RANK = 0
 
@@ -110,3 +111,59 @@ def reduce_dict(input_dict: dict, average: bool = True) -> dict:
         if average:
             values /= world
         return dict(zip(names, values))
+
+
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value`, on every rank (a one-int all-reduce on the CPU gloo group, so it
+    never waits for a GPU stream). Every rank must call it."""
+    if get_world_size() == 1:
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_gloo_group())
+    return int(t.item())
+
+
+class PeerLostError(RuntimeError):
+    """A collective failed because another process of the job stopped (or its machine became unreachable)."""
+
+
+# what gloo and NCCL say when the other end of a collective is gone
+_PEER_LOSS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused", "Socket Timeout",
+              "NCCL communicator was aborted", "Watchdog caught collective operation timeout", "remote process exited")
+
+
+def is_peer_loss(e: BaseException) -> bool:
+    """Whether `e`, raised by a collective, means that another process of the job is gone."""
+    return isinstance(e, RuntimeError) and not isinstance(e, PeerLostError) and any(m in str(e) for m in _PEER_LOSS)
+
+
+def unresponsive_ranks(wait_s: float = 5.0):
+    """After a failed collective, every surviving process checks in through the rendezvous store; the ranks that
+    have not within `wait_s` seconds are returned (sorted). None when the store itself cannot be reached (its
+    host, global rank 0's process or torchrun's agent, is gone)."""
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        rank, world = get_rank(), get_world_size()
+        store.set(f"detgn/alive/{rank}", "1")
+        deadline = time.monotonic() + wait_s
+        while True:
+            present = {r for r in range(world) if store.check([f"detgn/alive/{r}"])}
+            if len(present) == world or time.monotonic() > deadline:
+                return sorted(set(range(world)) - present)
+            time.sleep(0.1)
+    except Exception:  # noqa: BLE001 - any failure to reach the store means its host is gone
+        return None
+
+
+def peer_loss_error(e: BaseException, where: str = "") -> PeerLostError:
+    """A PeerLostError naming the ranks that stopped (as far as the store can tell) for the collective error `e`."""
+    missing = unresponsive_ranks()
+    if missing is None:
+        who = "the process hosting the rendezvous store (global rank 0, or torchrun's agent on its machine) is gone"
+    elif missing:
+        who = f"rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of {get_world_size()} stopped or became unreachable"
+    else:
+        who = "every rank still answers through the store, so a network link between them failed"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return PeerLostError(f"rank {get_rank()} lost contact with the other processes{where}: {who} ({first[:160]}); see the "
+                         "log of the process named, and restart the job (it resumes from its last checkpoint)")

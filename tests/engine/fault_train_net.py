@@ -1,0 +1,48 @@
+"""tools/train_net.py with a fault injected at a fixed iteration, for the restart tests.
+
+DETGN_TEST_FAULT="RANK:ITER:SIGNAL" (e.g. "1:2:SIGKILL"): global rank RANK sends SIGNAL to itself after
+iteration ITER (after every other hook, so that iteration's periodic checkpoint is already saved), only in
+a run that started at iteration 0, so the restarted run goes through. Runs as a script (torchrun, a
+subprocess) and provides `cli(argv)` for tests that import it.
+"""
+import os
+import signal
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+sys.path.insert(0, REPO)
+
+import train_net  # noqa: E402
+
+from detgn.engine import DefaultTrainer  # noqa: E402
+from detgn.engine.train_loop import HookBase  # noqa: E402
+from detgn.utils import comm  # noqa: E402
+
+
+class _Fault(HookBase):
+    def __init__(self, rank: int, iteration: int, signum: int):
+        self.rank, self.iteration, self.signum = rank, iteration, signum
+
+    def after_step(self):
+        if self.trainer.start_iter == 0 and self.trainer.iter == self.iteration and comm.get_rank() == self.rank:
+            os.kill(os.getpid(), self.signum)
+
+
+_build_hooks = DefaultTrainer.build_hooks
+
+
+def _build_hooks_with_fault(self, trainer):
+    hooks = _build_hooks(self, trainer)
+    spec = os.environ.get("DETGN_TEST_FAULT")
+    if spec:
+        rank, iteration, name = spec.split(":")
+        hooks.append(_Fault(int(rank), int(iteration), getattr(signal, name)))
+    return hooks
+
+
+DefaultTrainer.build_hooks = _build_hooks_with_fault
+cli = train_net.cli
+
+if __name__ == "__main__":
+    sys.exit(cli())
