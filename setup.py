@@ -23,7 +23,10 @@ setup(
         "orjson",  # COCO-size annotation files parse 3-4x faster (the standard json module is the fallback)
     ],
     extras_require={
-        "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],
+        "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript",
+                "submitit>=1.5"],
+        # tools/submit.py: SLURM jobs that requeue themselves (and its local executor)
+        "slurm": ["submitit>=1.5"],
         # tools/export_model.py (onnx, onnxscript: PyTorch's ONNX exporter) and OnnxPredictor (onnxruntime)
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],
         "fast-eval": ["faster-coco-eval"],

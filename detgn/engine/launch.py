@@ -53,8 +53,27 @@ def started_by_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")) and "MASTER_ADDR" in os.environ
 
 
+def _warn_about_shared_store_restarts() -> None:
+    """torchrun --max-restarts on several nodes with the agents' shared rendezvous store (torch's default): a
+    restarted group can read the previous round's addresses and fail or hang while joining, because the
+    agents' restart counts that keep the rounds apart differ from node to node (pytorch/pytorch#135712)."""
+    try:
+        restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    except ValueError:
+        restarts = 0
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("RANK") == "0":
+        logger.warning("torchrun --max-restarts %d with the shared rendezvous store: a restart on several machines can join "
+                       "stale addresses and fail (pytorch/pytorch#135712); export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before "
+                       "torchrun on every machine", restarts)
+
+
 def _backend(use_cuda: bool) -> str:
-    return "nccl" if use_cuda else "gloo"
+    """nccl on CUDA, with asynchronous error handling on (unless the user set it): a collective that fails, or
+    waits longer than --dist-timeout for a process that is gone, aborts this process instead of hanging it."""
+    if use_cuda:
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        return "nccl"
+    return "gloo"
 
 
 def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
@@ -63,6 +82,7 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
     if use_cuda is None:
         use_cuda = torch.cuda.is_available()
     if started_by_torchrun():
+        _warn_about_shared_store_restarts()
         local_rank = int(os.environ["LOCAL_RANK"])
         if use_cuda:
             torch.cuda.set_device(local_rank)

@@ -92,8 +92,10 @@ def test_torchrun_two_nodes_elastic_restart_equals_uninterrupted(uninterrupted, 
     port = find_free_port()
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
                                "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                               "--max-restarts", "1", "--monitor-interval", "0.5", FAULT_NET] + COMMON + ["OUTPUT_DIR", str(out)],
-                              cwd=REPO, env=_env({"DETGN_TEST_FAULT": "1:2:SIGKILL"}), text=True,
+                               "--max-restarts", "1", "--monitor-interval", "0.5", FAULT_NET, "--dist-timeout", "120"] + COMMON
+                              + ["OUTPUT_DIR", str(out)], cwd=REPO, text=True,
+                              # a store per round: the shared one lets a restart read stale addresses (pytorch/pytorch#135712)
+                              env=_env({"DETGN_TEST_FAULT": "1:2:SIGKILL", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
     outs = [n.communicate(timeout=600) for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
@@ -118,3 +120,20 @@ def test_a_process_dying_on_one_machine_stops_the_other(tmp_path):
     assert "error: rank 0 lost contact with the other processes: rank 1 of 2 stopped or became unreachable" in err, err[-3000:]
     assert "Traceback" not in err
     assert time.time() - t0 < 300  # not the 60 s collective timeout of --dist-timeout, and no hang
+
+
+@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
+def test_submitit_job_requeued_at_its_time_limit_equals_uninterrupted(uninterrupted, tmp_path):
+    """tools/submit.py with submitit's LocalExecutor (the SLURM code path without a cluster): the time-limit signal
+    (USR2) on rank 0 -> every rank checkpoints -> submitit's checkpoint()/requeue -> the requeued tasks resume."""
+    pytest.importorskip("submitit")
+    out = tmp_path / "submitit_run"
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "submit.py"), "--executor", "local", "--gpus-per-node", "0",
+                        "--tasks-per-node", "2", "--time", "60", "--master-port", str(find_free_port()), "--tool", FAULT_NET, "--wait",
+                        "--"] + COMMON + ["OUTPUT_DIR", str(out)], cwd=REPO, env=_env({"DETGN_TEST_FAULT": "0:2:SIGUSR2"}),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "Submitted job" in r.stdout and "finished" in r.stdout
+    log = open(out / "log.txt").read()
+    assert "Training stopped by SIGUSR2 after iteration 2" in log and "Resuming from iteration 3" in log
+    _assert_same_run(uninterrupted, out)
