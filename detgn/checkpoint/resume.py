@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple
 
 from detgn.utils.errors import UserInputError
 
-__all__ = ["ResumeError", "checkpoints_in", "find_resumable"]
+__all__ = ["ResumeError", "checkpoints_in", "find_resumable", "check_same_view"]
 
 _CHECKPOINT = re.compile(r"^model_(\d{7}|final)\.pth$")
 
@@ -52,3 +52,19 @@ def find_resumable(output_dir: str) -> Tuple[Optional[str], Optional[str]]:
     newest = found[-1]
     return None, (f"{tag} is {reason}; checkpoints there: {', '.join(found)}. To resume from the newest: "
                   f"echo {newest} > {tag}, then run again with --resume")
+
+
+def check_same_view(output_dir: str, views: List[Tuple[str, Optional[str]]]) -> None:
+    """`views[rank]` = (host, the checkpoint name and size that rank found in `output_dir`, or None); every rank
+    must see the same one before a resume, or ranks would continue from different iterations. Raises
+    ResumeError naming the hosts that differ from rank 0 (typically: OUTPUT_DIR is on a disk local to each
+    machine, and only rank 0's has the checkpoints)."""
+    first = views[0][1]
+    differ = [(r, host, seen) for r, (host, seen) in enumerate(views) if seen != first]
+    if not differ:
+        return
+    r, host, seen = differ[0]
+    what = lambda v: v or "no checkpoint"
+    raise ResumeError(f"--resume: rank 0 (host {views[0][0]}) finds {what(first)} in {output_dir} but rank {r} (host {host}) finds "
+                      f"{what(seen)}{f' (and {len(differ) - 1} more ranks differ)' if len(differ) > 1 else ''}: OUTPUT_DIR must be a "
+                      "folder every machine shares (only rank 0 writes it); copy it to every machine or use a shared file system")

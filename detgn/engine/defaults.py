@@ -304,6 +304,17 @@ def _check_resumed_model(report, path: str, output_dir: str) -> None:
                           f"MODEL.WEIGHTS {path} and a new OUTPUT_DIR")
 
 
+def _check_every_rank_sees_the_checkpoint(output_dir: str) -> None:
+    """Before a multi-process resume: every rank must find the same checkpoint (name and size) in OUTPUT_DIR."""
+    import socket
+
+    from detgn.checkpoint.resume import check_same_view, find_resumable
+
+    path = find_resumable(output_dir)[0]
+    mine = f"{os.path.basename(path)} ({os.path.getsize(path)} bytes)" if path else None
+    check_same_view(output_dir, comm.all_gather((socket.gethostname(), mine)))
+
+
 _DDP_ARGS = set(inspect.signature(DistributedDataParallel.__init__).parameters)
 
 
@@ -363,6 +374,8 @@ class DefaultTrainer:
     def resume_or_load(self, resume: bool = True) -> None:
         """resume=True and a checkpoint in OUTPUT_DIR: restore everything and continue after its
         iteration; otherwise load MODEL.WEIGHTS into the model only."""
+        if resume and comm.get_world_size() > 1:
+            _check_every_rank_sees_the_checkpoint(self.cfg.OUTPUT_DIR)
         resuming = resume and self.checkpointer.has_checkpoint()
         from_config = _optimizer_settings(self.optimizer), list(self.scheduler.base_lrs)
         ckpt = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)

@@ -142,3 +142,15 @@ def test_preempted_exit_status_and_message(monkeypatch, capsys, train_net, tmp_p
     assert train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path)]) == 128 + signal.SIGUSR1
     err = capsys.readouterr().err
     assert "stopped by SIGUSR1 after iteration 41" in err and "--auto-resume" in err
+
+
+def test_a_resume_refuses_ranks_that_see_different_checkpoints(tmp_path):
+    """OUTPUT_DIR on disks local to each machine: rank 0 has the checkpoint, the others do not."""
+    from detgn.checkpoint.resume import ResumeError, check_same_view
+
+    same = [("gpu001", "model_0000009.pth (10 bytes)")] * 3
+    check_same_view(str(tmp_path), same)
+    with pytest.raises(ResumeError) as e:
+        check_same_view(str(tmp_path), same[:2] + [("gpu002", None), ("gpu002", None)])
+    msg = str(e.value)
+    assert "rank 2 (host gpu002) finds no checkpoint" in msg and "1 more" in msg and "every machine shares" in msg
