@@ -11,7 +11,7 @@ from detgn.modeling import build_model
 
 from detgn.engine.launch import find_free_port
 
-from .util import QUICK, REPO, popen_train_net, run_train_net
+from .util import QUICK, REPO, SMALL_MODEL, popen_train_net, run_train_net
 
 
 def _twin_dataset(root):
@@ -28,6 +28,8 @@ def _twin_dataset(root):
     shutil.copytree(os.path.join(REPO, "datasets", "nuclei_mini", "train"), os.path.join(root, "nuclei_mini", "train"))
     json.dump({"images": images, "annotations": out_anns, "categories": src["categories"]},
               open(os.path.join(root, "nuclei_mini", "annotations", "train.json"), "w"))
+    shutil.copytree(os.path.join(REPO, "datasets", "nuclei_mini", "val"), os.path.join(root, "nuclei_mini", "val"))
+    shutil.copy(os.path.join(REPO, "datasets", "nuclei_mini", "annotations", "val.json"), os.path.join(root, "nuclei_mini", "annotations"))
 
 
 ARGS = ["SOLVER.MAX_ITER", "1", "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "0.02", "DATASETS.TEST", "()",
@@ -43,19 +45,22 @@ def test_two_processes_average_gradients(tmp_path):
     _twin_dataset(str(data_root))
     cfg = get_cfg()
     cfg.merge_from_file(QUICK)
+    cfg.merge_from_list(SMALL_MODEL)
     torch.manual_seed(0)
     init = build_model(cfg).state_dict()
     torch.save({"model": init}, tmp_path / "init.pth")
     env = {"DETGN_DATASETS": str(data_root)}
-    common = ["--config-file", QUICK, "MODEL.WEIGHTS", str(tmp_path / "init.pth")] + ARGS
+    common = ["--config-file", QUICK, "MODEL.WEIGHTS", str(tmp_path / "init.pth")] + SMALL_MODEL + ARGS
     r1 = run_train_net(common + ["OUTPUT_DIR", str(tmp_path / "one")], env=env)
     assert r1.returncode == 0, r1.stderr[-3000:]
     r2 = run_train_net(["--num-gpus", "2"] + common + ["OUTPUT_DIR", str(tmp_path / "two")], env=env)
     assert r2.returncode == 0, r2.stderr[-3000:]
     # the same job as 2 machines x 1 process (two launches on 127.0.0.1, --machine-rank 0 and 1)
     port = str(find_free_port())
+    # ... evaluating the 12 validation images: 6 per process, gathered and scored once, on global rank 0
     machines = [popen_train_net(["--num-machines", "2", "--machine-rank", str(r), "--dist-url", f"tcp://127.0.0.1:{port}"] + common
-                                + ["OUTPUT_DIR", str(tmp_path / f"machines{r}")], env=env, capture=True) for r in (0, 1)]
+                                + ["OUTPUT_DIR", str(tmp_path / f"machines{r}"), "DATASETS.TEST", "('nuclei_mini_val',)"], env=env,
+                                capture=True) for r in (0, 1)]
     outs = [m.communicate(timeout=600) for m in machines]
     assert [m.returncode for m in machines] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     a = torch.load(tmp_path / "one" / "model_final.pth", weights_only=True)["model"]
@@ -66,13 +71,18 @@ def test_two_processes_average_gradients(tmp_path):
     l2 = json.loads(open(tmp_path / "two" / "metrics.json").readline())
     assert all(lm[k] == l2[k] for k in ("loss_cls", "loss_mask", "loss_rpn_cls", "loss_box_reg", "loss_rpn_loc", "total_loss"))
     assert not (tmp_path / "machines1").exists() or not any(f.endswith(".pth") for f in os.listdir(tmp_path / "machines1"))
+    assert not (tmp_path / "machines1" / "inference").exists()
+    log0 = open(tmp_path / "machines0" / "log.txt").read()
+    assert "Start inference on 6 images" in log0 and log0.count("Evaluation results for bbox") == 1
+    assert (tmp_path / "machines0" / "inference" / "nuclei_mini_val" / "coco_instances_results.json").exists()
+    assert "bbox/AP" in open(tmp_path / "machines0" / "metrics.json").read().splitlines()[-1]
     moved = 0
     for k in a:
         da, db = a[k].float() - init[k].float(), b[k].float() - init[k].float()
         if da.abs().max() > 0:
             moved += 1
         torch.testing.assert_close(db, da, rtol=2e-3, atol=2e-6, msg=lambda m: f"{k}: {m}")
-    assert moved > 100
+    assert moved > 60
     # the losses logged (averaged over ranks) equal the 1-process losses
     la = json.loads(open(tmp_path / "one" / "metrics.json").readline())
     lb = json.loads(open(tmp_path / "two" / "metrics.json").readline())

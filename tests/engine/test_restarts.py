@@ -19,12 +19,12 @@ import torch
 
 from detgn.engine.launch import find_free_port
 
-from .util import QUICK, REPO, TRAIN_NET
+from .util import QUICK, REPO, SMALL_MODEL, TRAIN_NET
 
 FAULT_NET = os.path.join(REPO, "tests", "engine", "fault_train_net.py")
 # 4 iterations of 2 images, a checkpoint after iterations 1 and 3 (0-based), no evaluation
 COMMON = ["--config-file", QUICK, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()",
-          "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+          "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"] + SMALL_MODEL
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -110,7 +110,7 @@ def test_a_process_dying_on_one_machine_stops_the_other(tmp_path):
     port = find_free_port()
     machines = [subprocess.Popen([sys.executable, FAULT_NET, "--num-machines", "2", "--machine-rank", str(r), "--dist-url",
                                   f"tcp://127.0.0.1:{port}", "--dist-timeout", "60"] + COMMON + ["OUTPUT_DIR", str(tmp_path / f"m{r}")],
-                                 cwd=REPO, env=_env({"DETGN_TEST_FAULT": "1:1:SIGKILL"}), text=True,
+                                 cwd=REPO, env=_env({"DETGN_TEST_FAULT": "1:0:SIGKILL"}), text=True,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
     t0 = time.time()
     outs = [m.communicate(timeout=600) for m in machines]

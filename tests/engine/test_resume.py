@@ -2,16 +2,17 @@
 import json
 import os
 import signal
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from .util import QUICK, popen_train_net, run_train_net
+from .util import QUICK, REPO, SMALL_MODEL, run_train_net
 
 N = 2
 COMMON = ["SOLVER.MAX_ITER", str(2 * N), "SOLVER.CHECKPOINT_PERIOD", str(N), "SOLVER.STEPS", f"({N + 1},)", "DATASETS.TEST", "()",
-          "SOLVER.WARMUP_ITERS", "1"]
+          "SOLVER.WARMUP_ITERS", "1"] + SMALL_MODEL
 
 
 def _history(path, start):
@@ -27,18 +28,12 @@ def test_exact_resume_after_sigkill(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
     part = tmp_path / "part"
-    proc = popen_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(part)] + COMMON)
-    ckpt = part / f"model_{N - 1:07d}.pth"
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if (part / "last_checkpoint").exists() and (part / "last_checkpoint").read_text().strip() == ckpt.name:
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # SIGKILL after iteration N (0-based), one past the checkpoint of iteration N - 1: the resume repeats it
+    r = subprocess.run([sys.executable, os.path.join(REPO, "tests", "engine", "fault_train_net.py"), "--config-file", QUICK,
+                        "OUTPUT_DIR", str(part)] + COMMON, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="2", DETGN_TEST_FAULT=f"0:{N}:SIGKILL"),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    assert (part / "last_checkpoint").read_text().strip() == f"model_{N - 1:07d}.pth"
     assert not (part / "model_final.pth").exists()
 
     r = run_train_net(["--config-file", QUICK, "--resume", "OUTPUT_DIR", str(part)] + COMMON)
