@@ -2,12 +2,16 @@
 
 DETGN_TEST_FAULT="RANK:ITER:SIGNAL" (e.g. "1:2:SIGKILL"): global rank RANK sends SIGNAL to itself after
 iteration ITER (after every other hook, so that iteration's periodic checkpoint is already saved), only in
-a run that started at iteration 0, so the restarted run goes through. Runs as a script (torchrun, a
-subprocess) and provides `cli(argv)` for tests that import it.
+a run that started at iteration 0, so the restarted run goes through.
+DETGN_TEST_RECORD=DIR: every rank appends, per iteration, the image ids of its batch with a checksum of
+each augmented image to DIR/rank<R>.jsonl (the sample stream, augmentations included).
+Runs as a script (torchrun, a subprocess) and provides `cli(argv)` for tests that import it.
 """
+import json
 import os
 import signal
 import sys
+import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tools"))
@@ -41,7 +45,32 @@ def _build_hooks_with_fault(self, trainer):
     return hooks
 
 
+class _Recording:
+    def __init__(self, loader, start_iter: int, path: str):
+        self.loader, self.start_iter, self.path = loader, start_iter, path
+
+    def __iter__(self):
+        for n, batch in enumerate(self.loader):
+            items = [[d["image_id"], zlib.crc32(d["image"].numpy().tobytes())] for d in batch]
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"iteration": self.start_iter + n, "items": items}) + "\n")
+            yield batch
+
+
+_build_train_loader = DefaultTrainer.build_train_loader
+
+
+def _build_recorded_train_loader(self):
+    loader = _build_train_loader(self)
+    folder = os.environ.get("DETGN_TEST_RECORD")
+    if not folder:
+        return loader
+    os.makedirs(folder, exist_ok=True)
+    return _Recording(loader, self.start_iter, os.path.join(folder, f"rank{comm.get_rank()}.jsonl"))
+
+
 DefaultTrainer.build_hooks = _build_hooks_with_fault
+DefaultTrainer.build_train_loader = _build_recorded_train_loader
 cli = train_net.cli
 
 if __name__ == "__main__":

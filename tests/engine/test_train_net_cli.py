@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from .util import QUICK, run_train_net
+from .util import QUICK, SMALL_MODEL, run_train_net
 
 
 def test_help_lists_every_option():
@@ -45,7 +45,7 @@ def test_unwritable_output_dir(tmp_path):
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_train_then_eval_only_end_to_end(tmp_path):
     out = tmp_path / "run"
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)])
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)] + SMALL_MODEL)
     assert r.returncode == 0, r.stderr[-3000:]
     for f in ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint",
               "inference/nuclei_mini_val/coco_instances_results.json", "inference/nuclei_mini_val/instances_predictions.pth"):
@@ -57,17 +57,17 @@ def test_train_then_eval_only_end_to_end(tmp_path):
     rows = [json.loads(l) for l in open(out / "metrics.json")]
     assert rows[-1].get("segm/AP") is not None and rows[-1].get("bbox/AP50") is not None
     ev = tmp_path / "eval"
-    r = run_train_net(["--config-file", QUICK, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(ev)])
+    r = run_train_net(["--config-file", QUICK, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(ev)] + SMALL_MODEL)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.load(open(out / "inference/nuclei_mini_val/coco_instances_results.json"))
     b = json.load(open(ev / "inference/nuclei_mini_val/coco_instances_results.json"))
     assert len(a) == len(b) and [d["score"] for d in a] == pytest.approx([d["score"] for d in b], rel=1e-4)
     # the finished run is protected: a rerun without --resume, a resume whose config does not fit the checkpoint
     snapshot = {f: (out / f).read_bytes() for f in ("config.yaml", "metrics.json", "model_final.pth", "last_checkpoint")}
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)])
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)] + SMALL_MODEL)
     assert r.returncode == 2 and "holds another run" in r.stderr and "--resume" in r.stderr and "--overwrite" in r.stderr, r.stderr[-2000:]
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "4", "MODEL.ROI_HEADS.NUM_CLASSES", "2", "OUTPUT_DIR", str(out), "--resume"])
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "4", "MODEL.ROI_HEADS.NUM_CLASSES", "2", "OUTPUT_DIR", str(out), "--resume"] + SMALL_MODEL)
     assert r.returncode == 2 and "does not fit the model" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out), "--resume"])
+    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out), "--resume"] + SMALL_MODEL)
     assert r.returncode == 2 and "more than SOLVER.MAX_ITER 1" in r.stderr, r.stderr[-2000:]
     assert {f: (out / f).read_bytes() for f in snapshot} == snapshot
