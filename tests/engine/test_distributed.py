@@ -113,6 +113,6 @@ def test_slurm_hostlist_and_environment():
 def test_a_machine_that_never_joins_is_named_within_the_timeout(tmp_path):
     """(srun tasks, torchrun on 2 nodes and preempted/restarted jobs: test_restarts.py)"""
     r = run_train_net(["--config-file", QUICK, "--num-machines", "2", "--machine-rank", "0", "--dist-url", f"tcp://127.0.0.1:{find_free_port()}",
-                       "--dist-timeout", "3", "OUTPUT_DIR", str(tmp_path / "alone")], timeout=300)
+                       "--dist-timeout", "2", "OUTPUT_DIR", str(tmp_path / "alone")], timeout=300)
     assert r.returncode == 2 and "could not join the process group at tcp://127.0.0.1:" in r.stderr and "1/2" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
