@@ -47,6 +47,8 @@ def _auto_resume(args) -> bool:
     --overwrite applied to the first start of a requeued SLURM job only; under torchrun --max-restarts, where
     a restart cannot be told from a first start on every node, it is refused."""
     why = implied_auto_resume()
+    if args.eval_only and args.auto_resume:
+        raise OutputDirError("--auto-resume continues a training run; with --eval-only there is none: drop one of them")
     if args.eval_only or not (args.auto_resume or why):
         return False
     if args.overwrite:

@@ -121,6 +121,7 @@ def test_auto_resume_continues_the_same_config_and_refuses_another(monkeypatch, 
     err = capsys.readouterr().err
     assert "holds a run of another config" in err and "SOLVER.BASE_LR" in err and "--resume" in err
     assert train_net.cli(base + ["--auto-resume", "--overwrite"]) == 2 and "contradict" in capsys.readouterr().err
+    assert train_net.cli(base + ["--auto-resume", "--eval-only"]) == 2 and "--eval-only" in capsys.readouterr().err
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued job runs the first start's command line
     assert train_net.cli(base + ["--overwrite"]) == 0 and calls[-1].resume and not calls[-1].overwrite
     assert "SLURM requeued this job (SLURM_RESTART_COUNT=1)" in capsys.readouterr().err
