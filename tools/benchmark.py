@@ -150,6 +150,7 @@ def run(args):
                 trainer = SimpleTrainer(model, loader, opt)
             else:
                 trainer = AMPTrainer(model, loader, opt, dtype="float16" if amp_dtype == torch.float16 else "bfloat16", device_type=device)
+            trainer.start_iter, trainer.max_iter = 0, args.warmup + args.iters  # flushes (losses to the host) as in training
             with EventStorage(0) as trainer.storage:
                 for i in range(args.warmup + args.iters):
                     trainer.iter = trainer.storage.iter = i

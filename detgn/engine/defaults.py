@@ -432,8 +432,8 @@ class DefaultTrainer:
         precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, self.device.type)
         log_precision(precision, "training")
         if precision.dtype is None:
-            return SimpleTrainer(model, loader, self.optimizer)
-        trainer = AMPTrainer(model, loader, self.optimizer, dtype=precision.name, device_type=self.device.type)
+            return SimpleTrainer(model, loader, self.optimizer, flush_period=cfg.LOG_PERIOD)
+        trainer = AMPTrainer(model, loader, self.optimizer, dtype=precision.name, device_type=self.device.type, flush_period=cfg.LOG_PERIOD)
         if self._amp_state:
             trainer.load_state_dict(self._amp_state)
         return trainer

@@ -91,6 +91,9 @@ class PeriodicCheckpointer(HookBase):
     _last_saved = None  # (name, iteration) of the latest save
 
     def _save(self, name, iteration):
+        flush = getattr(self.trainer, "flush", None)
+        if flush is not None:  # buffered metrics and the finiteness check first: no checkpoint holds Inf/NaN
+            flush()
         self.before_save()
         rngs = comm.gather(get_rng_state())  # every rank's RNG: each resumes its own stream (rank 0 writes them)
         self.checkpointer.save(name, iteration=iteration, rng=rngs[0] if rngs else None, rng_per_rank=rngs, **self.extra_state())
@@ -142,6 +145,9 @@ class EvalHook(HookBase):
         self.last_results = None
 
     def _do_eval(self):
+        flush = getattr(self.trainer, "flush", None)
+        if flush is not None:  # never evaluate weights that went non-finite since the last check
+            flush()
         results = self._func()
         if results:
             flat = {}

@@ -181,13 +181,19 @@ class TrainerBase:
 
 
 class SimpleTrainer(TrainerBase):
-    """One step = next batch -> loss dict -> sum -> backward -> optimizer step, in fp32.
+    """One step = next batch -> loss dict -> sum -> backward -> optimizer step, in fp32, without waiting for
+    the device: the losses stay on it until `flush()`.
 
-    A non-finite loss raises FloatingPointError naming the loss and the iteration before the
-    optimizer touches the weights.
+    `flush()` runs every `flush_period` iterations (and at the first and last one, and whenever a hook is
+    about to use the weights: the checkpointer before a save, evaluation before it runs): one all-reduce and
+    one device-to-host copy bring the buffered losses of every iteration since the last flush to the
+    event storage (rows only for iterations where (iter + 1) % gather_metric_period == 0), and the run stops
+    with FloatingPointError when one of those losses, or a parameter now, is Inf/NaN, naming the first
+    iteration and the loss or parameter. The weights in memory may have taken the bad steps since the last
+    flush; no checkpoint ever holds them.
     """
 
-    def __init__(self, model, data_loader, optimizer, gather_metric_period: int = 1):
+    def __init__(self, model, data_loader, optimizer, gather_metric_period: int = 1, flush_period: int = 20):
         super().__init__()
         model.train()
         self.model = model
@@ -195,6 +201,8 @@ class SimpleTrainer(TrainerBase):
         self._data_loader_iter_obj = None
         self.optimizer = optimizer
         self.gather_metric_period = gather_metric_period
+        self.flush_period = max(int(flush_period), 1)
+        self._pending = []  # (iteration, loss names, stacked losses on the device, data_time, ROI sampling stats)
 
     @property
     def _data_loader_iter(self):
@@ -212,56 +220,84 @@ class SimpleTrainer(TrainerBase):
         data_time = time.perf_counter() - start
         loss_dict = self._forward(data)
         losses = sum(loss_dict.values())
-        self._check_finite(loss_dict, losses)
         self.optimizer.zero_grad(set_to_none=True)
         self._backward_and_step(losses)
-        self._write_metrics(loss_dict, data_time)
+        self._record(loss_dict, data_time)
+        if (self.iter + 1) % self.flush_period == 0 or self.iter in (self.start_iter, self.max_iter - 1):
+            self.flush()
 
     def _backward_and_step(self, losses):
         losses.backward()
-        self._check_finite_params("gradient")
         self.optimizer.step()
-        self._check_finite_params("value")
 
-    def _check_finite_params(self, what: str) -> None:
-        """Raise FloatingPointError naming the first parameter whose gradient (before the step) or
-        value (after it) holds Inf/NaN, so a diverging run stops before it writes a broken checkpoint."""
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and (what == "value" or p.grad is not None)]
+    def _record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
+        names = tuple(loss_dict)
+        values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
+        roi = getattr(_unwrap(self.model).roi_heads, "_last_sampling_stats", None) if hasattr(_unwrap(self.model), "roi_heads") else None
+        self._pending.append((self.iter, names, values, data_time, dict(roi) if roi else None))
+
+    def flush(self) -> None:
+        """Buffered losses -> event storage, and the finiteness check (see the class docstring). Every rank
+        must call it at the same iterations (it all-reduces)."""
+        pending, self._pending = self._pending, []
+        storage = get_event_storage()
+        current = storage.iter
+        try:
+            for names, group in _by_names(pending):
+                table = torch.stack([g[2] for g in group])  # (iterations, losses), on the device
+                if comm.get_world_size() > 1:
+                    table = comm.reduce_dict({"t": table})["t"]  # average over ranks: a NaN on one rank reaches all
+                table = table.cpu()
+                finite = torch.isfinite(table)
+                if not bool(finite.all()):
+                    row = int((~finite.all(dim=1)).nonzero()[0])
+                    it = group[row][0]
+                    bad = [n for n, ok in zip(names, finite[row].tolist()) if not ok]
+                    values = {n: float(v) for n, v in zip(names, table[row].tolist())}
+                    raise FloatingPointError(
+                        f"Loss became infinite or NaN at iteration {it}: non-finite {bad}; loss_dict = {values}. No checkpoint "
+                        "holds it (the last one is untouched); lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS.")
+                if not comm.is_main_process():
+                    continue
+                for (it, _, _, data_time, roi), row in zip(group, table.tolist()):
+                    if (it + 1) % self.gather_metric_period != 0:
+                        continue
+                    storage.iter = it
+                    storage.put_scalar("data_time", data_time)
+                    storage.put_scalar("total_loss", sum(row))
+                    storage.put_scalars(**dict(zip(names, row)))
+                    if roi:
+                        storage.put_scalars(**roi)
+        finally:
+            storage.iter = current
+        self._check_finite_params()
+
+    def _check_finite_params(self) -> None:
+        """Raise FloatingPointError naming the first parameter holding Inf/NaN (one fused norm over all of them)."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         if not named:
             return
-        tensors = [p.grad if what == "gradient" else p.detach() for _, p in named]
-        norms = torch._foreach_norm(tensors)
+        norms = torch._foreach_norm([p.detach() for _, p in named])
         if bool(torch.isfinite(torch.stack(norms)).all()):
             return
         bad = next(n for (n, _), v in zip(named, norms) if not torch.isfinite(v))
-        when = "before the optimizer step" if what == "gradient" else "after the optimizer step"
-        raise FloatingPointError(f"Non-finite {what} of parameter {bad} {when} at iteration {self.iter}; the weights of the last "
-                                 f"checkpoint are untouched. Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume.")
-
-    def _check_finite(self, loss_dict: Dict[str, torch.Tensor], total: torch.Tensor) -> None:
-        if not torch.isfinite(total).all():
-            bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()]
-            values = {k: float(v.detach()) for k, v in loss_dict.items()}
-            raise FloatingPointError(f"Loss became infinite or NaN at iteration {self.iter}: non-finite {bad}; loss_dict = {values}. "
-                                     f"The last checkpoint is untouched; lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS.")
-
-    def _write_metrics(self, loss_dict, data_time: float, prefix: str = ""):
-        if (self.iter + 1) % self.gather_metric_period != 0:
-            return
-        metrics = {k: v.detach().float() for k, v in loss_dict.items()}
-        metrics = comm.reduce_dict(metrics)  # average over ranks
-        storage = get_event_storage()
-        if comm.is_main_process():
-            storage.put_scalar("data_time", data_time)
-            values = {k: float(v) for k, v in metrics.items()}
-            storage.put_scalar("total_loss", sum(values.values()))
-            storage.put_scalars(**values)
-        roi = getattr(_unwrap(self.model).roi_heads, "_last_sampling_stats", None) if hasattr(_unwrap(self.model), "roi_heads") else None
-        if roi and comm.is_main_process():
-            storage.put_scalars(**roi)
+        raise FloatingPointError(f"Non-finite value of parameter {bad} after iteration {self.iter} (a non-finite gradient or an "
+                                 f"overflowing step since the last check); no checkpoint holds it (the last one is untouched). "
+                                 f"Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume.")
 
     def state_dict(self):
         return {}
+
+
+def _by_names(pending):
+    """Consecutive entries of `pending` with the same loss names, as (names, entries) groups."""
+    groups = []
+    for entry in pending:
+        if groups and groups[-1][0] == entry[1]:
+            groups[-1][1].append(entry)
+        else:
+            groups.append((entry[1], [entry]))
+    return groups
 
 
 def _unwrap(model):
@@ -276,8 +312,9 @@ class AMPTrainer(SimpleTrainer):
     config gets on which hardware is decided in precision.py.
     """
 
-    def __init__(self, model, data_loader, optimizer, dtype: str = "float16", device_type: str = "cuda", gather_metric_period: int = 1):
-        super().__init__(model, data_loader, optimizer, gather_metric_period)
+    def __init__(self, model, data_loader, optimizer, dtype: str = "float16", device_type: str = "cuda", gather_metric_period: int = 1,
+                 flush_period: int = 20):
+        super().__init__(model, data_loader, optimizer, gather_metric_period, flush_period)
         if dtype not in ("float16", "bfloat16"):
             raise ConfigValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
         if device_type == "cpu" and dtype == "float16":
@@ -299,7 +336,6 @@ class AMPTrainer(SimpleTrainer):
         self.grad_scaler.scale(losses).backward()
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
-        self._check_finite_params("value")
 
     def state_dict(self):
         return {"grad_scaler": self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}

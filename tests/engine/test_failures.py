@@ -32,28 +32,53 @@ def _loader():
         yield torch.ones(4, 3)
 
 
-def test_non_finite_gradient_stops_before_the_step():
-    model = _Toy(scale=1e30)  # (1e30)^2 overflows: the loss check fires first
+def test_non_finite_loss_or_gradient_stops_before_a_checkpoint(tmp_path):
+    """The step does not wait for the device: the check runs at the flush before every checkpoint (and every
+    LOG_PERIOD iterations). A run that went non-finite stops there, naming the loss or the parameter, and its
+    checkpoints stay finite."""
+    from detgn.checkpoint import DetectionCheckpointer
+
+    model = _Toy(scale=1e30)  # (1e30)^2 overflows: an Inf loss at iteration 0
     trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.1))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(FloatingPointError, match="iteration 0"):
+    with pytest.raises(FloatingPointError, match=r"Loss became infinite or NaN at iteration 0: non-finite \['loss_toy'\]"):
         trainer.train(0, 3)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
     model = _Toy()
-    model.lin.weight.register_hook(lambda g: g * float("inf"))  # finite loss, Inf gradient
-    trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.1))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(FloatingPointError, match=r"Non-finite gradient of parameter lin.weight before the optimizer step at iteration 0"):
-        trainer.train(0, 3)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    calls = []
+
+    def inf_from_iteration_3(grad):
+        calls.append(1)
+        return grad * float("inf") if len(calls) > 3 else grad
+
+    model.lin.weight.register_hook(inf_from_iteration_3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = SimpleTrainer(model, _loader(), opt, flush_period=100)
+    trainer.register_hooks([PeriodicCheckpointer(DetectionCheckpointer(model, str(tmp_path), optimizer=opt), period=2, max_iter=50)])
+    with pytest.raises(FloatingPointError, match=r"Non-finite value of parameter lin.weight after iteration 3"):
+        trainer.train(0, 50)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth" and not (tmp_path / "model_0000003.pth").exists()
+    saved = torch.load(tmp_path / "model_0000001.pth", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in saved.values())
 
 
 def test_overflowing_step_is_named():
     model = _Toy()
     trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=1e38))
-    with pytest.raises(FloatingPointError, match=r"Non-finite value of parameter lin\.\w+ after the optimizer step at iteration \d"):
+    with pytest.raises(FloatingPointError, match=r"(Non-finite value of parameter lin\.\w+|Loss became infinite or NaN) .*iteration \d"):
         trainer.train(0, 5)
+
+
+def test_the_step_leaves_the_losses_on_the_device_until_a_flush():
+    """No host synchronisation per step: losses are copied to the host once per flush_period iterations, with
+    every iteration's row still in the storage afterwards."""
+    model = _Toy()
+    trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01), flush_period=4)
+    flushed = []
+    real = trainer.flush
+    trainer.flush = lambda: (flushed.append(trainer.iter), real())[1]
+    trainer.train(0, 10)
+    assert flushed == [0, 3, 7, 9]  # the first iteration, every 4th, the last
+    assert [it for _, it in trainer.storage.history("loss_toy")] == list(range(10))
 
 
 def test_first_error_is_the_one_raised():
