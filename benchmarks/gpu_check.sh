@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU check (< 8 minutes on one H100/H200): CUDA tests, then detgn vs torchvision's
+# One-call GPU check (< 8 minutes on one H100/H200): CUDA tests, host syncs per step, then detgn vs torchvision's
 # same-architecture GN Mask R-CNN at 800x1333, 2 images: training step fp32 / bf16 AMP / fp16 AMP
 # and inference, printed as a table. Also runs on CPU: bash benchmarks/gpu_check.sh --device cpu
 #
@@ -33,6 +33,11 @@ PYEOF
 echo "== CUDA tests =="
 DETGN_TEST_DEVICE=$DEVICE timeout 240 $PY -m pytest -q -p no:cacheprovider -rs tests/modeling/test_device.py \
     tests/engine/test_amp_trainer.py tests/engine/test_precision.py 2>&1 | tail -8
+
+echo "== host synchronisations per training step (800x1333, 2 images) =="
+for AMP in none bf16; do
+  timeout 120 $PY benchmarks/count_syncs.py --amp "$AMP" 2>&1 | grep -v "^W\|Warning" | tail -20
+done
 
 echo "== benchmarks: detgn vs torchvision GN Mask R-CNN, 800x1333, 2 images =="
 RESULTS=${OUT:-/tmp}/gpu_check_results.jsonl
