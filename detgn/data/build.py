@@ -155,8 +155,14 @@ def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed:
     batches = _SkipBatches(GroupedBatchSampler(sampler, group_ids, batch_size, seed=seed, rank=comm.get_rank(), world_size=world), start_iter)
     return torchdata.DataLoader(MappedDataset(dataset, mapper, skip_bad=True), batch_sampler=batches,
                                 num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=_trivial_batch_collator,
-                                worker_init_fn=_worker_init, persistent_workers=False,
+                                worker_init_fn=_worker_init, persistent_workers=False, pin_memory=pin_memory(cfg),
                                 generator=torch.Generator().manual_seed(seed))  # never draws from the global RNG
+
+
+def pin_memory(cfg) -> bool:
+    """Page-locked batches when the model runs on CUDA: the images (the bulk of a batch) then go to the GPU
+    asynchronously (GeneralizedRCNN moves them with non_blocking=True) instead of blocking the host."""
+    return str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available()
 
 
 def build_detection_test_loader(cfg, dataset_name, mapper=None, num_workers: Optional[int] = None):
@@ -171,5 +177,5 @@ def build_detection_test_loader(cfg, dataset_name, mapper=None, num_workers: Opt
     batch_sampler = torchdata.BatchSampler(sampler, 1, drop_last=False)
     return torchdata.DataLoader(dataset, batch_sampler=batch_sampler,
                                 num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
-                                collate_fn=_trivial_batch_collator,
+                                collate_fn=_trivial_batch_collator, pin_memory=pin_memory(cfg),
                                 generator=torch.Generator().manual_seed(0))  # never draws from the global RNG

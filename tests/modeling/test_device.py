@@ -78,3 +78,30 @@ def test_cpu_and_cuda_models_agree():
         fb = gpu.backbone(gpu.preprocess_image([inp]).tensor)
     for k in fa:
         torch.testing.assert_close(fb[k].cpu(), fa[k], rtol=1e-3, atol=1e-3)
+
+
+def test_loaders_pin_memory_only_for_cuda(monkeypatch):
+    """Batches are page-locked when the model runs on CUDA (async host-to-device copies), never on the CPU."""
+    from detgn.config import get_cfg
+    from detgn.data.build import build_detection_test_loader, build_detection_train_loader
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "nuclei_quickstart.yaml"))
+    cfg.DATALOADER.NUM_WORKERS = 0
+    assert not build_detection_train_loader(cfg).pin_memory and not build_detection_test_loader(cfg, "nuclei_mini_val").pin_memory
+    cfg.MODEL.DEVICE = "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert build_detection_train_loader(cfg).pin_memory and build_detection_test_loader(cfg, "nuclei_mini_val").pin_memory
+
+
+@needs_cuda
+def test_pinned_batches_reach_the_gpu():
+    from detgn.config import get_cfg
+    from detgn.data.build import build_detection_train_loader
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "nuclei_quickstart.yaml"))
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.MODEL.DEVICE = "cuda"
+    batch = next(iter(build_detection_train_loader(cfg)))
+    assert all(d["image"].is_pinned() for d in batch)
