@@ -234,7 +234,9 @@ class SimpleTrainer(TrainerBase):
         names = tuple(loss_dict)
         values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
         roi = getattr(_unwrap(self.model).roi_heads, "_last_sampling_stats", None) if hasattr(_unwrap(self.model), "roi_heads") else None
-        self._pending.append((self.iter, names, values, data_time, dict(roi) if roi else None))
+        if roi:  # the ROI heads' sampling counts, 0-d tensors on the device (or numbers): one more row, read at the flush
+            roi = (tuple(roi), torch.stack([torch.as_tensor(v, dtype=torch.float32, device=values.device).reshape(()) for v in roi.values()]))
+        self._pending.append((self.iter, names, values, data_time, roi))
 
     def flush(self) -> None:
         """Buffered losses -> event storage, and the finiteness check (see the class docstring). Every rank
@@ -259,15 +261,18 @@ class SimpleTrainer(TrainerBase):
                         "holds it (the last one is untouched); lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS.")
                 if not comm.is_main_process():
                     continue
+                with_roi = [g for g in group if g[4] is not None]
+                roi_rows = iter(torch.stack([g[4][1] for g in with_roi]).cpu().tolist()) if with_roi else iter(())
                 for (it, _, _, data_time, roi), row in zip(group, table.tolist()):
+                    roi_row = next(roi_rows) if roi is not None else None
                     if (it + 1) % self.gather_metric_period != 0:
                         continue
                     storage.iter = it
                     storage.put_scalar("data_time", data_time)
                     storage.put_scalar("total_loss", sum(row))
                     storage.put_scalars(**dict(zip(names, row)))
-                    if roi:
-                        storage.put_scalars(**roi)
+                    if roi is not None:
+                        storage.put_scalars(**dict(zip(roi[0], roi_row)))
         finally:
             storage.iter = current
         self._check_finite_params()

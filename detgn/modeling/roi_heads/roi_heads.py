@@ -110,11 +110,11 @@ class ROIHeads(nn.Module):
                         props.set(name, value[sampled_targets])
             else:
                 props.gt_boxes = Boxes(props.proposal_boxes.tensor.new_zeros((len(sampled), 4)))
-            num_bg.append(int((gt_classes == self.num_classes).sum()))
+            num_bg.append((gt_classes == self.num_classes).sum())  # stays on the device: read at the trainer's flush
             num_fg.append(len(gt_classes) - num_bg[-1])
             out.append(props)
-        self._last_sampling_stats = {"roi_head/num_fg_samples": sum(num_fg) / max(len(num_fg), 1),
-                                     "roi_head/num_bg_samples": sum(num_bg) / max(len(num_bg), 1)}
+        n = max(len(num_fg), 1)
+        self._last_sampling_stats = {"roi_head/num_fg_samples": sum(num_fg) / n, "roi_head/num_bg_samples": sum(num_bg) / n}
         return out
 
 
