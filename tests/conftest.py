@@ -19,3 +19,14 @@ def pytest_configure(config):
         import tempfile
 
         os.environ["DETGN_CACHE_DIR"] = tempfile.mkdtemp(prefix="detgn_test_cache_")
+        config._detgn_cache_dir = os.environ["DETGN_CACHE_DIR"]
+
+
+def pytest_unconfigure(config):
+    """Remove the record cache folder this session made (pytest_configure), so runs leave nothing in /tmp."""
+    made = getattr(config, "_detgn_cache_dir", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("DETGN_CACHE_DIR", None)
