@@ -32,6 +32,10 @@ _C.MODEL.BACKBONE.FREEZE_AT = 2  # freeze stem (1) and res2 (2) ...; 0 trains ev
 _C.MODEL.GROUP_NORM = CN()
 _C.MODEL.GROUP_NORM.NUM_GROUPS = 32  # groups of every "GN" norm layer
 _C.MODEL.GROUP_NORM.EPS = 1e-5  # epsilon of every "GN" norm layer
+# "torch": torch's GroupNorm (any device). "triton": detgn's Triton kernels (detgn/layers/fused_group_norm.py),
+# CUDA only: GN on the tensor's own layout (no NCHW copies under channels_last) with the following ReLU fused
+# in the conv towers; same parameters and checkpoints. Refused where it cannot run.
+_C.MODEL.GROUP_NORM.IMPL = "torch"
 
 _C.MODEL.WEIGHT_STANDARDIZATION = CN()
 _C.MODEL.WEIGHT_STANDARDIZATION.BACKBONE = False  # weight-standardised convs in the ResNet (GN+WS)

@@ -72,6 +72,15 @@ def _device(v) -> bool:
     return isinstance(v, str) and (v in ("cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()))
 
 
+def _triton_ok(device: str) -> bool:
+    from detgn.layers.fused_group_norm import check_fused_group_norm_available
+    try:
+        check_fused_group_norm_available(device)
+    except ConfigValueError:
+        return False
+    return True
+
+
 NORMS = ("", "GN", "FrozenBN", "BN", "SyncBN", "NaiveSyncBN", "LN")
 
 # key -> rule. Zero is allowed only where it means something (documented in defaults.py).
@@ -83,6 +92,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.BACKBONE.FREEZE_AT": between(0, 5),
     "MODEL.GROUP_NORM.NUM_GROUPS": ge(1),
     "MODEL.GROUP_NORM.EPS": gt(0),
+    "MODEL.GROUP_NORM.IMPL": one_of("torch", "triton"),
     "MODEL.RESNETS.DEPTH": one_of(18, 34, 50, 101, 152),
     "MODEL.RESNETS.NUM_GROUPS": ge(1),
     "MODEL.RESNETS.NORM": one_of(*NORMS),
@@ -254,6 +264,9 @@ RELATIONS: List[Tuple[str, Callable]] = [
     ("cosine schedule end LR not above the base LR",
      lambda c: _rel(c.SOLVER.LR_SCHEDULER_NAME != "WarmupCosineLR" or c.SOLVER.BASE_LR_END <= c.SOLVER.BASE_LR, "SOLVER.BASE_LR_END",
                     c.SOLVER.BASE_LR_END, f"at most SOLVER.BASE_LR {c.SOLVER.BASE_LR}")),
+    ("Triton GroupNorm needs CUDA",
+     lambda c: _rel(c.MODEL.GROUP_NORM.IMPL != "triton" or _triton_ok(c.MODEL.DEVICE), "MODEL.GROUP_NORM.IMPL",
+                    c.MODEL.GROUP_NORM.IMPL, "'torch' unless MODEL.DEVICE is cuda and the triton package is installed")),
     ("float16 autocast needs CUDA",
      lambda c: _rel(not (c.SOLVER.AMP.ENABLED and c.SOLVER.AMP.DTYPE == "float16" and c.MODEL.DEVICE == "cpu"), "SOLVER.AMP.DTYPE",
                     c.SOLVER.AMP.DTYPE, "'auto' or 'bfloat16' with MODEL.DEVICE cpu (float16 autocast is CUDA only)")),

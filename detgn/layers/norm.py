@@ -158,13 +158,14 @@ class FP32StatsGroupNorm(nn.GroupNorm):
 NormSpec = Union[str, Callable[[int], nn.Module], None]
 
 
-def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float = 1e-5):
+def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float = 1e-5, impl: str = "torch"):
     """Build a norm layer for `out_channels` channels.
 
     Args:
         norm: a name ("GN", "FrozenBN", "BN", "SyncBN", "NaiveSyncBN", "LN", "") or a
             callable taking the channel count and returning a module.
         num_groups, eps: GroupNorm settings (used by "GN" only).
+        impl: "torch" (FP32StatsGroupNorm) or "triton" (FusedGroupNorm, CUDA; "GN" only).
     Returns:
         nn.Module or None (for "" / None).
     """
@@ -176,6 +177,11 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
         if norm == "GN":
             if out_channels % num_groups != 0:
                 raise ConfigValueError(f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS")
+            if impl == "triton":
+                from detgn.layers.fused_group_norm import FusedGroupNorm
+                return FusedGroupNorm(num_groups, out_channels, eps=eps)
+            if impl != "torch":
+                raise ConfigValueError(f"MODEL.GROUP_NORM.IMPL '{impl}': choose 'torch' or 'triton'")
             return FP32StatsGroupNorm(num_groups, out_channels, eps=eps)
         table = {
             "BN": nn.BatchNorm2d,
@@ -193,9 +199,9 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
 def norm_from_cfg(norm: NormSpec, cfg) -> NormSpec:
     """Bind MODEL.GROUP_NORM settings to a "GN" norm name; other names pass through."""
     if norm == "GN":
-        g, eps = cfg.MODEL.GROUP_NORM.NUM_GROUPS, cfg.MODEL.GROUP_NORM.EPS
-        if g != 32 or eps != 1e-5:
-            fn = functools.partial(get_norm, "GN", num_groups=g, eps=eps)
+        g, eps, impl = cfg.MODEL.GROUP_NORM.NUM_GROUPS, cfg.MODEL.GROUP_NORM.EPS, cfg.MODEL.GROUP_NORM.IMPL
+        if g != 32 or eps != 1e-5 or impl != "torch":
+            fn = functools.partial(get_norm, "GN", num_groups=g, eps=eps, impl=impl)
             return lambda c: fn(c)
     return norm
 

@@ -8,6 +8,11 @@ from torch.nn import functional as F
 __all__ = ["Conv2d", "c2_msra_fill", "c2_xavier_fill", "cat"]
 
 
+def is_relu(fn: Optional[Callable]) -> bool:
+    """True for the ReLU callables the conv towers pass as `activation` (F.relu, F.relu_, torch.relu, nn.ReLU())."""
+    return fn in (F.relu, F.relu_, torch.relu, torch.relu_) or isinstance(fn, nn.ReLU)
+
+
 class Conv2d(nn.Conv2d):
     """nn.Conv2d that applies `norm` then `activation`, and optionally standardises its weight.
 
@@ -38,6 +43,8 @@ class Conv2d(nn.Conv2d):
         if self.norm is not None:
             if x.numel() == 0 and isinstance(self.norm, nn.GroupNorm):
                 x = x * self.norm.weight.view(1, -1, 1, 1) + self.norm.bias.view(1, -1, 1, 1)  # keeps grads connected
+            elif getattr(self.norm, "fuses_relu", False) and is_relu(self.activation):
+                return self.norm(x, relu=True)  # GroupNorm and ReLU in one pass (FusedGroupNorm)
             else:
                 x = self.norm(x)
         if self.activation is not None:
