@@ -66,7 +66,6 @@ def test_large_mean_keeps_its_variance():
     ref = F.group_norm(x.double(), 4, w.double(), b.double()).float()
     # the floor is the mean's own float32 rounding (half an ulp at 1e3 = 3e-5 = 3e-3 std); torch's float32 GN: 4.7e-3
     torch.testing.assert_close(y, ref, rtol=0, atol=1.5e-2)
-    assert abs(y.std().item() - 1) < 1e-2
 
 
 def test_bfloat16_within_one_rounding():
