@@ -105,7 +105,7 @@ def run(args):
     log_precision(precision, "benchmark")
     amp_dtype = precision.dtype
     args.amp = amp_dtype is not None
-    times = []
+    times, warm = [], []  # timed iterations; warm-up iterations (the first one includes torch.compile's compilation)
 
     def sync():
         if device == "cuda":
@@ -119,8 +119,7 @@ def run(args):
         for i in range(args.warmup + args.iters):
             t = time.perf_counter()
             next(loader)
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t)
+            (times if i >= args.warmup else warm).append(time.perf_counter() - t)
         per_img = [t / args.images for t in times]
     else:
         torch.manual_seed(0)
@@ -158,8 +157,7 @@ def run(args):
                     t = time.perf_counter()
                     trainer.run_step()
                     sync()
-                    if i >= args.warmup:
-                        times.append(time.perf_counter() - t)
+                    (times if i >= args.warmup else warm).append(time.perf_counter() - t)
             per_img = [t / args.images for t in times]
         else:
             model.eval()
@@ -171,8 +169,7 @@ def run(args):
                     with ctx():
                         model(data)
                     sync()
-                    if i >= args.warmup:
-                        times.append(time.perf_counter() - t)
+                    (times if i >= args.warmup else warm).append(time.perf_counter() - t)
             per_img = [t / args.images for t in times]
     med = statistics.median(times)
     result = {
@@ -181,6 +178,7 @@ def run(args):
         "median_s_per_img": statistics.median(per_img), "images_per_s": args.images / med,
         "peak_mem_mb": _peak_memory(device), "threads": torch.get_num_threads(), "config": args.config_file,
         "precision": precision.name, "cpu": f"{cpu_model()} ({cpu_description()})",
+        "warmup_s": warm, "compiled_parts": list(cfg.MODEL.COMPILE.PARTS),
     }
     return result
 
@@ -197,7 +195,8 @@ def format_result(r) -> str:
         f"  seconds per image:     median {per_img[0]:.4f}  (min {per_img[1]:.4f}, max {per_img[2]:.4f})",
         f"  images per second:     {r['images_per_s']:.2f} (at the median)",
         f"  peak memory (MB):      {r['peak_mem_mb']:.0f} ({'max RSS of the process' if r['device'] == 'cpu' else 'CUDA max allocated'})",
-    ])
+    ] + ([f"  warm-up (s):           {', '.join(f'{t:.2f}' for t in r['warmup_s'])} (not in the figures above"
+          + (f"; includes compiling {', '.join(r['compiled_parts'])})" if r.get('compiled_parts') else ")")] if r.get("warmup_s") else []))
 
 
 def main(argv=None):

@@ -25,6 +25,13 @@ _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]  # per-channel std in INPUT.FORMAT order
 # reorder near-tied proposals: opt in when speed matters more than bit-level detectron2 parity.
 _C.MODEL.MEMORY_FORMAT = "contiguous"  # "contiguous" or "channels_last" (above)
 
+# torch.compile (detgn/modeling/compile.py): which parts, with which torch.compile mode and backend.
+# PARTS: any of "backbone", "box_head", "mask_head"; empty = eager. Checkpoints are unchanged by compiling.
+_C.MODEL.COMPILE = CN()
+_C.MODEL.COMPILE.PARTS = []  # subset of ["backbone", "box_head", "mask_head"]; [] = eager
+_C.MODEL.COMPILE.MODE = "default"  # "default", "reduce-overhead" (CUDA graphs), "max-autotune", "max-autotune-no-cudagraphs"
+_C.MODEL.COMPILE.BACKEND = "inductor"  # "inductor"; "aot_eager" / "eager" to debug tracing without code generation
+
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # name in BACKBONE_REGISTRY
 _C.MODEL.BACKBONE.FREEZE_AT = 2  # freeze stem (1) and res2 (2) ...; 0 trains everything
@@ -35,7 +42,7 @@ _C.MODEL.GROUP_NORM.EPS = 1e-5  # epsilon of every "GN" norm layer
 # "torch": torch's GroupNorm (any device). "triton": detgn's Triton kernels (detgn/layers/fused_group_norm.py),
 # CUDA only: GN on the tensor's own layout (no NCHW copies under channels_last) with the following ReLU fused
 # in the conv towers; same parameters and checkpoints. Refused where it cannot run.
-_C.MODEL.GROUP_NORM.IMPL = "torch"
+_C.MODEL.GROUP_NORM.IMPL = "torch"  # "torch" or "triton" (above)
 
 _C.MODEL.WEIGHT_STANDARDIZATION = CN()
 _C.MODEL.WEIGHT_STANDARDIZATION.BACKBONE = False  # weight-standardised convs in the ResNet (GN+WS)

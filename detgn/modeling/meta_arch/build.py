@@ -26,4 +26,7 @@ def build_model(cfg):
         logging.getLogger(__name__).warning("MODEL.DEVICE is %s but CUDA is not available; using cpu", device)
         device = "cpu"
     model.to(torch.device(device))
+    if cfg.MODEL.COMPILE.PARTS:
+        from detgn.modeling.compile import compile_parts
+        compile_parts(model, cfg.MODEL.COMPILE.PARTS, mode=cfg.MODEL.COMPILE.MODE, backend=cfg.MODEL.COMPILE.BACKEND)
     return model
