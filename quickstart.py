@@ -29,10 +29,16 @@ def _run(cmd, **kw):
     return subprocess.call(cmd, cwd=ROOT, **kw)
 
 
-def install():
+def install(extra):
+    """Install torch and detgn with `extra` ("demo": what the demo runs; "dev": also the test suite's tools) into
+    ./.venv, once: a stamp records what is installed, and setup.py changing makes it install again."""
     setup_mtime = os.path.getmtime(os.path.join(ROOT, "setup.py"))
     if os.path.exists(STAMP) and os.path.getmtime(STAMP) >= setup_mtime and os.path.exists(PY):
-        return
+        have = open(STAMP).read().split()
+        if extra in have:
+            return
+    else:
+        have = []
     if not os.path.exists(PY):
         print(f"creating virtual environment {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -41,13 +47,15 @@ def install():
         print("pinned torch/torchvision unavailable; installing from the setup.py range", flush=True)
         if _run(pip + ["torch>=2.0", "torchvision>=0.15"]) != 0:
             sys.exit("error: could not install torch/torchvision")
-    if _run(pip + ["-e", ".[dev]"]) != 0:
+    if _run(pip + ["-e", f".[{extra}]"]) != 0:
         sys.exit("error: could not install detgn and its dependencies")
-    # LVIS evaluation: the lvis package is pure Python on numpy/pycocotools/matplotlib/cv2 (all installed above);
-    # --no-deps keeps its pinned opencv-python from landing beside opencv-python-headless
-    if _run(pip + ["--no-deps", "lvis==0.5.3"]) != 0:
-        print("warning: could not install lvis; the LVIS evaluation test will be skipped", flush=True)
-    open(STAMP, "w").write("ok\n")
+    if extra == "dev":
+        # LVIS evaluation: the lvis package is pure Python on numpy/pycocotools/matplotlib/cv2 (all installed above);
+        # --no-deps keeps its pinned opencv-python from landing beside opencv-python-headless
+        if _run(pip + ["--no-deps", "lvis==0.5.3"]) != 0:
+            print("warning: could not install lvis; the LVIS evaluation test will be skipped", flush=True)
+    # "dev" includes everything "demo" needs
+    open(STAMP, "w").write(" ".join(sorted(set(have + [extra] + (["demo"] if extra == "dev" else [])))) + "\n")
 
 
 def demo_command(overrides):
@@ -75,7 +83,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 2
     started = time.time()
-    install()
+    install("demo" if argv[0] == "demo" else "dev")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(min(os.cpu_count() or 2, 16)))
     if argv[0] == "test":

@@ -27,6 +27,8 @@ setup(
                 "submitit>=1.5"],
         # tools/submit.py: SLURM jobs that requeue themselves (and its local executor)
         "slurm": ["submitit>=1.5"],
+        # python3 quickstart.py demo: training curves as PNG (the demo installs only this extra; `test` installs dev)
+        "demo": ["matplotlib"],
         # tools/export_model.py (onnx, onnxscript: PyTorch's ONNX exporter) and OnnxPredictor (onnxruntime)
         "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript"],
         "fast-eval": ["faster-coco-eval"],

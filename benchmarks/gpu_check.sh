@@ -32,7 +32,8 @@ PYEOF
 
 echo "== CUDA tests =="
 DETGN_TEST_DEVICE=$DEVICE timeout 240 $PY -m pytest -q -p no:cacheprovider -rs tests/modeling/test_device.py \
-    tests/engine/test_amp_trainer.py tests/engine/test_precision.py 2>&1 | tail -8
+    tests/engine/test_amp_trainer.py tests/engine/test_precision.py tests/layers/test_fused_group_norm.py \
+    tests/modeling/test_compile.py 2>&1 | tail -8
 
 echo "== host synchronisations per training step (800x1333, 2 images) =="
 for AMP in none bf16; do
@@ -56,6 +57,21 @@ print(f"{'amp':6s} {'task':6s} {'detgn':>9s} {'torchvision':>12s} {'ratio':>7s} 
 for r in rows:
     print(f"{r['amp']:6s} {r['task']:6s} {r['detgn_s']:9.4f} {r['torchvision_s']:12.4f} {r['ratio']:7.3f}  {r['detgn_s'] / r['images']:11.4f}  ({r['device']})")
 PYEOF
+
+echo "== detgn variants, bf16, 800x1333, 2 images (tools/benchmark.py; warm-up = compilation where compiled) =="
+GN=configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml
+CL="MODEL.MEMORY_FORMAT channels_last"
+TR="MODEL.GROUP_NORM.IMPL triton"
+VARIANTS=("$GN|" "$GN|$CL" "$GN|$CL $TR" "$GN|$CL $TR MODEL.COMPILE.PARTS ['box_head','mask_head']"
+          "$GN|$CL $TR MODEL.COMPILE.PARTS ['backbone','box_head','mask_head']" "configs/Misc/mask_rcnn_R_50_FPN_1x_frozenbn.yaml|")
+for V in "${VARIANTS[@]}"; do
+  CFG=${V%%|*}; OPTS=${V#*|}
+  echo "-- $CFG $OPTS"
+  # shellcheck disable=SC2086
+  timeout 150 $PY tools/benchmark.py --config-file "$CFG" --task train --precision bf16 --size 800 --max-size 1333 --images 2 \
+      --iters "$ITERS" --warmup "$WARMUP" --json "${OUT:-/tmp}/gpu_variants.jsonl" MODEL.DEVICE "$DEVICE" $OPTS 2>&1 \
+      | grep -E "seconds per iteration|peak memory|warm-up|error" | head -4
+done
 
 if [[ "${QUICKSTART:-0}" == "1" ]]; then
   echo "== quick start on $DEVICE: configs/nuclei_quickstart.yaml, automatic precision =="
