@@ -110,22 +110,29 @@ def test_demo_output_plan_units(tmp_path):
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_benchmark_tool_train_eval_data(tmp_path):
+def test_benchmark_tool_train_eval_data(tmp_path, capsys):
+    """The command line once (train, in a subprocess); eval, data and the frozen-BN options in this process
+    (benchmark.main, the same code the command runs, without paying torch's import four more times)."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import benchmark
+
     out = tmp_path / "bench.jsonl"
-    for task in ("train", "eval", "data"):
-        r = _tool("benchmark.py", "--config-file", QUICK, "--task", task, "--iters", "2", "--warmup", "1", "--size", "96",
-                  "--max-size", "128", "--json", str(out), *TINY)
-        assert r.returncode == 0, r.stderr[-2000:]
-        assert "images per second" in r.stdout and "peak memory (MB)" in r.stdout
+    common = ["--config-file", QUICK, "--iters", "2", "--warmup", "1", "--size", "96", "--max-size", "128", "--json", str(out), *TINY]
+    r = _tool("benchmark.py", "--task", "train", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "images per second" in r.stdout and "peak memory (MB)" in r.stdout and "warm-up (s):" in r.stdout
+    for task in ("eval", "data"):
+        assert benchmark.main(["--task", task, *common]) == 0
+        assert "images per second" in capsys.readouterr().out
     rows = [json.loads(l) for l in open(out)]
     assert [r["task"] for r in rows] == ["train", "eval", "data"] and all(r["median_s_per_iter"] > 0 for r in rows)
+    assert all(len(r["warmup_s"]) == 1 and r["compiled_parts"] == [] for r in rows)
     # the frozen-BN twin of the model: BN statistics estimated on the inputs, then frozen
     bn = ["MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_MASK_HEAD.NORM", "BN"]
-    r = _tool("benchmark.py", "--config-file", QUICK, "--task", "train", "--iters", "1", "--warmup", "1", "--size", "96",
-              "--max-size", "128", "--calibrate-bn", "2", *TINY, *bn, "SOLVER.BASE_LR", "0.0")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = _tool("benchmark.py", "--config-file", QUICK, "--task", "train", "--iters", "1", "--size", "96", "--calibrate-bn", "2", *TINY)
-    assert r.returncode == 2 and "needs BN layers" in r.stderr
+    assert benchmark.main(["--config-file", QUICK, "--task", "train", "--iters", "1", "--warmup", "1", "--size", "96",
+                           "--max-size", "128", "--calibrate-bn", "2", *TINY, *bn, "SOLVER.BASE_LR", "0.0"]) == 0
+    assert benchmark.main(["--config-file", QUICK, "--task", "train", "--iters", "1", "--size", "96", "--calibrate-bn", "2", *TINY]) == 2
+    assert "needs BN layers" in capsys.readouterr().err
 
 
 def test_analyze_model_tool():
