@@ -39,10 +39,10 @@ class Matcher:
         matched_vals, matches = match_quality_matrix.max(dim=0)
         match_labels = matches.new_full(matches.size(), 1, dtype=torch.int8)
         for label, lo, hi in zip(self.labels, self.thresholds[:-1], self.thresholds[1:]):
-            low_high = (matched_vals >= lo) & (matched_vals < hi)
-            match_labels[low_high] = label
+            # masked_fill_, not match_labels[mask] = label: a boolean index is a nonzero (a host sync on CUDA)
+            match_labels.masked_fill_((matched_vals >= lo) & (matched_vals < hi), label)
         if self.allow_low_quality_matches:
+            # every prediction that is some ground truth's best match (ties included) is positive
             highest, _ = match_quality_matrix.max(dim=1)
-            _, pred_inds = torch.nonzero(match_quality_matrix == highest[:, None], as_tuple=True)
-            match_labels[pred_inds] = 1
+            match_labels.masked_fill_((match_quality_matrix == highest[:, None]).any(dim=0), 1)
         return matches, match_labels

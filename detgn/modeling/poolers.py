@@ -69,6 +69,17 @@ class ROIPooler(nn.Module):
         if num_levels == 1:
             return roi_align(x[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
         levels = assign_boxes_to_levels(box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
+        if not is_tracing():
+            # ROIs grouped by level with one host read (the counts) instead of one nonzero per level; a stable
+            # sort keeps each level's ROIs in their order, so every value and gradient is the same as per level
+            order = torch.argsort(levels, stable=True)
+            counts = torch.bincount(levels, minlength=num_levels).tolist()
+            pooled = [roi_align(feat, r, self.output_size, scale, self.sampling_ratio, self.aligned)
+                      for feat, scale, r, n in zip(x, self.scales, rois[order].split(counts), counts) if n]
+            out = x[0].new_empty((rois.size(0), x[0].shape[1]) + self.output_size)
+            if pooled:
+                out[order] = torch.cat(pooled, dim=0)
+            return out
         out = x[0].new_zeros((rois.size(0), x[0].shape[1]) + self.output_size)
         for level, (feat, scale) in enumerate(zip(x, self.scales)):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]

@@ -81,8 +81,7 @@ class ROIHeads(nn.Module):
         has_gt = gt_classes.numel() > 0
         if has_gt:
             gt_classes = gt_classes[matched_idxs]
-            gt_classes[matched_labels == 0] = self.num_classes
-            gt_classes[matched_labels == -1] = -1
+            gt_classes = gt_classes.masked_fill(matched_labels == 0, self.num_classes).masked_fill(matched_labels == -1, -1)
         else:
             gt_classes = torch.zeros_like(matched_idxs) + self.num_classes
         fg, bg = subsample_labels(gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes)
