@@ -40,11 +40,13 @@ def _both(x, g, relu, dtype=torch.float32, eps=1e-5):
     return outs
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("relu", [False, True])
-@pytest.mark.parametrize("shape,groups", [((2, 16, 5, 7), 4), ((3, 24, 9, 1), 8), ((1, 8, 70, 70), 2)])
-def test_equals_torch_group_norm(channels_last, relu, shape, groups):
-    # (3, 24, 9, 1): 3 channels per group (not a power of 2); (1, 8, 70, 70): 4900 positions, several blocks
+CASES = [((2, 16, 5, 7), 4, cl, relu) for cl in (False, True) for relu in (False, True)] + [
+    ((3, 24, 9, 1), 8, False, True), ((3, 24, 9, 1), 8, True, False),  # 3 channels per group: not a power of 2
+    ((1, 8, 70, 70), 2, False, False), ((1, 8, 70, 70), 2, True, True)]  # 4,900 positions: several blocks
+
+
+@pytest.mark.parametrize("shape,groups,channels_last,relu", CASES)
+def test_equals_torch_group_norm(shape, groups, channels_last, relu):
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3 + 1
     if channels_last:
         x = x.to(memory_format=torch.channels_last)

@@ -54,24 +54,20 @@ def test_traced_model_trains_and_infers_like_eager():
     assert _close(a.pred_boxes.tensor, b.pred_boxes.tensor) and _close(a.scores, b.scores)
 
 
-@pytest.mark.slow  # inductor generates and compiles C++ (about 20 s on 2 cores)
+@pytest.mark.slow  # inductor generates and compiles C++ (10-20 s on 2 cores)
 def test_inductor_box_head_equals_eager(tmp_path, monkeypatch):
-    """The real code generator on the 4conv1fc GN box tower of a channels_last model vs the eager NCHW one:
-    outputs within 1e-4, input gradients within 1e-1 of the largest (a ReLU whose input is within rounding of
-    0 takes the other branch in another kernel: 2.8e-2 measured natively and under AVX2 dispatch, the same as
-    eager channels_last, see test_memory_format.GRAD_REL). A private inductor cache: kernels cached by another
-    ATEN_CPU_CAPABILITY would be reused (test_an_isa_override_gets_its_own_inductor_cache)."""
+    """The real code generator on the 4conv1fc GN box tower of a channels_last model vs the eager NCHW one, at
+    inference (compiling the backward as well doubles the time; the traced backward is checked above with
+    aot_eager): outputs within 1e-4. A private inductor cache: kernels cached by another ATEN_CPU_CAPABILITY
+    would be reused (test_an_isa_override_gets_its_own_inductor_cache)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     torch._dynamo.reset()
     eager, compiled = _pair("inductor", parts=("box_head",), memory_format="channels_last")
     x = torch.randn(24, 64, 7, 7, generator=torch.Generator().manual_seed(1))
-    outs = []
-    for model in (eager, compiled):
-        xi = x.clone().requires_grad_() if model is eager else x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
-        y = model.roi_heads.box_head(xi)
-        y.backward(torch.ones_like(y))
-        outs.append((y, xi.grad))
-    assert _close(outs[0][0], outs[1][0]) and _close(outs[0][1], outs[1][1], rel=1e-1)
+    with torch.no_grad():
+        a = eager.roi_heads.box_head(x)
+        b = compiled.roi_heads.box_head(x.contiguous(memory_format=torch.channels_last))
+    assert _close(a, b)
     assert compiled.roi_heads.box_head._compiled_call_impl is not None
 
 

@@ -22,6 +22,19 @@ def _strict_json(line):
     return json.loads(line, parse_constant=refuse)
 
 
+def _tools(*calls, cwd=REPO, timeout=600):
+    """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
+    Half of a short tool run is Python and torch starting, which two cores can overlap."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [(call, subprocess.Popen([sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]), cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for call in calls]
+    out = []
+    for call, p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
 def _tool(name, *args, cwd=REPO, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=REPO)
     return subprocess.run([sys.executable, os.path.join(REPO, "tools", name)] + list(args), capture_output=True, text=True,
@@ -247,15 +260,16 @@ def test_convert_weights_needs_a_config_and_refuses_a_mismatching_one(tmp_path):
     src = tmp_path / "r18_gn.pth"
     torch.save(tv.state_dict(), src)
     out = tmp_path / "out.pth"
-    r = _tool("convert_weights.py", str(src), str(out))
-    assert r.returncode == 2 and "--config-file" in r.stderr and not out.exists()
-    r = _tool("convert_weights.py", str(src), str(out), "--config-file", QUICK)  # a ResNet-50 config
+    # side by side: no config, a ResNet-50 config, the right depth (into another file)
+    r_none, r, r_ok = _tools(("convert_weights.py", str(src), str(out)),
+                             ("convert_weights.py", str(src), str(out), "--config-file", QUICK),
+                             ("convert_weights.py", str(src), str(tmp_path / "r18.pth"), "--config-file", QUICK, *TINY))
+    assert r_none.returncode == 2 and "--config-file" in r_none.stderr and not out.exists()
     assert r.returncode == 2 and not out.exists(), r.stdout + r.stderr
     assert "does not fit" in r.stderr and "another shape" in r.stderr and "--allow-partial" in r.stderr
+    assert r_ok.returncode == 0, r_ok.stderr
     r = _tool("convert_weights.py", str(src), str(out), "--config-file", QUICK, "--allow-partial")
     assert r.returncode == 0 and out.exists(), r.stderr
-    r = _tool("convert_weights.py", str(src), str(tmp_path / "r18.pth"), "--config-file", QUICK, *TINY)  # the right depth
-    assert r.returncode == 0, r.stderr
     assert len(torch.load(tmp_path / "r18.pth", weights_only=True)["model"]) == len(tv.state_dict()) - 2  # all but fc
 
 
@@ -306,12 +320,15 @@ def test_quickstart_demo_passes_overrides_and_names_the_output(monkeypatch, caps
     cmd, out = quickstart.demo_command(["SOLVER.MAX_ITER", "10", "OUTPUT_DIR", "output/short"])
     assert cmd[-4:] == ["SOLVER.MAX_ITER", "10", "OUTPUT_DIR", "output/short"] and out == "output/short"
     assert cmd.index("--config-file") < cmd.index("SOLVER.MAX_ITER")
-    ran = []
-    monkeypatch.setattr(quickstart, "install", lambda: None)
+    ran, installed = [], []
+    monkeypatch.setattr(quickstart, "install", installed.append)
     monkeypatch.setattr(quickstart, "_run", lambda c, **kw: ran.append(c) or 0)
     assert quickstart.main(["demo", "SOLVER.MAX_ITER", "10"]) == 0
     assert ran[0][-2:] == ["SOLVER.MAX_ITER", "10"]
+    assert installed == ["demo"]  # the demo's extra only; `test` installs dev
     assert "done in" in capsys.readouterr().out
+    assert quickstart.main(["test"]) == 0 and installed == ["demo", "dev"] and ran[1][1:4] == ["-m", "pytest", "-q"]
+    capsys.readouterr()
     assert quickstart.main(["demo", "SOLVER.MAX_ITER"]) == 2  # odd number: refused before installing anything
     assert "KEY VALUE pairs" in capsys.readouterr().err
     assert quickstart.main(["test", "x"]) == 2

@@ -20,6 +20,19 @@ def _tool(name, *args, timeout=600, cwd=REPO):
                           cwd=cwd, env=env, timeout=timeout)
 
 
+def _tools(*calls, cwd=REPO, timeout=600):
+    """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
+    Half of a short tool run is Python and torch starting, which two cores can overlap."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [(call, subprocess.Popen([sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]), cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for call in calls]
+    out = []
+    for call, p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     from detgn.config import get_cfg
@@ -73,25 +86,27 @@ def test_demo_never_overwrites(tmp_path, tiny_weights):
     before = {n: (tmp_path / n).read_bytes() for n in ("x.png", "x.jpg")}
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "x_pred.png").write_bytes(b"the user's own file")
-    r = _tool("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out"),
-              "MODEL.WEIGHTS", tiny_weights, *TINY)
-    assert r.returncode == 2 and "x_pred.png exists" in r.stderr and "--overwrite" in r.stderr, r.stderr[-1500:]
-    assert (tmp_path / "out" / "x_pred.png").read_bytes() == b"the user's own file"
     base = ("--config-file", QUICK, "--input", str(tmp_path), "--output", str(tmp_path))  # results next to the inputs
-    r = _tool("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY)
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    # four independent runs side by side: an existing output, results next to the inputs, no weights, a read-only folder
+    r_exists, r, r_noweights, r_ro = _tools(
+        ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out"),
+         "MODEL.WEIGHTS", tiny_weights, *TINY),
+        ("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY),
+        ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), *TINY),
+        ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(ro), "MODEL.WEIGHTS", tiny_weights, *TINY))
+    assert r_exists.returncode == 2 and "x_pred.png exists" in r_exists.stderr and "--overwrite" in r_exists.stderr, r_exists.stderr[-1500:]
+    assert (tmp_path / "out" / "x_pred.png").read_bytes() == b"the user's own file"
+    assert r_noweights.returncode == 2 and "MODEL.WEIGHTS is empty" in r_noweights.stderr and not (tmp_path / "o").exists()
+    if os.geteuid() != 0:  # root writes anywhere
+        assert r_ro.returncode == 2 and "cannot write into" in r_ro.stderr
     assert r.returncode == 0, r.stderr[-1500:]
     assert "wrote 2 result(s)" in r.stdout
     assert {"x_pred.png", "x_2_pred.png"} <= set(os.listdir(tmp_path))  # x.png and x.jpg: two results
     assert {n: (tmp_path / n).read_bytes() for n in before} == before  # inputs untouched
     r = _tool("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY)  # a rerun: its outputs are now inputs
     assert r.returncode == 2 and "is one of the inputs" in r.stderr
-    r = _tool("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), *TINY)
-    assert r.returncode == 2 and "MODEL.WEIGHTS is empty" in r.stderr and not (tmp_path / "o").exists()
-    if os.geteuid() != 0:  # root writes anywhere
-        ro = tmp_path / "ro"
-        ro.mkdir(mode=0o500)
-        r = _tool("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(ro), "MODEL.WEIGHTS", tiny_weights, *TINY)
-        assert r.returncode == 2 and "cannot write into" in r.stderr
 
 
 def test_demo_output_plan_units(tmp_path):
