@@ -64,7 +64,12 @@ def _stop_between_steps():
     stop = _StopRequest()
     interrupt.clear_stop()
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield stop
+        # no handler of ours (another thread, or SIGINT ignored/handled by the caller); a stop requested through
+        # interrupt.request_stop() is still the loop's and ends with it
+        try:
+            yield stop
+        finally:
+            interrupt.clear_stop()
         return
 
     def handler(signum, frame):
