@@ -132,6 +132,10 @@ _C.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = False  # mask head trained on predic
 _C.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False  # federated loss (unsupported)
 _C.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False  # sigmoid classification loss (unsupported)
 
+_C.MODEL.ROI_BOX_CASCADE_HEAD = CN()  # CascadeROIHeads: one entry per stage
+_C.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)  # foreground IoU threshold of each stage
+_C.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))  # per stage
+
 _C.MODEL.ROI_MASK_HEAD = CN()
 _C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"  # name in ROI_MASK_HEAD_REGISTRY
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # ROIAlign output size

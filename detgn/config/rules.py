@@ -149,6 +149,8 @@ RULES: Dict[str, Rule] = {
     "MODEL.ROI_BOX_HEAD.NUM_CONV": ge(0),
     "MODEL.ROI_BOX_HEAD.CONV_DIM": ge(1),
     "MODEL.ROI_BOX_HEAD.NORM": one_of(*NORMS),
+    "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": seq(between(0.0, 1.0)),
+    "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": seq_of_seq(gt(0)),
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": ge(1),
     "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": ge(0),
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": one_of("ROIAlignV2", "ROIAlign"),
@@ -239,6 +241,17 @@ RELATIONS: List[Tuple[str, Callable]] = [
                     and list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) == sorted(c.MODEL.ROI_HEADS.IOU_THRESHOLDS), "MODEL.ROI_HEADS.IOU_LABELS",
                     list(c.MODEL.ROI_HEADS.IOU_LABELS), f"one more label than MODEL.ROI_HEADS.IOU_THRESHOLDS "
                     f"{list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS)} (increasing)")),
+    ("Cascade: one set of 4 box-regression weights per stage",
+     lambda c: _rel(len(c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS) == len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)
+                    and all(len(w) == 4 for w in c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS),
+                    "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS,
+                    f"{len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)} lists (wx, wy, ww, wh), one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS")),
+    ("Cascade heads regress boxes class-agnostically, stage 0 with the ROI heads' threshold",
+     lambda c: _rel(c.MODEL.ROI_HEADS.NAME != "CascadeROIHeads" or (
+         c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG and c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == c.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]),
+         "MODEL.ROI_HEADS.NAME", c.MODEL.ROI_HEADS.NAME,
+         "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
+         "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]")),
     ("PIXEL_STD has as many entries as PIXEL_MEAN",
      lambda c: _rel(len(c.MODEL.PIXEL_STD) == len(c.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD", list(c.MODEL.PIXEL_STD),
                     f"{len(c.MODEL.PIXEL_MEAN)} values, as MODEL.PIXEL_MEAN")),

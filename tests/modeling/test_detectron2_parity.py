@@ -21,6 +21,7 @@ from detgn.structures import Boxes, pairwise_iou
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity")
+CASCADE_FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity_cascade")
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +36,14 @@ def image(reference):
     return torch.from_numpy(img.transpose(2, 0, 1).copy()).float()
 
 
-def _model(reference, memory_format):
+def _model(reference, memory_format, config=os.path.join("GN", "mask_rcnn_R_50_FPN_3x_gn.yaml")):
     sys.path.insert(0, FIXTURE)
     try:
         from make_weights import make_weights
     finally:
         sys.path.remove(FIXTURE)
     cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    cfg.merge_from_file(os.path.join(REPO, "configs", config))
     cfg.merge_from_list(reference["config"])
     cfg.MODEL.MEMORY_FORMAT = memory_format
     model = build_model(cfg).eval()
@@ -76,7 +77,21 @@ def _pasted_probability(raw, j, height, width):
 
 
 def test_detectron2_parity(reference, image):
-    model = _model(reference, "contiguous")
+    _check_parity(_model(reference, "contiguous"), reference, image)
+
+
+def test_detectron2_parity_cascade(image):
+    """Cascade Mask R-CNN (3 GN box stages, class-agnostic regression, mean of the stages' scores) against
+    detectron2's outputs on the same image (tests/data/detectron2_parity_cascade, same rules)."""
+    reference = torch.load(os.path.join(CASCADE_FIXTURE, "outputs.pth"), weights_only=True)
+    assert reference["image_sha256"] == hashlib.sha256(cv2.imread(os.path.join(FIXTURE, "image.png")).tobytes()).hexdigest()
+    model = _model(reference, "contiguous", os.path.join("Misc", "cascade_mask_rcnn_R_50_FPN_3x_gn.yaml"))
+    keys = [line.split("\t")[0] for line in open(os.path.join(CASCADE_FIXTURE, "keys.txt")) if not line.startswith("#")]
+    assert sorted(keys) == sorted(k for k in model.state_dict() if k not in ("pixel_mean", "pixel_std"))  # detectron2's 259 keys
+    _check_parity(model, reference, image)
+
+
+def _check_parity(model, reference, image):
     with torch.no_grad():
         images = model.preprocess_image([{"image": image}])
         features = model.backbone(images.tensor)

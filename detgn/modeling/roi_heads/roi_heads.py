@@ -139,23 +139,37 @@ class StandardROIHeads(ROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg)
+        ret.update(cls._init_box_head(cfg, input_shape))
+        if cfg.MODEL.MASK_ON:
+            ret.update(cls._init_mask_head(cfg, input_shape))
+        return ret
+
+    @staticmethod
+    def _pooled_input(cfg, input_shape: Dict[str, ShapeSpec]):
+        """-> (IN_FEATURES, their scales 1/stride, their common channel count)."""
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         scales = [1.0 / input_shape[k].stride for k in in_features]
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
             raise ValueError("ROI heads need the same channel count on all IN_FEATURES")
-        c = channels.pop()
+        return in_features, scales, channels.pop()
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+        in_features, scales, c = cls._pooled_input(cfg, input_shape)
         bh = cfg.MODEL.ROI_BOX_HEAD
         box_pooler = ROIPooler(bh.POOLER_RESOLUTION, scales, bh.POOLER_SAMPLING_RATIO, bh.POOLER_TYPE)
         box_head = build_box_head(cfg, ShapeSpec(channels=c, height=bh.POOLER_RESOLUTION, width=bh.POOLER_RESOLUTION))
-        ret.update(box_in_features=in_features, box_pooler=box_pooler, box_head=box_head,
-                   box_predictor=FastRCNNOutputLayers(cfg, box_head.output_shape))
-        if cfg.MODEL.MASK_ON:
-            mh = cfg.MODEL.ROI_MASK_HEAD
-            ret.update(mask_in_features=in_features,
-                       mask_pooler=ROIPooler(mh.POOLER_RESOLUTION, scales, mh.POOLER_SAMPLING_RATIO, mh.POOLER_TYPE),
-                       mask_head=build_mask_head(cfg, ShapeSpec(channels=c, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION)))
-        return ret
+        return dict(box_in_features=in_features, box_pooler=box_pooler, box_head=box_head,
+                    box_predictor=FastRCNNOutputLayers(cfg, box_head.output_shape))
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+        in_features, scales, c = cls._pooled_input(cfg, input_shape)
+        mh = cfg.MODEL.ROI_MASK_HEAD
+        return dict(mask_in_features=in_features,
+                    mask_pooler=ROIPooler(mh.POOLER_RESOLUTION, scales, mh.POOLER_SAMPLING_RATIO, mh.POOLER_TYPE),
+                    mask_head=build_mask_head(cfg, ShapeSpec(channels=c, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION)))
 
     def forward(self, images: ImageList, features: Dict[str, torch.Tensor], proposals: List[Instances],
                 targets: Optional[List[Instances]] = None):
