@@ -60,9 +60,9 @@ _C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # stride on the first 1x1 (MSRA) instead 
 _C.MODEL.RESNETS.RES5_DILATION = 1  # dilation of res5 (1 or 2)
 _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # output channels of res2 (64 for R18/R34)
 _C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64  # output channels of the stem
-_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # deformable convs (not supported)
-_C.MODEL.RESNETS.DEFORM_MODULATED = False  # modulated deformable convs (not supported)
-_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1  # deformable conv groups (not supported)
+_C.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, False, False, False]  # deformable 3x3 in res2..res5 (R50+)
+_C.MODEL.RESNETS.DEFORM_MODULATED = False  # modulated deformable convs (DCNv2: a learned mask per tap)
+_C.MODEL.RESNETS.DEFORM_NUM_GROUPS = 1  # offset groups of the deformable convs
 
 _C.MODEL.FPN = CN()
 _C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone features fed to the FPN

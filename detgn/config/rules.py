@@ -129,6 +129,8 @@ RULES: Dict[str, Rule] = {
     "MODEL.RPN.POST_NMS_TOPK_TEST": ge(1),
     "MODEL.RPN.NMS_THRESH": between(0.0, 1.0),
     "MODEL.RPN.CONV_DIMS": seq(int_or_minus1()),
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": seq(Rule(lambda v: isinstance(v, bool), "True or False"), 4, 4),
+    "MODEL.RESNETS.DEFORM_NUM_GROUPS": ge(1),
     "MODEL.ROI_HEADS.NUM_CLASSES": ge(1),
     "MODEL.ROI_HEADS.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6")),
     "MODEL.ROI_HEADS.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
@@ -252,6 +254,16 @@ RELATIONS: List[Tuple[str, Callable]] = [
          "MODEL.ROI_HEADS.NAME", c.MODEL.ROI_HEADS.NAME,
          "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
          "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]")),
+    ("deformable-conv options only with deformable stages",
+     lambda c: _rel(any(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE) or (not c.MODEL.RESNETS.DEFORM_MODULATED
+                                                                  and c.MODEL.RESNETS.DEFORM_NUM_GROUPS == 1),
+                    "MODEL.RESNETS.DEFORM_ON_PER_STAGE", list(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE),
+                    "True for at least one stage when MODEL.RESNETS.DEFORM_MODULATED or DEFORM_NUM_GROUPS is set")),
+    ("deformable groups divide every deformable stage's bottleneck channels",
+     lambda c: _rel(all(c.MODEL.RESNETS.NUM_GROUPS * c.MODEL.RESNETS.WIDTH_PER_GROUP * 2 ** i % c.MODEL.RESNETS.DEFORM_NUM_GROUPS == 0
+                        for i, on in enumerate(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE) if on),
+                    "MODEL.RESNETS.DEFORM_NUM_GROUPS", c.MODEL.RESNETS.DEFORM_NUM_GROUPS,
+                    "a divisor of the bottleneck channels (NUM_GROUPS x WIDTH_PER_GROUP x 2^stage) of every deformable stage")),
     ("PIXEL_STD has as many entries as PIXEL_MEAN",
      lambda c: _rel(len(c.MODEL.PIXEL_STD) == len(c.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD", list(c.MODEL.PIXEL_STD),
                     f"{len(c.MODEL.PIXEL_MEAN)} values, as MODEL.PIXEL_MEAN")),

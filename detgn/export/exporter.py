@@ -111,6 +111,10 @@ def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
             shown = "'' (none)" if "" in allowed else ""
             choices = ", ".join(a for a in allowed if a) + (f" or {shown}" if shown else "")
             raise ExportError(f"{key} {value!r} cannot be exported: the exporter handles {choices}{hint}")
+    if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
+        raise ExportError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE {list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)} cannot be exported: "
+                          "torch's ONNX exporter has no conversion for torchvision's deform_conv2d and the exporter's "
+                          "traced graphs are tested without it; run the model in PyTorch (tools/train_net.py --eval-only)")
     if cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST >= 1.0 or cfg.TEST.DETECTIONS_PER_IMAGE <= 0:
         raise ExportError("MODEL.ROI_HEADS.NMS_THRESH_TEST must be < 1 and TEST.DETECTIONS_PER_IMAGE > 0 for export")
 

@@ -60,7 +60,10 @@ def compile_parts(model: nn.Module, parts: Sequence[str], mode: str = "default",
         _separate_inductor_cache()
     for name in parts:
         module = _part(model, name)
-        if name == "mask_head" and hasattr(module, "layers"):
+        if isinstance(module, torch.nn.ModuleList):  # Cascade: one box tower per stage
+            for stage in module:
+                stage.compile(**kwargs)
+        elif name == "mask_head" and hasattr(module, "layers"):
             # the tower only: forward() also computes the loss / pastes masks on Instances
             module.layers = torch.compile(module.layers, **kwargs)
         else:

@@ -43,30 +43,39 @@ def test_config_builds(path):
         return
     model = build_model(cfg)
     bb, heads = model.backbone, model.roi_heads
+    cascade = cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+    box_heads = list(heads.box_head) if cascade else [heads.box_head]
+    predictors = list(heads.box_predictor) if cascade else [heads.box_predictor]
+    assert len(box_heads) == len(predictors) == (len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) if cascade else 1)
     fpn_parts = [m for name, m in bb.named_children() if name != "bottom_up"]
     freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
     trained_stages = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) > freeze_at]
     if freeze_at > 0 and cfg.MODEL.RESNETS.NORM != "GN":  # frozen stages: BN-type norms become FrozenBN (GN stays GN)
         frozen = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) <= freeze_at]
         assert _norm_types(frozen) <= {FrozenBatchNorm2d}
-    for modules, key in ((trained_stages, "RESNETS"), (fpn_parts, "FPN"), ([heads.box_head], "ROI_BOX_HEAD"),
+    for modules, key in ((trained_stages, "RESNETS"), (fpn_parts, "FPN"), (box_heads, "ROI_BOX_HEAD"),
                          ([heads.mask_head] if cfg.MODEL.MASK_ON else [], "ROI_MASK_HEAD")):
         if not modules:
             continue
         expected = _EXPECTED[cfg.MODEL[key].NORM]
         assert _norm_types(modules) == ({expected} if expected else set()), f"{key}.NORM {cfg.MODEL[key].NORM!r}"
     ws = cfg.MODEL.WEIGHT_STANDARDIZATION
-    for modules, flag in (([bb.bottom_up], ws.BACKBONE), (fpn_parts, ws.FPN), ([heads.box_head], ws.BOX_HEAD)):
+    for modules, flag in (([bb.bottom_up], ws.BACKBONE), (fpn_parts, ws.FPN), (box_heads, ws.BOX_HEAD)):
         convs = [m for mod in modules for m in mod.modules() if hasattr(m, "weight_standardization")]
         assert all(c.weight_standardization == flag for c in convs)  # the 2fc box head has no conv
     for name, p in bb.bottom_up.named_parameters():
         stage = 1 if name.startswith("stem.") else int(name[3])  # "resK.*"
         assert p.requires_grad == (stage > freeze_at), f"{name} with FREEZE_AT {freeze_at}"
     k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    assert heads.box_predictor.cls_score.out_features == k + 1
-    box_convs = [m for m in heads.box_head.modules() if isinstance(m, torch.nn.Conv2d)]
-    box_fcs = [m for m in heads.box_head.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(box_convs) == cfg.MODEL.ROI_BOX_HEAD.NUM_CONV and len(box_fcs) == cfg.MODEL.ROI_BOX_HEAD.NUM_FC
+    for box_head, predictor in zip(box_heads, predictors):
+        assert predictor.cls_score.out_features == k + 1
+        assert predictor.bbox_pred.out_features == 4 * (1 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG else k)
+        box_convs = [m for m in box_head.modules() if isinstance(m, torch.nn.Conv2d)]
+        box_fcs = [m for m in box_head.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(box_convs) == cfg.MODEL.ROI_BOX_HEAD.NUM_CONV and len(box_fcs) == cfg.MODEL.ROI_BOX_HEAD.NUM_FC
+    deform = [m for m in bb.bottom_up.modules() if type(m).__name__ == "DeformBottleneckBlock"]
+    assert {int(n[3]) for n, m in bb.bottom_up.named_modules() if m in deform} == {
+        i + 2 for i, on in enumerate(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) if on}
     if cfg.MODEL.MASK_ON:
         assert heads.mask_head.predictor.out_channels == (1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else k)
     if "scratch" in os.path.basename(path):

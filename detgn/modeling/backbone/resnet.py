@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detgn.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm, norm_from_cfg
+from detgn.layers import Conv2d, DeformConv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm, norm_from_cfg
 from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
 
-__all__ = ["BasicStem", "BottleneckBlock", "BasicBlock", "ResNet", "build_resnet_backbone"]
+__all__ = ["BasicStem", "BottleneckBlock", "DeformBottleneckBlock", "BasicBlock", "ResNet", "build_resnet_backbone"]
 
 
 class CNNBlockBase(nn.Module):
@@ -92,6 +92,45 @@ class BottleneckBlock(CNNBlockBase):
         return F.relu_(out + shortcut)
 
 
+class DeformBottleneckBlock(BottleneckBlock):
+    """BottleneckBlock whose 3x3 is a deformable convolution (detectron2's DeformBottleneckBlock, same keys).
+
+    `conv2_offset` (a plain 3x3 conv with bias, zero-initialised, so training starts from the regular
+    grid) predicts 18 G offset channels, or 27 G with `deform_modulated`: then its output is split in
+    three equal chunks along channels, the first two concatenated are the offsets and the sigmoid of the
+    third is the mask (detectron2's layout, which its checkpoints were trained with). G = deform_num_groups.
+    """
+
+    def __init__(self, in_channels, out_channels, *, bottleneck_channels, stride=1, num_groups=1, norm="FrozenBN",
+                 stride_in_1x1=False, dilation=1, ws=False, deform_modulated=False, deform_num_groups=1):
+        super().__init__(in_channels, out_channels, bottleneck_channels=bottleneck_channels, stride=stride, num_groups=num_groups,
+                         norm=norm, stride_in_1x1=stride_in_1x1, dilation=dilation, ws=ws)
+        self.deform_modulated = deform_modulated
+        s3x3 = 1 if stride_in_1x1 else stride
+        conv3 = self.conv3
+        del self.conv2, self.conv3  # re-added below in detectron2's order: conv1, conv2_offset, conv2, conv3
+        self.conv2_offset = Conv2d(bottleneck_channels, (27 if deform_modulated else 18) * deform_num_groups, kernel_size=3,
+                                   stride=s3x3, padding=dilation, dilation=dilation)
+        self.conv2 = DeformConv2d(bottleneck_channels, bottleneck_channels, 3, stride=s3x3, padding=dilation, bias=False,
+                                  groups=num_groups, dilation=dilation, deformable_groups=deform_num_groups,
+                                  norm=get_norm(norm, bottleneck_channels), weight_standardization=ws)
+        self.conv3 = conv3
+        c2_msra_fill(self.conv2)
+        nn.init.constant_(self.conv2_offset.weight, 0)
+        nn.init.constant_(self.conv2_offset.bias, 0)
+
+    def forward(self, x):
+        out = F.relu_(self.conv1(x))
+        if self.deform_modulated:
+            dy_dx_a, dy_dx_b, mask = torch.chunk(self.conv2_offset(out), 3, dim=1)
+            out = self.conv2(out, torch.cat((dy_dx_a, dy_dx_b), dim=1), mask.sigmoid())
+        else:
+            out = self.conv2(out, self.conv2_offset(out))
+        out = self.conv3(F.relu_(out))
+        shortcut = self.shortcut(x) if self.shortcut is not None else x
+        return F.relu_(out + shortcut)
+
+
 class ResNet(Backbone):
     """Stem + stages; returns the stages named in `out_features` ("stem", "res2".."res5")."""
 
@@ -165,8 +204,11 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     depth = r.DEPTH
     if depth not in _DEPTHS:
         raise ConfigValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {depth}")
-    if any(r.DEFORM_ON_PER_STAGE):
-        raise NotImplementedError("Deformable convolutions (MODEL.RESNETS.DEFORM_ON_PER_STAGE) are not supported by detgn")
+    if len(r.DEFORM_ON_PER_STAGE) != 4:
+        raise ConfigValueError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 booleans (res2..res5), got {list(r.DEFORM_ON_PER_STAGE)}")
+    if any(r.DEFORM_ON_PER_STAGE) and depth < 50:
+        raise ConfigValueError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions replace the bottleneck 3x3, "
+                               f"ResNet-{depth} has none (use DEPTH 50, 101 or 152)")
     if r.RES5_DILATION not in (1, 2):
         raise ConfigValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=norm, ws=ws)
@@ -186,6 +228,9 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         if depth >= 50:
             kwargs.update(bottleneck_channels=bottleneck_channels, stride_in_1x1=r.STRIDE_IN_1X1, dilation=dilation, num_groups=r.NUM_GROUPS)
             block = BottleneckBlock
+            if r.DEFORM_ON_PER_STAGE[idx]:
+                kwargs.update(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)
+                block = DeformBottleneckBlock
         else:
             block = BasicBlock
         stages.append(ResNet.make_stage(block, n, **kwargs))
