@@ -4,7 +4,8 @@
     python tools/convert_weights.py IN OUT --config-file CFG [--to detgn|torchvision] [--allow-partial] [KEY VALUE ...]
 
 IN: Detectron (Caffe2) .pkl (ImageNet GN/BN ResNets or detection models), detectron2 .pkl/.pth,
-torchvision/timm ResNet state dicts, or a detgn checkpoint; a path, URL or catalog:// alias.
+torchvision/timm ResNet state dicts, mmdetection 2.x/3.x Mask/Faster R-CNN .pth (--from mmdet to insist),
+or a detgn checkpoint; a path, URL or catalog:// alias.
 The model of --config-file (required: the network the file holds, e.g.
 configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml for a ResNet-50 GN) decides the target names; OUT holds
 {"model": state_dict} with the tensors that matched; with --to torchvision, a plain state dict of the
@@ -55,6 +56,9 @@ def main(argv=None):
                     help="write the matching tensors even when the file does not fit the model (see above)")
     ap.add_argument("--to", choices=["detgn", "torchvision"], default="detgn",
                     help="names of OUT: detgn's {'model': ...} checkpoint, or a torchvision ResNet state dict (backbone and fc only)")
+    ap.add_argument("--from", dest="source_format", choices=["auto", "detgn", "detectron2", "caffe2", "torchvision", "mmdet"],
+                    default="auto", help="format of IN; auto (default) recognises it from the keys. mmdet: an mmdetection "
+                    "2.x/3.x detector (refused if its keys are not mmdetection's)")
     ap.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
     args = ap.parse_intermixed_args(argv)  # IN OUT, options and KEY VALUE pairs in any order
     import torch
@@ -74,6 +78,7 @@ def main(argv=None):
     try:
         model = build_model(cfg)
         ck = DetectionCheckpointer(model, save_to_disk=False)
+        ck.weights_format = None if args.source_format == "auto" else args.source_format
         ck.load(args.input, checkpointables=[])
     except UserInputError as e:  # missing, unreadable, unsafe or mismatched weights
         print(f"error: {e}", file=sys.stderr)
@@ -87,6 +92,10 @@ def main(argv=None):
         return 2
     sd = model.state_dict()
     out = {"model": {k: sd[k] for k in report["matched"]}, "converted_by": "detgn convert_weights", "source_format": report["format"]}
+    from detgn.checkpoint.detection_checkpoint import ws_convention_of
+
+    if ws_convention_of(model):  # e.g. "mmcv" after mmdetection GN+WS weights: kept when the .pth is loaded again
+        out["ws_convention"] = ws_convention_of(model)
     note = ""
     if args.to == "torchvision":
         from detgn.checkpoint.formats import detgn_names_to_torchvision

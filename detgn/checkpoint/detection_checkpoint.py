@@ -21,7 +21,7 @@ from .formats import convert_to_detgn, load_any_file
 from .paths import resolve_weights_path
 from .resume import ResumeError, find_resumable
 
-__all__ = ["DetectionCheckpointer", "get_rng_state", "set_rng_state", "WeightsLoadError"]
+__all__ = ["DetectionCheckpointer", "get_rng_state", "set_rng_state", "WeightsLoadError", "ws_convention_of"]
 
 
 class WeightsLoadError(UserInputError, RuntimeError):
@@ -67,12 +67,16 @@ class DetectionCheckpointer(Checkpointer):
         is_main = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=is_main if save_to_disk is None else save_to_disk, **checkpointables)
         self.last_report: Optional[Dict[str, List]] = None
+        self.weights_format: Optional[str] = None  # None: recognised from the content; else one of formats.FORMATS
 
     # ------------------------------------------------------------------ save
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
+        convention = ws_convention_of(self.model)
+        if convention:  # the weight-standardisation formula the weights were trained with (Conv2d docstring)
+            data["ws_convention"] = convention
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
@@ -106,7 +110,7 @@ class DetectionCheckpointer(Checkpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         obj = load_any_file(filename)
-        converted = convert_to_detgn(obj, self.model.state_dict(), source=filename)
+        converted = convert_to_detgn(obj, self.model.state_dict(), source=filename, fmt=self.weights_format)
         self.logger.info("Weights %s: detected format '%s'", filename, converted["format"])
         return converted
 
@@ -118,7 +122,10 @@ class DetectionCheckpointer(Checkpointer):
             raise WeightsLoadError(
                 f"None of the {len(matched_candidates)} tensors in the weights file match the model's {len(model_keys)} "
                 f"parameters (format '{fmt}'); check MODEL.WEIGHTS and that the config describes the same architecture")
+        file_convention = "mmcv" if fmt == "mmdet" else checkpoint.pop("ws_convention", None)
         incompatible = super()._load_model(checkpoint)
+        if file_convention:
+            self._adopt_ws_convention(file_convention, fmt)
         skipped = {k for k, _, _ in incompatible.incorrect_shapes}
         matched = sorted((matched_candidates & model_keys) - skipped)
         missing = [k for k in incompatible.missing_keys if k not in skipped]
@@ -132,6 +139,35 @@ class DetectionCheckpointer(Checkpointer):
         self.logger.info(format_load_report(self.last_report))
         # reported above in detgn's format; an empty result keeps fvcore from logging it a second time
         return IncompatibleKeys(missing_keys=[], unexpected_keys=[], incorrect_shapes=[])
+
+
+    def _adopt_ws_convention(self, convention: str, fmt: str) -> None:
+        """Weight-standardised convs left on "auto" take the convention the file's weights were trained with;
+        an explicit MODEL.WEIGHT_STANDARDIZATION.CONVENTION that differs is kept, with a warning."""
+        from detgn.layers import Conv2d
+
+        convs = [m for m in self.model.modules() if isinstance(m, Conv2d) and m.weight_standardization]
+        auto = [m for m in convs if m.ws_auto]
+        for m in auto:
+            m.ws_convention = convention
+        if auto:
+            self.logger.info("Weight standardisation: %d convs use the '%s' formula of these %s weights "
+                             "(MODEL.WEIGHT_STANDARDIZATION.CONVENTION auto)", len(auto), convention, fmt)
+        other = {m.ws_convention for m in convs if not m.ws_auto} - {convention}
+        if other:
+            self.logger.warning("These %s weights were trained with the '%s' weight-standardisation formula but "
+                                "MODEL.WEIGHT_STANDARDIZATION.CONVENTION is '%s': outputs will differ slightly (set it to "
+                                "auto or %s)", fmt, convention, other.pop(), convention)
+
+
+def ws_convention_of(model) -> Optional[str]:
+    """The convention of the model's weight-standardised convs (None without any)."""
+    from detgn.layers import Conv2d
+
+    found = {m.ws_convention for m in model.modules() if isinstance(m, Conv2d) and m.weight_standardization}
+    if len(found) > 1:
+        raise ValueError(f"a model mixes weight-standardisation conventions {sorted(found)}")
+    return found.pop() if found else None
 
 
 class IncompatibleKeys(NamedTuple):

@@ -6,6 +6,9 @@ Formats:
   caffe2      Detectron pickles, {"blobs": {...}} or flat: conv1_w, res2_0_branch2a_gn_s, fpn_*,
               rpn_*, head_conv*, fc6, cls_score, bbox_pred, _[mask]_fcn* / _mask_fcn* (GN), conv5_mask, mask_fcn_logits
   torchvision torchvision / timm ResNet state dicts: conv1.weight, bn1.*, layerX.Y.convZ/bnZ, downsample.0/1
+              (also mmdetection's ImageNet ResNets with GN: gn1.*, layerX.Y.gnZ.*)
+  mmdet       mmdetection 2.x / 3.x detectors {"meta", "state_dict"}: backbone.layerX, neck.*, rpn_head.*, roi_head.*
+              (mmdet_names.py)
 """
 import logging
 import pickle
@@ -17,6 +20,8 @@ import numpy as np
 import torch
 
 from detgn.utils.errors import UserInputError
+
+from .mmdet_names import looks_mmdet, mmdet_names_to_detgn
 
 __all__ = ["UnsafePickleError", "WeightsFormatError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn",
            "detgn_names_to_torchvision"]
@@ -152,6 +157,8 @@ def detect_format(obj: Any) -> str:
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         return detect_format(obj["state_dict"])
     keys = list(obj.keys())
+    if looks_mmdet(keys):
+        return "mmdet"
     if _looks_caffe2(keys):
         return "caffe2"
     if _looks_torchvision(keys):
@@ -272,6 +279,9 @@ _TV_NAME_PAIRS = [
     ("layer{L}.{B}.bn{Z}.{leaf}", "res{S}.{B}.conv{Z}.norm.{leaf}"),
     ("layer{L}.{B}.downsample.0.weight", "res{S}.{B}.shortcut.weight"),
     ("layer{L}.{B}.downsample.1.{leaf}", "res{S}.{B}.shortcut.norm.{leaf}"),
+    # mmdetection / mmcv ImageNet ResNets with GN name their norms gnZ (read only; written back as bnZ)
+    ("gn1.{leaf}", "stem.conv1.norm.{leaf}"),
+    ("layer{L}.{B}.gn{Z}.{leaf}", "res{S}.{B}.conv{Z}.norm.{leaf}"),
 ]
 _FIELDS = {"L": r"\d", "S": r"\d", "B": r"\d+", "Z": r"\d", "leaf": r"weight|bias|running_mean|running_var"}
 
@@ -323,9 +333,22 @@ def detgn_names_to_torchvision(sd: Dict[str, Any], backbone_prefix: str = "backb
     return out
 
 
-def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source: str = "") -> Dict[str, Any]:
-    """-> {"model": detgn-named tensors, "format": name, ...other checkpoint entries (detgn format)}."""
-    fmt = detect_format(obj)
+FORMATS = ("detgn", "detectron2", "caffe2", "torchvision", "mmdet")
+
+
+def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source: str = "",
+                     fmt: Optional[str] = None) -> Dict[str, Any]:
+    """-> {"model": detgn-named tensors, "format": name, ...other checkpoint entries (detgn format)}.
+    `fmt` (one of FORMATS) overrides the format recognised from the content."""
+    detected = detect_format(obj)
+    if fmt is not None and fmt not in FORMATS:
+        raise WeightsFormatError(f"unknown weights format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt == "mmdet" and detected != "mmdet":
+        sd = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
+        raise WeightsFormatError(f"{source or 'the weights file'} is not an mmdetection detector (no backbone.layer1.* with "
+                                 f"neck.* / rpn_head.* / roi_head.* keys; first keys: {', '.join(list(sd)[:3])}); "
+                                 f"its content looks like '{detected}'")
+    fmt = fmt or detected
     prefix = _model_prefix(model_state_dict.keys(), "stem.conv1.weight") or ""
     if fmt == "detgn":
         out = dict(obj)
@@ -339,6 +362,12 @@ def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source
     elif fmt == "caffe2":
         blobs = obj.get("blobs", obj.get("model", obj))
         out = {"model": _tensorize(c2_names_to_detgn(blobs, prefix))}
+    elif fmt == "mmdet":
+        sd = obj.get("state_dict", obj)
+        out = {"model": _tensorize(mmdet_names_to_detgn(sd, prefix, obj.get("meta") if "state_dict" in obj else None))}
+        logger.info("mmdetection weights: its GN configs expect BGR input with PIXEL_MEAN [103.53, 116.28, 123.675] and "
+                    "PIXEL_STD [1, 1, 1], its GN+WS and BN configs RGB with [123.675, 116.28, 103.53] / [58.395, 57.12, "
+                    "57.375]; see configs/mmdet/ and docs/weights.md")
     else:
         sd = obj.get("state_dict", obj)
         out = {"model": _tensorize(torchvision_names_to_detgn(sd, prefix))}

@@ -49,6 +49,7 @@ _C.MODEL.WEIGHT_STANDARDIZATION.BACKBONE = False  # weight-standardised convs in
 _C.MODEL.WEIGHT_STANDARDIZATION.FPN = False  # weight-standardised convs in the FPN
 _C.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD = False  # weight-standardised convs in the box head
 _C.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD = False  # weight-standardised convs in the mask head
+_C.MODEL.WEIGHT_STANDARDIZATION.CONVENTION = "auto"  # "timm" (biased var, eps inside), "mmcv" (unbiased std + eps), "auto"
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50, 101 or 152

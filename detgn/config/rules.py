@@ -112,7 +112,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq_of_seq(gt(0)),
     "MODEL.ANCHOR_GENERATOR.OFFSET": between(0.0, 1.0, hi_open=True),
     "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": ge(0, integer=False),
-    "MODEL.RPN.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6")),
+    "MODEL.RPN.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6", "res2", "res3", "res4", "res5")),
     "MODEL.RPN.BOUNDARY_THRESH": Rule(lambda v: _int(v) and v >= -1, "-1 (keep all anchors) or an integer >= 0"),
     "MODEL.RPN.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
     "MODEL.RPN.IOU_LABELS": seq(one_of(-1, 0, 1), 2),
@@ -129,10 +129,11 @@ RULES: Dict[str, Rule] = {
     "MODEL.RPN.POST_NMS_TOPK_TEST": ge(1),
     "MODEL.RPN.NMS_THRESH": between(0.0, 1.0),
     "MODEL.RPN.CONV_DIMS": seq(int_or_minus1()),
+    "MODEL.WEIGHT_STANDARDIZATION.CONVENTION": one_of("auto", "timm", "mmcv"),
     "MODEL.RESNETS.DEFORM_ON_PER_STAGE": seq(Rule(lambda v: isinstance(v, bool), "True or False"), 4, 4),
     "MODEL.RESNETS.DEFORM_NUM_GROUPS": ge(1),
     "MODEL.ROI_HEADS.NUM_CLASSES": ge(1),
-    "MODEL.ROI_HEADS.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6")),
+    "MODEL.ROI_HEADS.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6", "res2", "res3", "res4", "res5")),
     "MODEL.ROI_HEADS.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
     "MODEL.ROI_HEADS.IOU_LABELS": seq(one_of(-1, 0, 1), 2),
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": ge(1),
@@ -254,6 +255,11 @@ RELATIONS: List[Tuple[str, Callable]] = [
          "MODEL.ROI_HEADS.NAME", c.MODEL.ROI_HEADS.NAME,
          "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
          "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]")),
+    ("a weight-standardisation convention only with weight-standardised convs",
+     lambda c: _rel(c.MODEL.WEIGHT_STANDARDIZATION.CONVENTION == "auto" or any(
+         c.MODEL.WEIGHT_STANDARDIZATION[p] for p in ("BACKBONE", "FPN", "BOX_HEAD", "MASK_HEAD")),
+         "MODEL.WEIGHT_STANDARDIZATION.CONVENTION", c.MODEL.WEIGHT_STANDARDIZATION.CONVENTION,
+         "'auto' unless MODEL.WEIGHT_STANDARDIZATION.BACKBONE, FPN, BOX_HEAD or MASK_HEAD is True")),
     ("deformable-conv options only with deformable stages",
      lambda c: _rel(any(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE) or (not c.MODEL.RESNETS.DEFORM_MODULATED
                                                                   and c.MODEL.RESNETS.DEFORM_NUM_GROUPS == 1),

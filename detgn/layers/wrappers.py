@@ -1,11 +1,11 @@
 """Conv2d with optional norm and activation, weight standardisation, and init helpers."""
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Conv2d", "c2_msra_fill", "c2_xavier_fill", "cat"]
+__all__ = ["Conv2d", "WS_CONVENTIONS", "ws_setting", "c2_msra_fill", "c2_xavier_fill", "cat"]
 
 
 def is_relu(fn: Optional[Callable]) -> bool:
@@ -13,21 +13,37 @@ def is_relu(fn: Optional[Callable]) -> bool:
     return fn in (F.relu, F.relu_, torch.relu, torch.relu_) or isinstance(fn, nn.ReLU)
 
 
+WS_CONVENTIONS = ("auto", "timm", "mmcv")
+
+
+def ws_setting(enabled: bool, convention: str = "auto"):
+    """The `weight_standardization` argument of Conv2d for a config part: False, or the convention name
+    (MODEL.WEIGHT_STANDARDIZATION.<PART> and .CONVENTION)."""
+    return convention if enabled else False
+
+
 class Conv2d(nn.Conv2d):
     """nn.Conv2d that applies `norm` then `activation`, and optionally standardises its weight.
 
-    Accepts empty (0-sized) batches. With `weight_standardization=True` the kernel of each
-    output channel is normalised to zero mean and unit variance before the convolution
-    (Qiao et al., 2019; used with GN as "GN+WS"). Parameter names are unchanged
-    (`weight`, `bias`, `norm.*`), so checkpoints stay compatible.
+    Accepts empty (0-sized) batches. With `weight_standardization` set, the kernel of each output
+    channel is normalised to zero mean and unit spread before the convolution (Qiao et al., 2019; used
+    with GN as "GN+WS"), in one of two conventions that differ by ~1e-4 relative on a 3x3x256 kernel:
+      "timm" (or True): (w - mean) / sqrt(biased variance + 1e-5)
+      "mmcv":           (w - mean) / (unbiased standard deviation + 1e-5)   (mmcv's conv_ws_2d, JHU's WS code)
+      "auto":           "timm" until weights trained with mmcv's are loaded (DetectionCheckpointer switches it)
+    Parameter names are unchanged (`weight`, `bias`, `norm.*`), so checkpoints stay compatible.
     """
 
     def __init__(self, *args, norm: Optional[nn.Module] = None, activation: Optional[Callable] = None,
-                 weight_standardization: bool = False, **kwargs):
+                 weight_standardization: Union[bool, str] = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.norm = norm
         self.activation = activation
-        self.weight_standardization = weight_standardization
+        if weight_standardization not in (False, True) + WS_CONVENTIONS:
+            raise ValueError(f"weight_standardization must be a bool or one of {WS_CONVENTIONS}, got {weight_standardization!r}")
+        self.weight_standardization = bool(weight_standardization)
+        self.ws_auto = weight_standardization == "auto"
+        self.ws_convention = "mmcv" if weight_standardization == "mmcv" else "timm"
 
     def _weight(self):
         w = self.weight
@@ -35,6 +51,8 @@ class Conv2d(nn.Conv2d):
             return w
         flat = w.flatten(1)
         mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+        if self.ws_convention == "mmcv":
+            return (w - mean) / (flat.std(dim=1, unbiased=True).view(-1, 1, 1, 1) + 1e-5)
         var = flat.var(dim=1, unbiased=False).view(-1, 1, 1, 1)
         return (w - mean) / torch.sqrt(var + 1e-5)
 
@@ -53,7 +71,7 @@ class Conv2d(nn.Conv2d):
 
     def extra_repr(self):
         s = super().extra_repr()
-        return s + (", weight_standardization=True" if self.weight_standardization else "")
+        return s + (f", weight_standardization={self.ws_convention}{' (auto)' if self.ws_auto else ''}" if self.weight_standardization else "")
 
 
 def c2_msra_fill(module: nn.Module) -> None:

@@ -42,11 +42,17 @@ def test_config_builds(path):
         assert all(p.requires_grad for p in model.parameters()) and model.fc.out_features == 10
         return
     model = build_model(cfg)
-    bb, heads = model.backbone, model.roi_heads
+    heads = model.roi_heads
+    c4 = cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeads"  # ResNet backbone without FPN; res5 is the box head
+    bb = model.backbone if not c4 else torch.nn.Module()
+    if c4:
+        bb.bottom_up = model.backbone
+        assert cfg.MODEL.BACKBONE.NAME == "build_resnet_backbone" and list(model.backbone.output_shape()) == ["res4"]
+        assert _norm_types([heads.res5]) == {_EXPECTED[cfg.MODEL.RESNETS.NORM]}
     cascade = cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
-    box_heads = list(heads.box_head) if cascade else [heads.box_head]
+    box_heads = list(heads.box_head) if cascade else [] if c4 else [heads.box_head]
     predictors = list(heads.box_predictor) if cascade else [heads.box_predictor]
-    assert len(box_heads) == len(predictors) == (len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) if cascade else 1)
+    assert len(predictors) == (len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) if cascade else 1)
     fpn_parts = [m for name, m in bb.named_children() if name != "bottom_up"]
     freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
     trained_stages = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) > freeze_at]
@@ -67,9 +73,10 @@ def test_config_builds(path):
         stage = 1 if name.startswith("stem.") else int(name[3])  # "resK.*"
         assert p.requires_grad == (stage > freeze_at), f"{name} with FREEZE_AT {freeze_at}"
     k = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    for box_head, predictor in zip(box_heads, predictors):
+    for predictor in predictors:
         assert predictor.cls_score.out_features == k + 1
         assert predictor.bbox_pred.out_features == 4 * (1 if cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG else k)
+    for box_head in box_heads:
         box_convs = [m for m in box_head.modules() if isinstance(m, torch.nn.Conv2d)]
         box_fcs = [m for m in box_head.modules() if isinstance(m, torch.nn.Linear)]
         assert len(box_convs) == cfg.MODEL.ROI_BOX_HEAD.NUM_CONV and len(box_fcs) == cfg.MODEL.ROI_BOX_HEAD.NUM_FC

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detgn.layers import Conv2d, ShapeSpec, c2_xavier_fill, get_norm, norm_from_cfg
+from detgn.layers import Conv2d, ShapeSpec, c2_xavier_fill, get_norm, norm_from_cfg, ws_setting
 from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
@@ -107,5 +107,5 @@ def build_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         norm=norm_from_cfg(cfg.MODEL.FPN.NORM, cfg),
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-        ws=cfg.MODEL.WEIGHT_STANDARDIZATION.FPN,
+        ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.FPN, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
     )

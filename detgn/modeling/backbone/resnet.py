@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detgn.layers import Conv2d, DeformConv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm, norm_from_cfg
+from detgn.layers import Conv2d, DeformConv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm, norm_from_cfg, ws_setting
 from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
@@ -200,7 +200,7 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNet/ResNeXt from MODEL.RESNETS.* (depth, groups, width, norm, stride placement)."""
     r = cfg.MODEL.RESNETS
     norm = norm_from_cfg(r.NORM, cfg)
-    ws = cfg.MODEL.WEIGHT_STANDARDIZATION.BACKBONE
+    ws = ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BACKBONE, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION)
     depth = r.DEPTH
     if depth not in _DEPTHS:
         raise ConfigValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {depth}")

@@ -9,7 +9,7 @@ from fvcore.common.registry import Registry
 from torch import nn
 
 from detgn.config import configurable
-from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill, get_norm, norm_from_cfg
+from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill, get_norm, norm_from_cfg, ws_setting
 
 __all__ = ["FastRCNNConvFCHead", "ROI_BOX_HEAD_REGISTRY", "build_box_head"]
 
@@ -56,7 +56,7 @@ class FastRCNNConvFCHead(nn.Sequential):
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.ROI_BOX_HEAD
         return dict(input_shape=input_shape, conv_dims=[h.CONV_DIM] * h.NUM_CONV, fc_dims=[h.FC_DIM] * h.NUM_FC,
-                    conv_norm=norm_from_cfg(h.NORM, cfg), ws=cfg.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD)
+                    conv_norm=norm_from_cfg(h.NORM, cfg), ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION))
 
     def forward(self, x):
         for layer in self:

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from detgn.config import configurable
-from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, cat, get_norm, norm_from_cfg
+from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, cat, get_norm, norm_from_cfg, ws_setting
 from detgn.layers.tracing import split_per_image
 from detgn.structures import Instances
 
@@ -104,7 +104,7 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         return dict(input_shape=input_shape,
                     num_classes=1 if h.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES,
                     conv_dims=[h.CONV_DIM] * (h.NUM_CONV + 1), conv_norm=norm_from_cfg(h.NORM, cfg),
-                    ws=cfg.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD)
+                    ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION))
 
     def layers(self, x):
         for layer in self:
