@@ -38,10 +38,21 @@ def _args(crops, out, *extra):
             "DATALOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1", "OUTPUT_DIR", str(out), *extra]
 
 
-def _run(args, *, killer=None, timeout=600):
-    """train_classifier.py in a subprocess; `killer` = N makes the process SIGKILL itself right after the
+def _side_by_side(runs, timeout=600):
+    """Independent train_classifier.py runs [(args, killer)] at the same time (most of each is start-up);
+    -> their CompletedProcess results, in order."""
+    procs = [subprocess.Popen(_command(args, killer), cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args, killer in runs]
+    out = []
+    for p, (args, _) in zip(procs, runs):
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(args, p.returncode, stdout, stderr))
+    return out
+
+
+def _command(args, killer):
+    """train_classifier.py's command line; `killer` = N makes the process SIGKILL itself right after the
     checkpoint of iteration N is on disk (a deterministic point, unlike a timer)."""
-    env = dict(os.environ, OMP_NUM_THREADS="2")
     if killer is None:
         cmd = [sys.executable, TOOL] + args
     else:
@@ -54,7 +65,7 @@ def _run(args, *, killer=None, timeout=600):
                 "t.ClassifierTrainer.build_hooks = lambda self, tr: old(self, tr) + [Kill()]\n"
                 "sys.exit(t.cli())\n")
         cmd = [sys.executable, "-c", code]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return cmd
 
 
 def _rows(path):
@@ -64,7 +75,7 @@ def _rows(path):
 @pytest.mark.slow  # three short training subprocesses
 def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_path, crops):
     full, part = tmp_path / "full", tmp_path / "part"
-    r = _run(_args(crops, full))
+    r, killed = _side_by_side([(_args(crops, full), None), (_args(crops, part), 1)])
     assert r.returncode == 0, r.stderr[-3000:]
     log = open(full / "log.txt").read()
     assert "Schedule: 1 epochs of" in log and "Learning rate: SOLVER.BASE_LR 0.4 per 256 images x 16 images per iteration = 0.025" in log
@@ -76,10 +87,12 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     assert "classification/top5" not in final  # 2 classes: top-5 is not reported
     assert (full / "accuracy.png").exists() and (full / "losses.png").exists()
 
-    r = _run(_args(crops, part), killer=1)
-    assert r.returncode == -9, r.stderr[-2000:]
+    assert killed.returncode == -9, killed.stderr[-2000:]
     assert (part / "model_0000001.pth").exists() and not (part / "model_final.pth").exists()
-    r = _run(["--resume"] + _args(crops, part))
+    # the resumed run and a two-process evaluation of the full run's weights, side by side
+    r, r_eval = _side_by_side([(["--resume"] + _args(crops, part), None),
+                               (["--eval-only", "--num-gpus", "2"] + _args(crops, tmp_path / "eval2", "MODEL.WEIGHTS",
+                                                                            str(full / "model_final.pth")), None)])
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(full / "model_final.pth", weights_only=True)["model"]
     b = torch.load(part / "model_final.pth", weights_only=True)["model"]
@@ -88,8 +101,7 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     assert losses(_rows(full / "metrics.json")) == losses(_rows(part / "metrics.json"))
 
     # evaluation sharded over two processes and gathered: the same figures as the one-process run's last evaluation
-    r = _run(["--eval-only", "--num-gpus", "2"] + _args(crops, tmp_path / "eval2", "MODEL.WEIGHTS", str(full / "model_final.pth")))
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert r_eval.returncode == 0, r_eval.stderr[-3000:]
     last = lambda path: [l for l in open(path).read().splitlines() if "Evaluation on" in l][-1].split("Evaluation on ")[1]
     assert last(tmp_path / "eval2" / "log.txt") == last(full / "log.txt")
 
