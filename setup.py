@@ -5,6 +5,7 @@ setup(
     name="detgn",
     version="0.1.0",
     description="Detection and instance segmentation with Group Normalization (Mask R-CNN, FPN)",
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=("tests", "tests.*", "configs", "tools")),
     install_requires=[

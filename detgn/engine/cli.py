@@ -85,14 +85,18 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
         if check_cfg is not None:
             check_cfg(cfg)
         auto = _auto_resume(args)
-        if not args.eval_only and _hosts_global_rank0(args):
-            from .output_dir import claim_output_dir, config_differences
+        if not args.eval_only and auto:
+            # every process reads the check (OUTPUT_DIR is shared), so all of them refuse together instead of the
+            # others waiting --dist-timeout seconds for a rank 0 that has exited
+            from .output_dir import config_differences
 
-            if auto:
-                differ = config_differences(cfg.OUTPUT_DIR, cfg)
-                if differ:
-                    raise OutputDirError(f"--auto-resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); "
-                                         "continue it with --resume (this config's values win), or choose a new OUTPUT_DIR")
+            differ = config_differences(cfg.OUTPUT_DIR, cfg)
+            if differ:
+                raise OutputDirError(f"--auto-resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); "
+                                     "continue it with --resume (this config's values win), or choose a new OUTPUT_DIR")
+        if not args.eval_only and _hosts_global_rank0(args):
+            from .output_dir import claim_output_dir
+
             moved = claim_output_dir(cfg.OUTPUT_DIR, resume=args.resume, overwrite=args.overwrite)
             if moved:
                 print(f"--overwrite: the previous run in {cfg.OUTPUT_DIR} was moved to {moved}", file=sys.stderr)

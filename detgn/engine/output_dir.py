@@ -167,6 +167,11 @@ def _flatten(node, prefix=""):
     return out
 
 
+def _as_lists(value):
+    """Tuples and lists compare equal at any depth (config.yaml writes the tuples of a config as lists)."""
+    return [_as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def config_differences(output_dir: str, cfg, limit: int = 3) -> Optional[str]:
     """How `cfg` differs from the config of the run in `output_dir` (its config.yaml), as 'KEY there -> here'
     items; None when they are equal, or when the folder has no config.yaml (nothing to compare with)."""
@@ -181,8 +186,7 @@ def config_differences(output_dir: str, cfg, limit: int = 3) -> Optional[str]:
     except Exception as e:  # noqa: BLE001 - a broken or foreign file is reported as a difference
         return f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     there, here = _flatten(saved), _flatten(cfg)
-    keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k) and not (
-        isinstance(there.get(k), (list, tuple)) and isinstance(here.get(k), (list, tuple)) and list(there[k]) == list(here[k])))
+    keys = sorted(k for k in set(there) | set(here) if _as_lists(there.get(k)) != _as_lists(here.get(k)))
     if not keys:
         return None
     shown = "; ".join(f"{k} {there.get(k, '(absent)')!r} there, {here.get(k, '(absent)')!r} here" for k in keys[:limit])

@@ -88,6 +88,14 @@ def test_config_differences_names_the_keys(tmp_path):
     other.SOLVER.STEPS = (7,)
     d = config_differences(str(tmp_path), other)
     assert "SOLVER.BASE_LR" in d and "0.5" in d and "SOLVER.STEPS" in d
+    # tuples of tuples (Cascade's per-stage BBOX_REG_WEIGHTS) come back from config.yaml as lists: still the same run
+    nested = cfg.clone()
+    nested.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0))
+    nested.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6)
+    (tmp_path / "config.yaml").write_text(nested.dump())
+    assert config_differences(str(tmp_path), nested) is None
+    nested.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 11.0))
+    assert "BBOX_REG_WEIGHTS" in config_differences(str(tmp_path), nested)
 
 
 @pytest.fixture
@@ -120,6 +128,9 @@ def test_auto_resume_continues_the_same_config_and_refuses_another(monkeypatch, 
     assert train_net.cli(base + ["--auto-resume", "SOLVER.BASE_LR", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "holds a run of another config" in err and "SOLVER.BASE_LR" in err and "--resume" in err
+    # a machine other than rank 0's refuses the same way (instead of waiting --dist-timeout for a rank 0 that exited)
+    assert train_net.cli(base + ["--auto-resume", "--num-machines", "2", "--machine-rank", "1", "SOLVER.BASE_LR", "0.5"]) == 2
+    assert "holds a run of another config" in capsys.readouterr().err
     assert train_net.cli(base + ["--auto-resume", "--overwrite"]) == 2 and "contradict" in capsys.readouterr().err
     assert train_net.cli(base + ["--auto-resume", "--eval-only"]) == 2 and "--eval-only" in capsys.readouterr().err
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued job runs the first start's command line
