@@ -3,9 +3,6 @@ module code) loads with 0 missing / 0 unused keys and values in the right places
 wrongly are refused in one line; the mmcv weight-standardisation formula equals mmcv's conv_ws_2d and is
 chosen automatically for mmdetection weights, and kept through detgn checkpoints."""
 import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -148,18 +145,19 @@ def test_mmdet_imagenet_gn_backbone_names_load_through_the_resnet_reader():
     assert torch.equal(model.state_dict()["backbone.bottom_up.res2.0.conv1.norm.weight"], obj["layer1.0.gn1.weight"])
 
 
-def test_convert_weights_from_mmdet_writes_the_convention_and_refuses_other_files(tmp_path):
+def test_convert_weights_from_mmdet_writes_the_convention_and_refuses_other_files(tmp_path, capsys, monkeypatch):
     src = tmp_path / "mmdet.pth"
     torch.save(_mmdet_checkpoint(_layout("faster_rcnn_r50_fpn_gn_ws_all")), src)
-    tool = os.path.join(REPO, "tools", "convert_weights.py")
+    monkeypatch.syspath_prepend(os.path.join(REPO, "tools"))
+    from convert_weights import main  # the tool's own entry point, in this process
+
     common = ["--config-file", GN_WS, "MODEL.MASK_ON", "False", "MODEL.WEIGHT_STANDARDIZATION.CONVENTION", "auto"]
-    r = subprocess.run([sys.executable, tool, str(src), str(tmp_path / "out.pth"), "--from", "mmdet"] + common,
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert main([str(src), str(tmp_path / "out.pth"), "--from", "mmdet"] + common) == 0, capsys.readouterr().err[-2000:]
     out = torch.load(tmp_path / "out.pth", weights_only=True)
     assert out["source_format"] == "mmdet" and out["ws_convention"] == "mmcv"
+    capsys.readouterr()
     torch.save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(64, 3, 7, 7)}}, tmp_path / "detgn.pth")
-    r = subprocess.run([sys.executable, tool, str(tmp_path / "detgn.pth"), str(tmp_path / "x.pth"), "--from", "mmdet"] + common,
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert r.returncode == 2 and "is not an mmdetection detector" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert main([str(tmp_path / "detgn.pth"), str(tmp_path / "x.pth"), "--from", "mmdet"] + common) == 2
+    err = capsys.readouterr().err
+    assert "is not an mmdetection detector" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "x.pth").exists()

@@ -51,18 +51,18 @@ def test_two_processes_average_gradients(tmp_path):
     torch.save({"model": init}, tmp_path / "init.pth")
     env = {"DETGN_DATASETS": str(data_root)}
     common = ["--config-file", QUICK, "MODEL.WEIGHTS", str(tmp_path / "init.pth")] + SMALL_MODEL + ARGS
-    # the 1-process and 2-process runs side by side (independent output folders; half of each run is Python start-up)
+    # three independent jobs side by side (own output folders; most of each run is Python start-up): 1 process,
+    # 1 machine x 2 processes, and 2 machines x 1 process (two launches on 127.0.0.1, --machine-rank 0 and 1) that
+    # also evaluates the 12 validation images: 6 per process, gathered and scored once, on global rank 0
     runs = [popen_train_net(extra + common + ["OUTPUT_DIR", str(tmp_path / out)], env=env, capture=True)
             for extra, out in (([], "one"), (["--num-gpus", "2"], "two"))]
-    for r in runs:
-        _, err = r.communicate(timeout=600)
-        assert r.returncode == 0, err[-3000:]
-    # the same job as 2 machines x 1 process (two launches on 127.0.0.1, --machine-rank 0 and 1)
     port = str(find_free_port())
-    # ... evaluating the 12 validation images: 6 per process, gathered and scored once, on global rank 0
     machines = [popen_train_net(["--num-machines", "2", "--machine-rank", str(r), "--dist-url", f"tcp://127.0.0.1:{port}"] + common
                                 + ["OUTPUT_DIR", str(tmp_path / f"machines{r}"), "DATASETS.TEST", "('nuclei_mini_val',)"], env=env,
                                 capture=True) for r in (0, 1)]
+    for r in runs:
+        _, err = r.communicate(timeout=600)
+        assert r.returncode == 0, err[-3000:]
     outs = [m.communicate(timeout=600) for m in machines]
     assert [m.returncode for m in machines] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
     a = torch.load(tmp_path / "one" / "model_final.pth", weights_only=True)["model"]
