@@ -17,7 +17,7 @@ RECIPES = ["GN/detectron_mask_rcnn_R_50_FPN_2x_gn.yaml", "GN/detectron_mask_rcnn
            "GN/mask_rcnn_R_101_FPN_3x_gn.yaml", "GN/scratch_mask_rcnn_R_101_FPN_3x_gn.yaml", "GN/mask_rcnn_R_50_C4_1x_gn.yaml",
            "Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn.yaml", "Misc/cascade_mask_rcnn_R_50_FPN_3x_gn.yaml",
            "Misc/cascade_mask_rcnn_X_152_32x8d_FPN_IN5k_gn_dconv.yaml", "mmdet/mask_rcnn_R_50_FPN_2x_gn.yaml",
-           "mmdet/mask_rcnn_R_50_FPN_2x_gn_ws.yaml"]
+           "mmdet/mask_rcnn_R_50_FPN_2x_gn_ws.yaml", "nuclei_quickstart_cascade.yaml"]
 
 
 def _input(h=96, w=128):
