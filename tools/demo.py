@@ -143,7 +143,7 @@ def main(argv=None):
     from detgn.engine import setup_cfg_or_exit
     from detgn.data.detection_utils import ImageReadError, read_image
     from detgn.evaluation.coco_evaluation import instances_to_coco_json
-    from detgn.utils.prediction_pictures import draw_prediction
+    from detgn.engine.prediction_pictures import draw_prediction
 
     cfg = setup_cfg_or_exit(args)
     if not cfg.MODEL.WEIGHTS and not args.random_weights:

@@ -54,7 +54,7 @@ def after_training(cfg, trainer):
         log.info("Skipping plots (%s)", e)
     n = cfg.TEST.VIS_PERIOD_IMAGES
     if n > 0 and cfg.DATASETS.TEST:
-        from detgn.utils.prediction_pictures import write_prediction_pictures
+        from detgn.engine.prediction_pictures import write_prediction_pictures
 
         paths = write_prediction_pictures(cfg, trainer.model, cfg.DATASETS.TEST[0], n, os.path.join(cfg.OUTPUT_DIR, "predictions"))
         log.info("Prediction pictures: %s", ", ".join(paths))

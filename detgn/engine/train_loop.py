@@ -238,8 +238,8 @@ class SimpleTrainer(TrainerBase):
     def _record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
         names = tuple(loss_dict)
         values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
-        roi = getattr(_unwrap(self.model).roi_heads, "_last_sampling_stats", None) if hasattr(_unwrap(self.model), "roi_heads") else None
-        if roi:  # the ROI heads' sampling counts, 0-d tensors on the device (or numbers): one more row, read at the flush
+        roi = get_event_storage().pop_model_stats()
+        if roi:  # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
             roi = (tuple(roi), torch.stack([torch.as_tensor(v, dtype=torch.float32, device=values.device).reshape(()) for v in roi.values()]))
         self._pending.append((self.iter, names, values, data_time, roi))
 

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-__all__ = ["EventStorage", "get_event_storage", "JSONWriter", "CommonMetricPrinter", "TensorboardWriter"]
+__all__ = ["EventStorage", "get_event_storage", "put_model_stats", "JSONWriter", "CommonMetricPrinter", "TensorboardWriter"]
 
 _CURRENT_STORAGE_STACK: List["EventStorage"] = []
 
@@ -22,6 +22,15 @@ def get_event_storage() -> "EventStorage":
     return _CURRENT_STORAGE_STACK[-1]
 
 
+def put_model_stats(**values) -> None:
+    """Statistics a model computes in its training forward (e.g. the ROI heads' foreground / background counts):
+    0-d tensors on the device, or numbers. They wait in the current storage until the trainer records the step
+    (`EventStorage.pop_model_stats`), which reads them with the losses, without making the step wait for the
+    device. A no-op outside a `with EventStorage()` block (inference, a model called from a script)."""
+    if _CURRENT_STORAGE_STACK:
+        _CURRENT_STORAGE_STACK[-1]._model_stats.update(values)
+
+
 class EventStorage:
     """Scalar history: name -> list of (value, iteration); `iter` is the current iteration."""
 
@@ -29,7 +38,13 @@ class EventStorage:
         self._history: Dict[str, List] = defaultdict(list)
         self._smoothing_hints: Dict[str, bool] = {}
         self._latest: Dict[str, tuple] = {}
+        self._model_stats: Dict[str, object] = {}
         self.iter = start_iter
+
+    def pop_model_stats(self) -> Dict[str, object]:
+        """The statistics put_model_stats collected since the last call (then forgotten)."""
+        stats, self._model_stats = self._model_stats, {}
+        return stats
 
     def put_scalar(self, name: str, value, smoothing_hint: bool = True) -> None:
         value = float(value.item() if isinstance(value, torch.Tensor) else value)

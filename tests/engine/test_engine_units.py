@@ -267,3 +267,31 @@ def test_resume_applies_changed_solver_values_with_a_warning(caplog):
         assert opt2.param_groups[0]["lr"] == pytest.approx(lr) and opt2.param_groups[0]["weight_decay"] == wd
         if not expect_warnings:  # nothing changed: exactly the checkpoint's state (exact resume)
             assert opt2.param_groups[0]["lr"] == state[0]["param_groups"][0]["lr"]
+
+
+def test_model_statistics_reach_the_storage_through_put_model_stats():
+    """A model reports its own training statistics (the ROI heads' sampling counts); the trainer records them with
+    the losses of the same iteration; outside a training storage the call does nothing."""
+    from detgn.utils.events import put_model_stats
+
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            put_model_stats(**{"toy/count": torch.tensor(float(self.calls))})
+            return {"loss_toy": self.lin(x).pow(2).mean()}
+
+    def loader():
+        while True:
+            yield torch.ones(2, 3)
+
+    model = Counting()
+    model(torch.ones(1, 3))  # no storage: a no-op, no error
+    trainer = SimpleTrainer(model, loader(), torch.optim.SGD(model.parameters(), lr=0.01))
+    trainer.train(0, 3)
+    assert [(v, it) for v, it in trainer.storage.history("toy/count")] == [(2.0, 0), (3.0, 1), (4.0, 2)]
+    assert trainer.storage.pop_model_stats() == {}

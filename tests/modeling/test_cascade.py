@@ -8,6 +8,7 @@ from detgn.config.rules import check_config
 from detgn.modeling import build_model
 from detgn.modeling.roi_heads.cascade_rcnn import _ScaleGradient
 from detgn.utils.errors import ConfigValueError
+from detgn.utils.events import EventStorage
 
 from .util import make_inputs, small_gn_cfg
 
@@ -32,7 +33,9 @@ def test_training_step_gives_each_stage_its_losses_and_counts():
     assert model.roi_heads.box_predictor[0].bbox_pred.out_features == 4  # class-agnostic
     assert [p.box2box_transform.weights for p in model.roi_heads.box_predictor] == [
         (10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)]
-    losses = model([make_inputs(), make_inputs(seed=1)])
+    with EventStorage() as storage:
+        losses = model([make_inputs(), make_inputs(seed=1)])
+        stats = storage.pop_model_stats()
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_mask"} | {
         f"{n}_stage{k}" for n in ("loss_cls", "loss_box_reg") for k in range(3)}
     assert all(torch.isfinite(v) for v in losses.values())
@@ -40,7 +43,6 @@ def test_training_step_gives_each_stage_its_losses_and_counts():
     for k in range(3):
         assert model.roi_heads.box_head[k].fc1.weight.grad.abs().sum() > 0
         assert model.roi_heads.box_predictor[k].cls_score.weight.grad.abs().sum() > 0
-    stats = model.roi_heads._last_sampling_stats
     assert {"roi_head/num_fg_samples", "stage1/roi_head/num_fg_samples", "stage2/roi_head/num_bg_samples"} <= set(stats)
     for k in (1, 2):  # stage k labels every (non-empty) box of stage k - 1, i.e. at most the 64 sampled ROIs per image
         total = float(stats[f"stage{k}/roi_head/num_fg_samples"]) + float(stats[f"stage{k}/roi_head/num_bg_samples"])

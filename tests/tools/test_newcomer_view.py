@@ -234,7 +234,7 @@ def test_dense_labels_do_not_overlap_and_are_counted():
 
 
 def test_prediction_picture_has_input_gt_prediction_and_a_legend(tmp_path):
-    from detgn.utils.prediction_pictures import draw_prediction, prediction_panels
+    from detgn.engine.prediction_pictures import draw_prediction, prediction_panels
     from detgn.structures import BoxMode
 
     inst = _dense_instances(n=40)

@@ -26,6 +26,7 @@ from detgn.config import configurable
 from detgn.layers import ShapeSpec
 from detgn.structures import Boxes, ImageList, Instances, pairwise_iou
 from detgn.utils.errors import ConfigValueError
+from detgn.utils.events import put_model_stats
 
 from ..box_regression import Box2BoxTransform
 from ..matcher import Matcher
@@ -112,19 +113,17 @@ class CascadeROIHeads(StandardROIHeads):
     def _forward_box(self, features, proposals, targets=None):
         feats = [features[f] for f in self.box_in_features]
         image_sizes = [x.image_size for x in proposals]
-        stats = dict(self._last_sampling_stats) if self.training else {}
         outputs = []  # (predictions, proposals) of each stage
         prev_boxes = None
         for k in range(self.num_cascade_stages):
             if k > 0:
                 proposals = self._proposals_from_boxes(prev_boxes, image_sizes)
                 if self.training:
-                    proposals = self._match_and_label_boxes(proposals, k, targets, stats)
+                    proposals = self._match_and_label_boxes(proposals, k, targets)
             predictions = self._run_stage(feats, proposals, k)
             prev_boxes = self.box_predictor[k].predict_boxes(predictions, proposals)
             outputs.append((predictions, proposals))
         if self.training:
-            self._last_sampling_stats = stats
             losses = {}
             for k, (predictions, props) in enumerate(outputs):
                 losses.update({f"{name}_stage{k}": v for name, v in self.box_predictor[k].losses(predictions, props).items()})
@@ -158,8 +157,7 @@ class CascadeROIHeads(StandardROIHeads):
         return out
 
     @torch.no_grad()
-    def _match_and_label_boxes(self, proposals: List[Instances], stage: int, targets: List[Instances],
-                               stats: Dict[str, torch.Tensor]) -> List[Instances]:
+    def _match_and_label_boxes(self, proposals: List[Instances], stage: int, targets: List[Instances]) -> List[Instances]:
         """Label every box with the stage's matcher: gt_classes (K when below the stage IoU), gt_boxes."""
         num_fg, num_bg = [], []
         for props, tgt in zip(proposals, targets):
@@ -175,6 +173,6 @@ class CascadeROIHeads(StandardROIHeads):
             num_fg.append((labels == 1).sum())  # stays on the device: read at the trainer's flush
             num_bg.append(labels.numel() - num_fg[-1])
         n = max(len(num_fg), 1)
-        stats[f"stage{stage}/roi_head/num_fg_samples"] = sum(num_fg) / n
-        stats[f"stage{stage}/roi_head/num_bg_samples"] = sum(num_bg) / n
+        put_model_stats(**{f"stage{stage}/roi_head/num_fg_samples": sum(num_fg) / n,
+                           f"stage{stage}/roi_head/num_bg_samples": sum(num_bg) / n})
         return proposals

@@ -11,6 +11,7 @@ from torch import nn
 from detgn.config import configurable
 from detgn.layers import ShapeSpec
 from detgn.structures import Boxes, ImageList, Instances, pairwise_iou
+from detgn.utils.events import put_model_stats
 
 from ..matcher import Matcher
 from ..poolers import ROIPooler
@@ -113,7 +114,7 @@ class ROIHeads(nn.Module):
             num_fg.append(len(gt_classes) - num_bg[-1])
             out.append(props)
         n = max(len(num_fg), 1)
-        self._last_sampling_stats = {"roi_head/num_fg_samples": sum(num_fg) / n, "roi_head/num_bg_samples": sum(num_bg) / n}
+        put_model_stats(**{"roi_head/num_fg_samples": sum(num_fg) / n, "roi_head/num_bg_samples": sum(num_bg) / n})
         return out
 
 
