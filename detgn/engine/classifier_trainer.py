@@ -77,15 +77,17 @@ class ClassifierTrainer(DefaultTrainer):
         return build_classification_train_loader(self.cfg, self.train_dicts, start_iter=self.start_iter, seed=self.data_seed)
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
-        """Top-1 (and top-5) accuracy in percent on CLASSIFIER.VAL_DIR: {"classification": {...}} on the main process."""
+    def test(cls, cfg, model, evaluator=None):
+        """Top-1 (and top-5) accuracy in percent on CLASSIFIER.VAL_DIR: {"classification": {...}} on the main process.
+        evaluator: a DatasetEvaluator over the classifier's outputs (default: ClassificationEvaluator)."""
         device_type = next(model.parameters()).device.type
         precision = resolve_inference_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device_type)
         log_precision(precision, "evaluation")
         records = load_image_folder(cfg.CLASSIFIER.VAL_DIR, "CLASSIFIER.VAL_DIR")["records"]
         loader = build_classification_test_loader(cfg, records)
         net = model.module if hasattr(model, "module") else model
-        results = inference_on_dataset(net, loader, ClassificationEvaluator(cfg.CLASSIFIER.NUM_CLASSES), amp_dtype=precision.dtype)
+        evaluator = evaluator if evaluator is not None else ClassificationEvaluator(cfg.CLASSIFIER.NUM_CLASSES)
+        results = inference_on_dataset(net, loader, evaluator, amp_dtype=precision.dtype)
         if comm.is_main_process() and results:
             r = results["classification"]
             logger.info("Evaluation on %s: top-1 %.2f%%%s on %d images", cfg.CLASSIFIER.VAL_DIR, r["top1"],

@@ -461,15 +461,23 @@ class DefaultTrainer:
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict)."""
+        """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict).
+
+        evaluators: None (cls.build_evaluator for each dataset, as detectron2), one DatasetEvaluator (with one test
+        dataset), or a list of them, one per DATASETS.TEST entry in the same order."""
+        if evaluators is not None:
+            evaluators = [evaluators] if not isinstance(evaluators, (list, tuple)) else list(evaluators)
+            if len(evaluators) != len(cfg.DATASETS.TEST):
+                raise ValueError(f"DefaultTrainer.test got {len(evaluators)} evaluator(s) for {len(cfg.DATASETS.TEST)} test "
+                                 f"dataset(s) {list(cfg.DATASETS.TEST)}: pass one per DATASETS.TEST entry")
         results = OrderedDict()
         device_type = next(model.parameters()).device.type
         precision = resolve_inference_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device_type)
         amp = precision.dtype
         log_precision(precision, "evaluation")
-        for name in cfg.DATASETS.TEST:
+        for idx, name in enumerate(cfg.DATASETS.TEST):
             loader = build_detection_test_loader(cfg, name)
-            evaluator = cls.build_evaluator(cfg, name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
             results[name] = inference_on_dataset(model.module if isinstance(model, DistributedDataParallel) else model, loader, evaluator, amp_dtype=amp)
             if comm.is_main_process():
                 logging.getLogger("detgn.trainer").info("Evaluation results for %s in csv format:", name)
