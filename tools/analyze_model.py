@@ -38,7 +38,8 @@ def _inference_graph(model):
     return InferenceGraph()
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     ap.add_argument("--tasks", nargs="+", default=["parameter"], choices=["parameter", "flop", "activation", "structure"],
@@ -48,6 +49,15 @@ def main(argv=None):
     ap.add_argument("--detections", type=int, default=None, help="boxes per image through the ROI heads (default TEST.DETECTIONS_PER_IMAGE)")
     ap.add_argument("--depth", type=int, default=3, help="module depth of the tables")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     import torch
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, flop_count_table, parameter_count_table

@@ -46,7 +46,8 @@ def fit_problems(report) -> list:
     return problems
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("input", help="weights to convert (path, URL or catalog:// alias)")
     ap.add_argument("output", help="detgn .pth to write")
@@ -60,6 +61,15 @@ def main(argv=None):
                     default="auto", help="format of IN; auto (default) recognises it from the keys. mmdet: an mmdetection "
                     "2.x/3.x detector (refused if its keys are not mmdetection's)")
     ap.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_intermixed_args(argv)  # IN OUT, options and KEY VALUE pairs in any order
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_intermixed_args(argv)  # IN OUT, options and KEY VALUE pairs in any order
     import torch
 

@@ -55,13 +55,23 @@ def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str
     return out
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gt", required=True, help="COCO instances json (ground truth)")
     ap.add_argument("--results", required=True, help="COCO results json (list of detections)")
     ap.add_argument("--type", nargs="+", default=["bbox"], choices=["bbox", "segm"], help="IoU types to evaluate")
     ap.add_argument("--backend", default="faster_coco_eval", choices=["pycocotools", "faster_coco_eval"],
                     help="COCOeval implementation (default faster_coco_eval, as TEST.EVALUATOR_BACKEND; same numbers)")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     try:
         stats = evaluate_json(args.gt, args.results, args.type, args.backend)

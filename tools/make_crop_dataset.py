@@ -14,7 +14,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", default="nuclei_mini_train", help="registered detection dataset for the train folders")
     ap.add_argument("--val", default="nuclei_mini_val", help="registered detection dataset for the val folders ('' for none)")
@@ -22,6 +23,15 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=64, help="side of the saved crops (pixels)")
     ap.add_argument("--per-image", type=int, default=10, help="object crops per image (and as many background crops)")
     ap.add_argument("--seed", type=int, default=0, help="which objects and background places are picked")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     from detgn.data import DatasetCatalog, MetadataCatalog
     from detgn.data.datasets.crops import write_crop_folders

@@ -150,7 +150,8 @@ def write_plot(results: List[Dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default=os.path.join("output", "norm_study"), help="folder of the study (resumable)")
     ap.add_argument("--norms", nargs="+", default=["BN", "GN"], choices=["BN", "GN"], help="per-worker norms to compare")
@@ -161,6 +162,15 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads per cell, split among its processes")
     ap.add_argument("--quick", action="store_true", help="tiny model, images and budget (--images-seen 8): checks the machinery")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.quick and args.images_seen == ap.get_default("images_seen"):
         args.images_seen = 8

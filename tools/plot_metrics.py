@@ -15,11 +15,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detgn.utils.plot_metrics import plot_metrics  # noqa: E402
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("output_dir", help="a training output folder (holds metrics.json)")
     ap.add_argument("--log-scale", choices=["auto", "on", "off"], default="auto", help="log y-axis for the losses")
     ap.add_argument("--window", type=int, default=20, help="iterations of the running median over the losses")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.window < 1:
         print("error: --window must be at least 1", file=sys.stderr)

@@ -75,6 +75,13 @@ def check_classifier_cfg(cfg):
                           f"{cfg.MODEL.META_ARCHITECTURE}; start from configs/ImageNet/*.yaml")
 
 
+def parse_args(argv=None):
+    """The arguments as cli() parses them (tests/test_documented_commands.py reads documented command lines with it)."""
+    from detgn.engine.defaults import default_argument_parser, parse_with_overrides
+
+    return parse_with_overrides(default_argument_parser(), argv)
+
+
 def cli(argv=None):
     return run_training_cli(main, argv, tool="tools/train_classifier.py", check_cfg=check_classifier_cfg, launch_fn=launch,
                             description="Train detgn's ResNet backbone as an image classifier (GN ImageNet pretraining).")

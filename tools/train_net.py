@@ -70,6 +70,13 @@ def check_detection_cfg(cfg):
         raise ConfigError("CLASSIFIER.* keys are read by tools/train_classifier.py only; remove them from this detection config")
 
 
+def parse_args(argv=None):
+    """The arguments as cli() parses them (tests/test_documented_commands.py reads documented command lines with it)."""
+    from detgn.engine.defaults import default_argument_parser, parse_with_overrides
+
+    return parse_with_overrides(default_argument_parser(), argv)
+
+
 def cli(argv=None):
     return run_training_cli(main, argv, tool="tools/train_net.py", check_cfg=check_detection_cfg, launch_fn=launch)
 

@@ -13,13 +13,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def main(argv=None):
-    from detgn.engine import setup_cfg_or_exit
-    from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
-    from detgn.structures import BitMasks, PolygonMasks
-    from detgn.utils.visualizer import draw_instances
-    import cv2
-
+def build_parser() -> argparse.ArgumentParser:
+    """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", default="", metavar="FILE", help="config file (its INPUT.* decide the augmentations)")
     ap.add_argument("--dataset", default=None, help="registered dataset name (default: the first of DATASETS.TRAIN)")
@@ -29,6 +24,21 @@ def main(argv=None):
                     help="raw annotations, or after the training augmentations")
     ap.add_argument("--seed", type=int, default=0, help="augmentation seed")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
+    return ap
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None):
+    from detgn.engine import setup_cfg_or_exit
+    from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detgn.structures import BitMasks, PolygonMasks
+    from detgn.utils.visualizer import draw_instances
+    import cv2
+
+    ap = build_parser()
     args = ap.parse_args(argv)
     cfg = setup_cfg_or_exit(args)
     cfg.MODEL.MASK_ON = True
