@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript",
-                "submitit>=1.5"],
+                "submitit>=1.5", "ruff>=0.6"],
         # tools/submit.py: SLURM jobs that requeue themselves (and its local executor)
         "slurm": ["submitit>=1.5"],
         # python3 quickstart.py demo: training curves as PNG (the demo installs only this extra; `test` installs dev)

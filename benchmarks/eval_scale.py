@@ -98,7 +98,7 @@ def main(argv=None):
         print(json.dumps(rows[-1]), flush=True)
     if len(rows) == 2:
         diff = max(abs(a - b) for t in ("bbox", "segm") for a, b in zip(rows[0]["stats"][t], rows[1]["stats"][t]))
-        print(f"\n| backend | bbox + segm seconds | peak RSS MB | bbox AP | segm AP |\n|---|---|---|---|---|")
+        print("\n| backend | bbox + segm seconds | peak RSS MB | bbox AP | segm AP |\n|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['backend']} | {r['seconds']} | {r['peak_rss_mb']} | {r['stats']['bbox'][0] * 100:.4f} | {r['stats']['segm'][0] * 100:.4f} |")
         print(f"\nlargest difference of the 24 summary numbers: {diff:.2e} ({'identical to 1e-6' if diff <= 1e-6 else 'NOT within 1e-6'})")

@@ -28,7 +28,7 @@ _NORM = r"(?:bn|gn)"
 _LEAF = r"(weight|bias|running_mean|running_var)"
 # (pattern on the mmdet key, detgn key template); {bp} is where the ResNet lives ("backbone.bottom_up.")
 _RULES = [
-    (rf"^backbone\.conv1\.weight$", "{bp}stem.conv1.weight"),
+    (r"^backbone\.conv1\.weight$", "{bp}stem.conv1.weight"),
     (rf"^backbone\.{_NORM}1\.{_LEAF}$", "{bp}stem.conv1.norm.{0}"),
     (r"^backbone\.layer(\d)\.(\d+)\.conv(\d)\.weight$", "{bp}res{S0}.{1}.conv{2}.weight"),
     (rf"^backbone\.layer(\d)\.(\d+)\.{_NORM}(\d)\.{_LEAF}$", "{bp}res{S0}.{1}.conv{2}.norm.{3}"),

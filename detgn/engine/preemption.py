@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import threading
-from typing import Optional, Tuple
+from typing import Optional
 
 __all__ = ["CHECKPOINT_SIGNALS", "TrainingPreempted", "checkpoint_on_signals", "requested_signal", "request_checkpoint_stop",
            "clear_checkpoint_stop", "implied_auto_resume"]

@@ -63,7 +63,7 @@ class Instances:
         return ret
 
     def __getitem__(self, item) -> "Instances":
-        if type(item) == int:
+        if type(item) is int:
             if item >= len(self) or item < -len(self):
                 raise IndexError("Instances index out of range!")
             item = slice(item, None, len(self)) if item != -1 else slice(-1, None)

@@ -97,3 +97,13 @@ def test_every_other_key_is_read_by_the_code():
             continue
         unread.append(key)
     assert not unread, f"config keys nothing reads (implement them or add them to UNSUPPORTED_KEYS): {unread}"
+
+
+def test_precomputed_proposals_are_refused_in_one_line():
+    from detgn.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME = "PrecomputedProposals"
+    with pytest.raises(UnsupportedConfigError, match="PROPOSAL_GENERATOR.NAME.*does not implement precomputed proposals"):
+        build_model(cfg)

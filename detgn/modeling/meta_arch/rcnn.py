@@ -46,8 +46,6 @@ class GeneralizedRCNN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        if cfg.MODEL.KEYPOINT_ON or cfg.MODEL.LOAD_PROPOSALS:
-            raise NotImplementedError("MODEL.KEYPOINT_ON and MODEL.LOAD_PROPOSALS are not supported by detgn")
         backbone = build_backbone(cfg)
         return dict(backbone=backbone, proposal_generator=build_proposal_generator(cfg, backbone.output_shape()),
                     roi_heads=build_roi_heads(cfg, backbone.output_shape()), pixel_mean=cfg.MODEL.PIXEL_MEAN,

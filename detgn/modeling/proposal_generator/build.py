@@ -15,6 +15,8 @@ and returns `(proposals: List[Instances] with proposal_boxes and objectness_logi
 def build_proposal_generator(cfg, input_shape):
     name = cfg.MODEL.PROPOSAL_GENERATOR.NAME
     if name == "PrecomputedProposals":
-        raise NotImplementedError("MODEL.PROPOSAL_GENERATOR.NAME PrecomputedProposals is not supported by detgn "
-                                  "(precomputed proposals); use RPN")
+        from detgn.config import UnsupportedConfigError
+
+        raise UnsupportedConfigError("MODEL.PROPOSAL_GENERATOR.NAME = 'PrecomputedProposals': detgn does not implement "
+                                     "precomputed proposals; set it back to its default 'RPN'")
     return PROPOSAL_GENERATOR_REGISTRY.get(name)(cfg, input_shape)
