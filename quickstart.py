@@ -9,6 +9,7 @@ demo takes config overrides as trailing KEY VALUE pairs, passed to tools/train_n
 A second demo into the same OUTPUT_DIR is refused (the first run's results are kept); add
 --overwrite to move the earlier run to <OUTPUT_DIR>.old-<time> and start again.
 """
+
 import os
 import subprocess
 import sys
@@ -69,7 +70,11 @@ def demo_command(overrides):
     for key, value in zip(overrides[::2], overrides[1::2]):
         if key == "OUTPUT_DIR":
             out = value
-    cmd = [PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml"] + flags + ["OUTPUT_DIR", os.path.join("output", "quickstart")]
+    cmd = (
+        [PY, "tools/train_net.py", "--config-file", "configs/nuclei_quickstart.yaml"]
+        + flags
+        + ["OUTPUT_DIR", os.path.join("output", "quickstart")]
+    )
     return cmd + list(overrides), out
 
 
@@ -91,8 +96,10 @@ def main(argv):
     rc = _run(cmd, env=env)
     minutes, seconds = divmod(int(time.time() - started), 60)
     if rc == 0:
-        print(f"\ndone in {minutes} min {seconds:02d} s (install included): metrics in {out}/metrics.json, "
-              f"plots {out}/*.png, predictions {out}/predictions/*.png")
+        print(
+            f"\ndone in {minutes} min {seconds:02d} s (install included): metrics in {out}/metrics.json, "
+            f"plots {out}/*.png, predictions {out}/predictions/*.png"
+        )
     else:
         print(f"\nfailed after {minutes} min {seconds:02d} s (exit status {rc})")
     return rc

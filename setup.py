@@ -1,4 +1,5 @@
 """detgn: Mask R-CNN with Group Normalization, detectron2-compatible."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -24,8 +25,17 @@ setup(
         "orjson",  # COCO-size annotation files parse 3-4x faster (the standard json module is the fallback)
     ],
     extras_require={
-        "dev": ["pytest>=7", "matplotlib", "tensorboard", "faster-coco-eval", "onnx>=1.15", "onnxruntime>=1.17", "onnxscript",
-                "submitit>=1.5", "ruff>=0.6"],
+        "dev": [
+            "pytest>=7",
+            "matplotlib",
+            "tensorboard",
+            "faster-coco-eval",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
+            "onnxscript",
+            "submitit>=1.5",
+            "ruff>=0.6",
+        ],
         # tools/submit.py: SLURM jobs that requeue themselves (and its local executor)
         "slurm": ["submitit>=1.5"],
         # python3 quickstart.py demo: training curves as PNG (the demo installs only this extra; `test` installs dev)

@@ -5,6 +5,7 @@
 
 Both models get the same weights and the same batches; prints median s/iter of each and b/a.
 """
+
 import argparse
 import os
 import statistics
@@ -70,7 +71,9 @@ def main(argv=None):
             if i >= args.warmup:
                 times[k].append(time.perf_counter() - t)
     ma, mb = statistics.median(times["a"]), statistics.median(times["b"])
-    print(f"cpu: {cpu_model()} ({cpu_description()}), {args.threads} threads, task {args.task}, {args.iters} interleaved iterations")
+    print(
+        f"cpu: {cpu_model()} ({cpu_description()}), {args.threads} threads, task {args.task}, {args.iters} interleaved iterations"
+    )
     print(f"a {' '.join(args.a) or '(config)'}: {ma:.4f} s/iter median ({min(times['a']):.4f}-{max(times['a']):.4f})")
     print(f"b {' '.join(args.b) or '(config)'}: {mb:.4f} s/iter median ({min(times['b']):.4f}-{max(times['b']):.4f})")
     print(f"b / a = {mb / ma:.3f}")

@@ -8,6 +8,7 @@ Train step = forward + backward + SGD step. Inference = eval forward with 100 de
     python benchmarks/compare_torchvision.py --size 512 --images 2 --iters 5 [--amp bf16] [--device cpu]
     python benchmarks/compare_torchvision.py --height 800 --width 1333 --device cuda --amp fp16
 """
+
 import argparse
 import os
 import statistics
@@ -43,13 +44,17 @@ def _sync(device):
 
 def _tv_to_device(images, targets, device):
     """torchvision's reference training loop: move images (float, 0-1) and targets to the device each step."""
-    return ([i.to(device, non_blocking=True) for i in images],
-            [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets])
+    return (
+        [i.to(device, non_blocking=True) for i in images],
+        [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets],
+    )
 
 
 def _detgn_to_device(inputs, device):
-    return [{**x, "image": x["image"].to(device), **({"instances": x["instances"].to(device)} if "instances" in x else {})}
-            for x in inputs]
+    return [
+        {**x, "image": x["image"].to(device), **({"instances": x["instances"].to(device)} if "instances" in x else {})}
+        for x in inputs
+    ]
 
 
 def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtype, dev_type, device=None):
@@ -64,7 +69,9 @@ def _make_steps(name, model, d_inputs, tv_images, tv_targets, autocast, amp_dtyp
     def train_step():
         model.train()
         with ctx():
-            losses = model(d_inputs) if name == "detgn" else model(*_tv_to_device(tv_images, tv_targets, device or dev_type))
+            losses = (
+                model(d_inputs) if name == "detgn" else model(*_tv_to_device(tv_images, tv_targets, device or dev_type))
+            )
             loss = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -129,37 +136,67 @@ def main():
     ap.add_argument("--images", type=int, default=2, help="images per batch")
     ap.add_argument("--iters", type=int, default=5, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up iterations")
-    ap.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (fp16: CUDA, with loss scaling)")
+    ap.add_argument(
+        "--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype (fp16: CUDA, with loss scaling)"
+    )
     ap.add_argument("--json", default=None, help="append the medians as a JSON line to this file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--memory-format", default="contiguous", choices=["channels_last", "contiguous"],
-                    help="detgn's MODEL.MEMORY_FORMAT (torchvision's model stays in its default NCHW)")
-    ap.add_argument("--inputs", default="host", choices=["host", "device"],
-                    help="host: every step copies its inputs to the device (both models, as in training); "
-                         "device: inputs already on the device (no copy timed)")
+    ap.add_argument(
+        "--memory-format",
+        default="contiguous",
+        choices=["channels_last", "contiguous"],
+        help="detgn's MODEL.MEMORY_FORMAT (torchvision's model stays in its default NCHW)",
+    )
+    ap.add_argument(
+        "--inputs",
+        default="host",
+        choices=["host", "device"],
+        help="host: every step copies its inputs to the device (both models, as in training); "
+        "device: inputs already on the device (no copy timed)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = False
     h, w = args.height or args.size, args.width or args.size
     res = bench(h, w, args.images, args.iters, args.warmup, args.amp, args.device, args.memory_format, args.inputs)
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu: {cpu_model()} ({cpu_description()})"
-    print(f"device={args.device} ({name}) input={h}x{w} images={args.images} amp={args.amp} threads={args.threads} "
-          f"iters={args.iters} detgn memory format={args.memory_format} inputs on {args.inputs}")
+    name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu: {cpu_model()} ({cpu_description()})"
+    )
+    print(
+        f"device={args.device} ({name}) input={h}x{w} images={args.images} amp={args.amp} threads={args.threads} "
+        f"iters={args.iters} detgn memory format={args.memory_format} inputs on {args.inputs}"
+    )
     print(f"{'task':8s} {'detgn s':>10s} {'torchvision s':>14s} {'ratio':>7s}   (median; min-max)")
     for task in ("train", "infer"):
         a, b = res[("detgn", task)], res[("torchvision", task)]
         ma, mb = statistics.median(a), statistics.median(b)
-        print(f"{task:8s} {ma:10.3f} {mb:14.3f} {ma / mb:7.3f}   detgn {min(a):.3f}-{max(a):.3f}; tv {min(b):.3f}-{max(b):.3f}")
+        print(
+            f"{task:8s} {ma:10.3f} {mb:14.3f} {ma / mb:7.3f}   detgn {min(a):.3f}-{max(a):.3f}; tv {min(b):.3f}-{max(b):.3f}"
+        )
         if args.json:
             import json
 
             with open(args.json, "a") as f:
-                f.write(json.dumps({"device": name, "input": [h, w], "images": args.images, "amp": args.amp, "task": task, "inputs": args.inputs,
-                                    "detgn_s": ma, "torchvision_s": mb, "ratio": ma / mb}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "device": name,
+                            "input": [h, w],
+                            "images": args.images,
+                            "amp": args.amp,
+                            "task": task,
+                            "inputs": args.inputs,
+                            "detgn_s": ma,
+                            "torchvision_s": mb,
+                            "ratio": ma / mb,
+                        }
+                    )
+                    + "\n"
+                )
     if args.device.startswith("cuda"):
-        print(f"peak CUDA memory (both models, this process): {torch.cuda.max_memory_allocated() / 2 ** 20:.0f} MB")
+        print(f"peak CUDA memory (both models, this process): {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ indexing, `masked_select`, `unique`, NMS, ...), grouped by the first detgn sourc
 cannot see device-to-host copies (everything is on the host) and counts what CUDA's debug mode would count for
 those operators. Numbers from either mode go to docs/benchmarks.md with the mode named.
 """
+
 import argparse
 import collections
 import os
@@ -32,7 +33,9 @@ def main():
     p.add_argument("--amp", choices=("none", "bf16"), default="none")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    p.add_argument("--config-file", default=None, help="count this config's model instead of the R50-FPN GN one (synthetic inputs)")
+    p.add_argument(
+        "--config-file", default=None, help="count this config's model instead of the R50-FPN GN one (synthetic inputs)"
+    )
     a = p.parse_args()
     if a.device == "cpu":
         return count_on_cpu(a)
@@ -49,9 +52,15 @@ def main():
     batch = to_detgn_inputs(synthetic_batch(a.images, a.height, a.width))
     opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-4, momentum=0.9)
     loader = iter(lambda: batch, None)
-    trainer = SimpleTrainer(model, loader, opt) if a.amp == "none" else AMPTrainer(model, loader, opt, dtype="bfloat16", device_type="cuda")
-    trainer.start_iter, trainer.max_iter = 0, 10 ** 6
-    trainer.flush_period = 10 ** 6  # count the steps between flushes (a flush adds one all-reduce and one copy per LOG_PERIOD)
+    trainer = (
+        SimpleTrainer(model, loader, opt)
+        if a.amp == "none"
+        else AMPTrainer(model, loader, opt, dtype="bfloat16", device_type="cuda")
+    )
+    trainer.start_iter, trainer.max_iter = 0, 10**6
+    trainer.flush_period = (
+        10**6
+    )  # count the steps between flushes (a flush adds one all-reduce and one copy per LOG_PERIOD)
 
     def bare_step():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
@@ -69,7 +78,9 @@ def main():
             finally:
                 torch.cuda.set_sync_debug_mode("default")
             torch.cuda.synchronize()
-        sites = collections.Counter(f"{os.path.relpath(w.filename)}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+        sites = collections.Counter(
+            f"{os.path.relpath(w.filename)}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)
+        )
         return sum(sites.values()), sites
 
     with EventStorage(0) as trainer.storage:
@@ -83,15 +94,27 @@ def main():
                 trainer.iter = trainer.storage.iter = 10 + s
                 n, sites = count(fn)
                 totals.append(n)
-            print(f"{name}: {totals} synchronisations per step ({a.images} x {a.height}x{a.width}, amp {a.amp}); top sites:")
+            print(
+                f"{name}: {totals} synchronisations per step ({a.images} x {a.height}x{a.width}, amp {a.amp}); top sites:"
+            )
             for site, k in sites.most_common(8):
                 print(f"    {k:4d}  {site}")
 
 
 # operators whose CUDA implementation waits for the device: a scalar read, or an output sized by the data
-_SYNC_OPS = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::unique_dim",
-             "aten::unique_consecutive", "aten::equal", "aten::is_nonzero", "torchvision::nms", "aten::masked_scatter_",
-             "aten::repeat_interleave"}
+_SYNC_OPS = {
+    "aten::_local_scalar_dense",
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::_unique2",
+    "aten::unique_dim",
+    "aten::unique_consecutive",
+    "aten::equal",
+    "aten::is_nonzero",
+    "torchvision::nms",
+    "aten::masked_scatter_",
+    "aten::repeat_interleave",
+}
 
 
 def _is_bool_index(func, args):
@@ -158,8 +181,8 @@ def count_on_cpu(a):
     batch = to_detgn_inputs(synthetic_batch(a.images, a.height, a.width, num_classes=classes))
     opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-4, momentum=0.9)
     trainer = SimpleTrainer(model, iter(lambda: batch, None), opt)
-    trainer.start_iter, trainer.max_iter = 0, 10 ** 6
-    trainer.flush_period = 10 ** 6
+    trainer.start_iter, trainer.max_iter = 0, 10**6
+    trainer.flush_period = 10**6
     with EventStorage(0) as trainer.storage:
         trainer.iter = trainer.storage.iter = 1
         trainer.run_step()
@@ -172,8 +195,10 @@ def count_on_cpu(a):
         model.eval()
         with torch.no_grad(), Counter() as ci:
             model([{k: v for k, v in d.items() if k != "instances"} for d in batch])
-    print(f"cpu proxy, trainer.run_step: {totals} operators per step that synchronise on CUDA "
-          f"({a.images} x {a.height}x{a.width}, {a.config_file or 'R50-FPN GN'}); by site (last step):")
+    print(
+        f"cpu proxy, trainer.run_step: {totals} operators per step that synchronise on CUDA "
+        f"({a.images} x {a.height}x{a.width}, {a.config_file or 'R50-FPN GN'}); by site (last step):"
+    )
     for site, k in c.sites.most_common(25):
         print(f"    {k:4d}  {site}")
     print(f"cpu proxy, inference of the batch: {sum(ci.sites.values())}; by site:")

@@ -17,6 +17,7 @@ checks that images exist), then runs each measurement in a fresh process:
   buffer + offsets), the same measurements.
 Prints one JSON line per measurement and a table.
 """
+
 import argparse
 import json
 import os
@@ -40,15 +41,18 @@ def generate(out: str, num_images: int, seed: int = 0, lvis: bool = False) -> st
     folder = os.path.join(out, "images", "train2017") if lvis else os.path.join(out, "images")
     os.makedirs(folder, exist_ok=True)
     num_cats = 1203 if lvis else 80
-    weights = [1.0 / (c ** 1.1) for c in range(1, num_cats + 1)] if lvis else None  # long tail
+    weights = [1.0 / (c**1.1) for c in range(1, num_cats + 1)] if lvis else None  # long tail
     aid = 1
     for i in range(1, num_images + 1):
         h, w = rng.choice([(480, 640), (640, 480), (427, 640), (640, 427), (375, 500)])
         name = f"{i:012d}.jpg"
         img = {"id": i, "height": h, "width": w, "license": 1, "date_captured": ""}
         if lvis:
-            img.update(coco_url=f"http://images.cocodataset.org/train2017/{name}", neg_category_ids=[rng.randint(1, num_cats)],
-                       not_exhaustive_category_ids=[])
+            img.update(
+                coco_url=f"http://images.cocodataset.org/train2017/{name}",
+                neg_category_ids=[rng.randint(1, num_cats)],
+                not_exhaustive_category_ids=[],
+            )
         else:
             img.update(file_name=name, coco_url="")
         images.append(img)
@@ -61,8 +65,14 @@ def generate(out: str, num_images: int, seed: int = 0, lvis: bool = False) -> st
                 k = rng.randint(4, 20)
                 polys.append([round(v, 2) for j in range(k) for v in (x + rng.uniform(0, bw), y + rng.uniform(0, bh))])
             cat = rng.choices(range(1, num_cats + 1), weights)[0] if lvis else rng.randint(1, 80)
-            ann = {"id": aid, "image_id": i, "category_id": cat, "area": round(bw * bh * 0.6, 2),
-                   "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)], "segmentation": polys}
+            ann = {
+                "id": aid,
+                "image_id": i,
+                "category_id": cat,
+                "area": round(bw * bh * 0.6, 2),
+                "bbox": [round(x, 2), round(y, 2), round(bw, 2), round(bh, 2)],
+                "segmentation": polys,
+            }
             if not lvis:
                 ann["iscrowd"] = 0
             anns.append(ann)
@@ -149,8 +159,14 @@ print(json.dumps(result))
 
 
 def run_child(mode: str, json_file: str, root: str, workers: int, env: dict, kind: str = "coco") -> dict:
-    r = subprocess.run([sys.executable, "-c", _CHILD, mode, json_file, root, str(workers), kind], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=3600)
+    r = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, json_file, root, str(workers), kind],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if r.returncode != 0:
         raise SystemExit(r.stderr[-3000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -162,9 +178,13 @@ def main(argv=None):
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of train2017's 118,287 images")
     ap.add_argument("--lvis", action="store_true", help="an LVIS v1-size file instead (100,170 images at --scale 1)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers that read every record once")
-    ap.add_argument("--detectron2", default=None, metavar="DIR",
-                    help="a detectron2 checkout (imported from there; its load_coco_json and DatasetFromList are pure Python): "
-                         "measured side by side instead of the pickled-buffer reference")
+    ap.add_argument(
+        "--detectron2",
+        default=None,
+        metavar="DIR",
+        help="a detectron2 checkout (imported from there; its load_coco_json and DatasetFromList are pure Python): "
+        "measured side by side instead of the pickled-buffer reference",
+    )
     args = ap.parse_args(argv)
     sys.path.insert(0, REPO)
     from detgn.engine.precision import cpu_description, cpu_model
@@ -173,31 +193,56 @@ def main(argv=None):
     t = time.perf_counter()
     json_file = generate(args.out, n, lvis=args.lvis)
     kind = "lvis" if args.lvis else "coco"
-    print(f"# {n} images, {os.path.getsize(json_file) / 1e6:.0f} MB json ({time.perf_counter() - t:.0f} s to generate); "
-          f"CPU {cpu_model()} ({cpu_description()})", flush=True)
+    print(
+        f"# {n} images, {os.path.getsize(json_file) / 1e6:.0f} MB json ({time.perf_counter() - t:.0f} s to generate); "
+        f"CPU {cpu_model()} ({cpu_description()})",
+        flush=True,
+    )
     root = os.path.join(args.out, "images") + ("/" if args.lvis else "")  # LVIS: file names are train2017/<name>
     cache = os.path.join(args.out, "cache")
     env = dict(os.environ, DETGN_CACHE_DIR=cache, OMP_NUM_THREADS="1")
     if os.path.isdir(cache):
         for f in os.listdir(cache):
             os.remove(os.path.join(cache, f))
-    rows = [dict(run_child("store", json_file, root, args.workers, env, kind), mode="first (parse, validate, write cache)")]
+    rows = [
+        dict(run_child("store", json_file, root, args.workers, env, kind), mode="first (parse, validate, write cache)")
+    ]
     rows.append(dict(run_child("store", json_file, root, args.workers, env, kind), mode="cached (map the record file)"))
-    rows.append(dict(run_child("list", json_file, root, args.workers, dict(env, DETGN_RECORD_CACHE="0"), kind), mode="list of dicts (cache off)"))
+    rows.append(
+        dict(
+            run_child("list", json_file, root, args.workers, dict(env, DETGN_RECORD_CACHE="0"), kind),
+            mode="list of dicts (cache off)",
+        )
+    )
     if args.detectron2:
         d2env = dict(env, PYTHONPATH=os.path.abspath(args.detectron2) + os.pathsep + env.get("PYTHONPATH", ""))
-        rows.append(dict(run_child("detectron2", json_file, root, args.workers, d2env, kind), mode="detectron2 (its load_*_json + DatasetFromList)"))
+        rows.append(
+            dict(
+                run_child("detectron2", json_file, root, args.workers, d2env, kind),
+                mode="detectron2 (its load_*_json + DatasetFromList)",
+            )
+        )
     else:
-        rows.append(dict(run_child("pickled", json_file, root, args.workers, dict(env, DETGN_RECORD_CACHE="0"), kind),
-                         mode="pickled buffer (detectron2's DatasetFromList, reimplemented)"))
+        rows.append(
+            dict(
+                run_child("pickled", json_file, root, args.workers, dict(env, DETGN_RECORD_CACHE="0"), kind),
+                mode="pickled buffer (detectron2's DatasetFromList, reimplemented)",
+            )
+        )
     for r in rows:
         print(json.dumps(r), flush=True)
     stores = [f for f in os.listdir(cache) if f.endswith(".rec")]
-    print(f"\nrecord file: {sum(os.path.getsize(os.path.join(cache, f)) for f in stores) / 1e6:.0f} MB (mapped once per machine)")
-    print("\n| records | load CPU s | load wall s | process RSS MB | held by the records MB | worker private MB after reading all |")
+    print(
+        f"\nrecord file: {sum(os.path.getsize(os.path.join(cache, f)) for f in stores) / 1e6:.0f} MB (mapped once per machine)"
+    )
+    print(
+        "\n| records | load CPU s | load wall s | process RSS MB | held by the records MB | worker private MB after reading all |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['cpu_s']} | {r['wall_s']} | {r['rss_mb']} | {r['records_mb']} | {r.get('worker_private_mb')} |")
+        print(
+            f"| {r['mode']} | {r['cpu_s']} | {r['wall_s']} | {r['rss_mb']} | {r['records_mb']} | {r.get('worker_private_mb')} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ RLE masks of their boxes, random scores), then evaluates bbox and segm with each
 process through detgn's evaluate_predictions_on_coco, and prints wall time, peak RSS (ru_maxrss) and
 the 12 summary numbers. The backends must agree to 1e-6 (printed).
 """
+
 import argparse
 import json
 import os
@@ -39,8 +40,17 @@ def generate(out: str, num_images: int, dets: int, seed: int = 0):
             bw, bh = rng.uniform(8, min(250, w - x)), rng.uniform(8, min(250, h - y))
             cat = rng.randint(1, 80)
             poly = [x, y, x + bw, y, x + bw * 0.8, y + bh, x + bw * 0.1, y + bh * 0.9]
-            anns.append({"id": aid, "image_id": i, "category_id": cat, "iscrowd": 0, "area": bw * bh * 0.85, "bbox": [x, y, bw, bh],
-                         "segmentation": [[round(v, 2) for v in poly]]})
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": i,
+                    "category_id": cat,
+                    "iscrowd": 0,
+                    "area": bw * bh * 0.85,
+                    "bbox": [x, y, bw, bh],
+                    "segmentation": [[round(v, 2) for v in poly]],
+                }
+            )
             boxes.append((x, y, bw, bh, cat))
             aid += 1
         for k in range(dets):
@@ -53,10 +63,17 @@ def generate(out: str, num_images: int, dets: int, seed: int = 0):
                 bw, bh, cat = rng.uniform(4, 120), rng.uniform(4, 120), rng.randint(1, 80)
             m = np.zeros((h, w), np.uint8, order="F")
             x0, y0 = int(max(0, x)), int(max(0, y))
-            m[y0:int(min(h, y + bh)), x0:int(min(w, x + bw))] = 1
+            m[y0 : int(min(h, y + bh)), x0 : int(min(w, x + bw))] = 1
             rle = mu.encode(m)
-            results.append({"image_id": i, "category_id": cat, "score": round(rng.random(), 4), "bbox": [x, y, bw, bh],
-                            "segmentation": {"size": [h, w], "counts": rle["counts"].decode()}})
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": cat,
+                    "score": round(rng.random(), 4),
+                    "bbox": [x, y, bw, bh],
+                    "segmentation": {"size": [h, w], "counts": rle["counts"].decode()},
+                }
+            )
     cats = [{"id": c, "name": f"class_{c}"} for c in range(1, 81)]
     with open(gt_path, "w") as f:
         json.dump({"images": images, "annotations": anns, "categories": cats}, f)
@@ -89,8 +106,13 @@ def main(argv=None):
     print(f"# {args.images} images x {args.dets} detections; CPU {cpu_model()} ({cpu_description()})", flush=True)
     rows = []
     for backend in ("pycocotools", "faster_coco_eval"):
-        r = subprocess.run([sys.executable, "-c", _CHILD, gt, res, backend, os.path.join(REPO, "tools")], cwd=REPO,
-                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        r = subprocess.run(
+            [sys.executable, "-c", _CHILD, gt, res, backend, os.path.join(REPO, "tools")],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+        )
         if r.returncode != 0:
             print(f"{backend}: failed: {r.stderr[-1500:]}")
             continue
@@ -100,8 +122,12 @@ def main(argv=None):
         diff = max(abs(a - b) for t in ("bbox", "segm") for a, b in zip(rows[0]["stats"][t], rows[1]["stats"][t]))
         print("\n| backend | bbox + segm seconds | peak RSS MB | bbox AP | segm AP |\n|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['backend']} | {r['seconds']} | {r['peak_rss_mb']} | {r['stats']['bbox'][0] * 100:.4f} | {r['stats']['segm'][0] * 100:.4f} |")
-        print(f"\nlargest difference of the 24 summary numbers: {diff:.2e} ({'identical to 1e-6' if diff <= 1e-6 else 'NOT within 1e-6'})")
+            print(
+                f"| {r['backend']} | {r['seconds']} | {r['peak_rss_mb']} | {r['stats']['bbox'][0] * 100:.4f} | {r['stats']['segm'][0] * 100:.4f} |"
+            )
+        print(
+            f"\nlargest difference of the 24 summary numbers: {diff:.2e} ({'identical to 1e-6' if diff <= 1e-6 else 'NOT within 1e-6'})"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ max score difference, lowest mask IoU; COCO bbox / segm AP of each runtime (detg
 and s/img of each whole predictor (resize + model + boxes at the original size + mask pasting),
 fp32, the three interleaved image by image, median over images x repeats.
 """
+
 import argparse
 import os
 import statistics
@@ -45,7 +46,9 @@ def _parity_setup(out_dir):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml"))
     cfg.merge_from_list(reference["config"])
-    cfg.merge_from_list(["MODEL.WEIGHTS", path, "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "384", "DATASETS.TEST", "()"])
+    cfg.merge_from_list(
+        ["MODEL.WEIGHTS", path, "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "384", "DATASETS.TEST", "()"]
+    )
     return cfg, [("parity image.png", cv2.imread(os.path.join(FIXTURE, "image.png"), cv2.IMREAD_COLOR), None)]
 
 
@@ -86,8 +89,12 @@ def main():
     paths = {}
     for fmt in ("torchscript", "onnx"):
         t = time.perf_counter()
-        paths[fmt] = export_model(cfg, eager.model, fmt=fmt, output_dir=os.path.join(args.output, fmt), sample_image=items[0][1])["model"]
-        print(f"exported {paths[fmt]} in {time.perf_counter() - t:.1f} s ({os.path.getsize(paths[fmt]) / 2 ** 20:.1f} MB)")
+        paths[fmt] = export_model(
+            cfg, eager.model, fmt=fmt, output_dir=os.path.join(args.output, fmt), sample_image=items[0][1]
+        )["model"]
+        print(
+            f"exported {paths[fmt]} in {time.perf_counter() - t:.1f} s ({os.path.getsize(paths[fmt]) / 2**20:.1f} MB)"
+        )
     ts = TorchScriptPredictor(paths["torchscript"])
     ort = OnnxPredictor(paths["onnx"], num_threads=args.threads)
     run = {"eager": lambda im: instances_to_numpy(eager(im)["instances"]), "torchscript": ts, "onnxruntime": ort}
@@ -105,23 +112,29 @@ def main():
                 else:
                     times[r].append(dt)
 
-    print(f"\n{len(items)} image(s); CPU: {cpu_model()} ({cpu_description()}), {args.threads} threads, fp32, "
-          f"torch {torch.__version__}")
+    print(
+        f"\n{len(items)} image(s); CPU: {cpu_model()} ({cpu_description()}), {args.threads} threads, fp32, "
+        f"torch {torch.__version__}"
+    )
     for r in ("torchscript", "onnxruntime"):
         reports = [compare_detections(e, g) for e, g in zip(outputs["eager"], outputs[r])]
         n_ref = sum(x.num_reference for x in reports)
         n_got = sum(x.num_exported for x in reports)
         matched = sum(x.matched for x in reports)
-        print(f"{r:12s} vs eager: {matched} of {n_ref} eager / {n_got} exported detections matched "
-              f"({100 * matched / max(n_ref, 1):.2f}%), max score diff {max(x.max_score_diff for x in reports):.1e}, "
-              f"lowest mask IoU {min(x.min_mask_iou for x in reports):.4f}, masks below 0.99: "
-              f"{sum(x.masks_below for x in reports)} (+{sum(x.masks_borderline for x in reports)} only at pixels on the threshold); "
-              f"all images pass: {all(x.ok for x in reports)}")
+        print(
+            f"{r:12s} vs eager: {matched} of {n_ref} eager / {n_got} exported detections matched "
+            f"({100 * matched / max(n_ref, 1):.2f}%), max score diff {max(x.max_score_diff for x in reports):.1e}, "
+            f"lowest mask IoU {min(x.min_mask_iou for x in reports):.4f}, masks below 0.99: "
+            f"{sum(x.masks_below for x in reports)} (+{sum(x.masks_borderline for x in reports)} only at pixels on the threshold); "
+            f"all images pass: {all(x.ok for x in reports)}"
+        )
     if not args.parity:
         print("\nCOCO AP (bbox AP / AP50, segm AP / AP50):")
         for r in RUNTIMES:
             ap_ = _ap(cfg, [(d, to_instances(det, image.shape[:2])) for (_, image, d), det in zip(items, outputs[r])])
-            print(f"  {r:12s} bbox {ap_['bbox'][0]:.2f} / {ap_['bbox'][1]:.2f}   segm {ap_['segm'][0]:.2f} / {ap_['segm'][1]:.2f}")
+            print(
+                f"  {r:12s} bbox {ap_['bbox'][0]:.2f} / {ap_['bbox'][1]:.2f}   segm {ap_['segm'][0]:.2f} / {ap_['segm'][1]:.2f}"
+            )
     print(f"\ns/img (median over {len(items)} images x {args.repeats} passes; whole predictor):")
     base = statistics.median(times["eager"])
     for r in RUNTIMES:

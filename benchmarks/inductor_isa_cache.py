@@ -7,6 +7,7 @@ the input gradients (compiled channels_last model vs eager NCHW), for the induct
 With torch 2.14.1 the second line printed 1.4e7 / nan: inductor reused kernels built without the capability
 override (docs/benchmarks.md). Without TORCHINDUCTOR_CACHE_DIR, detgn's compile_parts separates the caches.
 """
+
 import os
 import sys
 
@@ -20,7 +21,9 @@ from detgn.modeling import build_model  # noqa: E402
 
 def main():
     cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "nuclei_quickstart.yaml"))
+    cfg.merge_from_file(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "nuclei_quickstart.yaml")
+    )
     cfg.MODEL.WEIGHTS = ""
     torch.manual_seed(0)
     eager = build_model(cfg)
@@ -37,8 +40,10 @@ def main():
         y.backward(torch.ones_like(y))
         outs.append((y, xi.grad))
     rel = [((a - b).abs().max() / a.abs().max()).item() for a, b in zip(*outs)]
-    print(f"cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR')}, ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(unset)')}: "
-          f"outputs {rel[0]:.2g}, input gradients {rel[1]:.2g} (relative max difference, compiled channels_last vs eager NCHW)")
+    print(
+        f"cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR')}, ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(unset)')}: "
+        f"outputs {rel[0]:.2g}, input gradients {rel[1]:.2g} (relative max difference, compiled channels_last vs eager NCHW)"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Prints, for each thread count: FPN features max |diff| / abs_max per level, prop
 of the first 200 with detectron2's, max objectness difference), detections matched, max score
 difference, and the lowest mask IoU over matched detections.
 """
+
 import argparse
 import os
 import sys
@@ -28,18 +29,26 @@ def report(reference, image, memory_format="contiguous"):
     with torch.no_grad():
         images = model.preprocess_image([{"image": image}])
         features = model.backbone(images.tensor)
-        out["features"] = {p: (features[p][0, ::16] - ref["slice"]).abs().max().item() / ref["abs_max"].item()
-                           for p, ref in reference["features"].items()}
+        out["features"] = {
+            p: (features[p][0, ::16] - ref["slice"]).abs().max().item() / ref["abs_max"].item()
+            for p, ref in reference["features"].items()
+        }
         proposals, _ = model.proposal_generator(images, features, None)
         got = proposals[0].proposal_boxes.tensor[:200]
-        out["proposal_min_iou"] = pairwise_iou(Boxes(reference["proposals"]["boxes"]), Boxes(got)).diagonal().min().item()
-        out["objectness_max_diff"] = (proposals[0].objectness_logits[:200] - reference["proposals"]["objectness_logits"]).abs().max().item()
+        out["proposal_min_iou"] = (
+            pairwise_iou(Boxes(reference["proposals"]["boxes"]), Boxes(got)).diagonal().min().item()
+        )
+        out["objectness_max_diff"] = (
+            (proposals[0].objectness_logits[:200] - reference["proposals"]["objectness_logits"]).abs().max().item()
+        )
         inst = model([{"image": image, "height": 384, "width": 512}])[0]["instances"]
     pairs = _match(reference["boxes"], reference["classes"], inst.pred_boxes.tensor, inst.pred_classes)
     ri, gi = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     out["matched"] = f"{len(pairs)}/{len(reference['boxes'])}"
     out["score_max_diff"] = (reference["scores"][ri] - inst.scores[gi]).abs().max().item()
-    ref_masks = mask_util.decode([{"size": reference["masks"]["size"], "counts": c.encode()} for c in reference["masks"]["counts"]])
+    ref_masks = mask_util.decode(
+        [{"size": reference["masks"]["size"], "counts": c.encode()} for c in reference["masks"]["counts"]]
+    )
     ious = []
     for i, j in pairs:
         a, b = ref_masks[:, :, i].astype(bool), inst.pred_masks[j].numpy()
@@ -62,9 +71,11 @@ def main():
         r = report(reference, image)
         feats = "  ".join(f"{p} {v:.1e}" for p, v in r["features"].items())
         print(f"threads={t}: features {feats}")
-        print(f"  proposals: min IoU {r['proposal_min_iou']:.5f}, objectness max diff {r['objectness_max_diff']:.1e}; "
-              f"detections matched {r['matched']}, score max diff {r['score_max_diff']:.1e}; "
-              f"mask IoU min {r['mask_iou_min']:.4f} ({r['mask_iou_below_0.99']} below 0.99)")
+        print(
+            f"  proposals: min IoU {r['proposal_min_iou']:.5f}, objectness max diff {r['objectness_max_diff']:.1e}; "
+            f"detections matched {r['matched']}, score max diff {r['score_max_diff']:.1e}; "
+            f"mask IoU min {r['mask_iou_min']:.4f} ({r['mask_iou_below_0.99']} below 0.99)"
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ head with GN, 512 ROIs per image, RPN top-k 2000/1000 (train) and 1000/1000 (tes
 with sampling_ratio 0 (adaptive, as detectron2). Remaining differences: torchvision's
 MultiScaleRoIAlign uses aligned=False, and its RPN applies NMS per level the same way.
 """
+
 import torch
 from torch import nn
 
@@ -15,8 +16,9 @@ def _gn(c):
     return nn.GroupNorm(32, c)
 
 
-def build_torchvision_gn_maskrcnn(num_classes: int, min_size: int, max_size: int = 100000, score_thresh: float = 0.05,
-                                  sampling_ratio: int = 0):
+def build_torchvision_gn_maskrcnn(
+    num_classes: int, min_size: int, max_size: int = 100000, score_thresh: float = 0.05, sampling_ratio: int = 0
+):
     """torchvision MaskRCNN (num_classes foreground classes) with GN everywhere; images are not resized
     when their short side already equals min_size."""
     import torchvision
@@ -33,8 +35,14 @@ def build_torchvision_gn_maskrcnn(num_classes: int, min_size: int, max_size: int
     for name, p in body.named_parameters():
         if name.startswith(("conv1", "bn1", "layer1")):
             p.requires_grad_(False)
-    backbone = BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
-                               [256, 512, 1024, 2048], 256, extra_blocks=LastLevelMaxPool(), norm_layer=_gn)
+    backbone = BackboneWithFPN(
+        body,
+        {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"},
+        [256, 512, 1024, 2048],
+        256,
+        extra_blocks=LastLevelMaxPool(),
+        norm_layer=_gn,
+    )
     anchor_gen = AnchorGenerator(sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
     box_head = FastRCNNConvFCHead((256, 7, 7), [256, 256, 256, 256], [1024], norm_layer=_gn)
     mask_head = MaskRCNNHeads(256, [256, 256, 256, 256], 1, norm_layer=_gn)
@@ -42,12 +50,24 @@ def build_torchvision_gn_maskrcnn(num_classes: int, min_size: int, max_size: int
     box_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=sampling_ratio)
     mask_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], 14, sampling_ratio=sampling_ratio)
     return MaskRCNN(
-        backbone, num_classes=num_classes + 1, min_size=min_size, max_size=max_size,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-        rpn_anchor_generator=anchor_gen, rpn_head=RPNHead(256, 3),
-        rpn_pre_nms_top_n_train=2000, rpn_post_nms_top_n_train=1000, rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000,
-        box_roi_pool=box_pool, mask_roi_pool=mask_pool,
-        box_head=box_head, box_batch_size_per_image=512, box_score_thresh=score_thresh, mask_head=mask_head,
+        backbone,
+        num_classes=num_classes + 1,
+        min_size=min_size,
+        max_size=max_size,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        rpn_anchor_generator=anchor_gen,
+        rpn_head=RPNHead(256, 3),
+        rpn_pre_nms_top_n_train=2000,
+        rpn_post_nms_top_n_train=1000,
+        rpn_pre_nms_top_n_test=1000,
+        rpn_post_nms_top_n_test=1000,
+        box_roi_pool=box_pool,
+        mask_roi_pool=mask_pool,
+        box_head=box_head,
+        box_batch_size_per_image=512,
+        box_score_thresh=score_thresh,
+        mask_head=mask_head,
     )
 
 
@@ -74,12 +94,21 @@ def to_detgn_inputs(batch):
     res = []
     for b in batch:
         h, w = b["image"].shape[-2:]
-        inst = Instances((h, w), gt_boxes=Boxes(b["boxes"].clone()), gt_classes=b["classes"], gt_masks=BitMasks(b["masks"]))
+        inst = Instances(
+            (h, w), gt_boxes=Boxes(b["boxes"].clone()), gt_classes=b["classes"], gt_masks=BitMasks(b["masks"])
+        )
         res.append({"image": b["image"], "instances": inst, "height": h, "width": w})
     return res
 
 
 def to_torchvision_inputs(batch, device="cpu"):
     images = [b["image"].to(device).float().div(255.0) for b in batch]
-    targets = [{"boxes": b["boxes"].to(device), "labels": (b["classes"] + 1).to(device), "masks": b["masks"].to(device).to(torch.uint8)} for b in batch]
+    targets = [
+        {
+            "boxes": b["boxes"].to(device),
+            "labels": (b["classes"] + 1).to(device),
+            "masks": b["masks"].to(device).to(torch.uint8),
+        }
+        for b in batch
+    ]
     return images, targets

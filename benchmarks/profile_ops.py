@@ -6,6 +6,7 @@ Real batches of the config's training set (DataLoader without workers, prepared 
 the same forward/backward/SGD sequence as training, 2 warm-up steps. Prints s/iter and the table.
 Run it under `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` to see an AVX2 CPU's kernels.
 """
+
 import argparse
 import os
 import sys
@@ -50,7 +51,9 @@ def main():
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for b in batches[2:]:
             step(b)
-    print(f"{(time.perf_counter() - t) / a.steps:.3f} s/iter (profiled, {torch.get_num_threads()} threads, {a.config_file})")
+    print(
+        f"{(time.perf_counter() - t) / a.steps:.3f} s/iter (profiled, {torch.get_num_threads()} threads, {a.config_file})"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows, max_name_column_width=40))
 
 

@@ -9,6 +9,7 @@ that launches the kernels, not by the device).
     python benchmarks/profile_step.py --device cuda --height 800 --width 1333 --images 2
     python benchmarks/profile_step.py --device cpu --height 256 --width 256 --top 10
 """
+
 import argparse
 import os
 import statistics
@@ -24,10 +25,26 @@ from benchmarks.compare_torchvision import _make_steps, _sync, detgn_model  # no
 from benchmarks.peers import build_torchvision_gn_maskrcnn, synthetic_batch, to_detgn_inputs, to_torchvision_inputs  # noqa: E402
 
 STAGES = {
-    "detgn": ["backbone", "proposal_generator", "roi_heads.box_pooler", "roi_heads.box_head", "roi_heads.box_predictor",
-              "roi_heads.mask_pooler", "roi_heads.mask_head", "roi_heads"],
-    "torchvision": ["backbone", "rpn", "roi_heads.box_roi_pool", "roi_heads.box_head", "roi_heads.box_predictor",
-                    "roi_heads.mask_roi_pool", "roi_heads.mask_head", "roi_heads"],
+    "detgn": [
+        "backbone",
+        "proposal_generator",
+        "roi_heads.box_pooler",
+        "roi_heads.box_head",
+        "roi_heads.box_predictor",
+        "roi_heads.mask_pooler",
+        "roi_heads.mask_head",
+        "roi_heads",
+    ],
+    "torchvision": [
+        "backbone",
+        "rpn",
+        "roi_heads.box_roi_pool",
+        "roi_heads.box_head",
+        "roi_heads.box_predictor",
+        "roi_heads.mask_roi_pool",
+        "roi_heads.mask_head",
+        "roi_heads",
+    ],
 }
 
 
@@ -107,8 +124,10 @@ def main():
         ka = prof.key_averages()
         if dev_type == "cuda":
             kern = sum(e.self_device_time_total for e in ka) / 1e6 / args.iters
-            print(f"profiled: wall {wall:.4f} s/step, summed device kernel time {kern:.4f} s/step "
-                  f"({100 * kern / wall:.0f}% of wall)")
+            print(
+                f"profiled: wall {wall:.4f} s/step, summed device kernel time {kern:.4f} s/step "
+                f"({100 * kern / wall:.0f}% of wall)"
+            )
             print(ka.table(sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=60))
         print(ka.table(sort_by="self_cpu_time_total", row_limit=args.top, max_name_column_width=60))
 

@@ -5,6 +5,7 @@
 The models, inputs and step of benchmarks/compare_torchvision.py (fp32, 2 images, 2 threads), two warm-up steps
 each, then `--steps` profiled steps of each; prints s/step and the 40 largest operators side by side (ms per step).
 """
+
 import argparse
 import os
 import sys
@@ -27,7 +28,9 @@ d = detgn_model(a.size, "cpu")
 tv = build_torchvision_gn_maskrcnn(80, min_size=a.size, score_thresh=0.0)
 di = to_detgn_inputs(batch)
 ti, tt = to_torchvision_inputs(batch, "cpu")
-steps = {n: _make_steps(n, m, di, ti, tt, None, None, "cpu", "cpu")["train"] for n, m in (("detgn", d), ("torchvision", tv))}
+steps = {
+    n: _make_steps(n, m, di, ti, tt, None, None, "cpu", "cpu")["train"] for n, m in (("detgn", d), ("torchvision", tv))
+}
 for n in steps:
     steps[n]()
     steps[n]()
@@ -39,8 +42,11 @@ for n in steps:
             steps[n]()
         print(n, (time.perf_counter() - t) / a.steps, "s/step profiled")
     tabs[n] = {e.key: e.self_cpu_time_total / (1e3 * a.steps) for e in prof.key_averages()}
-keys = sorted(set(tabs["detgn"]) | set(tabs["torchvision"]), key=lambda k: -max(tabs["detgn"].get(k, 0), tabs["torchvision"].get(k, 0)))
+keys = sorted(
+    set(tabs["detgn"]) | set(tabs["torchvision"]),
+    key=lambda k: -max(tabs["detgn"].get(k, 0), tabs["torchvision"].get(k, 0)),
+)
 print(f"{'op':50s} {'detgn ms':>9s} {'tv ms':>9s}")
 for k in keys[:40]:
-    print(f"{k[:50]:50s} {tabs['detgn'].get(k,0):9.1f} {tabs['torchvision'].get(k,0):9.1f}")
-print("total", sum(tabs['detgn'].values()), sum(tabs['torchvision'].values()))
+    print(f"{k[:50]:50s} {tabs['detgn'].get(k, 0):9.1f} {tabs['torchvision'].get(k, 0):9.1f}")
+print("total", sum(tabs["detgn"].values()), sum(tabs["torchvision"].values()))

@@ -6,6 +6,7 @@ lets every rank checkpoint after the same iteration when a signal reaches only s
 Prints the median and 90th percentile of one call, in microseconds, over `--calls` calls in each of
 `--procs` processes on 127.0.0.1 (gloo), measured on rank 0.
 """
+
 import argparse
 import os
 import statistics
@@ -52,7 +53,9 @@ def main():
     median, p90 = out.get()
     for pr in procs:
         pr.join()
-    print(f"comm.max_over_ranks, {a.procs} gloo processes on 127.0.0.1: median {median:.0f} us, p90 {p90:.0f} us per call")
+    print(
+        f"comm.max_over_ranks, {a.procs} gloo processes on 127.0.0.1: median {median:.0f} us, p90 {p90:.0f} us per call"
+    )
 
 
 if __name__ == "__main__":

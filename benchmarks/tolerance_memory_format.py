@@ -7,6 +7,7 @@ measurement behind the tolerances of tests/modeling/test_memory_format.py.
 Prints, for the gradients the test compares, max |a - b| / max |a| between the layouts (float32),
 and each layout's distance to a float64 reference of the backbone + RPN head.
 """
+
 import copy
 import os
 import sys
@@ -18,8 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.modeling.test_memory_format import _pair  # noqa: E402
 from tests.modeling.util import make_inputs  # noqa: E402
 
-NAMES = ["backbone.bottom_up.res3.0.conv1.weight", "backbone.bottom_up.res4.1.conv2.norm.weight", "backbone.fpn_output2.weight",
-         "backbone.fpn_lateral5.weight", "proposal_generator.rpn_head.conv.weight"]
+NAMES = [
+    "backbone.bottom_up.res3.0.conv1.weight",
+    "backbone.bottom_up.res4.1.conv2.norm.weight",
+    "backbone.fpn_output2.weight",
+    "backbone.fpn_lateral5.weight",
+    "proposal_generator.rpn_head.conv.weight",
+]
 
 
 def rel(a, b):
@@ -38,8 +44,10 @@ def main():
     torch.set_num_threads(2)
     from detgn.engine.precision import cpu_description, cpu_model
 
-    print(f"CPU: {cpu_model()} ({cpu_description()}); ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')} "
-          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}; torch {torch.__version__}")
+    print(
+        f"CPU: {cpu_model()} ({cpu_description()}); ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')} "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}; torch {torch.__version__}"
+    )
     nchw, nhwc = _pair()
     batch = [make_inputs(seed=0), make_inputs(seed=1)]
     torch.manual_seed(5)
@@ -55,7 +63,11 @@ def main():
     nchw, nhwc = _pair()
     ref = copy.deepcopy(nchw).double()
     x = nchw.preprocess_image(batch).tensor
-    ga, gb, gr = rpn_grads(nchw, x), rpn_grads(nhwc, x.contiguous(memory_format=torch.channels_last)), rpn_grads(ref, x.double())
+    ga, gb, gr = (
+        rpn_grads(nchw, x),
+        rpn_grads(nhwc, x.contiguous(memory_format=torch.channels_last)),
+        rpn_grads(ref, x.double()),
+    )
     print("backbone + RPN head on a random projection, distance to float64 (max rel): NCHW / NHWC")
     for n in NAMES:
         print(f"  {n:<48} {rel(ga[n], gr[n]):.1e} / {rel(gb[n], gr[n]):.1e}")

@@ -13,6 +13,7 @@ The split is a seeded shuffle of the ids whose longer side is at most --max-side
     python datasets/prepare_dsb2018.py --src /path/to/stage1_train --out datasets/nuclei_mini \
         --num-train 40 --num-val 12 --seed 0 --max-side 700
 """
+
 import argparse
 import json
 import os
@@ -70,8 +71,17 @@ def convert_image(src_dir, image_id, out_img_dir, coco_image_id, ann_id_start, u
                 continue
         else:
             seg = {"size": [h, w], "counts": rle["counts"].decode("ascii")}
-        anns.append({"id": ann_id, "image_id": coco_image_id, "category_id": 1, "bbox": [x, y, bw, bh], "area": area,
-                     "iscrowd": 0, "segmentation": seg})
+        anns.append(
+            {
+                "id": ann_id,
+                "image_id": coco_image_id,
+                "category_id": 1,
+                "bbox": [x, y, bw, bh],
+                "area": area,
+                "iscrowd": 0,
+                "segmentation": seg,
+            }
+        )
         ann_id += 1
     image = {"id": coco_image_id, "file_name": file_name, "height": h, "width": w, "dsb2018_id": image_id}
     return image, anns
@@ -84,7 +94,9 @@ def main(argv=None):
     ap.add_argument("--num-train", type=int, default=40, help="training images (0 = all remaining)")
     ap.add_argument("--num-val", type=int, default=12, help="validation images")
     ap.add_argument("--seed", type=int, default=0, help="shuffle seed of the split")
-    ap.add_argument("--max-side", type=int, default=700, help="skip images whose longer side exceeds this (0 = keep all)")
+    ap.add_argument(
+        "--max-side", type=int, default=700, help="skip images whose longer side exceeds this (0 = keep all)"
+    )
     ap.add_argument("--polygons", action="store_true", help="store polygons instead of RLE")
     args = ap.parse_args(argv)
     if not os.path.isdir(args.src):
@@ -115,8 +127,13 @@ def main(argv=None):
             images.append(image)
             annotations.extend(anns)
             ann_id += len(anns)
-        coco = {"info": {"description": f"DSB 2018 stage1_train nuclei, {split} split (seed {args.seed})"},
-                "licenses": [{"id": 1, "name": "CC0 1.0"}], "images": images, "annotations": annotations, "categories": categories}
+        coco = {
+            "info": {"description": f"DSB 2018 stage1_train nuclei, {split} split (seed {args.seed})"},
+            "licenses": [{"id": 1, "name": "CC0 1.0"}],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         with open(os.path.join(args.out, "annotations", f"{split}.json"), "w") as f:
             json.dump(coco, f)
         print(f"{split}: {len(images)} images, {len(annotations)} instances")

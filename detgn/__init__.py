@@ -1,2 +1,3 @@
 """detgn: detection and instance segmentation with Group Normalization."""
+
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ docs/*.md and datasets/README.md, and the docstrings of tools/*.py. A command is
 operator). Synopsis lines with `[optional]` or `<placeholder>` parts are not commands; `CFG` and `$GN` stand
 for a config file. Nothing is run: argparse and the config merge only.
 """
+
 import ast
 import glob
 import os
@@ -18,7 +19,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md", "GETTING_STARTED.md", "MODEL_ZOO.md", "datasets/README.md"] + sorted(
-    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md"))
+)
 PLACEHOLDER_CONFIGS = {"CFG", "$GN", "FILE"}
 STAND_IN_CONFIG = os.path.join("configs", "nuclei_quickstart.yaml")
 SHELL_OPERATORS = {"|", "||", "&&", ";", ">", ">>", "2>&1", "&"}
@@ -56,15 +58,18 @@ def _logical(lines):
 def _starts_a_command(words):
     """The line runs something: after VAR=value assignments, a Python, torchrun or srun (prose mentions are skipped)."""
     rest = [w for w in words if not re.match(r"^[A-Z_][A-Z0-9_]*=", w)]
-    return bool(rest) and (os.path.basename(rest[0]) in ("python", "python3", "torchrun", "srun", "time")
-                           or rest[0] in ("do", "then", "$"))
+    return bool(rest) and (
+        os.path.basename(rest[0]) in ("python", "python3", "torchrun", "srun", "time") or rest[0] in ("do", "then", "$")
+    )
 
 
 def documented_commands():
     """[(where, tool name, argv)] of every tool command line in the docs and the tools' docstrings."""
     sources = [(p, _code_lines(p)) for p in DOCS if os.path.exists(os.path.join(REPO, p))]
-    sources += [(os.path.relpath(p, REPO), _docstring_lines(os.path.relpath(p, REPO)))
-                for p in sorted(glob.glob(os.path.join(REPO, "tools", "*.py")))]
+    sources += [
+        (os.path.relpath(p, REPO), _docstring_lines(os.path.relpath(p, REPO)))
+        for p in sorted(glob.glob(os.path.join(REPO, "tools", "*.py")))
+    ]
     found = []
     for path, lines in sources:
         for no, text in _logical(lines):
@@ -81,7 +86,7 @@ def documented_commands():
                 if not m:
                     continue
                 argv = []
-                for w in words[i + 1:]:
+                for w in words[i + 1 :]:
                     if w in SHELL_OPERATORS:
                         break
                     argv.append(w)
@@ -95,7 +100,9 @@ COMMANDS = documented_commands()
 def test_the_docs_show_tool_commands():
     tools = {t for _, t, _ in COMMANDS}
     assert len(COMMANDS) >= 40 and {"train_net", "demo", "convert_weights", "export_model", "submit"} <= tools, (
-        len(COMMANDS), sorted(tools))
+        len(COMMANDS),
+        sorted(tools),
+    )
 
 
 def _parse(tool, argv):
@@ -119,7 +126,7 @@ def test_documented_command_parses_and_its_config_merges(where, tool, argv):
     except SystemExit as e:
         pytest.fail(f"{where}: tools/{tool}.py {' '.join(argv)} is refused by its parser (exit {e.code})")
     if tool == "submit":  # the training arguments after `--` go to train_net
-        train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+        train_argv = argv[argv.index("--") + 1 :] if "--" in argv else []
         args = _parse("train_net", train_argv)
     config = getattr(args, "config_file", "")
     if config and os.path.exists(os.path.join(REPO, config)):

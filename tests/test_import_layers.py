@@ -1,5 +1,6 @@
 """The package's layers import downwards only: detgn.utils, detgn.structures and detgn.layers (the bottom)
 never import detgn.engine, detgn.data or detgn.modeling, not even inside a function."""
+
 import ast
 import os
 
@@ -33,6 +34,9 @@ def test_bottom_layers_do_not_import_upper_ones(layer):
             if f.endswith(".py"):
                 path = os.path.join(dirpath, f)
                 package = "detgn." + os.path.relpath(dirpath, os.path.join(REPO, "detgn")).replace(os.sep, ".")
-                bad += [f"{os.path.relpath(path, REPO)} imports {name}" for name in _imports(path, package)
-                        if name and any(name == f"detgn.{u}" or name.startswith(f"detgn.{u}.") for u in UPPER)]
+                bad += [
+                    f"{os.path.relpath(path, REPO)} imports {name}"
+                    for name in _imports(path, package)
+                    if name and any(name == f"detgn.{u}" or name.startswith(f"detgn.{u}.") for u in UPPER)
+                ]
     assert not bad, "; ".join(bad)

@@ -12,6 +12,7 @@ score threshold is set to 0 for the count, so the mask head is counted on that m
 on a busy image, instead of on whatever an untrained model happens to keep. Table rows are module
 paths of the model (backbone.bottom_up.res2, roi_heads.mask_head, ...).
 """
+
 import argparse
 import os
 import sys
@@ -42,11 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
-    ap.add_argument("--tasks", nargs="+", default=["parameter"], choices=["parameter", "flop", "activation", "structure"],
-                    help="what to report")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["parameter"],
+        choices=["parameter", "flop", "activation", "structure"],
+        help="what to report",
+    )
     ap.add_argument("--size", type=int, default=None, help="input height in pixels (default INPUT.MIN_SIZE_TEST)")
     ap.add_argument("--max-size", type=int, default=None, help="input width in pixels (default INPUT.MAX_SIZE_TEST)")
-    ap.add_argument("--detections", type=int, default=None, help="boxes per image through the ROI heads (default TEST.DETECTIONS_PER_IMAGE)")
+    ap.add_argument(
+        "--detections",
+        type=int,
+        default=None,
+        help="boxes per image through the ROI heads (default TEST.DETECTIONS_PER_IMAGE)",
+    )
     ap.add_argument("--depth", type=int, default=3, help="module depth of the tables")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return ap
@@ -88,13 +99,19 @@ def main(argv=None):
         with torch.no_grad():
             kept = len(graph(image)[0])
         where = f"{height}x{width} (height x width)"
-        heads = f"ROI heads on {kept} detections (TEST.DETECTIONS_PER_IMAGE {detections}, score threshold 0 for the count)"
+        heads = (
+            f"ROI heads on {kept} detections (TEST.DETECTIONS_PER_IMAGE {detections}, score threshold 0 for the count)"
+        )
         if "flop" in args.tasks:
             flops = FlopCountAnalysis(graph, (image,)).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             print(flop_count_table(flops, max_depth=args.depth))
             print(f"total GFLOPs at {where}: {flops.total() / 1e9:.2f}; {heads}")
         if "activation" in args.tasks:
-            acts = ActivationCountAnalysis(graph, (image,)).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            acts = (
+                ActivationCountAnalysis(graph, (image,))
+                .unsupported_ops_warnings(False)
+                .uncalled_modules_warnings(False)
+            )
             print(f"total activations (M) at {where}: {acts.total() / 1e6:.2f}; {heads}")
     return 0
 

@@ -8,6 +8,7 @@ Prints, one unit per line: seconds per iteration and per image (median, min, max
 second and peak memory in MB (CPU: max RSS of this process; CUDA: max allocated). --size resizes synthetic inputs to
 that short side (default: INPUT.MIN_SIZE_TEST); --real uses DATASETS.TRAIN through the mapper.
 """
+
 import argparse
 import json
 import os
@@ -26,20 +27,35 @@ def parse_args(argv=None):
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     ap.add_argument("--task", choices=["train", "eval", "data"], required=True, help="what to time")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: MODEL.DEVICE, cpu without CUDA)")
-    ap.add_argument("--amp", action="store_true", help="autocast: bf16 on CPU, SOLVER.AMP.DTYPE on CUDA (same as --precision bf16 on CPU)")
-    ap.add_argument("--precision", choices=["fp32", "auto", "bf16", "fp16"], default=None,
-                    help="fp32 (default), auto (the SOLVER.AMP.DTYPE auto policy for this machine), bf16 or fp16")
+    ap.add_argument(
+        "--amp",
+        action="store_true",
+        help="autocast: bf16 on CPU, SOLVER.AMP.DTYPE on CUDA (same as --precision bf16 on CPU)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "auto", "bf16", "fp16"],
+        default=None,
+        help="fp32 (default), auto (the SOLVER.AMP.DTYPE auto policy for this machine), bf16 or fp16",
+    )
     ap.add_argument("--size", type=int, default=None, help="short side of synthetic images (pixels)")
-    ap.add_argument("--max-size", type=int, default=None, help="long side of synthetic images (default: size * 1333 / 800)")
+    ap.add_argument(
+        "--max-size", type=int, default=None, help="long side of synthetic images (default: size * 1333 / 800)"
+    )
     ap.add_argument("--images", type=int, default=2, help="images per iteration")
     ap.add_argument("--iters", type=int, default=10, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=3, help="untimed warm-up iterations")
     ap.add_argument("--real", action="store_true", help="real images from DATASETS.TRAIN instead of synthetic ones")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--json", default=None, help="append the result as a JSON line to this file")
-    ap.add_argument("--calibrate-bn", type=int, default=0, metavar="N",
-                    help="with BN norms: estimate BN statistics from N train-mode forwards on the inputs, then freeze "
-                         "every BN (the 'frozen BN' model of a randomly initialised network, numerically sane)")
+    ap.add_argument(
+        "--calibrate-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with BN norms: estimate BN statistics from N train-mode forwards on the inputs, then freeze "
+        "every BN (the 'frozen BN' model of a randomly initialised network, numerically sane)",
+    )
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return ap.parse_args(argv)
 
@@ -48,7 +64,7 @@ def _peak_memory(device):
     import torch
 
     if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -99,7 +115,11 @@ def run(args):
     from detgn.engine.precision import cpu_description, cpu_model, log_precision, resolve_precision
 
     if args.precision is None:
-        args.precision = ("bf16" if device == "cpu" else {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.SOLVER.AMP.DTYPE, "auto")) if args.amp else "fp32"
+        args.precision = (
+            ("bf16" if device == "cpu" else {"bfloat16": "bf16", "float16": "fp16"}.get(cfg.SOLVER.AMP.DTYPE, "auto"))
+            if args.amp
+            else "fp32"
+        )
     dtype_key = {"fp32": "auto", "auto": "auto", "bf16": "bfloat16", "fp16": "float16"}[args.precision]
     precision = resolve_precision(args.precision != "fp32", dtype_key, device)
     log_precision(precision, "benchmark")
@@ -133,10 +153,16 @@ def run(args):
         else:
             size = args.size or cfg.INPUT.MIN_SIZE_TEST
             batches = [_synthetic(cfg, args.images, size, args.max_size, seed=s) for s in range(2)]
-        ctx = (lambda: torch.autocast(device_type=device, dtype=amp_dtype)) if amp_dtype else (lambda: torch.autocast(device_type=device, enabled=False))
+        ctx = (
+            (lambda: torch.autocast(device_type=device, dtype=amp_dtype))
+            if amp_dtype
+            else (lambda: torch.autocast(device_type=device, enabled=False))
+        )
         if args.calibrate_bn:
             _calibrate_and_freeze_bn(model, batches, args.calibrate_bn)
-        if args.task == "train":  # the training loop's own step (SimpleTrainer / AMPTrainer.run_step), finite checks included
+        if (
+            args.task == "train"
+        ):  # the training loop's own step (SimpleTrainer / AMPTrainer.run_step), finite checks included
             import itertools
 
             from detgn.engine import AMPTrainer, SimpleTrainer
@@ -148,8 +174,17 @@ def run(args):
             if amp_dtype is None:
                 trainer = SimpleTrainer(model, loader, opt)
             else:
-                trainer = AMPTrainer(model, loader, opt, dtype="float16" if amp_dtype == torch.float16 else "bfloat16", device_type=device)
-            trainer.start_iter, trainer.max_iter = 0, args.warmup + args.iters  # flushes (losses to the host) as in training
+                trainer = AMPTrainer(
+                    model,
+                    loader,
+                    opt,
+                    dtype="float16" if amp_dtype == torch.float16 else "bfloat16",
+                    device_type=device,
+                )
+            trainer.start_iter, trainer.max_iter = (
+                0,
+                args.warmup + args.iters,
+            )  # flushes (losses to the host) as in training
             with EventStorage(0) as trainer.storage:
                 for i in range(args.warmup + args.iters):
                     trainer.iter = trainer.storage.iter = i
@@ -173,12 +208,24 @@ def run(args):
             per_img = [t / args.images for t in times]
     med = statistics.median(times)
     result = {
-        "task": args.task, "device": device, "amp": bool(args.amp), "images": args.images, "iters": args.iters,
-        "size": args.size, "median_s_per_iter": med, "min_s": min(times), "max_s": max(times),
-        "median_s_per_img": statistics.median(per_img), "images_per_s": args.images / med,
-        "peak_mem_mb": _peak_memory(device), "threads": torch.get_num_threads(), "config": args.config_file,
-        "precision": precision.name, "cpu": f"{cpu_model()} ({cpu_description()})",
-        "warmup_s": warm, "compiled_parts": list(cfg.MODEL.COMPILE.PARTS),
+        "task": args.task,
+        "device": device,
+        "amp": bool(args.amp),
+        "images": args.images,
+        "iters": args.iters,
+        "size": args.size,
+        "median_s_per_iter": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "median_s_per_img": statistics.median(per_img),
+        "images_per_s": args.images / med,
+        "peak_mem_mb": _peak_memory(device),
+        "threads": torch.get_num_threads(),
+        "config": args.config_file,
+        "precision": precision.name,
+        "cpu": f"{cpu_model()} ({cpu_description()})",
+        "warmup_s": warm,
+        "compiled_parts": list(cfg.MODEL.COMPILE.PARTS),
     }
     return result
 
@@ -188,15 +235,24 @@ def format_result(r) -> str:
     per_iter = [r["median_s_per_iter"], r["min_s"], r["max_s"]]
     per_img = [v / r["images"] for v in per_iter]
     where = r["cpu"] if r["device"] == "cpu" else "cuda"
-    return "\n".join([
-        f"{r['task']} on {r['device']} ({where}), {r['precision']}, {r['images']} images per iteration, "
-        f"{r['iters']} timed iterations, {r['threads']} threads",
-        f"  seconds per iteration: median {per_iter[0]:.4f}  (min {per_iter[1]:.4f}, max {per_iter[2]:.4f})",
-        f"  seconds per image:     median {per_img[0]:.4f}  (min {per_img[1]:.4f}, max {per_img[2]:.4f})",
-        f"  images per second:     {r['images_per_s']:.2f} (at the median)",
-        f"  peak memory (MB):      {r['peak_mem_mb']:.0f} ({'max RSS of the process' if r['device'] == 'cpu' else 'CUDA max allocated'})",
-    ] + ([f"  warm-up (s):           {', '.join(f'{t:.2f}' for t in r['warmup_s'])} (not in the figures above"
-          + (f"; includes compiling {', '.join(r['compiled_parts'])})" if r.get('compiled_parts') else ")")] if r.get("warmup_s") else []))
+    return "\n".join(
+        [
+            f"{r['task']} on {r['device']} ({where}), {r['precision']}, {r['images']} images per iteration, "
+            f"{r['iters']} timed iterations, {r['threads']} threads",
+            f"  seconds per iteration: median {per_iter[0]:.4f}  (min {per_iter[1]:.4f}, max {per_iter[2]:.4f})",
+            f"  seconds per image:     median {per_img[0]:.4f}  (min {per_img[1]:.4f}, max {per_img[2]:.4f})",
+            f"  images per second:     {r['images_per_s']:.2f} (at the median)",
+            f"  peak memory (MB):      {r['peak_mem_mb']:.0f} ({'max RSS of the process' if r['device'] == 'cpu' else 'CUDA max allocated'})",
+        ]
+        + (
+            [
+                f"  warm-up (s):           {', '.join(f'{t:.2f}' for t in r['warmup_s'])} (not in the figures above"
+                + (f"; includes compiling {', '.join(r['compiled_parts'])})" if r.get("compiled_parts") else ")")
+            ]
+            if r.get("warmup_s")
+            else []
+        )
+    )
 
 
 def main(argv=None):

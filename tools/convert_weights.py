@@ -18,6 +18,7 @@ another shape, backbone tensors the file lacks (a smaller network) or backbone t
 lacks (a deeper one). --allow-partial writes the matching tensors anyway. Tensors the model has
 and the file does not outside the backbone (FPN, heads of an ImageNet file) are expected.
 """
+
 import argparse
 import os
 import sys
@@ -42,7 +43,9 @@ def fit_problems(report) -> list:
         problems.append(f"the file lacks {len(lacking)} backbone tensors ({_examples(lacking)}): a smaller network")
     extra = [k for k in report["unused"] if k.startswith(backbone)]
     if extra:
-        problems.append(f"the model lacks {len(extra)} backbone tensors of the file ({_examples(extra)}): a deeper network")
+        problems.append(
+            f"the model lacks {len(extra)} backbone tensors of the file ({_examples(extra)}): a deeper network"
+        )
     return problems
 
 
@@ -51,15 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("input", help="weights to convert (path, URL or catalog:// alias)")
     ap.add_argument("output", help="detgn .pth to write")
-    ap.add_argument("--config-file", required=True, metavar="FILE",
-                    help="config of the target model (the architecture the file holds), e.g. configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml")
-    ap.add_argument("--allow-partial", action="store_true",
-                    help="write the matching tensors even when the file does not fit the model (see above)")
-    ap.add_argument("--to", choices=["detgn", "torchvision"], default="detgn",
-                    help="names of OUT: detgn's {'model': ...} checkpoint, or a torchvision ResNet state dict (backbone and fc only)")
-    ap.add_argument("--from", dest="source_format", choices=["auto", "detgn", "detectron2", "caffe2", "torchvision", "mmdet"],
-                    default="auto", help="format of IN; auto (default) recognises it from the keys. mmdet: an mmdetection "
-                    "2.x/3.x detector (refused if its keys are not mmdetection's)")
+    ap.add_argument(
+        "--config-file",
+        required=True,
+        metavar="FILE",
+        help="config of the target model (the architecture the file holds), e.g. configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml",
+    )
+    ap.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="write the matching tensors even when the file does not fit the model (see above)",
+    )
+    ap.add_argument(
+        "--to",
+        choices=["detgn", "torchvision"],
+        default="detgn",
+        help="names of OUT: detgn's {'model': ...} checkpoint, or a torchvision ResNet state dict (backbone and fc only)",
+    )
+    ap.add_argument(
+        "--from",
+        dest="source_format",
+        choices=["auto", "detgn", "detectron2", "caffe2", "torchvision", "mmdet"],
+        default="auto",
+        help="format of IN; auto (default) recognises it from the keys. mmdet: an mmdetection "
+        "2.x/3.x detector (refused if its keys are not mmdetection's)",
+    )
     ap.add_argument("opts", nargs="*", help="config overrides: KEY VALUE pairs")
     return ap
 
@@ -82,8 +101,11 @@ def main(argv=None):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     if args.to == "torchvision" and cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.RESNETS.DEPTH >= 50:
-        print("error: --to torchvision needs MODEL.RESNETS.STRIDE_IN_1X1 False: torchvision's bottleneck strides in the 3x3, "
-              "so a stride-in-1x1 network would compute something else under its names", file=sys.stderr)
+        print(
+            "error: --to torchvision needs MODEL.RESNETS.STRIDE_IN_1X1 False: torchvision's bottleneck strides in the 3x3, "
+            "so a stride-in-1x1 network would compute something else under its names",
+            file=sys.stderr,
+        )
         return 2
     try:
         model = build_model(cfg)
@@ -96,12 +118,19 @@ def main(argv=None):
     report = ck.last_report
     problems = fit_problems(report)
     if problems and not args.allow_partial:
-        print(f"error: {args.input} does not fit the model of {args.config_file}: {'; '.join(problems)}. Pick the config of the "
-              f"network the file holds with --config-file, or write the {len(report['matched'])} matching tensors anyway with "
-              f"--allow-partial; {args.output} was not written", file=sys.stderr)
+        print(
+            f"error: {args.input} does not fit the model of {args.config_file}: {'; '.join(problems)}. Pick the config of the "
+            f"network the file holds with --config-file, or write the {len(report['matched'])} matching tensors anyway with "
+            f"--allow-partial; {args.output} was not written",
+            file=sys.stderr,
+        )
         return 2
     sd = model.state_dict()
-    out = {"model": {k: sd[k] for k in report["matched"]}, "converted_by": "detgn convert_weights", "source_format": report["format"]}
+    out = {
+        "model": {k: sd[k] for k in report["matched"]},
+        "converted_by": "detgn convert_weights",
+        "source_format": report["format"],
+    }
     from detgn.checkpoint.detection_checkpoint import ws_convention_of
 
     if ws_convention_of(model):  # e.g. "mmcv" after mmdetection GN+WS weights: kept when the .pth is loaded again
@@ -118,10 +147,12 @@ def main(argv=None):
         dropped = len(report["matched"]) - len(kept)
         r = cfg.MODEL.RESNETS
         net = f"resnext{r.DEPTH}_{r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"resnet{r.DEPTH}"
-        note = (f"torchvision names: load with torchvision.models.{net}(norm_layer=...) and feed "
-                f"{cfg.INPUT.FORMAT} 0-255 pixels minus PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)} divided by PIXEL_STD "
-                f"{list(cfg.MODEL.PIXEL_STD)}, as this model was trained"
-                + (f"; {dropped} tensors (FPN, heads) have no torchvision name and were left out" if dropped else ""))
+        note = (
+            f"torchvision names: load with torchvision.models.{net}(norm_layer=...) and feed "
+            f"{cfg.INPUT.FORMAT} 0-255 pixels minus PIXEL_MEAN {list(cfg.MODEL.PIXEL_MEAN)} divided by PIXEL_STD "
+            f"{list(cfg.MODEL.PIXEL_STD)}, as this model was trained"
+            + (f"; {dropped} tensors (FPN, heads) have no torchvision name and were left out" if dropped else "")
+        )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     tmp = args.output + ".tmp"
     torch.save(out, tmp)

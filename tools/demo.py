@@ -15,6 +15,7 @@ before any work), and an output can never be an input. A missing or unreadable i
 name and skipped; the rest go on; a write that fails stops the run with exit status 1. Without
 MODEL.WEIGHTS the model is untrained: refused unless --random-weights.
 """
+
 import argparse
 import glob
 import json
@@ -30,19 +31,41 @@ VIDEO_EXT = (".mp4", ".avi", ".mov", ".mkv")
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
-    ap.add_argument("--input", action="append", required=True, metavar="PATH",
-                    help="an image file, a folder of images, a quoted glob ('imgs/*.jpg') or a video file; repeat for more")
-    ap.add_argument("--output", default=os.path.join("output", "demo"), help="folder for the PNG files (default: output/demo)")
+    ap.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="an image file, a folder of images, a quoted glob ('imgs/*.jpg') or a video file; repeat for more",
+    )
+    ap.add_argument(
+        "--output", default=os.path.join("output", "demo"), help="folder for the PNG files (default: output/demo)"
+    )
     ap.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score to draw")
     ap.add_argument("--json", default=None, help="also write the detections as COCO-style JSON to this file")
-    ap.add_argument("--max-side", type=int, default=4000, metavar="PIXELS",
-                    help="downscale larger inputs to this long side first (full-size masks of a huge image need N x H x W "
-                         "bytes; default 4000, 0 keeps every size)")
-    ap.add_argument("--overwrite", action="store_true", help="replace output files that exist already (else refused before the run)")
-    ap.add_argument("--random-weights", action="store_true", help="allow running without MODEL.WEIGHTS (an untrained model)")
-    ap.add_argument("--runtime", default="eager", choices=["eager", "torchscript", "onnxruntime"],
-                    help="eager detgn (MODEL.WEIGHTS a checkpoint), or an exported model.ts / model.onnx in MODEL.WEIGHTS")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS x.pth)")
+    ap.add_argument(
+        "--max-side",
+        type=int,
+        default=4000,
+        metavar="PIXELS",
+        help="downscale larger inputs to this long side first (full-size masks of a huge image need N x H x W "
+        "bytes; default 4000, 0 keeps every size)",
+    )
+    ap.add_argument(
+        "--overwrite", action="store_true", help="replace output files that exist already (else refused before the run)"
+    )
+    ap.add_argument(
+        "--random-weights", action="store_true", help="allow running without MODEL.WEIGHTS (an untrained model)"
+    )
+    ap.add_argument(
+        "--runtime",
+        default="eager",
+        choices=["eager", "torchscript", "onnxruntime"],
+        help="eager detgn (MODEL.WEIGHTS a checkpoint), or an exported model.ts / model.onnx in MODEL.WEIGHTS",
+    )
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS x.pth)"
+    )
     from detgn.engine.defaults import parse_with_overrides
 
     return parse_with_overrides(ap, argv)
@@ -52,7 +75,11 @@ def _expand(inputs):
     out = []
     for p in inputs:
         if os.path.isdir(p):
-            out.extend(sorted(f for f in glob.glob(os.path.join(glob.escape(p), "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)))
+            out.extend(
+                sorted(
+                    f for f in glob.glob(os.path.join(glob.escape(p), "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)
+                )
+            )
         elif not os.path.exists(p) and glob.has_magic(p):
             out.extend(sorted(f for f in glob.glob(p) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)) or [p])
         else:
@@ -96,8 +123,14 @@ def check_outputs(files, plan, output_dir, json_path, overwrite):
         if os.path.exists(t) and not overwrite:
             raise OutputError(f"{t} exists; choose another --output (or --json), or pass --overwrite to replace it")
     for f in files:
-        if f.lower().endswith(VIDEO_EXT) and not overwrite and glob.glob(os.path.join(glob.escape(output_dir), glob.escape(plan[f]) + "_*_pred.png")):
-            raise OutputError(f"{output_dir} already holds frames of {plan[f]}; choose another --output, or pass --overwrite")
+        if (
+            f.lower().endswith(VIDEO_EXT)
+            and not overwrite
+            and glob.glob(os.path.join(glob.escape(output_dir), glob.escape(plan[f]) + "_*_pred.png"))
+        ):
+            raise OutputError(
+                f"{output_dir} already holds frames of {plan[f]}; choose another --output, or pass --overwrite"
+            )
 
 
 def fit_long_side(image, max_side: int):
@@ -131,7 +164,9 @@ def _exported_predictor(cfg, runtime):
     if predictor.meta["input"]["channels"] != cfg.INPUT.FORMAT:
         from detgn.export.predictors import ExportedModelError
 
-        raise ExportedModelError(f"INPUT.FORMAT {cfg.INPUT.FORMAT} differs from the exported model's {predictor.meta['input']['channels']}")
+        raise ExportedModelError(
+            f"INPUT.FORMAT {cfg.INPUT.FORMAT} differs from the exported model's {predictor.meta['input']['channels']}"
+        )
     return lambda image: {"instances": to_instances(predictor(image), image.shape[:2])}
 
 
@@ -147,9 +182,11 @@ def main(argv=None):
 
     cfg = setup_cfg_or_exit(args)
     if not cfg.MODEL.WEIGHTS and not args.random_weights:
-        print("error: MODEL.WEIGHTS is empty, so the model is untrained and would draw random detections; pass "
-              "MODEL.WEIGHTS <checkpoint> (e.g. output/quickstart/model_final.pth), or --random-weights to run it anyway",
-              file=sys.stderr)
+        print(
+            "error: MODEL.WEIGHTS is empty, so the model is untrained and would draw random detections; pass "
+            "MODEL.WEIGHTS <checkpoint> (e.g. output/quickstart/model_final.pth), or --random-weights to run it anyway",
+            file=sys.stderr,
+        )
         return 2
     files = _expand(args.input)
     plan = plan_outputs(files, args.output)
@@ -168,13 +205,19 @@ def main(argv=None):
 
     try:
         predictor = DefaultPredictor(cfg) if args.runtime == "eager" else _exported_predictor(cfg, args.runtime)
-    except (UserInputError, ImportError) as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
+    except (
+        UserInputError,
+        ImportError,
+    ) as e:  # missing, unreadable, unsafe or mismatched weights, or a bad config value
         print(f"error: MODEL.WEIGHTS: {e}", file=sys.stderr)
         return 2
     from detgn.layers.mask_ops import MaskMemoryError
 
     if not cfg.MODEL.WEIGHTS:
-        print("WARNING: no MODEL.WEIGHTS: these are the detections of an untrained model (--random-weights)", file=sys.stderr)
+        print(
+            "WARNING: no MODEL.WEIGHTS: these are the detections of an untrained model (--random-weights)",
+            file=sys.stderr,
+        )
     if args.runtime == "eager":
         p = predictor.precision
         print(f"precision for inference on {p.device_type}: {p.name} ({p.reason})")
@@ -197,7 +240,10 @@ def main(argv=None):
                             break
                         frame = fit_long_side(frame, args.max_side)[0]
                         inst = predictor(frame)["instances"]
-                        _write_png(os.path.join(args.output, f"{stem}_{k:06d}_pred.png"), draw_prediction(frame, inst, names, args.confidence_threshold))
+                        _write_png(
+                            os.path.join(args.output, f"{stem}_{k:06d}_pred.png"),
+                            draw_prediction(frame, inst, names, args.confidence_threshold),
+                        )
                         k += 1
                         bar.update(1)
                 cap.release()
@@ -211,10 +257,16 @@ def main(argv=None):
                 continue
             img, scale = fit_long_side(img, args.max_side)
             if scale != 1.0:
-                print(f"note: {path} is larger than --max-side {args.max_side}; drawn at {img.shape[1]}x{img.shape[0]} "
-                      f"(x{scale:.3f}; boxes in --json are in these pixels)", file=sys.stderr)
+                print(
+                    f"note: {path} is larger than --max-side {args.max_side}; drawn at {img.shape[1]}x{img.shape[0]} "
+                    f"(x{scale:.3f}; boxes in --json are in these pixels)",
+                    file=sys.stderr,
+                )
             inst = predictor(img)["instances"]
-            _write_png(os.path.join(args.output, stem + "_pred.png"), draw_prediction(img, inst, names, args.confidence_threshold))
+            _write_png(
+                os.path.join(args.output, stem + "_pred.png"),
+                draw_prediction(img, inst, names, args.confidence_threshold),
+            )
             written += 1
             if args.json:
                 for d in instances_to_coco_json(inst[inst.scores >= args.confidence_threshold], idx):

@@ -8,6 +8,7 @@ average, e.g. APl without large objects, as in the training log). Both files are
 (missing keys, duplicate image ids, NaN/Inf scores or boxes, RLEs that do not cover their image,
 results for unknown images or categories): a bad file exits with status 2 and one line naming it.
 """
+
 import argparse
 import json
 import os
@@ -16,7 +17,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detgn.utils.errors import UserInputError  # noqa: E402
-
 
 
 class EvaluateInputError(UserInputError, ValueError):
@@ -61,8 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gt", required=True, help="COCO instances json (ground truth)")
     ap.add_argument("--results", required=True, help="COCO results json (list of detections)")
     ap.add_argument("--type", nargs="+", default=["bbox"], choices=["bbox", "segm"], help="IoU types to evaluate")
-    ap.add_argument("--backend", default="faster_coco_eval", choices=["pycocotools", "faster_coco_eval"],
-                    help="COCOeval implementation (default faster_coco_eval, as TEST.EVALUATOR_BACKEND; same numbers)")
+    ap.add_argument(
+        "--backend",
+        default="faster_coco_eval",
+        choices=["pycocotools", "faster_coco_eval"],
+        help="COCOeval implementation (default faster_coco_eval, as TEST.EVALUATOR_BACKEND; same numbers)",
+    )
     return ap
 
 

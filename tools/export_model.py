@@ -15,6 +15,7 @@ MODEL.DEVICE and SOLVER.AMP (bf16 where the CPU has AMX) do not apply here: a li
 exported models are made and tested for CPU inference (ONNX Runtime's CPU provider, TorchScript on
 the CPU); running them on a GPU is not tested.
 """
+
 import argparse
 import os
 import sys
@@ -26,12 +27,26 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config-file", required=True, metavar="FILE", help="model config")
     ap.add_argument("--format", required=True, choices=["torchscript", "onnx"], help="what to export to")
-    ap.add_argument("--output", default=os.path.join("output", "export"),
-                    help="folder for the model, its metadata, a sample input and a README (default: output/export)")
-    ap.add_argument("--sample-image", default=None, help="image to trace and check with (default: first image of DATASETS.TEST)")
-    ap.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 16; default 17). GN is one GroupNormalization node from 21, its decomposition below")
-    ap.add_argument("--overwrite", action="store_true", help="replace the export files already in --output (else refused)")
-    ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)")
+    ap.add_argument(
+        "--output",
+        default=os.path.join("output", "export"),
+        help="folder for the model, its metadata, a sample input and a README (default: output/export)",
+    )
+    ap.add_argument(
+        "--sample-image", default=None, help="image to trace and check with (default: first image of DATASETS.TEST)"
+    )
+    ap.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        help="ONNX opset (>= 16; default 17). GN is one GroupNormalization node from 21, its decomposition below",
+    )
+    ap.add_argument(
+        "--overwrite", action="store_true", help="replace the export files already in --output (else refused)"
+    )
+    ap.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)"
+    )
     from detgn.engine.defaults import parse_with_overrides
 
     return parse_with_overrides(ap, argv)
@@ -60,8 +75,10 @@ def main(argv=None):
 
     cfg = setup_cfg_or_exit(args)
     if cfg.MODEL.DEVICE != "cpu" or cfg.SOLVER.AMP.ENABLED:
-        print(f"note: exporting and checking on the CPU in float32 (the config's MODEL.DEVICE {cfg.MODEL.DEVICE}, "
-              f"SOLVER.AMP.ENABLED {cfg.SOLVER.AMP.ENABLED} do not apply to export)")
+        print(
+            f"note: exporting and checking on the CPU in float32 (the config's MODEL.DEVICE {cfg.MODEL.DEVICE}, "
+            f"SOLVER.AMP.ENABLED {cfg.SOLVER.AMP.ENABLED} do not apply to export)"
+        )
     cfg.MODEL.DEVICE = "cpu"
     cfg.SOLVER.AMP.ENABLED = False
     try:
@@ -80,15 +97,23 @@ def main(argv=None):
             thing_classes = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
         from detgn.export import export_model
 
-        paths = export_model(cfg, predictor.model, fmt=args.format, output_dir=args.output, sample_image=image,
-                             opset=args.opset, thing_classes=thing_classes, overwrite=args.overwrite)
+        paths = export_model(
+            cfg,
+            predictor.model,
+            fmt=args.format,
+            output_dir=args.output,
+            sample_image=image,
+            opset=args.opset,
+            thing_classes=thing_classes,
+            overwrite=args.overwrite,
+        )
     except (UserInputError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from detgn.export.verify import compare_with_eager
 
     report = compare_with_eager(predictor, paths["model"], image)
-    size_mb = os.path.getsize(paths["model"]) / 2 ** 20
+    size_mb = os.path.getsize(paths["model"]) / 2**20
     print(f"wrote {paths['model']} ({size_mb:.1f} MB), {paths['meta']}, {paths['sample']}, {paths['readme']}")
     print(f"check on {sample_path}: {report.summary()}")
     return 0 if report.ok else 1

@@ -7,6 +7,7 @@ no object. It makes data for tools/train_classifier.py from the bundled nuclei i
     python tools/make_crop_dataset.py --train nuclei_mini_train --val nuclei_mini_val --output output/nuclei_crops \
         [--size 64] [--per-image 10]
 """
+
 import argparse
 import os
 import sys
@@ -18,8 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", default="nuclei_mini_train", help="registered detection dataset for the train folders")
-    ap.add_argument("--val", default="nuclei_mini_val", help="registered detection dataset for the val folders ('' for none)")
-    ap.add_argument("--output", default=os.path.join("output", "nuclei_crops"), help="writes OUTPUT/train and OUTPUT/val")
+    ap.add_argument(
+        "--val", default="nuclei_mini_val", help="registered detection dataset for the val folders ('' for none)"
+    )
+    ap.add_argument(
+        "--output", default=os.path.join("output", "nuclei_crops"), help="writes OUTPUT/train and OUTPUT/val"
+    )
     ap.add_argument("--size", type=int, default=64, help="side of the saved crops (pixels)")
     ap.add_argument("--per-image", type=int, default=10, help="object crops per image (and as many background crops)")
     ap.add_argument("--seed", type=int, default=0, help="which objects and background places are picked")
@@ -46,8 +51,14 @@ def main(argv=None):
             print(f"error: dataset {name}: {e}", file=sys.stderr)
             return 2
         out = os.path.join(args.output, split)
-        counts = write_crop_folders(dicts, MetadataCatalog.get(name).get("thing_classes"), out, size=args.size,
-                                    per_image=args.per_image, seed=args.seed)
+        counts = write_crop_folders(
+            dicts,
+            MetadataCatalog.get(name).get("thing_classes"),
+            out,
+            size=args.size,
+            per_image=args.per_image,
+            seed=args.seed,
+        )
         print(f"{out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 

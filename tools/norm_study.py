@@ -19,6 +19,7 @@ done), OUTPUT/results.json (every cell's AP and time), OUTPUT/norm_study.md (the
 OUTPUT/norm_study.png (AP against images per worker, one line per norm, as the paper's Figure 1).
 Resumable: a finished cell is not rerun, an interrupted one continues from its last checkpoint.
 """
+
 import argparse
 import json
 import os
@@ -33,11 +34,36 @@ sys.path.insert(0, REPO)
 CONFIG = os.path.join(REPO, "configs", "nuclei_quickstart.yaml")
 NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM")
 # --quick: a small model on small images, a few iterations: it exercises every step, it measures nothing
-QUICK_OPTS = ["MODEL.RESNETS.DEPTH", "18", "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.ROI_BOX_HEAD.CONV_DIM", "64",
-              "MODEL.ROI_BOX_HEAD.FC_DIM", "128", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "INPUT.MIN_SIZE_TRAIN", "(96,)",
-              "INPUT.MAX_SIZE_TRAIN", "160", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160",
-              "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-              "TEST.DETECTIONS_PER_IMAGE", "20", "DATALOADER.NUM_WORKERS", "0"]
+QUICK_OPTS = [
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "160",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "INPUT.MAX_SIZE_TEST",
+    "160",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "20",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+]
 
 
 def cells(norms: List[str], ims: List[int], syncbn: bool) -> List[Dict]:
@@ -58,10 +84,32 @@ def cell_overrides(cell, images_seen: int, lr_per_image: float, out_dir: str, qu
     iters = max(images_seen // batch, 1)
     layer = cell["layer"] or ("SyncBN" if device.startswith("cuda") else "NaiveSyncBN")
     opts = [x for key in NORM_KEYS for x in (key, layer)]
-    opts += ["SOLVER.IMS_PER_BATCH", str(batch), "SOLVER.MAX_ITER", str(iters), "SOLVER.BASE_LR", f"{lr_per_image * batch:g}",
-             "SOLVER.STEPS", f"({int(round(iters * 250 / 300))},)", "SOLVER.WARMUP_ITERS", str(int(round(iters * 50 / 300))),
-             "SOLVER.CHECKPOINT_PERIOD", str(max(iters // 3, 1)), "SOLVER.MAX_TO_KEEP", "1", "TEST.VIS_PERIOD_IMAGES", "0",
-             "TEST.EVAL_PERIOD", "0", "SEED", "0", "MODEL.DEVICE", device, "OUTPUT_DIR", out_dir]
+    opts += [
+        "SOLVER.IMS_PER_BATCH",
+        str(batch),
+        "SOLVER.MAX_ITER",
+        str(iters),
+        "SOLVER.BASE_LR",
+        f"{lr_per_image * batch:g}",
+        "SOLVER.STEPS",
+        f"({int(round(iters * 250 / 300))},)",
+        "SOLVER.WARMUP_ITERS",
+        str(int(round(iters * 50 / 300))),
+        "SOLVER.CHECKPOINT_PERIOD",
+        str(max(iters // 3, 1)),
+        "SOLVER.MAX_TO_KEEP",
+        "1",
+        "TEST.VIS_PERIOD_IMAGES",
+        "0",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "SEED",
+        "0",
+        "MODEL.DEVICE",
+        device,
+        "OUTPUT_DIR",
+        out_dir,
+    ]
     return (QUICK_OPTS if quick else []) + opts
 
 
@@ -83,7 +131,14 @@ def run_cell(cell, args, root: str) -> Dict:
         print(f"[{cell_name(cell)}] done before; not rerun", flush=True)
         return json.load(open(done))
     resume = os.path.isfile(os.path.join(cell_dir, "last_checkpoint"))
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", CONFIG, "--num-gpus", str(cell["workers"])]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "train_net.py"),
+        "--config-file",
+        CONFIG,
+        "--num-gpus",
+        str(cell["workers"]),
+    ]
     # always --resume: a cell stopped before its first checkpoint (only metrics.json) starts afresh in its own folder
     cmd += ["--resume"] + cell_overrides(cell, args.images_seen, args.lr_per_image, cell_dir, args.quick, args.device)
     env = dict(os.environ)
@@ -92,16 +147,29 @@ def run_cell(cell, args, root: str) -> Dict:
     started = time.time()
     r = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"cell {cell_name(cell)} failed (exit status {r.returncode}); see {cell_dir}/log.txt\n{r.stderr[-2000:]}")
+        raise RuntimeError(
+            f"cell {cell_name(cell)} failed (exit status {r.returncode}); see {cell_dir}/log.txt\n{r.stderr[-2000:]}"
+        )
     m = _final_metrics(cell_dir)
-    result = dict(cell, name=cell_name(cell), seconds=round(time.time() - started, 1), resumed=resume,
-                  segm_AP=m.get("segm/AP"), bbox_AP=m.get("bbox/AP"), segm_AP50=m.get("segm/AP50"), bbox_AP50=m.get("bbox/AP50"),
-                  iterations=max(args.images_seen // (cell["ims"] * cell["workers"]), 1))
+    result = dict(
+        cell,
+        name=cell_name(cell),
+        seconds=round(time.time() - started, 1),
+        resumed=resume,
+        segm_AP=m.get("segm/AP"),
+        bbox_AP=m.get("bbox/AP"),
+        segm_AP50=m.get("segm/AP50"),
+        bbox_AP50=m.get("bbox/AP50"),
+        iterations=max(args.images_seen // (cell["ims"] * cell["workers"]), 1),
+    )
     tmp = done + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f, indent=1)
     os.replace(tmp, done)
-    print(f"[{cell_name(cell)}] segm AP {result['segm_AP']:.2f}, bbox AP {result['bbox_AP']:.2f} in {result['seconds']:.0f} s", flush=True)
+    print(
+        f"[{cell_name(cell)}] segm AP {result['segm_AP']:.2f}, bbox AP {result['bbox_AP']:.2f} in {result['seconds']:.0f} s",
+        flush=True,
+    )
     return result
 
 
@@ -112,13 +180,29 @@ def _fmt(v) -> str:
 def write_table(results: List[Dict], path: str, header: str) -> None:
     ims = sorted({r["ims"] for r in results})
     rows = []
-    for label in dict.fromkeys(r["norm"] + ("" if r["workers"] == 1 else f" ({r['workers']} processes)") for r in results):
-        by_ims = {r["ims"]: r for r in results if r["norm"] + ("" if r["workers"] == 1 else f" ({r['workers']} processes)") == label}
-        rows.append(f"| {label} | " + " | ".join(f"{_fmt(by_ims[i]['segm_AP'])} / {_fmt(by_ims[i]['bbox_AP'])}" if i in by_ims else "-"
-                                              for i in ims) + " |")
-    lines = [header, "", "segm AP / bbox AP (COCO AP, percent) on nuclei_mini_val (12 images)", "",
-             "| norm | " + " | ".join(f"{i} image{'s' if i > 1 else ''} per worker" for i in ims) + " |",
-             "|---|" + "---|" * len(ims)] + rows
+    for label in dict.fromkeys(
+        r["norm"] + ("" if r["workers"] == 1 else f" ({r['workers']} processes)") for r in results
+    ):
+        by_ims = {
+            r["ims"]: r
+            for r in results
+            if r["norm"] + ("" if r["workers"] == 1 else f" ({r['workers']} processes)") == label
+        }
+        rows.append(
+            f"| {label} | "
+            + " | ".join(
+                f"{_fmt(by_ims[i]['segm_AP'])} / {_fmt(by_ims[i]['bbox_AP'])}" if i in by_ims else "-" for i in ims
+            )
+            + " |"
+        )
+    lines = [
+        header,
+        "",
+        "segm AP / bbox AP (COCO AP, percent) on nuclei_mini_val (12 images)",
+        "",
+        "| norm | " + " | ".join(f"{i} image{'s' if i > 1 else ''} per worker" for i in ims) + " |",
+        "|---|" + "---|" * len(ims),
+    ] + rows
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -136,7 +220,14 @@ def write_plot(results: List[Dict], path: str, title: str) -> None:
             rs = sorted((r for r in results if r["norm"] == norm), key=lambda r: r["ims"])
             color, marker = styles.get(norm, ("C7", "x"))
             label = norm + (" (2 processes)" if rs and rs[0]["workers"] > 1 else "")
-            ax.plot([r["ims"] for r in rs], [r[f"{task}_AP"] for r in rs], marker=marker, color=color, label=label, linewidth=2)
+            ax.plot(
+                [r["ims"] for r in rs],
+                [r[f"{task}_AP"] for r in rs],
+                marker=marker,
+                color=color,
+                label=label,
+                linewidth=2,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["ims"] for r in results}), [str(i) for i in sorted({r["ims"] for r in results})])
         ax.set_xlabel("images per worker")
@@ -154,14 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output", default=os.path.join("output", "norm_study"), help="folder of the study (resumable)")
-    ap.add_argument("--norms", nargs="+", default=["BN", "GN"], choices=["BN", "GN"], help="per-worker norms to compare")
+    ap.add_argument(
+        "--norms", nargs="+", default=["BN", "GN"], choices=["BN", "GN"], help="per-worker norms to compare"
+    )
     ap.add_argument("--ims", nargs="+", type=int, default=[1, 2, 4], help="images per worker")
     ap.add_argument("--syncbn", action="store_true", help="add a SyncBN row: 2 processes, statistics over both")
     ap.add_argument("--images-seen", type=int, default=600, help="training images per cell (the quick start's 300 x 2)")
-    ap.add_argument("--lr-per-image", type=float, default=0.01, help="LR per image of the batch (the quick start's 0.02 at 2)")
+    ap.add_argument(
+        "--lr-per-image", type=float, default=0.01, help="LR per image of the batch (the quick start's 0.02 at 2)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads per cell, split among its processes")
-    ap.add_argument("--quick", action="store_true", help="tiny model, images and budget (--images-seen 8): checks the machinery")
+    ap.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 2, help="CPU threads per cell, split among its processes"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny model, images and budget (--images-seen 8): checks the machinery"
+    )
     return ap
 
 
@@ -194,15 +293,24 @@ def main(argv=None):
 
         machine = f"{torch.cuda.get_device_name()} ({args.device})" if torch.cuda.is_available() else args.device
     total = sum(r["seconds"] for r in results)
-    header = (f"# Norm study{' (--quick: machinery check, not a measurement)' if args.quick else ''}\n\n"
-              f"{args.images_seen} training images per cell, LR {args.lr_per_image:g} x batch, from scratch, SEED 0; "
-              f"{machine}; cells trained in {total / 60:.1f} min in all (this call: {(time.time() - started) / 60:.1f} min).\n"
-              f"Command: python tools/norm_study.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    header = (
+        f"# Norm study{' (--quick: machinery check, not a measurement)' if args.quick else ''}\n\n"
+        f"{args.images_seen} training images per cell, LR {args.lr_per_image:g} x batch, from scratch, SEED 0; "
+        f"{machine}; cells trained in {total / 60:.1f} min in all (this call: {(time.time() - started) / 60:.1f} min).\n"
+        f"Command: python tools/norm_study.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    )
     with open(os.path.join(root, "results.json"), "w") as f:
-        json.dump({"machine": machine, "images_seen": args.images_seen, "lr_per_image": args.lr_per_image, "cells": results}, f, indent=1)
+        json.dump(
+            {"machine": machine, "images_seen": args.images_seen, "lr_per_image": args.lr_per_image, "cells": results},
+            f,
+            indent=1,
+        )
     write_table(results, os.path.join(root, "norm_study.md"), header)
-    write_plot(results, os.path.join(root, "norm_study.png"),
-               f"Mask R-CNN R-18-FPN from scratch, {args.images_seen} images seen per cell, LR linear in batch; {machine}")
+    write_plot(
+        results,
+        os.path.join(root, "norm_study.png"),
+        f"Mask R-CNN R-18-FPN from scratch, {args.images_seen} images seen per cell, LR linear in batch; {machine}",
+    )
     print(open(os.path.join(root, "norm_study.md")).read())
     print(f"plot: {os.path.join(root, 'norm_study.png')}")
     return 0

@@ -6,6 +6,7 @@
 Losses are drawn raw (faint) with their running median over --window iterations; --log-scale auto
 uses a log y-axis when they span more than two decades. Needs matplotlib (pip install matplotlib).
 """
+
 import argparse
 import os
 import sys
@@ -35,7 +36,9 @@ def main(argv=None):
         print("error: --window must be at least 1", file=sys.stderr)
         return 2
     try:
-        for p in plot_metrics(args.output_dir, log_scale={"auto": None, "on": True, "off": False}[args.log_scale], window=args.window):
+        for p in plot_metrics(
+            args.output_dir, log_scale={"auto": None, "on": True, "off": False}[args.log_scale], window=args.window
+        ):
             print(p)
     except (FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

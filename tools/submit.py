@@ -9,6 +9,7 @@ Everything after `--` goes to tools/train_net.py. `--dry-run` prints the sbatch 
 submitting; `--executor local` runs the job as local processes (submitit's LocalExecutor), the same code
 path without a cluster; `--wait` waits for the job and reports how it ended.
 """
+
 import argparse
 import os
 import shlex
@@ -20,39 +21,89 @@ from detgn.utils.errors import UserInputError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Submit a detgn training run to SLURM (submitit); it requeues itself and resumes exactly.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Example (4 nodes x 8 GPUs):\n  python tools/submit.py --nodes 4 --gpus-per-node 8 --partition P "
-                                       "--time 72:00:00 -- --config-file cfg.yaml OUTPUT_DIR /shared/runs/x\n")
+    p = argparse.ArgumentParser(
+        description="Submit a detgn training run to SLURM (submitit); it requeues itself and resumes exactly.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example (4 nodes x 8 GPUs):\n  python tools/submit.py --nodes 4 --gpus-per-node 8 --partition P "
+        "--time 72:00:00 -- --config-file cfg.yaml OUTPUT_DIR /shared/runs/x\n",
+    )
     p.add_argument("--nodes", type=int, default=1, help="number of machines (SLURM nodes)")
     p.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node; one training process per GPU")
-    p.add_argument("--tasks-per-node", type=int, default=None,
-                   help="CPU processes per node, with --gpus-per-node 0 and MODEL.DEVICE cpu (default: one per GPU)")
+    p.add_argument(
+        "--tasks-per-node",
+        type=int,
+        default=None,
+        help="CPU processes per node, with --gpus-per-node 0 and MODEL.DEVICE cpu (default: one per GPU)",
+    )
     p.add_argument("--partition", default=None, help="SLURM partition (sbatch --partition)")
-    p.add_argument("--time", default="72:00:00", help="time limit per allocation, as sbatch takes it (MM, HH:MM:SS, D-HH:MM:SS); "
-                                                      "the job requeues itself before it")
+    p.add_argument(
+        "--time",
+        default="72:00:00",
+        help="time limit per allocation, as sbatch takes it (MM, HH:MM:SS, D-HH:MM:SS); "
+        "the job requeues itself before it",
+    )
     p.add_argument("--account", default=None, help="SLURM account to charge (sbatch --account)")
     p.add_argument("--qos", default=None, help="quality of service (sbatch --qos)")
     p.add_argument("--constraint", default=None, help="node features required (sbatch --constraint, e.g. volta32gb)")
-    p.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per training process (data loading workers + 1)")
+    p.add_argument(
+        "--cpus-per-task", type=int, default=None, help="CPU cores per training process (data loading workers + 1)"
+    )
     p.add_argument("--mem", default=None, help="memory per node (sbatch --mem, e.g. 480G; 0 means all of it)")
     p.add_argument("--job-name", default="detgn", help="SLURM job name (default: detgn)")
-    p.add_argument("--log-dir", default=None, help="where submitit writes the job's logs and pickles (default: OUTPUT_DIR/submitit)")
-    p.add_argument("--signal-delay", type=int, default=120, metavar="SECONDS",
-                   help="how long before the time limit SLURM sends USR2, so that the job checkpoints and requeues (default 120)")
-    p.add_argument("--sbatch", action="append", default=[], metavar="KEY[=VALUE]",
-                   help="any other sbatch option, repeatable (e.g. --sbatch mail-type=END --sbatch exclusive)")
-    p.add_argument("--setup", action="append", default=[], metavar="COMMAND",
-                   help="a shell line the sbatch script runs before the tasks, repeatable (e.g. 'module load cuda/12.4')")
-    p.add_argument("--master-port", type=int, default=None, help="port of the process group's store (default: 20000 + job id mod 20000)")
-    p.add_argument("--tool", default=None, metavar="SCRIPT",
-                   help="the training script each task runs (default tools/train_net.py; tools/train_classifier.py works too)")
-    p.add_argument("--executor", choices=("slurm", "local"), default="slurm",
-                   help="slurm (sbatch) or local (processes on this machine through submitit's LocalExecutor, for a dry rehearsal)")
-    p.add_argument("--dry-run", action="store_true", help="print the sbatch script and the training command, submit nothing")
+    p.add_argument(
+        "--log-dir",
+        default=None,
+        help="where submitit writes the job's logs and pickles (default: OUTPUT_DIR/submitit)",
+    )
+    p.add_argument(
+        "--signal-delay",
+        type=int,
+        default=120,
+        metavar="SECONDS",
+        help="how long before the time limit SLURM sends USR2, so that the job checkpoints and requeues (default 120)",
+    )
+    p.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="any other sbatch option, repeatable (e.g. --sbatch mail-type=END --sbatch exclusive)",
+    )
+    p.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="a shell line the sbatch script runs before the tasks, repeatable (e.g. 'module load cuda/12.4')",
+    )
+    p.add_argument(
+        "--master-port",
+        type=int,
+        default=None,
+        help="port of the process group's store (default: 20000 + job id mod 20000)",
+    )
+    p.add_argument(
+        "--tool",
+        default=None,
+        metavar="SCRIPT",
+        help="the training script each task runs (default tools/train_net.py; tools/train_classifier.py works too)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("slurm", "local"),
+        default="slurm",
+        help="slurm (sbatch) or local (processes on this machine through submitit's LocalExecutor, for a dry rehearsal)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch script and the training command, submit nothing"
+    )
     p.add_argument("--wait", action="store_true", help="wait for the job to end and exit with its outcome")
-    p.add_argument("train_args", nargs=argparse.REMAINDER, metavar="-- TRAIN_NET_ARGS",
-                   help="arguments of tools/train_net.py (config file, overrides), after --")
+    p.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- TRAIN_NET_ARGS",
+        help="arguments of tools/train_net.py (config file, overrides), after --",
+    )
     return p
 
 
@@ -70,8 +121,14 @@ def main(argv=None) -> int:
     if train_args and train_args[0] == "--":
         train_args = train_args[1:]
     try:
-        from detgn.engine.submit import (DEFAULT_TOOL, SubmitError, TrainingJob, check_training_args, parse_time_minutes,
-                                         slurm_parameters)
+        from detgn.engine.submit import (
+            DEFAULT_TOOL,
+            SubmitError,
+            TrainingJob,
+            check_training_args,
+            parse_time_minutes,
+            slurm_parameters,
+        )
 
         if not train_args:
             raise SubmitError("no training arguments: add `-- --config-file <config.yaml> [KEY VALUE ...]`")
@@ -80,20 +137,36 @@ def main(argv=None) -> int:
         check_training_args(train_args)
         cfg = _training_cfg(train_args)
         minutes = parse_time_minutes(args.time)
-        params = slurm_parameters(nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
-                                  time_minutes=minutes, partition=args.partition, account=args.account, qos=args.qos,
-                                  constraint=args.constraint, job_name=args.job_name, cpus_per_task=args.cpus_per_task, mem=args.mem,
-                                  signal_delay_s=args.signal_delay, sbatch=args.sbatch, setup=args.setup)
+        params = slurm_parameters(
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            tasks_per_node=args.tasks_per_node,
+            time_minutes=minutes,
+            partition=args.partition,
+            account=args.account,
+            qos=args.qos,
+            constraint=args.constraint,
+            job_name=args.job_name,
+            cpus_per_task=args.cpus_per_task,
+            mem=args.mem,
+            signal_delay_s=args.signal_delay,
+            sbatch=args.sbatch,
+            setup=args.setup,
+        )
         from detgn.engine.output_dir import config_differences
 
         differ = config_differences(cfg.OUTPUT_DIR, cfg)
         if differ:
-            raise SubmitError(f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); the job would refuse to "
-                              "continue it: choose a new OUTPUT_DIR")
+            raise SubmitError(
+                f"OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); the job would refuse to "
+                "continue it: choose a new OUTPUT_DIR"
+            )
         try:
             import submitit
         except ImportError:
-            raise SubmitError("submitit is not installed: pip install 'detgn[slurm]' (or pip install submitit)") from None
+            raise SubmitError(
+                "submitit is not installed: pip install 'detgn[slurm]' (or pip install submitit)"
+            ) from None
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -104,8 +177,13 @@ def main(argv=None) -> int:
     if args.dry_run:
         from submitit.slurm.slurm import _make_sbatch_string  # the script SlurmExecutor would submit
 
-        print(_make_sbatch_string(command=f"{sys.executable} -u -m submitit.core._submit {log_dir}/%j",
-                                  folder=os.path.join(log_dir, "%j"), **params))
+        print(
+            _make_sbatch_string(
+                command=f"{sys.executable} -u -m submitit.core._submit {log_dir}/%j",
+                folder=os.path.join(log_dir, "%j"),
+                **params,
+            )
+        )
         print(f"# each task runs: {command}")
         return 0
     if args.executor == "local":
@@ -113,8 +191,12 @@ def main(argv=None) -> int:
             print("error: --executor local runs on this machine only: use --nodes 1", file=sys.stderr)
             return 2
         executor = submitit.LocalExecutor(folder=log_dir)  # its controller would create a literal "%j" folder
-        executor.update_parameters(tasks_per_node=params["ntasks_per_node"], gpus_per_node=params.get("gpus_per_node", 0),
-                                   timeout_min=minutes, signal_delay_s=args.signal_delay)
+        executor.update_parameters(
+            tasks_per_node=params["ntasks_per_node"],
+            gpus_per_node=params.get("gpus_per_node", 0),
+            timeout_min=minutes,
+            signal_delay_s=args.signal_delay,
+        )
     else:
         try:
             executor = submitit.SlurmExecutor(folder=os.path.join(log_dir, "%j"), max_num_timeout=1000)
@@ -123,18 +205,27 @@ def main(argv=None) -> int:
             return 2
         executor.update_parameters(**params)
     job = executor.submit(job_fn)
-    print(f"Submitted job {job.job_id} ({args.executor}: {args.nodes} node(s) x {params['ntasks_per_node']} process(es)) -> "
-          f"OUTPUT_DIR {cfg.OUTPUT_DIR}")
-    print(f"Logs: {job.paths.stdout} and {job.paths.stderr} (task 0); training log: {os.path.join(cfg.OUTPUT_DIR, 'log.txt')}")
+    print(
+        f"Submitted job {job.job_id} ({args.executor}: {args.nodes} node(s) x {params['ntasks_per_node']} process(es)) -> "
+        f"OUTPUT_DIR {cfg.OUTPUT_DIR}"
+    )
+    print(
+        f"Logs: {job.paths.stdout} and {job.paths.stderr} (task 0); training log: {os.path.join(cfg.OUTPUT_DIR, 'log.txt')}"
+    )
     if args.executor == "slurm":
-        print(f"Follow: squeue -j {job.job_id}; tail -f {os.path.join(cfg.OUTPUT_DIR, 'log.txt')}; stop: scancel {job.job_id} "
-              "(it checkpoints first; resubmit the same command to continue)")
+        print(
+            f"Follow: squeue -j {job.job_id}; tail -f {os.path.join(cfg.OUTPUT_DIR, 'log.txt')}; stop: scancel {job.job_id} "
+            "(it checkpoints first; resubmit the same command to continue)"
+        )
     if not args.wait:
         return 0
     try:
         job.results()  # every task's; raises the first failure
     except Exception as e:  # noqa: BLE001 - submitit re-raises the job's failure with its log
-        print(f"error: job {job.job_id} failed: {str(e).strip().splitlines()[-1][:300]} (full log: {job.paths.stderr})", file=sys.stderr)
+        print(
+            f"error: job {job.job_id} failed: {str(e).strip().splitlines()[-1][:300]} (full log: {job.paths.stderr})",
+            file=sys.stderr,
+        )
         return 1
     print(f"Job {job.job_id} finished: {os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
     return 0

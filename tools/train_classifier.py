@@ -13,6 +13,7 @@ the classifier; MODEL.WEIGHTS of a detector config with the same MODEL.RESNETS.*
 (every backbone tensor matched, fc unused), and tools/convert_weights.py --to torchvision writes it
 in torchvision's names. Multi-process: --num-gpus / --num-machines / torchrun as tools/train_net.py.
 """
+
 import logging
 import os
 import sys
@@ -64,15 +65,19 @@ def main(args):
             log.info("Plots written: %s", ", ".join(plot_metrics(cfg.OUTPUT_DIR)))
         except ImportError as e:
             log.info("Skipping plots (%s)", e)
-        log.info("Classifier weights: %s (MODEL.WEIGHTS of a detector with the same MODEL.RESNETS settings)",
-                 os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+        log.info(
+            "Classifier weights: %s (MODEL.WEIGHTS of a detector with the same MODEL.RESNETS settings)",
+            os.path.join(cfg.OUTPUT_DIR, "model_final.pth"),
+        )
     return results
 
 
 def check_classifier_cfg(cfg):
     if cfg.MODEL.META_ARCHITECTURE != "ImageNetClassifier":
-        raise ConfigError(f"tools/train_classifier.py trains MODEL.META_ARCHITECTURE ImageNetClassifier, not "
-                          f"{cfg.MODEL.META_ARCHITECTURE}; start from configs/ImageNet/*.yaml")
+        raise ConfigError(
+            f"tools/train_classifier.py trains MODEL.META_ARCHITECTURE ImageNetClassifier, not "
+            f"{cfg.MODEL.META_ARCHITECTURE}; start from configs/ImageNet/*.yaml"
+        )
 
 
 def parse_args(argv=None):
@@ -83,8 +88,14 @@ def parse_args(argv=None):
 
 
 def cli(argv=None):
-    return run_training_cli(main, argv, tool="tools/train_classifier.py", check_cfg=check_classifier_cfg, launch_fn=launch,
-                            description="Train detgn's ResNet backbone as an image classifier (GN ImageNet pretraining).")
+    return run_training_cli(
+        main,
+        argv,
+        tool="tools/train_classifier.py",
+        check_cfg=check_classifier_cfg,
+        launch_fn=launch,
+        description="Train detgn's ResNet backbone as an image classifier (GN ImageNet pretraining).",
+    )
 
 
 if __name__ == "__main__":

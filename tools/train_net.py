@@ -3,13 +3,23 @@
 
 Run with --help for every option. Examples are listed at the end of --help.
 """
+
 import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import ConfigError, DefaultTrainer, default_setup, describe_model, launch, log_data_summary, save_config, setup_cfg  # noqa: E402
+from detgn.engine import (
+    ConfigError,
+    DefaultTrainer,
+    default_setup,
+    describe_model,
+    launch,
+    log_data_summary,
+    save_config,
+    setup_cfg,
+)  # noqa: E402
 from detgn.engine.cli import run_training_cli  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
@@ -56,7 +66,9 @@ def after_training(cfg, trainer):
     if n > 0 and cfg.DATASETS.TEST:
         from detgn.engine.prediction_pictures import write_prediction_pictures
 
-        paths = write_prediction_pictures(cfg, trainer.model, cfg.DATASETS.TEST[0], n, os.path.join(cfg.OUTPUT_DIR, "predictions"))
+        paths = write_prediction_pictures(
+            cfg, trainer.model, cfg.DATASETS.TEST[0], n, os.path.join(cfg.OUTPUT_DIR, "predictions")
+        )
         log.info("Prediction pictures: %s", ", ".join(paths))
 
 
@@ -67,7 +79,9 @@ def check_detection_cfg(cfg):
     if cfg.MODEL.META_ARCHITECTURE == "ImageNetClassifier":
         raise ConfigError("MODEL.META_ARCHITECTURE ImageNetClassifier is trained with tools/train_classifier.py")
     if cfg.CLASSIFIER != get_cfg().CLASSIFIER:
-        raise ConfigError("CLASSIFIER.* keys are read by tools/train_classifier.py only; remove them from this detection config")
+        raise ConfigError(
+            "CLASSIFIER.* keys are read by tools/train_classifier.py only; remove them from this detection config"
+        )
 
 
 def parse_args(argv=None):

@@ -4,6 +4,7 @@
     python tools/visualize_data.py --config-file configs/nuclei_quickstart.yaml [--output output/vis_data] \
         [--dataset nuclei_mini_train] [--num 8] [--source annotation|dataloader] [KEY VALUE ...]
 """
+
 import argparse
 import os
 import sys
@@ -16,12 +17,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def build_parser() -> argparse.ArgumentParser:
     """The tool's argument parser (also read by tests/test_documented_commands.py)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config-file", default="", metavar="FILE", help="config file (its INPUT.* decide the augmentations)")
+    ap.add_argument(
+        "--config-file", default="", metavar="FILE", help="config file (its INPUT.* decide the augmentations)"
+    )
     ap.add_argument("--dataset", default=None, help="registered dataset name (default: the first of DATASETS.TRAIN)")
-    ap.add_argument("--output", default=os.path.join("output", "vis_data"), help="folder for the PNG files (default: output/vis_data)")
+    ap.add_argument(
+        "--output",
+        default=os.path.join("output", "vis_data"),
+        help="folder for the PNG files (default: output/vis_data)",
+    )
     ap.add_argument("--num", type=int, default=8, help="number of images to draw")
-    ap.add_argument("--source", choices=["annotation", "dataloader"], default="dataloader",
-                    help="raw annotations, or after the training augmentations")
+    ap.add_argument(
+        "--source",
+        choices=["annotation", "dataloader"],
+        default="dataloader",
+        help="raw annotations, or after the training augmentations",
+    )
     ap.add_argument("--seed", type=int, default=0, help="augmentation seed")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return ap
@@ -60,8 +71,15 @@ def main(argv=None):
         if inst.has("gt_masks"):
             gm = inst.gt_masks
             masks = (BitMasks.from_polygon_masks(gm, h, w) if isinstance(gm, PolygonMasks) else gm).tensor.numpy()
-        vis = draw_instances(np.ascontiguousarray(img), inst.gt_boxes.tensor.numpy(), masks, inst.gt_classes.tolist(), None, names,
-                             draw_labels=True)
+        vis = draw_instances(
+            np.ascontiguousarray(img),
+            inst.gt_boxes.tensor.numpy(),
+            masks,
+            inst.gt_classes.tolist(),
+            None,
+            names,
+            draw_labels=True,
+        )
         path = os.path.join(args.output, f"{os.path.splitext(os.path.basename(d['file_name']))[0]}.png")
         cv2.imwrite(path, vis)
         print(f"{path}: {len(inst)} instances, {w}x{h}")

@@ -5,6 +5,7 @@ Formats are recognised from the file's content (see formats.py); after loading, 
 matched keys, keys missing from the file, unused keys, and skipped shape mismatches. A file
 where nothing matches the model is an error.
 """
+
 import errno
 import os
 import random
@@ -33,7 +34,13 @@ def get_rng_state() -> Dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -65,7 +72,9 @@ class DetectionCheckpointer(Checkpointer):
 
     def __init__(self, model, save_dir: str = "", *, save_to_disk: Optional[bool] = None, **checkpointables):
         is_main = comm.is_main_process()
-        super().__init__(model, save_dir, save_to_disk=is_main if save_to_disk is None else save_to_disk, **checkpointables)
+        super().__init__(
+            model, save_dir, save_to_disk=is_main if save_to_disk is None else save_to_disk, **checkpointables
+        )
         self.last_report: Optional[Dict[str, List]] = None
         self.weights_format: Optional[str] = None  # None: recognised from the content; else one of formats.FORMATS
 
@@ -121,7 +130,8 @@ class DetectionCheckpointer(Checkpointer):
         if not (matched_candidates & model_keys):
             raise WeightsLoadError(
                 f"None of the {len(matched_candidates)} tensors in the weights file match the model's {len(model_keys)} "
-                f"parameters (format '{fmt}'); check MODEL.WEIGHTS and that the config describes the same architecture")
+                f"parameters (format '{fmt}'); check MODEL.WEIGHTS and that the config describes the same architecture"
+            )
         file_convention = "mmcv" if fmt == "mmdet" else checkpoint.pop("ws_convention", None)
         incompatible = super()._load_model(checkpoint)
         if file_convention:
@@ -140,7 +150,6 @@ class DetectionCheckpointer(Checkpointer):
         # reported above in detgn's format; an empty result keeps fvcore from logging it a second time
         return IncompatibleKeys(missing_keys=[], unexpected_keys=[], incorrect_shapes=[])
 
-
     def _adopt_ws_convention(self, convention: str, fmt: str) -> None:
         """Weight-standardised convs left on "auto" take the convention the file's weights were trained with;
         an explicit MODEL.WEIGHT_STANDARDIZATION.CONVENTION that differs is kept, with a warning."""
@@ -151,13 +160,24 @@ class DetectionCheckpointer(Checkpointer):
         for m in auto:
             m.ws_convention = convention
         if auto:
-            self.logger.info("Weight standardisation: %d convs use the '%s' formula of these %s weights "
-                             "(MODEL.WEIGHT_STANDARDIZATION.CONVENTION auto)", len(auto), convention, fmt)
+            self.logger.info(
+                "Weight standardisation: %d convs use the '%s' formula of these %s weights "
+                "(MODEL.WEIGHT_STANDARDIZATION.CONVENTION auto)",
+                len(auto),
+                convention,
+                fmt,
+            )
         other = {m.ws_convention for m in convs if not m.ws_auto} - {convention}
         if other:
-            self.logger.warning("These %s weights were trained with the '%s' weight-standardisation formula but "
-                                "MODEL.WEIGHT_STANDARDIZATION.CONVENTION is '%s': outputs will differ slightly (set it to "
-                                "auto or %s)", fmt, convention, other.pop(), convention)
+            self.logger.warning(
+                "These %s weights were trained with the '%s' weight-standardisation formula but "
+                "MODEL.WEIGHT_STANDARDIZATION.CONVENTION is '%s': outputs will differ slightly (set it to "
+                "auto or %s)",
+                fmt,
+                convention,
+                other.pop(),
+                convention,
+            )
 
 
 def ws_convention_of(model) -> Optional[str]:
@@ -204,12 +224,14 @@ def format_load_report(report: Dict[str, Any], max_list: int = 12) -> str:
         more = f" ... and {len(items) - max_list} more groups" if len(items) > max_list else ""
         return ", ".join(items[:max_list]) + more
 
-    lines = [f"Weight loading report (format: {report['format']})",
-             f"  {'matched':<16} {len(report['matched']):>6}",
-             f"  {'missing in file':<16} {len(report['missing']):>6}   {grouped(report['missing']) if report['missing'] else ''}",
-             f"  {'unused in file':<16} {len(report['unused']):>6}   {grouped(report['unused']) if report['unused'] else ''}",
-             f"  {'shape mismatch':<16} {len(report['shape_mismatch']):>6}   "
-             + ", ".join(f"{k} file{a} != model{b}" for k, a, b in report["shape_mismatch"][:max_list])]
+    lines = [
+        f"Weight loading report (format: {report['format']})",
+        f"  {'matched':<16} {len(report['matched']):>6}",
+        f"  {'missing in file':<16} {len(report['missing']):>6}   {grouped(report['missing']) if report['missing'] else ''}",
+        f"  {'unused in file':<16} {len(report['unused']):>6}   {grouped(report['unused']) if report['unused'] else ''}",
+        f"  {'shape mismatch':<16} {len(report['shape_mismatch']):>6}   "
+        + ", ".join(f"{k} file{a} != model{b}" for k, a, b in report["shape_mismatch"][:max_list]),
+    ]
     return "\n".join(lines)
 
 
@@ -236,7 +258,7 @@ def _atomic_torch_save(data, path: str) -> None:
 def _disk_full(folder: str) -> bool:
     try:
         st = os.statvfs(folder)
-        return st.f_bavail * st.f_frsize < 2 ** 20
+        return st.f_bavail * st.f_frsize < 2**20
     except OSError:
         return False
 

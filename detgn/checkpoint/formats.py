@@ -10,6 +10,7 @@ Formats:
   mmdet       mmdetection 2.x / 3.x detectors {"meta", "state_dict"}: backbone.layerX, neck.*, rpn_head.*, roi_head.*
               (mmdet_names.py)
 """
+
 import logging
 import pickle
 import os
@@ -23,8 +24,16 @@ from detgn.utils.errors import UserInputError
 
 from .mmdet_names import looks_mmdet, mmdet_names_to_detgn
 
-__all__ = ["UnsafePickleError", "WeightsFormatError", "load_any_file", "convert_to_detgn", "detect_format", "c2_names_to_detgn", "torchvision_names_to_detgn",
-           "detgn_names_to_torchvision"]
+__all__ = [
+    "UnsafePickleError",
+    "WeightsFormatError",
+    "load_any_file",
+    "convert_to_detgn",
+    "detect_format",
+    "c2_names_to_detgn",
+    "torchvision_names_to_detgn",
+    "detgn_names_to_torchvision",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +49,14 @@ class UnsafePickleError(UserInputError, ValueError):
 # Everything a Detectron (Python 2, protocol 2) or detectron2 .pkl needs: numpy arrays, dtypes and
 # scalars, and plain containers. Any other global (os.system, builtins.eval, ...) is refused.
 _PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("collections", "OrderedDict"),
     ("_codecs", "encode"),  # bytes written by Python 3 with protocol 2
 }
@@ -59,9 +72,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         if module == "numpy.dtypes" and name.endswith("DType"):  # numpy >= 1.25 dtype classes
             return super().find_class(module, name)
-        raise UnsafePickleError(f"Refusing to load {self._filename}: it asks for the Python global '{module}.{name}', which a "
-                                "weights file does not need (only numpy arrays and plain containers are allowed); "
-                                "loading it could run code. Convert trusted weights with a plain torch.save of tensors")
+        raise UnsafePickleError(
+            f"Refusing to load {self._filename}: it asks for the Python global '{module}.{name}', which a "
+            "weights file does not need (only numpy arrays and plain containers are allowed); "
+            "loading it could run code. Convert trusted weights with a plain torch.save of tensors"
+        )
 
 
 def _safe_unpickle(filename: str) -> Any:
@@ -83,7 +98,9 @@ def load_any_file(filename: str) -> Any:
     except OSError as e:
         raise WeightsFormatError(f"Cannot read weights file {filename}: {e.strerror}") from None
     if size == 0:
-        raise WeightsFormatError(f"Weights file {filename} is empty (0 bytes), e.g. an interrupted download or copy; fetch it again")
+        raise WeightsFormatError(
+            f"Weights file {filename} is empty (0 bytes), e.g. an interrupted download or copy; fetch it again"
+        )
     with open(filename, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04" or zipfile.is_zipfile(filename)
     try:
@@ -92,7 +109,9 @@ def load_any_file(filename: str) -> Any:
             return torch.load(filename, map_location="cpu", weights_only=True)
     except Exception as torch_error:  # not a (safe) torch file: try the restricted pickle reader
         refused = _refused_global(str(torch_error))
-        if refused and not is_zip:  # a plain pickle (Detectron .pkl) or a legacy torch file, whose first pickle is a magic number
+        if (
+            refused and not is_zip
+        ):  # a plain pickle (Detectron .pkl) or a legacy torch file, whose first pickle is a magic number
             try:
                 obj = _safe_unpickle(filename)
             except UnsafePickleError:
@@ -103,21 +122,27 @@ def load_any_file(filename: str) -> Any:
                 return obj
         if refused:
             kind = "torch checkpoint (zip)" if is_zip else "legacy torch checkpoint"
-            raise UnsafePickleError(f"Refusing to load {filename}: this {kind} asks for the Python global '{refused}', which "
-                                    "weights do not need; loading it could run code. Re-save trusted weights as a plain state "
-                                    "dict of tensors (torch.save(model.state_dict(), path))") from None
+            raise UnsafePickleError(
+                f"Refusing to load {filename}: this {kind} asks for the Python global '{refused}', which "
+                "weights do not need; loading it could run code. Re-save trusted weights as a plain state "
+                "dict of tensors (torch.save(model.state_dict(), path))"
+            ) from None
         if is_zip:
-            raise WeightsFormatError(f"Cannot read weights file {filename}: a torch checkpoint (zip) that torch cannot open "
-                                     f"({_first_sentence(str(torch_error))}); the file is probably truncated or corrupted: "
-                                     "fetch or copy it again") from None
+            raise WeightsFormatError(
+                f"Cannot read weights file {filename}: a torch checkpoint (zip) that torch cannot open "
+                f"({_first_sentence(str(torch_error))}); the file is probably truncated or corrupted: "
+                "fetch or copy it again"
+            ) from None
         try:
             return _safe_unpickle(filename)
         except UnsafePickleError:
             raise
         except Exception as pickle_error:
-            raise WeightsFormatError(f"Cannot read weights file {filename}: it is neither a torch checkpoint nor a numpy pickle "
-                                     f"({type(pickle_error).__name__}: {_first_sentence(str(pickle_error))}); check the path, or "
-                                     "fetch the file again if it was cut short") from None
+            raise WeightsFormatError(
+                f"Cannot read weights file {filename}: it is neither a torch checkpoint nor a numpy pickle "
+                f"({type(pickle_error).__name__}: {_first_sentence(str(pickle_error))}); check the path, or "
+                "fetch the file again if it was cut short"
+            ) from None
 
 
 _LEGACY_TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # the first object of a torch file saved without the zip format
@@ -131,7 +156,10 @@ def _refused_global(message: str) -> Optional[str]:
 
 def _first_sentence(message: str) -> str:
     """The first line of an error, without torch's advice about weights_only=False (never an option here)."""
-    line = next((l for l in message.splitlines() if l.strip() and "weights_only" not in l), message.splitlines()[0] if message else "")
+    line = next(
+        (l for l in message.splitlines() if l.strip() and "weights_only" not in l),
+        message.splitlines()[0] if message else "",
+    )
     return line.split(". This is an internal")[0].strip().rstrip(".")
 
 
@@ -188,8 +216,16 @@ def _tensorize(d: Dict[str, Any]) -> Dict[str, torch.Tensor]:
 
 
 def _c2_norm_suffix(rest: str) -> Optional[str]:
-    return {"_gn_s": "norm.weight", "_gn_b": "norm.bias", "_bn_s": "norm.weight", "_bn_b": "norm.bias",
-            "_bn_rm": "norm.running_mean", "_bn_riv": "norm.running_var", "_w": "weight", "_b": "bias"}.get(rest)
+    return {
+        "_gn_s": "norm.weight",
+        "_gn_b": "norm.bias",
+        "_bn_s": "norm.weight",
+        "_bn_b": "norm.bias",
+        "_bn_rm": "norm.running_mean",
+        "_bn_riv": "norm.running_var",
+        "_w": "weight",
+        "_b": "bias",
+    }.get(rest)
 
 
 def c2_names_to_detgn(blobs: Dict[str, Any], backbone_prefix: str) -> Dict[str, Any]:
@@ -213,16 +249,32 @@ _WB = {"w": "weight", "b": "bias"}
 # 4conv1fc / 2fc box heads, mask heads; the GN mask head is "_mask_fcnN", the others "_[mask]_fcnN").
 _C2_RULES = [
     (re.compile(rf"^(?:conv1|res_conv1){_C2_LEAF}$"), lambda m: f"{{bp}}stem.conv1.{_c2_norm_suffix(m[1])}"),
-    (re.compile(rf"^res(\d)_(\d+)_branch(2a|2b|2c|1){_C2_LEAF}$"),
-     lambda m: f"{{bp}}res{m[1]}.{m[2]}.{_C2_BRANCH[m[3]]}.{_c2_norm_suffix(m[4])}"),
-    (re.compile(r"^fpn_inner_res(\d)_\d+_sum(?:_lateral)?(_gn_s|_gn_b|_w|_b)$"), lambda m: f"backbone.fpn_lateral{m[1]}.{_c2_norm_suffix(m[2])}"),
-    (re.compile(r"^fpn_res(\d)_\d+_sum(_gn_s|_gn_b|_w|_b)$"), lambda m: f"backbone.fpn_output{m[1]}.{_c2_norm_suffix(m[2])}"),
-    (re.compile(r"^(conv_rpn|rpn_cls_logits|rpn_bbox_pred)_fpn2_(w|b)$"),
-     lambda m: f"proposal_generator.rpn_head.{_C2_RPN[m[1]]}.{_WB[m[2]]}"),
-    (re.compile(r"^head_conv(\d)(_gn_s|_gn_b|_w|_b)$"), lambda m: f"roi_heads.box_head.conv{m[1]}.{_c2_norm_suffix(m[2])}"),
+    (
+        re.compile(rf"^res(\d)_(\d+)_branch(2a|2b|2c|1){_C2_LEAF}$"),
+        lambda m: f"{{bp}}res{m[1]}.{m[2]}.{_C2_BRANCH[m[3]]}.{_c2_norm_suffix(m[4])}",
+    ),
+    (
+        re.compile(r"^fpn_inner_res(\d)_\d+_sum(?:_lateral)?(_gn_s|_gn_b|_w|_b)$"),
+        lambda m: f"backbone.fpn_lateral{m[1]}.{_c2_norm_suffix(m[2])}",
+    ),
+    (
+        re.compile(r"^fpn_res(\d)_\d+_sum(_gn_s|_gn_b|_w|_b)$"),
+        lambda m: f"backbone.fpn_output{m[1]}.{_c2_norm_suffix(m[2])}",
+    ),
+    (
+        re.compile(r"^(conv_rpn|rpn_cls_logits|rpn_bbox_pred)_fpn2_(w|b)$"),
+        lambda m: f"proposal_generator.rpn_head.{_C2_RPN[m[1]]}.{_WB[m[2]]}",
+    ),
+    (
+        re.compile(r"^head_conv(\d)(_gn_s|_gn_b|_w|_b)$"),
+        lambda m: f"roi_heads.box_head.conv{m[1]}.{_c2_norm_suffix(m[2])}",
+    ),
     (re.compile(r"^fc(6|7)_(w|b)$"), lambda m: f"roi_heads.box_head.fc{int(m[1]) - 5}.{_WB[m[2]]}"),
     (re.compile(r"^(cls_score|bbox_pred)_(w|b)$"), lambda m: f"roi_heads.box_predictor.{m[1]}.{_WB[m[2]]}"),
-    (re.compile(r"^_(?:\[mask\]|mask)_fcn(\d)(_gn_s|_gn_b|_w|_b)$"), lambda m: f"roi_heads.mask_head.mask_fcn{m[1]}.{_c2_norm_suffix(m[2])}"),
+    (
+        re.compile(r"^_(?:\[mask\]|mask)_fcn(\d)(_gn_s|_gn_b|_w|_b)$"),
+        lambda m: f"roi_heads.mask_head.mask_fcn{m[1]}.{_c2_norm_suffix(m[2])}",
+    ),
     (re.compile(r"^conv5_mask_(w|b)$"), lambda m: f"roi_heads.mask_head.deconv.{_WB[m[1]]}"),
     (re.compile(r"^mask_fcn_logits_(w|b)$"), lambda m: f"roi_heads.mask_head.predictor.{_WB[m[1]]}"),
 ]
@@ -288,7 +340,9 @@ _FIELDS = {"L": r"\d", "S": r"\d", "B": r"\d+", "Z": r"\d", "leaf": r"weight|bia
 
 def _pattern(template: str):
     parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, field, ...
-    return re.compile("^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for i, p in enumerate(parts)) + "$")
+    return re.compile(
+        "^" + "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_FIELDS[p]})" for i, p in enumerate(parts)) + "$"
+    )
 
 
 _TV_RULES = [(_pattern(tv), _pattern(d), tv, d) for tv, d in _TV_NAME_PAIRS]
@@ -326,7 +380,13 @@ def detgn_names_to_torchvision(sd: Dict[str, Any], backbone_prefix: str = "backb
     `torchvision.models.resnetNN(norm_layer=...)`. Other tensors (FPN, heads) have no torchvision name: ValueError."""
     out = {}
     for k, v in sd.items():
-        target = k if k.startswith("fc.") else _rename(k[len(backbone_prefix):], to_detgn=False) if k.startswith(backbone_prefix) else None
+        target = (
+            k
+            if k.startswith("fc.")
+            else _rename(k[len(backbone_prefix) :], to_detgn=False)
+            if k.startswith(backbone_prefix)
+            else None
+        )
         if target is None:
             raise ValueError(f"{k} has no torchvision ResNet name")
         out[target] = v
@@ -336,8 +396,9 @@ def detgn_names_to_torchvision(sd: Dict[str, Any], backbone_prefix: str = "backb
 FORMATS = ("detgn", "detectron2", "caffe2", "torchvision", "mmdet")
 
 
-def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source: str = "",
-                     fmt: Optional[str] = None) -> Dict[str, Any]:
+def convert_to_detgn(
+    obj: Any, model_state_dict: Dict[str, torch.Tensor], source: str = "", fmt: Optional[str] = None
+) -> Dict[str, Any]:
     """-> {"model": detgn-named tensors, "format": name, ...other checkpoint entries (detgn format)}.
     `fmt` (one of FORMATS) overrides the format recognised from the content."""
     detected = detect_format(obj)
@@ -345,9 +406,11 @@ def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source
         raise WeightsFormatError(f"unknown weights format '{fmt}'; choose one of {', '.join(FORMATS)}")
     if fmt == "mmdet" and detected != "mmdet":
         sd = obj.get("state_dict", obj) if isinstance(obj, dict) else {}
-        raise WeightsFormatError(f"{source or 'the weights file'} is not an mmdetection detector (no backbone.layer1.* with "
-                                 f"neck.* / rpn_head.* / roi_head.* keys; first keys: {', '.join(list(sd)[:3])}); "
-                                 f"its content looks like '{detected}'")
+        raise WeightsFormatError(
+            f"{source or 'the weights file'} is not an mmdetection detector (no backbone.layer1.* with "
+            f"neck.* / rpn_head.* / roi_head.* keys; first keys: {', '.join(list(sd)[:3])}); "
+            f"its content looks like '{detected}'"
+        )
     fmt = fmt or detected
     prefix = _model_prefix(model_state_dict.keys(), "stem.conv1.weight") or ""
     if fmt == "detgn":
@@ -365,13 +428,17 @@ def convert_to_detgn(obj: Any, model_state_dict: Dict[str, torch.Tensor], source
     elif fmt == "mmdet":
         sd = obj.get("state_dict", obj)
         out = {"model": _tensorize(mmdet_names_to_detgn(sd, prefix, obj.get("meta") if "state_dict" in obj else None))}
-        logger.info("mmdetection weights: its GN configs expect BGR input with PIXEL_MEAN [103.53, 116.28, 123.675] and "
-                    "PIXEL_STD [1, 1, 1], its GN+WS and BN configs RGB with [123.675, 116.28, 103.53] / [58.395, 57.12, "
-                    "57.375]; see configs/mmdet/ and docs/weights.md")
+        logger.info(
+            "mmdetection weights: its GN configs expect BGR input with PIXEL_MEAN [103.53, 116.28, 123.675] and "
+            "PIXEL_STD [1, 1, 1], its GN+WS and BN configs RGB with [123.675, 116.28, 103.53] / [58.395, 57.12, "
+            "57.375]; see configs/mmdet/ and docs/weights.md"
+        )
     else:
         sd = obj.get("state_dict", obj)
         out = {"model": _tensorize(torchvision_names_to_detgn(sd, prefix))}
-        logger.info("torchvision/timm ResNet weights expect RGB input with ImageNet mean/std and the stride in the 3x3: "
-                    "INPUT.FORMAT RGB, PIXEL_MEAN [123.675, 116.28, 103.53], PIXEL_STD [58.395, 57.12, 57.375], STRIDE_IN_1X1 False")
+        logger.info(
+            "torchvision/timm ResNet weights expect RGB input with ImageNet mean/std and the stride in the 3x3: "
+            "INPUT.FORMAT RGB, PIXEL_MEAN [123.675, 116.28, 103.53], PIXEL_STD [58.395, 57.12, 57.375], STRIDE_IN_1X1 False"
+        )
     out["format"] = fmt
     return out

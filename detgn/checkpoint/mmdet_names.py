@@ -12,6 +12,7 @@ Conventions that agree with detgn and need no change: background is the last cla
 no +1 in widths, anchors centred on k * stride (offset 0), RoIAlign aligned with adaptive sampling,
 the FPN level of an ROI floor(log2(sqrt(area) / 56)). What differs is in docs/weights.md.
 """
+
 import re
 from typing import Any, Dict, List, Optional
 
@@ -57,7 +58,8 @@ _COMPILED = [(re.compile(p), t) for p, t in _RULES]
 def looks_mmdet(keys: List[str]) -> bool:
     """An mmdetection detector: `backbone.layer1.*` with an mmdet neck or heads."""
     return any(k.startswith("backbone.layer1.") for k in keys) and any(
-        k.startswith(("neck.", "rpn_head.", "roi_head.", "bbox_head.")) for k in keys)
+        k.startswith(("neck.", "rpn_head.", "roi_head.", "bbox_head.")) for k in keys
+    )
 
 
 def _rename(key: str, bp: str) -> Optional[str]:
@@ -73,19 +75,29 @@ def _rename(key: str, bp: str) -> Optional[str]:
 def _check_layout(keys: List[str], meta: Dict[str, Any]) -> None:
     version = str(meta.get("mmdet_version", "")) if isinstance(meta, dict) else ""
     if version.startswith("1.") or any(k.startswith(("bbox_head.", "mask_head.")) for k in keys):
-        raise MMDetLayoutError("mmdetection 1.x checkpoint (heads outside roi_head, background as class 0, +1 in box sizes): "
-                               "convert it with mmdetection's tools/model_converters/upgrade_model_version.py first")
+        raise MMDetLayoutError(
+            "mmdetection 1.x checkpoint (heads outside roi_head, background as class 0, +1 in box sizes): "
+            "convert it with mmdetection's tools/model_converters/upgrade_model_version.py first"
+        )
     if any(re.match(r"^roi_head\.(bbox_head|mask_head)\.\d+\.", k) for k in keys):
-        raise MMDetLayoutError("mmdetection Cascade checkpoint: it has one mask head per stage and detgn's Cascade (like "
-                               "detectron2's) has one; detgn loads mmdetection's Mask / Faster R-CNN layouts only")
+        raise MMDetLayoutError(
+            "mmdetection Cascade checkpoint: it has one mask head per stage and detgn's Cascade (like "
+            "detectron2's) has one; detgn loads mmdetection's Mask / Faster R-CNN layouts only"
+        )
     if any(".conv_offset." in k or ".conv2.conv_offset" in k for k in keys):
-        raise MMDetLayoutError("mmdetection checkpoint with deformable convolutions (conv2.conv_offset): its offset layout is "
-                               "not mapped to detgn's conv2_offset; only non-deformable mmdetection layouts load")
+        raise MMDetLayoutError(
+            "mmdetection checkpoint with deformable convolutions (conv2.conv_offset): its offset layout is "
+            "not mapped to detgn's conv2_offset; only non-deformable mmdetection layouts load"
+        )
     if any(k.startswith("backbone.stem.") for k in keys):
-        raise MMDetLayoutError("mmdetection ResNet with a deep stem (ResNetV1c/V1d, backbone.stem.*): detgn's stem is one 7x7 conv")
+        raise MMDetLayoutError(
+            "mmdetection ResNet with a deep stem (ResNetV1c/V1d, backbone.stem.*): detgn's stem is one 7x7 conv"
+        )
 
 
-def mmdet_names_to_detgn(sd: Dict[str, Any], backbone_prefix: str, meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def mmdet_names_to_detgn(
+    sd: Dict[str, Any], backbone_prefix: str, meta: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """Rename an mmdetection state dict. num_batches_tracked is dropped; names without a rule keep their
     name (reported as unused). Raises MMDetLayoutError for layouts that would load wrongly."""
     keys = list(sd)

@@ -1,9 +1,10 @@
 """Weight paths: local files, http(s) URLs (downloaded once, cached by iopath), and aliases.
 
-    catalog://ImageNetPretrained/FAIR/R-50-GN  -> Detectron's GN ImageNet ResNet-50 (.pkl)
-    catalog://ImageNetPretrained/MSRA/R-50     -> MSRA's BN ResNet-50 (.pkl)
-    detectron2://<path>                        -> https://dl.fbaipublicfiles.com/detectron2/<path>
+catalog://ImageNetPretrained/FAIR/R-50-GN  -> Detectron's GN ImageNet ResNet-50 (.pkl)
+catalog://ImageNetPretrained/MSRA/R-50     -> MSRA's BN ResNet-50 (.pkl)
+detectron2://<path>                        -> https://dl.fbaipublicfiles.com/detectron2/<path>
 """
+
 import os
 
 from detgn.utils.errors import UserInputError
@@ -34,16 +35,20 @@ def cache_dir() -> str:
 def alias_to_url(path: str) -> str:
     """Translate catalog:// and detectron2:// aliases to download URLs; other paths are returned unchanged."""
     if path.startswith("catalog://"):
-        name = path[len("catalog://"):]
+        name = path[len("catalog://") :]
         if name.startswith("ImageNetPretrained/"):
-            key = name[len("ImageNetPretrained/"):]
+            key = name[len("ImageNetPretrained/") :]
             if key not in _C2_IMAGENET:
-                raise WeightsNotFoundError(f"Unknown catalog entry '{path}'; known: "
-                                           + ", ".join("catalog://ImageNetPretrained/" + k for k in sorted(_C2_IMAGENET)))
+                raise WeightsNotFoundError(
+                    f"Unknown catalog entry '{path}'; known: "
+                    + ", ".join("catalog://ImageNetPretrained/" + k for k in sorted(_C2_IMAGENET))
+                )
             return f"{_DETECTRON}/{_C2_IMAGENET[key]}"
-        raise WeightsNotFoundError(f"Unknown catalog entry '{path}' (only catalog://ImageNetPretrained/... is supported)")
+        raise WeightsNotFoundError(
+            f"Unknown catalog entry '{path}' (only catalog://ImageNetPretrained/... is supported)"
+        )
     if path.startswith("detectron2://"):
-        return f"{_DETECTRON2}/{path[len('detectron2://'):]}"
+        return f"{_DETECTRON2}/{path[len('detectron2://') :]}"
     return path
 
 
@@ -104,6 +109,9 @@ def resolve_weights_path(path: str) -> str:
         except (OSError, ValueError) as e:
             raise WeightsNotFoundError(
                 f"Cannot download {url} ({type(e).__name__}: {e}). Fetch it on a connected machine and put it at {local}, "
-                f"or set MODEL.WEIGHTS to a local file") from None
+                f"or set MODEL.WEIGHTS to a local file"
+            ) from None
         return local
-    raise WeightsNotFoundError(f"Weights file not found: {path} (set MODEL.WEIGHTS to an existing file, a URL, or a catalog:// alias)")
+    raise WeightsNotFoundError(
+        f"Weights file not found: {path} (set MODEL.WEIGHTS to an existing file, a URL, or a catalog:// alias)"
+    )

@@ -1,5 +1,6 @@
 """Which checkpoint `--resume` continues from, and what to tell the user when OUTPUT_DIR's
 `last_checkpoint` tag is missing, empty, truncated or names a file that is gone."""
+
 import os
 import re
 from typing import List, Optional, Tuple
@@ -50,8 +51,10 @@ def find_resumable(output_dir: str) -> Tuple[Optional[str], Optional[str]]:
     if not found:
         return None, f"{tag} is {reason} and {output_dir} holds no model_*.pth; start a new run (without --resume)"
     newest = found[-1]
-    return None, (f"{tag} is {reason}; checkpoints there: {', '.join(found)}. To resume from the newest: "
-                  f"echo {newest} > {tag}, then run again with --resume")
+    return None, (
+        f"{tag} is {reason}; checkpoints there: {', '.join(found)}. To resume from the newest: "
+        f"echo {newest} > {tag}, then run again with --resume"
+    )
 
 
 def check_same_view(output_dir: str, views: List[Tuple[str, Optional[str]]]) -> None:
@@ -65,6 +68,8 @@ def check_same_view(output_dir: str, views: List[Tuple[str, Optional[str]]]) -> 
         return
     r, host, seen = differ[0]
     what = lambda v: v or "no checkpoint"
-    raise ResumeError(f"--resume: rank 0 (host {views[0][0]}) finds {what(first)} in {output_dir} but rank {r} (host {host}) finds "
-                      f"{what(seen)}{f' (and {len(differ) - 1} more ranks differ)' if len(differ) > 1 else ''}: OUTPUT_DIR must be a "
-                      "folder every machine shares (only rank 0 writes it); copy it to every machine or use a shared file system")
+    raise ResumeError(
+        f"--resume: rank 0 (host {views[0][0]}) finds {what(first)} in {output_dir} but rank {r} (host {host}) finds "
+        f"{what(seen)}{f' (and {len(differ) - 1} more ranks differ)' if len(differ) > 1 else ''}: OUTPUT_DIR must be a "
+        "folder every machine shares (only rank 0 writes it); copy it to every machine or use a shared file system"
+    )

@@ -1,4 +1,5 @@
 """fvcore CfgNode with detgn's error messages for unknown keys, safe YAML and _BASE_ cycle detection."""
+
 import difflib
 import os
 import threading
@@ -52,7 +53,11 @@ class CfgNode(_FvCfgNode):
         if not close:  # try matching the last component inside the same parent
             last = full_key.split(".")[-1]
             close = [k for k in valid if difflib.SequenceMatcher(None, k.split(".")[-1], last).ratio() > 0.8][:3]
-        hint = f"; did you mean {', '.join(close)}?" if close else "; run `python -c 'from detgn.config import get_cfg; print(get_cfg())'` to list valid keys"
+        hint = (
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else "; run `python -c 'from detgn.config import get_cfg; print(get_cfg())'` to list valid keys"
+        )
         return ConfigKeyError(f"Unknown config key '{full_key}'{hint}")
 
     def _check_keys(self, other, root, prefix=""):
@@ -75,7 +80,7 @@ class CfgNode(_FvCfgNode):
             stack = _loading.stack = []
         key = os.path.realpath(filename) if isinstance(filename, str) and "://" not in filename else filename
         if key in stack:
-            chain = stack[stack.index(key):] + [key]
+            chain = stack[stack.index(key) :] + [key]
             raise CircularBaseError("circular _BASE_: " + " -> ".join(os.path.basename(str(p)) for p in chain))
         stack.append(key)
         try:
@@ -84,13 +89,19 @@ class CfgNode(_FvCfgNode):
             if "is not iterable" not in str(e):
                 raise
             if "NoneType" in str(e):
-                raise ConfigFileError(f"{filename}: the file is empty; a config is a YAML mapping of keys (e.g. 'SOLVER:')") from None
+                raise ConfigFileError(
+                    f"{filename}: the file is empty; a config is a YAML mapping of keys (e.g. 'SOLVER:')"
+                ) from None
             got = str(e).split("'")[1] if "'" in str(e) else "a scalar"
-            raise ConfigFileError(f"{filename}: the top level must be a mapping of config keys (e.g. 'SOLVER:'), got {got}") from None
+            raise ConfigFileError(
+                f"{filename}: the top level must be a mapping of config keys (e.g. 'SOLVER:'), got {got}"
+            ) from None
         except yaml.constructor.ConstructorError as e:
             where = f" (line {e.problem_mark.line + 1})" if e.problem_mark is not None else ""
-            raise UnsafeConfigError(f"{filename}{where}: {e.problem}; detgn reads configs with yaml.safe_load and never "
-                                    "builds Python objects from a config file: write plain values instead") from None
+            raise UnsafeConfigError(
+                f"{filename}{where}: {e.problem}; detgn reads configs with yaml.safe_load and never "
+                "builds Python objects from a config file: write plain values instead"
+            ) from None
         finally:
             stack.pop()
 
@@ -98,8 +109,10 @@ class CfgNode(_FvCfgNode):
         """Merge a YAML file (following `_BASE_` links) into this config; safe YAML only by default."""
         loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
         if not isinstance(loaded, dict):
-            raise ConfigFileError(f"{cfg_filename}: the top level must be a mapping of config keys (e.g. 'SOLVER:'), "
-                                  f"got {'an empty file' if loaded is None else type(loaded).__name__}")
+            raise ConfigFileError(
+                f"{cfg_filename}: the top level must be a mapping of config keys (e.g. 'SOLVER:'), "
+                f"got {'an empty file' if loaded is None else type(loaded).__name__}"
+            )
         _ints_to_floats(loaded, self)
         loaded = type(self)(loaded)
         self._check_keys(loaded, self)
@@ -140,4 +153,3 @@ def get_cfg() -> CfgNode:
     from .defaults import _C
 
     return _C.clone()
-

@@ -1,15 +1,16 @@
 """`@configurable`: lets a module be built from explicit kwargs or from a config.
 
-    class Head(nn.Module):
-        @configurable
-        def __init__(self, *, channels): ...
-        @classmethod
-        def from_config(cls, cfg, input_shape): return {"channels": ...}
+class Head(nn.Module):
+    @configurable
+    def __init__(self, *, channels): ...
+    @classmethod
+    def from_config(cls, cfg, input_shape): return {"channels": ...}
 
-    Head(channels=256)            # explicit
-    Head(cfg, input_shape)        # translated once, in from_config
-    Head(cfg, input_shape, channels=128)  # from_config, then explicit keywords override (as in detectron2)
+Head(channels=256)            # explicit
+Head(cfg, input_shape)        # translated once, in from_config
+Head(cfg, input_shape, channels=128)  # from_config, then explicit keywords override (as in detectron2)
 """
+
 import functools
 import inspect
 

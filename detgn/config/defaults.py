@@ -4,6 +4,7 @@ Key names follow detectron2's where one exists, so a detectron2 GN YAML loads un
 Defaults are those of detectron2's Base-RCNN-FPN family with frozen BN; the GN configs
 in configs/ switch the norms to GN as in Wu & He (2018).
 """
+
 from .config import CfgNode as CN
 
 _C = CN()
@@ -29,7 +30,7 @@ _C.MODEL.MEMORY_FORMAT = "contiguous"  # "contiguous" or "channels_last" (above)
 # PARTS: any of "backbone", "box_head", "mask_head"; empty = eager. Checkpoints are unchanged by compiling.
 _C.MODEL.COMPILE = CN()
 _C.MODEL.COMPILE.PARTS = []  # subset of ["backbone", "box_head", "mask_head"]; [] = eager
-_C.MODEL.COMPILE.MODE = "default"  # "default", "reduce-overhead" (CUDA graphs), "max-autotune", "max-autotune-no-cudagraphs"
+_C.MODEL.COMPILE.MODE = "default"  # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune"...
 _C.MODEL.COMPILE.BACKEND = "inductor"  # "inductor"; "aot_eager" / "eager" to debug tracing without code generation
 
 _C.MODEL.BACKBONE = CN()
@@ -49,7 +50,7 @@ _C.MODEL.WEIGHT_STANDARDIZATION.BACKBONE = False  # weight-standardised convs in
 _C.MODEL.WEIGHT_STANDARDIZATION.FPN = False  # weight-standardised convs in the FPN
 _C.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD = False  # weight-standardised convs in the box head
 _C.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD = False  # weight-standardised convs in the mask head
-_C.MODEL.WEIGHT_STANDARDIZATION.CONVENTION = "auto"  # "timm" (biased var, eps inside), "mmcv" (unbiased std + eps), "auto"
+_C.MODEL.WEIGHT_STANDARDIZATION.CONVENTION = "auto"  # "timm", "mmcv" (unbiased std + eps) or "auto" (from the weights)
 
 _C.MODEL.RESNETS = CN()
 _C.MODEL.RESNETS.DEPTH = 50  # 18, 34, 50, 101 or 152
@@ -135,7 +136,11 @@ _C.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False  # sigmoid classification loss (uns
 
 _C.MODEL.ROI_BOX_CASCADE_HEAD = CN()  # CascadeROIHeads: one entry per stage
 _C.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)  # foreground IoU threshold of each stage
-_C.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))  # per stage
+_C.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = (
+    (10.0, 10.0, 5.0, 5.0),
+    (20.0, 20.0, 10.0, 10.0),
+    (30.0, 30.0, 15.0, 15.0),
+)  # per stage
 
 _C.MODEL.ROI_MASK_HEAD = CN()
 _C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"  # name in ROI_MASK_HEAD_REGISTRY
@@ -181,7 +186,7 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4  # data loading processes per training process
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batch images of the same orientation together
 _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"  # "TrainingSampler" or "RepeatFactorTrainingSampler" (LVIS-style)
-_C.DATALOADER.REPEAT_THRESHOLD = 0.0  # t of RepeatFactorTrainingSampler: images of categories in < t of the images repeat
+_C.DATALOADER.REPEAT_THRESHOLD = 0.0  # t of RepeatFactorTrainingSampler: categories in < t of the images repeat
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without annotations
 
 # ---------------------------------------------------------------------------- solver
@@ -249,7 +254,7 @@ _C.CLASSIFIER.VAL_DIR = ""  # ImageFolder root of the evaluation images (same cl
 _C.CLASSIFIER.NUM_CLASSES = 0  # classifier outputs; 0 = the number of class folders in TRAIN_DIR (else must equal it)
 _C.CLASSIFIER.EPOCHS = 0  # > 0: train this many epochs (sets the iterations; SOLVER.MAX_ITER and STEPS must stay unset)
 _C.CLASSIFIER.LR_STEP_EPOCHS = (30, 60, 90)  # with EPOCHS > 0: epochs where the LR is multiplied by SOLVER.GAMMA
-_C.CLASSIFIER.LR_REFERENCE_BATCH = 256  # SOLVER.BASE_LR is for this many images and is scaled linearly to IMS_PER_BATCH; 0 = as given
+_C.CLASSIFIER.LR_REFERENCE_BATCH = 256  # BASE_LR is for this many images, scaled linearly to IMS_PER_BATCH; 0: as given
 _C.CLASSIFIER.TRAIN_CROP = 224  # RandomResizedCrop output side (pixels)
 _C.CLASSIFIER.MIN_CROP_SCALE = 0.08  # RandomResizedCrop smallest crop area (fraction of the image)
 _C.CLASSIFIER.TEST_RESIZE = 256  # evaluation: resize the short side to this ...

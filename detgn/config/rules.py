@@ -10,6 +10,7 @@ free-form (paths, names).
 
 The table is printed by `python -m detgn.config.rules` (docs/config_rules.md holds a copy).
 """
+
 import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -35,16 +36,21 @@ def _int(v) -> bool:
 
 
 def ge(lo, integer=True) -> Rule:
-    return Rule(lambda v: (_int(v) if integer else _num(v)) and v >= lo, f"{'an integer' if integer else 'a number'} >= {lo}")
+    return Rule(
+        lambda v: (_int(v) if integer else _num(v)) and v >= lo, f"{'an integer' if integer else 'a number'} >= {lo}"
+    )
 
 
 def gt(lo, integer=False) -> Rule:
-    return Rule(lambda v: (_int(v) if integer else _num(v)) and v > lo, f"{'an integer' if integer else 'a number'} > {lo}")
+    return Rule(
+        lambda v: (_int(v) if integer else _num(v)) and v > lo, f"{'an integer' if integer else 'a number'} > {lo}"
+    )
 
 
 def between(lo, hi, lo_open=False, hi_open=False) -> Rule:
     def ok(v):
         return _num(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
     return Rule(ok, f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
 
 
@@ -59,13 +65,16 @@ def int_or_minus1(lo=1) -> Rule:
 def seq(item: Rule, min_len=1, max_len=None) -> Rule:
     def ok(v):
         return isinstance(v, (list, tuple)) and min_len <= len(v) <= (max_len or len(v)) and all(item.ok(x) for x in v)
+
     n = f"{min_len}" if max_len == min_len else f"at least {min_len}" if max_len is None else f"{min_len} to {max_len}"
     return Rule(ok, f"a list of {n} value(s), each {item.allowed}")
 
 
 def seq_of_seq(item: Rule) -> Rule:
-    return Rule(lambda v: isinstance(v, (list, tuple)) and len(v) >= 1 and all(seq(item).ok(x) for x in v),
-                f"a non-empty list of non-empty lists, each value {item.allowed}")
+    return Rule(
+        lambda v: isinstance(v, (list, tuple)) and len(v) >= 1 and all(seq(item).ok(x) for x in v),
+        f"a non-empty list of non-empty lists, each value {item.allowed}",
+    )
 
 
 def _device(v) -> bool:
@@ -74,6 +83,7 @@ def _device(v) -> bool:
 
 def _triton_ok(device: str) -> bool:
     from detgn.layers.fused_group_norm import check_fused_group_norm_available
+
     try:
         check_fused_group_norm_available(device)
     except ConfigValueError:
@@ -184,11 +194,15 @@ RULES: Dict[str, Rule] = {
     "SOLVER.MOMENTUM": between(0.0, 1.0, hi_open=True),
     "SOLVER.WEIGHT_DECAY": ge(0, integer=False),
     "SOLVER.WEIGHT_DECAY_NORM": ge(0, integer=False),
-    "SOLVER.WEIGHT_DECAY_BIAS": Rule(lambda v: v is None or (_num(v) and v >= 0), "None (= WEIGHT_DECAY) or a number >= 0"),
+    "SOLVER.WEIGHT_DECAY_BIAS": Rule(
+        lambda v: v is None or (_num(v) and v >= 0), "None (= WEIGHT_DECAY) or a number >= 0"
+    ),
     "SOLVER.BIAS_LR_FACTOR": ge(0, integer=False),
     "SOLVER.GAMMA": gt(0),
-    "SOLVER.STEPS": Rule(lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 0 for x in v),
-                         "a list of integers >= 0 (iterations), possibly empty"),
+    "SOLVER.STEPS": Rule(
+        lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 0 for x in v),
+        "a list of integers >= 0 (iterations), possibly empty",
+    ),
     "SOLVER.WARMUP_FACTOR": between(0.0, 1.0),
     "SOLVER.WARMUP_ITERS": ge(0),
     "SOLVER.WARMUP_METHOD": one_of("linear", "constant"),
@@ -198,8 +212,10 @@ RULES: Dict[str, Rule] = {
     "SOLVER.REFERENCE_WORLD_SIZE": ge(0),
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": one_of("value", "norm", "full_model"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": gt(0),
-    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": Rule(lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0),
-                                           "a number > 0 (inf for the max norm)"),
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": Rule(
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+        "a number > 0 (inf for the max norm)",
+    ),
     "SOLVER.AMP.DTYPE": one_of("auto", "float16", "bfloat16"),
     "TEST.EVAL_PERIOD": ge(0),
     "TEST.DETECTIONS_PER_IMAGE": ge(1),
@@ -208,15 +224,17 @@ RULES: Dict[str, Rule] = {
     "TEST.VIS_SCORE_THRESH": between(0.0, 1.0),
     "CLASSIFIER.NUM_CLASSES": ge(0),
     "CLASSIFIER.EPOCHS": ge(0),
-    "CLASSIFIER.LR_STEP_EPOCHS": Rule(lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 1 for x in v),
-                                      "a list of integers >= 1 (epochs), possibly empty"),
+    "CLASSIFIER.LR_STEP_EPOCHS": Rule(
+        lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 1 for x in v),
+        "a list of integers >= 1 (epochs), possibly empty",
+    ),
     "CLASSIFIER.LR_REFERENCE_BATCH": ge(0),
     "CLASSIFIER.TRAIN_CROP": ge(1),
     "CLASSIFIER.MIN_CROP_SCALE": between(0.0, 1.0, lo_open=True),
     "CLASSIFIER.TEST_RESIZE": ge(1),
     "CLASSIFIER.TEST_CROP": ge(1),
     "OUTPUT_DIR": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
-    "SEED": Rule(lambda v: _int(v) and -1 <= v < 2 ** 31, "-1 (random) or an integer in [0, 2**31)"),
+    "SEED": Rule(lambda v: _int(v) and -1 <= v < 2**31, "-1 (random) or an integer in [0, 2**31)"),
     "LOG_PERIOD": ge(1),
 }
 
@@ -234,86 +252,212 @@ def _rel(ok: bool, key: str, value, why: str) -> Optional[Tuple[str, Any, str]]:
 
 # relations between keys: (description, check(cfg) -> None or (key, value, what is allowed))
 RELATIONS: List[Tuple[str, Callable]] = [
-    ("RPN IOU_LABELS has one more entry than IOU_THRESHOLDS, thresholds increasing",
-     lambda c: _rel(len(c.MODEL.RPN.IOU_LABELS) == len(c.MODEL.RPN.IOU_THRESHOLDS) + 1
-                    and list(c.MODEL.RPN.IOU_THRESHOLDS) == sorted(c.MODEL.RPN.IOU_THRESHOLDS), "MODEL.RPN.IOU_LABELS",
-                    list(c.MODEL.RPN.IOU_LABELS), f"one more label than MODEL.RPN.IOU_THRESHOLDS {list(c.MODEL.RPN.IOU_THRESHOLDS)} "
-                    "(increasing)")),
-    ("ROI_HEADS IOU_LABELS has one more entry than IOU_THRESHOLDS, thresholds increasing",
-     lambda c: _rel(len(c.MODEL.ROI_HEADS.IOU_LABELS) == len(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) + 1
-                    and list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) == sorted(c.MODEL.ROI_HEADS.IOU_THRESHOLDS), "MODEL.ROI_HEADS.IOU_LABELS",
-                    list(c.MODEL.ROI_HEADS.IOU_LABELS), f"one more label than MODEL.ROI_HEADS.IOU_THRESHOLDS "
-                    f"{list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS)} (increasing)")),
-    ("Cascade: one set of 4 box-regression weights per stage",
-     lambda c: _rel(len(c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS) == len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)
-                    and all(len(w) == 4 for w in c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS),
-                    "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS,
-                    f"{len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)} lists (wx, wy, ww, wh), one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS")),
-    ("Cascade heads regress boxes class-agnostically, stage 0 with the ROI heads' threshold",
-     lambda c: _rel(c.MODEL.ROI_HEADS.NAME != "CascadeROIHeads" or (
-         c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG and c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == c.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]),
-         "MODEL.ROI_HEADS.NAME", c.MODEL.ROI_HEADS.NAME,
-         "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
-         "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]")),
-    ("a weight-standardisation convention only with weight-standardised convs",
-     lambda c: _rel(c.MODEL.WEIGHT_STANDARDIZATION.CONVENTION == "auto" or any(
-         c.MODEL.WEIGHT_STANDARDIZATION[p] for p in ("BACKBONE", "FPN", "BOX_HEAD", "MASK_HEAD")),
-         "MODEL.WEIGHT_STANDARDIZATION.CONVENTION", c.MODEL.WEIGHT_STANDARDIZATION.CONVENTION,
-         "'auto' unless MODEL.WEIGHT_STANDARDIZATION.BACKBONE, FPN, BOX_HEAD or MASK_HEAD is True")),
-    ("deformable-conv options only with deformable stages",
-     lambda c: _rel(any(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE) or (not c.MODEL.RESNETS.DEFORM_MODULATED
-                                                                  and c.MODEL.RESNETS.DEFORM_NUM_GROUPS == 1),
-                    "MODEL.RESNETS.DEFORM_ON_PER_STAGE", list(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE),
-                    "True for at least one stage when MODEL.RESNETS.DEFORM_MODULATED or DEFORM_NUM_GROUPS is set")),
-    ("deformable groups divide every deformable stage's bottleneck channels",
-     lambda c: _rel(all(c.MODEL.RESNETS.NUM_GROUPS * c.MODEL.RESNETS.WIDTH_PER_GROUP * 2 ** i % c.MODEL.RESNETS.DEFORM_NUM_GROUPS == 0
-                        for i, on in enumerate(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE) if on),
-                    "MODEL.RESNETS.DEFORM_NUM_GROUPS", c.MODEL.RESNETS.DEFORM_NUM_GROUPS,
-                    "a divisor of the bottleneck channels (NUM_GROUPS x WIDTH_PER_GROUP x 2^stage) of every deformable stage")),
-    ("PIXEL_STD has as many entries as PIXEL_MEAN",
-     lambda c: _rel(len(c.MODEL.PIXEL_STD) == len(c.MODEL.PIXEL_MEAN), "MODEL.PIXEL_STD", list(c.MODEL.PIXEL_STD),
-                    f"{len(c.MODEL.PIXEL_MEAN)} values, as MODEL.PIXEL_MEAN")),
-    ("one anchor size list per RPN feature (or one for all)",
-     lambda c: _rel(len(c.MODEL.ANCHOR_GENERATOR.SIZES) in (1, len(c.MODEL.RPN.IN_FEATURES)), "MODEL.ANCHOR_GENERATOR.SIZES",
-                    c.MODEL.ANCHOR_GENERATOR.SIZES, f"1 or {len(c.MODEL.RPN.IN_FEATURES)} lists (one per MODEL.RPN.IN_FEATURES)")),
-    ("one aspect-ratio list per RPN feature (or one for all)",
-     lambda c: _rel(len(c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS) in (1, len(c.MODEL.RPN.IN_FEATURES)),
-                    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
-                    f"1 or {len(c.MODEL.RPN.IN_FEATURES)} lists (one per MODEL.RPN.IN_FEATURES)")),
-    ("range sampling of the training size takes [min, max]",
-     lambda c: _rel(c.INPUT.MIN_SIZE_TRAIN_SAMPLING != "range" or (len(c.INPUT.MIN_SIZE_TRAIN) == 2
-                                                                   and c.INPUT.MIN_SIZE_TRAIN[0] <= c.INPUT.MIN_SIZE_TRAIN[1]),
-                    "INPUT.MIN_SIZE_TRAIN", list(c.INPUT.MIN_SIZE_TRAIN), "two sizes [min, max] with INPUT.MIN_SIZE_TRAIN_SAMPLING range")),
-    ("LSJ scales ordered",
-     lambda c: _rel(c.INPUT.LSJ.MIN_SCALE <= c.INPUT.LSJ.MAX_SCALE, "INPUT.LSJ.MIN_SCALE", c.INPUT.LSJ.MIN_SCALE,
-                    f"at most INPUT.LSJ.MAX_SCALE {c.INPUT.LSJ.MAX_SCALE}")),
-    ("relative crop sizes are fractions",
-     lambda c: _rel(c.INPUT.CROP.TYPE == "absolute" or all(0 < x <= 1 for x in c.INPUT.CROP.SIZE), "INPUT.CROP.SIZE",
-                    list(c.INPUT.CROP.SIZE), f"fractions in (0, 1] with INPUT.CROP.TYPE {c.INPUT.CROP.TYPE}")),
-    ("repeat-factor sampling needs a threshold",
-     lambda c: _rel(c.DATALOADER.SAMPLER_TRAIN != "RepeatFactorTrainingSampler" or c.DATALOADER.REPEAT_THRESHOLD > 0,
-                    "DATALOADER.REPEAT_THRESHOLD", c.DATALOADER.REPEAT_THRESHOLD, "> 0 with RepeatFactorTrainingSampler (LVIS uses 0.001)")),
-    ("LR steps increasing",
-     lambda c: _rel(list(c.SOLVER.STEPS) == sorted(c.SOLVER.STEPS), "SOLVER.STEPS", tuple(c.SOLVER.STEPS), "increasing iterations")),
-    ("cosine schedule end LR not above the base LR",
-     lambda c: _rel(c.SOLVER.LR_SCHEDULER_NAME != "WarmupCosineLR" or c.SOLVER.BASE_LR_END <= c.SOLVER.BASE_LR, "SOLVER.BASE_LR_END",
-                    c.SOLVER.BASE_LR_END, f"at most SOLVER.BASE_LR {c.SOLVER.BASE_LR}")),
-    ("Triton GroupNorm needs CUDA",
-     lambda c: _rel(c.MODEL.GROUP_NORM.IMPL != "triton" or _triton_ok(c.MODEL.DEVICE), "MODEL.GROUP_NORM.IMPL",
-                    c.MODEL.GROUP_NORM.IMPL, "'torch' unless MODEL.DEVICE is cuda and the triton package is installed")),
-    ("torch.compile modes other than default are inductor's",
-     lambda c: _rel(c.MODEL.COMPILE.BACKEND == "inductor" or c.MODEL.COMPILE.MODE == "default", "MODEL.COMPILE.MODE",
-                    c.MODEL.COMPILE.MODE, f"'default' with MODEL.COMPILE.BACKEND {c.MODEL.COMPILE.BACKEND}")),
-    ("float16 autocast needs CUDA",
-     lambda c: _rel(not (c.SOLVER.AMP.ENABLED and c.SOLVER.AMP.DTYPE == "float16" and c.MODEL.DEVICE == "cpu"), "SOLVER.AMP.DTYPE",
-                    c.SOLVER.AMP.DTYPE, "'auto' or 'bfloat16' with MODEL.DEVICE cpu (float16 autocast is CUDA only)")),
-    ("GN groups divide every GN layer's channels",
-     lambda c: _rel(all(ch % c.MODEL.GROUP_NORM.NUM_GROUPS == 0 for norm, ch in (
-         (c.MODEL.FPN.NORM, c.MODEL.FPN.OUT_CHANNELS), (c.MODEL.ROI_BOX_HEAD.NORM, c.MODEL.ROI_BOX_HEAD.CONV_DIM),
-         (c.MODEL.ROI_MASK_HEAD.NORM, c.MODEL.ROI_MASK_HEAD.CONV_DIM), (c.MODEL.RESNETS.NORM, c.MODEL.RESNETS.STEM_OUT_CHANNELS))
-         if norm == "GN"), "MODEL.GROUP_NORM.NUM_GROUPS", c.MODEL.GROUP_NORM.NUM_GROUPS,
-         "a divisor of the channels of every GN layer (FPN.OUT_CHANNELS, ROI_BOX_HEAD.CONV_DIM, ROI_MASK_HEAD.CONV_DIM, "
-         "RESNETS.STEM_OUT_CHANNELS)")),
+    (
+        "RPN IOU_LABELS has one more entry than IOU_THRESHOLDS, thresholds increasing",
+        lambda c: _rel(
+            len(c.MODEL.RPN.IOU_LABELS) == len(c.MODEL.RPN.IOU_THRESHOLDS) + 1
+            and list(c.MODEL.RPN.IOU_THRESHOLDS) == sorted(c.MODEL.RPN.IOU_THRESHOLDS),
+            "MODEL.RPN.IOU_LABELS",
+            list(c.MODEL.RPN.IOU_LABELS),
+            f"one more label than MODEL.RPN.IOU_THRESHOLDS {list(c.MODEL.RPN.IOU_THRESHOLDS)} (increasing)",
+        ),
+    ),
+    (
+        "ROI_HEADS IOU_LABELS has one more entry than IOU_THRESHOLDS, thresholds increasing",
+        lambda c: _rel(
+            len(c.MODEL.ROI_HEADS.IOU_LABELS) == len(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) + 1
+            and list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS) == sorted(c.MODEL.ROI_HEADS.IOU_THRESHOLDS),
+            "MODEL.ROI_HEADS.IOU_LABELS",
+            list(c.MODEL.ROI_HEADS.IOU_LABELS),
+            f"one more label than MODEL.ROI_HEADS.IOU_THRESHOLDS {list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS)} (increasing)",
+        ),
+    ),
+    (
+        "Cascade: one set of 4 box-regression weights per stage",
+        lambda c: _rel(
+            len(c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS) == len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)
+            and all(len(w) == 4 for w in c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS),
+            "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS",
+            c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS,
+            f"{len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)} lists (wx, wy, ww, wh), one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS",
+        ),
+    ),
+    (
+        "Cascade heads regress boxes class-agnostically, stage 0 with the ROI heads' threshold",
+        lambda c: _rel(
+            c.MODEL.ROI_HEADS.NAME != "CascadeROIHeads"
+            or (
+                c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+                and c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == c.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]
+            ),
+            "MODEL.ROI_HEADS.NAME",
+            c.MODEL.ROI_HEADS.NAME,
+            "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
+            "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]",
+        ),
+    ),
+    (
+        "a weight-standardisation convention only with weight-standardised convs",
+        lambda c: _rel(
+            c.MODEL.WEIGHT_STANDARDIZATION.CONVENTION == "auto"
+            or any(c.MODEL.WEIGHT_STANDARDIZATION[p] for p in ("BACKBONE", "FPN", "BOX_HEAD", "MASK_HEAD")),
+            "MODEL.WEIGHT_STANDARDIZATION.CONVENTION",
+            c.MODEL.WEIGHT_STANDARDIZATION.CONVENTION,
+            "'auto' unless MODEL.WEIGHT_STANDARDIZATION.BACKBONE, FPN, BOX_HEAD or MASK_HEAD is True",
+        ),
+    ),
+    (
+        "deformable-conv options only with deformable stages",
+        lambda c: _rel(
+            any(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE)
+            or (not c.MODEL.RESNETS.DEFORM_MODULATED and c.MODEL.RESNETS.DEFORM_NUM_GROUPS == 1),
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+            list(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE),
+            "True for at least one stage when MODEL.RESNETS.DEFORM_MODULATED or DEFORM_NUM_GROUPS is set",
+        ),
+    ),
+    (
+        "deformable groups divide every deformable stage's bottleneck channels",
+        lambda c: _rel(
+            all(
+                c.MODEL.RESNETS.NUM_GROUPS * c.MODEL.RESNETS.WIDTH_PER_GROUP * 2**i % c.MODEL.RESNETS.DEFORM_NUM_GROUPS
+                == 0
+                for i, on in enumerate(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE)
+                if on
+            ),
+            "MODEL.RESNETS.DEFORM_NUM_GROUPS",
+            c.MODEL.RESNETS.DEFORM_NUM_GROUPS,
+            "a divisor of the bottleneck channels (NUM_GROUPS x WIDTH_PER_GROUP x 2^stage) of every deformable stage",
+        ),
+    ),
+    (
+        "PIXEL_STD has as many entries as PIXEL_MEAN",
+        lambda c: _rel(
+            len(c.MODEL.PIXEL_STD) == len(c.MODEL.PIXEL_MEAN),
+            "MODEL.PIXEL_STD",
+            list(c.MODEL.PIXEL_STD),
+            f"{len(c.MODEL.PIXEL_MEAN)} values, as MODEL.PIXEL_MEAN",
+        ),
+    ),
+    (
+        "one anchor size list per RPN feature (or one for all)",
+        lambda c: _rel(
+            len(c.MODEL.ANCHOR_GENERATOR.SIZES) in (1, len(c.MODEL.RPN.IN_FEATURES)),
+            "MODEL.ANCHOR_GENERATOR.SIZES",
+            c.MODEL.ANCHOR_GENERATOR.SIZES,
+            f"1 or {len(c.MODEL.RPN.IN_FEATURES)} lists (one per MODEL.RPN.IN_FEATURES)",
+        ),
+    ),
+    (
+        "one aspect-ratio list per RPN feature (or one for all)",
+        lambda c: _rel(
+            len(c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS) in (1, len(c.MODEL.RPN.IN_FEATURES)),
+            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+            c.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
+            f"1 or {len(c.MODEL.RPN.IN_FEATURES)} lists (one per MODEL.RPN.IN_FEATURES)",
+        ),
+    ),
+    (
+        "range sampling of the training size takes [min, max]",
+        lambda c: _rel(
+            c.INPUT.MIN_SIZE_TRAIN_SAMPLING != "range"
+            or (len(c.INPUT.MIN_SIZE_TRAIN) == 2 and c.INPUT.MIN_SIZE_TRAIN[0] <= c.INPUT.MIN_SIZE_TRAIN[1]),
+            "INPUT.MIN_SIZE_TRAIN",
+            list(c.INPUT.MIN_SIZE_TRAIN),
+            "two sizes [min, max] with INPUT.MIN_SIZE_TRAIN_SAMPLING range",
+        ),
+    ),
+    (
+        "LSJ scales ordered",
+        lambda c: _rel(
+            c.INPUT.LSJ.MIN_SCALE <= c.INPUT.LSJ.MAX_SCALE,
+            "INPUT.LSJ.MIN_SCALE",
+            c.INPUT.LSJ.MIN_SCALE,
+            f"at most INPUT.LSJ.MAX_SCALE {c.INPUT.LSJ.MAX_SCALE}",
+        ),
+    ),
+    (
+        "relative crop sizes are fractions",
+        lambda c: _rel(
+            c.INPUT.CROP.TYPE == "absolute" or all(0 < x <= 1 for x in c.INPUT.CROP.SIZE),
+            "INPUT.CROP.SIZE",
+            list(c.INPUT.CROP.SIZE),
+            f"fractions in (0, 1] with INPUT.CROP.TYPE {c.INPUT.CROP.TYPE}",
+        ),
+    ),
+    (
+        "repeat-factor sampling needs a threshold",
+        lambda c: _rel(
+            c.DATALOADER.SAMPLER_TRAIN != "RepeatFactorTrainingSampler" or c.DATALOADER.REPEAT_THRESHOLD > 0,
+            "DATALOADER.REPEAT_THRESHOLD",
+            c.DATALOADER.REPEAT_THRESHOLD,
+            "> 0 with RepeatFactorTrainingSampler (LVIS uses 0.001)",
+        ),
+    ),
+    (
+        "LR steps increasing",
+        lambda c: _rel(
+            list(c.SOLVER.STEPS) == sorted(c.SOLVER.STEPS),
+            "SOLVER.STEPS",
+            tuple(c.SOLVER.STEPS),
+            "increasing iterations",
+        ),
+    ),
+    (
+        "cosine schedule end LR not above the base LR",
+        lambda c: _rel(
+            c.SOLVER.LR_SCHEDULER_NAME != "WarmupCosineLR" or c.SOLVER.BASE_LR_END <= c.SOLVER.BASE_LR,
+            "SOLVER.BASE_LR_END",
+            c.SOLVER.BASE_LR_END,
+            f"at most SOLVER.BASE_LR {c.SOLVER.BASE_LR}",
+        ),
+    ),
+    (
+        "Triton GroupNorm needs CUDA",
+        lambda c: _rel(
+            c.MODEL.GROUP_NORM.IMPL != "triton" or _triton_ok(c.MODEL.DEVICE),
+            "MODEL.GROUP_NORM.IMPL",
+            c.MODEL.GROUP_NORM.IMPL,
+            "'torch' unless MODEL.DEVICE is cuda and the triton package is installed",
+        ),
+    ),
+    (
+        "torch.compile modes other than default are inductor's",
+        lambda c: _rel(
+            c.MODEL.COMPILE.BACKEND == "inductor" or c.MODEL.COMPILE.MODE == "default",
+            "MODEL.COMPILE.MODE",
+            c.MODEL.COMPILE.MODE,
+            f"'default' with MODEL.COMPILE.BACKEND {c.MODEL.COMPILE.BACKEND}",
+        ),
+    ),
+    (
+        "float16 autocast needs CUDA",
+        lambda c: _rel(
+            not (c.SOLVER.AMP.ENABLED and c.SOLVER.AMP.DTYPE == "float16" and c.MODEL.DEVICE == "cpu"),
+            "SOLVER.AMP.DTYPE",
+            c.SOLVER.AMP.DTYPE,
+            "'auto' or 'bfloat16' with MODEL.DEVICE cpu (float16 autocast is CUDA only)",
+        ),
+    ),
+    (
+        "GN groups divide every GN layer's channels",
+        lambda c: _rel(
+            all(
+                ch % c.MODEL.GROUP_NORM.NUM_GROUPS == 0
+                for norm, ch in (
+                    (c.MODEL.FPN.NORM, c.MODEL.FPN.OUT_CHANNELS),
+                    (c.MODEL.ROI_BOX_HEAD.NORM, c.MODEL.ROI_BOX_HEAD.CONV_DIM),
+                    (c.MODEL.ROI_MASK_HEAD.NORM, c.MODEL.ROI_MASK_HEAD.CONV_DIM),
+                    (c.MODEL.RESNETS.NORM, c.MODEL.RESNETS.STEM_OUT_CHANNELS),
+                )
+                if norm == "GN"
+            ),
+            "MODEL.GROUP_NORM.NUM_GROUPS",
+            c.MODEL.GROUP_NORM.NUM_GROUPS,
+            "a divisor of the channels of every GN layer (FPN.OUT_CHANNELS, ROI_BOX_HEAD.CONV_DIM, ROI_MASK_HEAD.CONV_DIM, "
+            "RESNETS.STEM_OUT_CHANNELS)",
+        ),
+    ),
 ]
 
 
@@ -330,8 +474,10 @@ def check_config(cfg, world_size: Optional[int] = None) -> None:
             key, value, allowed = bad
             raise ConfigValueError(f"{key} = {value!r}: must be {allowed}")
     if world_size and cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: must be divisible by the number of processes "
-                               f"({world_size}); use a multiple of {world_size} or another --num-gpus")
+        raise ConfigValueError(
+            f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: must be divisible by the number of processes "
+            f"({world_size}); use a multiple of {world_size} or another --num-gpus"
+        )
 
 
 def rules_table() -> str:

@@ -61,5 +61,7 @@ def check_supported(cfg) -> None:
     for key, what in UNSUPPORTED_KEYS.items():
         value, default = _get(cfg, key), _get(_C, key)
         if not _same(value, default):
-            raise UnsupportedConfigError(f"{key} = {value!r}: detgn does not implement {what}; remove the key or set it back to "
-                                         f"its default {default!r}")
+            raise UnsupportedConfigError(
+                f"{key} = {value!r}: detgn does not implement {what}; remove the key or set it back to "
+                f"its default {default!r}"
+            )

@@ -4,6 +4,7 @@ Training: dataset dicts -> TrainingSampler (infinite, seeded, sharded) -> aspect
 batches of (index, augmentation seed) decided in the main process -> DataLoader workers run the
 mapper. IMS_PER_BATCH is the total over all processes.
 """
+
 import itertools
 import logging
 from typing import Dict, List, Optional, Sequence
@@ -20,10 +21,20 @@ from .datasets.coco import DatasetFormatError
 from .dataset_mapper import DatasetMapper
 from .detection_utils import ImageReadError, SizeMismatchError
 from .record_store import RecordList
-from .samplers import (GroupedBatchSampler, InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler,
-                       repeat_factors_from_category_frequency)
+from .samplers import (
+    GroupedBatchSampler,
+    InferenceSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+    repeat_factors_from_category_frequency,
+)
 
-__all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader", "MappedDataset"]
+__all__ = [
+    "get_detection_dataset_dicts",
+    "build_detection_train_loader",
+    "build_detection_test_loader",
+    "MappedDataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +63,13 @@ def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True)
             before = len(dicts)
             dicts = dicts.select(dicts.num_instances > 0)
             if before != len(dicts):
-                logger.info("Removed %d images with no usable annotations; %d images left", before - len(dicts), len(dicts))
+                logger.info(
+                    "Removed %d images with no usable annotations; %d images left", before - len(dicts), len(dicts)
+                )
             if not len(dicts):
-                raise ConfigValueError(f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
+                raise ConfigValueError(
+                    f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False"
+                )
         return dicts
     dicts = []
     for d in parts:
@@ -65,7 +80,9 @@ def get_detection_dataset_dicts(names: Sequence[str], filter_empty: bool = True)
         if before != len(dicts):
             logger.info("Removed %d images with no usable annotations; %d images left", before - len(dicts), len(dicts))
         if not dicts:
-            raise ConfigValueError(f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False")
+            raise ConfigValueError(
+                f"No image of {list(names)} has annotations; set DATALOADER.FILTER_EMPTY_ANNOTATIONS False"
+            )
     return dicts
 
 
@@ -90,16 +107,19 @@ class MappedDataset(torchdata.Dataset):
         idx, seed = key if isinstance(key, tuple) else (key, None)
         for attempt in range(self.max_retries + 1):
             d = self.dicts[(idx + attempt) % len(self.dicts)]
-            rng = np.random.RandomState(seed % (2 ** 32)) if seed is not None else None
+            rng = np.random.RandomState(seed % (2**32)) if seed is not None else None
             try:
                 return self.mapper(d, rng) if rng is not None else self.mapper(d)
             except (ImageReadError, SizeMismatchError) as e:
                 if not self.skip_bad:
                     raise
                 self.num_skipped += 1
-                logging.getLogger("detgn.data").warning("Skipping image %s (%s); %d skipped so far in this worker",
-                                                        d.get("file_name"), e, self.num_skipped)
-        raise ImageReadError(f"{self.max_retries + 1} images in a row could not be read (last: {d.get('file_name')}); check the dataset")
+                logging.getLogger("detgn.data").warning(
+                    "Skipping image %s (%s); %d skipped so far in this worker", d.get("file_name"), e, self.num_skipped
+                )
+        raise ImageReadError(
+            f"{self.max_retries + 1} images in a row could not be read (last: {d.get('file_name')}); check the dataset"
+        )
 
 
 class _SkipBatches:
@@ -115,11 +135,13 @@ def _trivial_batch_collator(batch):
 
 
 def _worker_init(worker_id):
-    seed = (torch.initial_seed() + worker_id) % 2 ** 31
+    seed = (torch.initial_seed() + worker_id) % 2**31
     np.random.seed(seed)
 
 
-def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed: Optional[int] = None, dataset: Optional[List[Dict]] = None):
+def build_detection_train_loader(
+    cfg, mapper=None, *, start_iter: int = 0, seed: Optional[int] = None, dataset: Optional[List[Dict]] = None
+):
     """Infinite loader yielding lists of IMS_PER_BATCH / world_size mapped dicts.
 
     `start_iter` skips that many batches of the deterministic stream (exact resume);
@@ -141,22 +163,37 @@ def build_detection_train_loader(cfg, mapper=None, *, start_iter: int = 0, seed:
         sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
     elif name == "RepeatFactorTrainingSampler":
         factors = repeat_factors_from_category_frequency(dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
-        logger.info("RepeatFactorTrainingSampler (REPEAT_THRESHOLD %g): %d images, %.0f samples per epoch", cfg.DATALOADER.REPEAT_THRESHOLD,
-                    len(factors), float(factors.sum()))
+        logger.info(
+            "RepeatFactorTrainingSampler (REPEAT_THRESHOLD %g): %d images, %.0f samples per epoch",
+            cfg.DATALOADER.REPEAT_THRESHOLD,
+            len(factors),
+            float(factors.sum()),
+        )
         sampler = RepeatFactorTrainingSampler(factors, shuffle=True, seed=seed)
     else:
-        raise ConfigValueError(f"DATALOADER.SAMPLER_TRAIN '{name}' is unknown; use TrainingSampler or RepeatFactorTrainingSampler")
+        raise ConfigValueError(
+            f"DATALOADER.SAMPLER_TRAIN '{name}' is unknown; use TrainingSampler or RepeatFactorTrainingSampler"
+        )
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING and isinstance(dataset, RecordList):
         group_ids = np.where(dataset.widths > dataset.heights, 0, 1).tolist()  # no record decoded
     elif cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         group_ids = [0 if d["width"] > d["height"] else 1 for d in dataset]
     else:
         group_ids = [0] * len(dataset)
-    batches = _SkipBatches(GroupedBatchSampler(sampler, group_ids, batch_size, seed=seed, rank=comm.get_rank(), world_size=world), start_iter)
-    return torchdata.DataLoader(MappedDataset(dataset, mapper, skip_bad=True), batch_sampler=batches,
-                                num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=_trivial_batch_collator,
-                                worker_init_fn=_worker_init, persistent_workers=False, pin_memory=pin_memory(cfg),
-                                generator=torch.Generator().manual_seed(seed))  # never draws from the global RNG
+    batches = _SkipBatches(
+        GroupedBatchSampler(sampler, group_ids, batch_size, seed=seed, rank=comm.get_rank(), world_size=world),
+        start_iter,
+    )
+    return torchdata.DataLoader(
+        MappedDataset(dataset, mapper, skip_bad=True),
+        batch_sampler=batches,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=_trivial_batch_collator,
+        worker_init_fn=_worker_init,
+        persistent_workers=False,
+        pin_memory=pin_memory(cfg),
+        generator=torch.Generator().manual_seed(seed),
+    )  # never draws from the global RNG
 
 
 def pin_memory(cfg) -> bool:
@@ -175,7 +212,11 @@ def build_detection_test_loader(cfg, dataset_name, mapper=None, num_workers: Opt
     dataset = MappedDataset(dicts, mapper, skip_bad=False)
     sampler = InferenceSampler(len(dataset))
     batch_sampler = torchdata.BatchSampler(sampler, 1, drop_last=False)
-    return torchdata.DataLoader(dataset, batch_sampler=batch_sampler,
-                                num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
-                                collate_fn=_trivial_batch_collator, pin_memory=pin_memory(cfg),
-                                generator=torch.Generator().manual_seed(0))  # never draws from the global RNG
+    return torchdata.DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        num_workers=cfg.DATALOADER.NUM_WORKERS if num_workers is None else num_workers,
+        collate_fn=_trivial_batch_collator,
+        pin_memory=pin_memory(cfg),
+        generator=torch.Generator().manual_seed(0),
+    )  # never draws from the global RNG

@@ -1,4 +1,5 @@
 """DatasetCatalog (name -> function returning dataset dicts) and MetadataCatalog (name -> Metadata)."""
+
 from collections import UserDict
 from typing import Any, Callable, Dict, List
 
@@ -54,13 +55,17 @@ class Metadata:
     def __getattr__(self, key: str) -> Any:
         if key.startswith("__"):
             raise AttributeError(key)
-        raise AttributeError(f"Attribute '{key}' does not exist in the metadata of dataset '{self.__dict__.get('name')}'; "
-                             f"available: {list(self.__dict__.keys())}")
+        raise AttributeError(
+            f"Attribute '{key}' does not exist in the metadata of dataset '{self.__dict__.get('name')}'; "
+            f"available: {list(self.__dict__.keys())}"
+        )
 
     def __setattr__(self, key: str, val: Any) -> None:
         if key in self.__dict__ and self.__dict__[key] != val:
-            raise AssertionError(f"Attribute '{key}' of dataset '{self.name}' cannot be set to a different value "
-                                 f"({self.__dict__[key]!r} -> {val!r})")
+            raise AssertionError(
+                f"Attribute '{key}' of dataset '{self.name}' cannot be set to a different value "
+                f"({self.__dict__[key]!r} -> {val!r})"
+            )
         self.__dict__[key] = val
 
     def set(self, **kwargs) -> "Metadata":

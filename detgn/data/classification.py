@@ -8,6 +8,7 @@ Training: RandomResizedCrop(CLASSIFIER.TRAIN_CROP, scale=(MIN_CROP_SCALE, 1)) + 
 Evaluation: resize the short side to TEST_RESIZE, center crop TEST_CROP. Images become (3, H, W)
 uint8 tensors in INPUT.FORMAT channel order; the model normalises them (PIXEL_MEAN / PIXEL_STD).
 """
+
 import logging
 import os
 from typing import Dict, List, Optional
@@ -24,7 +25,12 @@ from .datasets.coco import DatasetFormatError, DatasetNotFoundError
 from .detection_utils import ImageReadError
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 
-__all__ = ["load_image_folder", "ClassificationMapper", "build_classification_train_loader", "build_classification_test_loader"]
+__all__ = [
+    "load_image_folder",
+    "ClassificationMapper",
+    "build_classification_train_loader",
+    "build_classification_test_loader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +43,9 @@ def load_image_folder(root: str, what: str = "CLASSIFIER.TRAIN_DIR") -> Dict:
     if not root:
         raise ConfigValueError(f"{what} is empty; set it to an ImageFolder root (one sub-folder of images per class)")
     if not os.path.isdir(root):
-        raise DatasetNotFoundError(f"{what} {root} is not a folder; point it at an ImageFolder root (one sub-folder of images per class)")
+        raise DatasetNotFoundError(
+            f"{what} {root} is not a folder; point it at an ImageFolder root (one sub-folder of images per class)"
+        )
     try:
         folder = ImageFolder(root, loader=lambda path: path)  # listing only; images are read by the mapper
     except FileNotFoundError as e:  # no class folder, or a class folder without a readable image extension
@@ -63,11 +71,17 @@ class ClassificationMapper:
         if not 0 < c.MIN_CROP_SCALE <= 1:
             raise ConfigValueError(f"CLASSIFIER.MIN_CROP_SCALE must be in (0, 1], got {c.MIN_CROP_SCALE}")
         if is_train:
-            self.transform = T.Compose([T.RandomResizedCrop(c.TRAIN_CROP, scale=(c.MIN_CROP_SCALE, 1.0), antialias=True),
-                                        T.RandomHorizontalFlip()])
+            self.transform = T.Compose(
+                [
+                    T.RandomResizedCrop(c.TRAIN_CROP, scale=(c.MIN_CROP_SCALE, 1.0), antialias=True),
+                    T.RandomHorizontalFlip(),
+                ]
+            )
         else:
             if c.TEST_CROP > c.TEST_RESIZE:
-                raise ConfigValueError(f"CLASSIFIER.TEST_CROP {c.TEST_CROP} is larger than CLASSIFIER.TEST_RESIZE {c.TEST_RESIZE}")
+                raise ConfigValueError(
+                    f"CLASSIFIER.TEST_CROP {c.TEST_CROP} is larger than CLASSIFIER.TEST_RESIZE {c.TEST_RESIZE}"
+                )
             self.transform = T.Compose([T.Resize(c.TEST_RESIZE, antialias=True), T.CenterCrop(c.TEST_CROP)])
         self.bgr = cfg.INPUT.FORMAT == "BGR"
         self.is_train = is_train
@@ -83,7 +97,7 @@ class ClassificationMapper:
             raise ImageReadError(f"Cannot read image {record['file_name']} ({e})") from e
         if rng is not None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(rng.randint(2 ** 31)))
+                torch.manual_seed(int(rng.randint(2**31)))
                 image = self.transform(image)
         else:
             image = self.transform(image)
@@ -100,16 +114,28 @@ def build_classification_train_loader(cfg, records: List[Dict], *, start_iter: i
     if total % world != 0:
         raise ConfigValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
     sampler = TrainingSampler(len(records), shuffle=True, seed=seed)
-    batches = _SkipBatches(GroupedBatchSampler(sampler, [0] * len(records), total // world, seed=seed, rank=comm.get_rank(),
-                                               world_size=world), start_iter)
-    return torchdata.DataLoader(MappedDataset(records, ClassificationMapper(cfg, True), skip_bad=True), batch_sampler=batches,
-                                num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=_trivial_batch_collator, worker_init_fn=_worker_init,
-                                generator=torch.Generator().manual_seed(seed))
+    batches = _SkipBatches(
+        GroupedBatchSampler(
+            sampler, [0] * len(records), total // world, seed=seed, rank=comm.get_rank(), world_size=world
+        ),
+        start_iter,
+    )
+    return torchdata.DataLoader(
+        MappedDataset(records, ClassificationMapper(cfg, True), skip_bad=True),
+        batch_sampler=batches,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=_trivial_batch_collator,
+        worker_init_fn=_worker_init,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def build_classification_test_loader(cfg, records: List[Dict], batch_size: int = 16):
     """This rank's contiguous shard of `records` (InferenceSampler), in batches; unreadable images raise."""
     sampler = InferenceSampler(len(records))
-    return torchdata.DataLoader(MappedDataset(records, ClassificationMapper(cfg, False), skip_bad=False),
-                                batch_sampler=torchdata.BatchSampler(sampler, batch_size, drop_last=False),
-                                num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=_trivial_batch_collator)
+    return torchdata.DataLoader(
+        MappedDataset(records, ClassificationMapper(cfg, False), skip_bad=False),
+        batch_sampler=torchdata.BatchSampler(sampler, batch_size, drop_last=False),
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=_trivial_batch_collator,
+    )

@@ -1,4 +1,5 @@
 """DatasetMapper: one dataset dict -> the model's input dict (image tensor + Instances)."""
+
 import copy
 from typing import Dict, List, Optional
 
@@ -20,8 +21,15 @@ class DatasetMapper:
     instances whose box became empty (e.g. cropped away) are removed."""
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations: List[Augmentation], image_format: str = "BGR",
-                 use_instance_mask: bool = False, instance_mask_format: str = "polygon"):
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List[Augmentation],
+        image_format: str = "BGR",
+        use_instance_mask: bool = False,
+        instance_mask_format: str = "polygon",
+    ):
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.image_format = image_format
@@ -30,14 +38,19 @@ class DatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        return dict(is_train=is_train, augmentations=build_augmentation(cfg, is_train), image_format=cfg.INPUT.FORMAT,
-                    use_instance_mask=cfg.MODEL.MASK_ON, instance_mask_format=cfg.INPUT.MASK_FORMAT)
+        return dict(
+            is_train=is_train,
+            augmentations=build_augmentation(cfg, is_train),
+            image_format=cfg.INPUT.FORMAT,
+            use_instance_mask=cfg.MODEL.MASK_ON,
+            instance_mask_format=cfg.INPUT.MASK_FORMAT,
+        )
 
     def __call__(self, dataset_dict: Dict, rng: Optional[np.random.RandomState] = None) -> Dict:
         """`rng` drives the augmentations (the training loader passes a per-sample seeded one)."""
         dataset_dict = copy.deepcopy(dataset_dict)
         if rng is None:
-            rng = np.random.RandomState(np.random.randint(2 ** 31))
+            rng = np.random.RandomState(np.random.randint(2**31))
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         image, transforms = apply_augmentations(self.augmentations, image, rng)

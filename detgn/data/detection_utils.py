@@ -1,4 +1,5 @@
 """Reading images and turning dataset annotations into training Instances."""
+
 from typing import Dict, List
 
 import numpy as np
@@ -9,8 +10,14 @@ from PIL import Image, ImageOps
 from detgn.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 from detgn.utils.errors import ConfigValueError, UserInputError
 
-__all__ = ["read_image", "ImageReadError", "SizeMismatchError", "check_image_size", "transform_instance_annotations",
-           "annotations_to_instances"]
+__all__ = [
+    "read_image",
+    "ImageReadError",
+    "SizeMismatchError",
+    "check_image_size",
+    "transform_instance_annotations",
+    "annotations_to_instances",
+]
 
 
 class ImageReadError(UserInputError, IOError):
@@ -69,7 +76,8 @@ def check_image_size(dataset_dict: Dict, image: np.ndarray) -> None:
         if (dataset_dict["height"], dataset_dict["width"]) != (h, w):
             raise SizeMismatchError(
                 f"Image {dataset_dict.get('file_name')} (image id {dataset_dict.get('image_id')}) is {h}x{w} (h x w) but the "
-                f"annotation file says {dataset_dict['height']}x{dataset_dict['width']}; fix the json or the image")
+                f"annotation file says {dataset_dict['height']}x{dataset_dict['width']}; fix the json or the image"
+            )
     else:
         dataset_dict["height"], dataset_dict["width"] = h, w
 
@@ -89,7 +97,9 @@ def transform_instance_annotations(annotation: Dict, transforms, image_size) -> 
             polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in seg]
             annotation["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
         elif isinstance(seg, dict):
-            m = mask_util.decode(seg if not isinstance(seg["counts"], list) else mask_util.frPyObjects(seg, *seg["size"]))
+            m = mask_util.decode(
+                seg if not isinstance(seg["counts"], list) else mask_util.frPyObjects(seg, *seg["size"])
+            )
             annotation["segmentation"] = transforms.apply_segmentation(m.astype(np.uint8))
         elif isinstance(seg, np.ndarray):
             annotation["segmentation"] = transforms.apply_segmentation(seg.astype(np.uint8))

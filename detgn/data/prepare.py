@@ -7,6 +7,7 @@ With DETGN_CACHE_DIR on a folder every machine of a cluster sees, one run serves
 each dataset, its number of records, the record file and the time taken; exit status 2 with one line
 for a dataset that cannot be read.
 """
+
 import argparse
 import os
 import sys

@@ -12,6 +12,7 @@ checksum, version, key) is reported with a WARNING and rebuilt, never trusted.
 
 `DETGN_RECORD_CACHE=0` turns the cache off (records are then a plain list, built by every process).
 """
+
 import hashlib
 import json
 import logging
@@ -89,7 +90,9 @@ def _open_valid(path: str, files: Sequence[str]):
     return None
 
 
-def cached_records(name: str, build: Callable[[], Tuple[List[Dict], Dict]], inputs: Sequence[str], options: Sequence = ()):
+def cached_records(
+    name: str, build: Callable[[], Tuple[List[Dict], Dict]], inputs: Sequence[str], options: Sequence = ()
+):
     """(records, metadata): a RecordList from the cache, built with `build()` -> (records, metadata) when
     the cache has no valid file for `inputs` + `options`. With the cache off: build()'s own list."""
     if not cache_enabled():
@@ -97,7 +100,9 @@ def cached_records(name: str, build: Callable[[], Tuple[List[Dict], Dict]], inpu
     inputs = [os.path.realpath(p) for p in inputs]
     ident = hashlib.blake2b(repr((LOADER_VERSION, tuple(inputs), tuple(options))).encode(), digest_size=10).hexdigest()
     folder = cache_dir()
-    stem = os.path.splitext(os.path.basename(inputs[0]))[0] if inputs else name  # named by its input: shared by every dataset name
+    stem = (
+        os.path.splitext(os.path.basename(inputs[0]))[0] if inputs else name
+    )  # named by its input: shared by every dataset name
     path = os.path.join(folder, f"{re.sub(r'[^A-Za-z0-9_.-]', '_', stem)}-{ident}.rec")
     store = _open_valid(path, inputs)
     if store is None:
@@ -113,13 +118,25 @@ def cached_records(name: str, build: Callable[[], Tuple[List[Dict], Dict]], inpu
             if store is None:
                 started = time.perf_counter()
                 stat_before = _stat(inputs)
-                key = json.dumps({"stat": stat_before, "content": content_hash(inputs), "version": LOADER_VERSION,
-                                  "options": [str(o) for o in options]})
+                key = json.dumps(
+                    {
+                        "stat": stat_before,
+                        "content": content_hash(inputs),
+                        "version": LOADER_VERSION,
+                        "options": [str(o) for o in options],
+                    }
+                )
                 with gc_paused():  # the records are dropped before the GC resumes: it never scans them
                     records, metadata = build()
                     write_records(path, records, metadata=metadata, key=key)
                     count = len(records)
                     del records
-                logger.info("Cached the %d validated records of %s in %s (%.1f s)", count, name, path, time.perf_counter() - started)
+                logger.info(
+                    "Cached the %d validated records of %s in %s (%.1f s)",
+                    count,
+                    name,
+                    path,
+                    time.perf_counter() - started,
+                )
                 store = RecordStore(path, verify=False)
     return RecordList([store]), store.metadata

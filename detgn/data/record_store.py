@@ -15,6 +15,7 @@ filtering empty images and aspect-ratio grouping do not decode anything.
 JSON (orjson when installed) keeps the file readable by any tool and free of code: loading never runs
 anything from it.
 """
+
 import contextlib
 import gc
 import json
@@ -33,7 +34,16 @@ try:
 except ImportError:  # pragma: no cover - the standard library does the same, slower
     _orjson = None
 
-__all__ = ["RecordStore", "RecordList", "write_records", "gc_paused", "StoreCorruptError", "STORE_VERSION", "dumps", "loads"]
+__all__ = [
+    "RecordStore",
+    "RecordList",
+    "write_records",
+    "gc_paused",
+    "StoreCorruptError",
+    "STORE_VERSION",
+    "dumps",
+    "loads",
+]
 
 MAGIC = b"DETGNREC"
 STORE_VERSION = 1
@@ -79,8 +89,15 @@ def write_records(path: str, records: Sequence[Dict], metadata: Optional[Dict] =
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(np.fromiter(map(len, chunks), np.int64, n), out=offsets[1:])
     pos = int(offsets[-1])
-    sizes = np.array([[r.get("height", 0) for r in records], [r.get("width", 0) for r in records],
-                      [_num_instances(r) for r in records], [len(r.get("annotations", ())) for r in records]], np.int32).reshape(4, n)
+    sizes = np.array(
+        [
+            [r.get("height", 0) for r in records],
+            [r.get("width", 0) for r in records],
+            [_num_instances(r) for r in records],
+            [len(r.get("annotations", ())) for r in records],
+        ],
+        np.int32,
+    ).reshape(4, n)
     body = [offsets.tobytes(), sizes.tobytes()] + chunks
     crc = 0
     for b in body:
@@ -149,7 +166,7 @@ class RecordStore:
 
     def raw(self, i: int) -> bytes:
         a, b = self._offsets[i], self._offsets[i + 1]
-        return self._map[self._data_start + a:self._data_start + b].tobytes()
+        return self._map[self._data_start + a : self._data_start + b].tobytes()
 
     def __getitem__(self, i: int) -> Dict:
         if not -self.num_records <= i < self.num_records:
@@ -191,7 +208,11 @@ class RecordList(Sequence):
             yield self[i]
 
     def _column(self, name: str) -> np.ndarray:
-        return np.concatenate([getattr(s, name) for s in self.stores])[self.indices] if self.stores else np.zeros(0, np.int32)
+        return (
+            np.concatenate([getattr(s, name) for s in self.stores])[self.indices]
+            if self.stores
+            else np.zeros(0, np.int32)
+        )
 
     @property
     def heights(self) -> np.ndarray:

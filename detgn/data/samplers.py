@@ -5,6 +5,7 @@ Training batches are decided in the main process from the dataset's recorded siz
 stream is a pure function of (seed, rank, world size) and resuming can skip to any iteration.
 Each sample also gets its own augmentation seed.
 """
+
 import itertools
 import math
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -14,16 +15,27 @@ import torch
 
 from detgn.utils import comm
 
-__all__ = ["TrainingSampler", "RepeatFactorTrainingSampler", "repeat_factors_from_category_frequency", "InferenceSampler",
-           "GroupedBatchSampler"]
+__all__ = [
+    "TrainingSampler",
+    "RepeatFactorTrainingSampler",
+    "repeat_factors_from_category_frequency",
+    "InferenceSampler",
+    "GroupedBatchSampler",
+]
 
 
 class TrainingSampler:
     """Infinite stream of dataset indices: a fresh permutation per epoch (seeded), rank r of W
     takes positions r, r + W, r + 2W, ... of the global stream."""
 
-    def __init__(self, size: int, shuffle: bool = True, seed: Optional[int] = None, rank: Optional[int] = None,
-                 world_size: Optional[int] = None):
+    def __init__(
+        self,
+        size: int,
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ):
         if size <= 0:
             raise ValueError(f"TrainingSampler needs a non-empty dataset, got size {size}")
         self._size = size
@@ -65,8 +77,14 @@ class RepeatFactorTrainingSampler(TrainingSampler):
     stream is a pure function of the seed (rounding and order drawn from one seeded generator), so resuming
     skips to any iteration exactly, and ranks take positions r, r + W, ... of it."""
 
-    def __init__(self, repeat_factors: torch.Tensor, shuffle: bool = True, seed: Optional[int] = None, rank: Optional[int] = None,
-                 world_size: Optional[int] = None):
+    def __init__(
+        self,
+        repeat_factors: torch.Tensor,
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+    ):
         super().__init__(len(repeat_factors), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
         factors = torch.as_tensor(repeat_factors, dtype=torch.float64)
         if not torch.isfinite(factors).all() or (factors < 0).any():
@@ -98,7 +116,9 @@ class GroupedBatchSampler:
     same augmentation whatever the number of processes.
     """
 
-    def __init__(self, sampler, group_ids: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, sampler, group_ids: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+    ):
         self.sampler = sampler
         self.group_ids = np.asarray(group_ids)
         self.batch_size = batch_size

@@ -6,20 +6,40 @@ without shapely). An Augmentation draws its random parameters from a numpy Rando
 Transform; a Transform applies the same geometry to the image (H, W, C) uint8, to (N, 2) point
 arrays (polygons, box corners) in (x, y) pixels and to (H, W) masks.
 """
+
 from typing import List, Tuple
 
 import cv2
 import numpy as np
 from fvcore.transforms.transform import CropTransform as _FvcoreCropTransform
-from fvcore.transforms.transform import (HFlipTransform, NoOpTransform, PadTransform, Transform, TransformList,
-                                         VFlipTransform)
+from fvcore.transforms.transform import (
+    HFlipTransform,
+    NoOpTransform,
+    PadTransform,
+    Transform,
+    TransformList,
+    VFlipTransform,
+)
 
 from detgn.utils.errors import ConfigValueError
 
 __all__ = [
-    "Transform", "TransformList", "ResizeTransform", "HFlipTransform", "VFlipTransform", "CropTransform", "PadTransform",
-    "NoOpTransform", "Augmentation", "ResizeShortestEdge", "RandomFlip", "ResizeScale", "FixedSizeCrop", "RandomCrop",
-    "apply_augmentations", "build_augmentation",
+    "Transform",
+    "TransformList",
+    "ResizeTransform",
+    "HFlipTransform",
+    "VFlipTransform",
+    "CropTransform",
+    "PadTransform",
+    "NoOpTransform",
+    "Augmentation",
+    "ResizeShortestEdge",
+    "RandomFlip",
+    "ResizeScale",
+    "FixedSizeCrop",
+    "RandomCrop",
+    "apply_augmentations",
+    "build_augmentation",
 ]
 
 
@@ -86,13 +106,15 @@ def _shortest_edge_size(h, w, short, max_size):
 class ResizeShortestEdge(Augmentation):
     """Resize so the short side is `short_edge_length` (a choice or a [min, max] range), long side <= max_size."""
 
-    def __init__(self, short_edge_length, max_size: int = 10 ** 9, sample_style: str = "range"):
+    def __init__(self, short_edge_length, max_size: int = 10**9, sample_style: str = "range"):
         if sample_style not in ("range", "choice"):
             raise ValueError(f"sample_style must be 'range' or 'choice', got '{sample_style}'")
         if isinstance(short_edge_length, int):
             short_edge_length = (short_edge_length, short_edge_length)
         if sample_style == "range" and len(short_edge_length) != 2:
-            raise ConfigValueError(f"INPUT.MIN_SIZE_TRAIN must have two values with 'range' sampling, got {short_edge_length}")
+            raise ConfigValueError(
+                f"INPUT.MIN_SIZE_TRAIN must have two values with 'range' sampling, got {short_edge_length}"
+            )
         self.short_edge_length = tuple(short_edge_length)
         self.max_size = max_size
         self.is_range = sample_style == "range"
@@ -151,8 +173,16 @@ class FixedSizeCrop(Augmentation):
         y0 = int(rng.randint(0, max_y + 1))
         x0 = int(rng.randint(0, max_x + 1))
         crop = CropTransform(x0, y0, min(cw, w), min(ch, h), orig_w=w, orig_h=h)
-        pad = PadTransform(0, 0, max(cw - w, 0), max(ch - h, 0), orig_w=min(cw, w), orig_h=min(ch, h),
-                           pad_value=self.pad_value, seg_pad_value=0)
+        pad = PadTransform(
+            0,
+            0,
+            max(cw - w, 0),
+            max(ch - h, 0),
+            orig_w=min(cw, w),
+            orig_h=min(ch, h),
+            pad_value=self.pad_value,
+            seg_pad_value=0,
+        )
         return TransformList([crop, pad])
 
 
@@ -195,13 +225,19 @@ def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
         size = cfg.INPUT.LSJ.IMAGE_SIZE
         augs = [ResizeScale(cfg.INPUT.LSJ.MIN_SCALE, cfg.INPUT.LSJ.MAX_SCALE, size, size), FixedSizeCrop((size, size))]
     elif is_train:
-        augs = [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
+        augs = [
+            ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+        ]
         if cfg.INPUT.CROP.ENABLED:
             augs.insert(0, RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     else:
         augs = [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
     if is_train and cfg.INPUT.RANDOM_FLIP != "none":
         if cfg.INPUT.RANDOM_FLIP not in ("horizontal", "vertical"):
-            raise ConfigValueError(f"INPUT.RANDOM_FLIP must be horizontal, vertical or none, got '{cfg.INPUT.RANDOM_FLIP}'")
-        augs.append(RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"))
+            raise ConfigValueError(
+                f"INPUT.RANDOM_FLIP must be horizontal, vertical or none, got '{cfg.INPUT.RANDOM_FLIP}'"
+            )
+        augs.append(
+            RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical")
+        )
     return augs

@@ -1,5 +1,6 @@
 """The command-line frame of the training tools (tools/train_net.py, tools/train_classifier.py):
 launch the processes, and turn what a user can fix into one line and an exit status."""
+
 import errno
 import os
 import shlex
@@ -55,13 +56,20 @@ def _auto_resume(args) -> bool:
         if why and why.startswith("SLURM"):
             args.overwrite = False
         elif why:
-            raise OutputDirError(f"--overwrite cannot be used when {why}: each restart would move the run aside; move the "
-                                 "old run away yourself or choose a new OUTPUT_DIR")
+            raise OutputDirError(
+                f"--overwrite cannot be used when {why}: each restart would move the run aside; move the "
+                "old run away yourself or choose a new OUTPUT_DIR"
+            )
         else:
-            raise OutputDirError("--auto-resume and --overwrite contradict each other: --auto-resume continues the run in "
-                                 "OUTPUT_DIR, --overwrite moves it aside; pass one")
+            raise OutputDirError(
+                "--auto-resume and --overwrite contradict each other: --auto-resume continues the run in "
+                "OUTPUT_DIR, --overwrite moves it aside; pass one"
+            )
     if why and _hosts_global_rank0(args):
-        print(f"{why[0].upper()}{why[1:]}: a run of this config in OUTPUT_DIR is continued (--auto-resume)", file=sys.stderr)
+        print(
+            f"{why[0].upper()}{why[1:]}: a run of this config in OUTPUT_DIR is continued (--auto-resume)",
+            file=sys.stderr,
+        )
     auto = not args.resume  # an explicit --resume keeps its meaning (a changed config is allowed)
     args.resume = True
     return auto
@@ -92,8 +100,10 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
 
             differ = config_differences(cfg.OUTPUT_DIR, cfg)
             if differ:
-                raise OutputDirError(f"--auto-resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); "
-                                     "continue it with --resume (this config's values win), or choose a new OUTPUT_DIR")
+                raise OutputDirError(
+                    f"--auto-resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds a run of another config ({differ}); "
+                    "continue it with --resume (this config's values win), or choose a new OUTPUT_DIR"
+                )
         if not args.eval_only and _hosts_global_rank0(args):
             from .output_dir import claim_output_dir
 
@@ -109,8 +119,16 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
     try:
         from datetime import timedelta
 
-        launch_fn(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
-                  args=(args,), use_cuda=use_cuda, timeout=timedelta(seconds=args.dist_timeout))
+        launch_fn(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            use_cuda=use_cuda,
+            timeout=timedelta(seconds=args.dist_timeout),
+        )
     except FloatingPointError as e:
         print(f"error: {e} {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
         return 3
@@ -121,13 +139,18 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
         print(f"error: {e} {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
         return 4
     except TrainingPreempted as e:
-        print(f"Training {e}. {last_checkpoint_hint(cfg, args, tool)} (or --auto-resume, which a torchrun or SLURM restart "
-              "implies)", file=sys.stderr)
+        print(
+            f"Training {e}. {last_checkpoint_hint(cfg, args, tool)} (or --auto-resume, which a torchrun or SLURM restart "
+            "implies)",
+            file=sys.stderr,
+        )
         return e.exit_status
     except KeyboardInterrupt:
         print(f"interrupted. {last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
         return 130
-    except UserInputError as e:  # a config value, dataset, image or weights file the user can fix (ConfigError included)
+    except (
+        UserInputError
+    ) as e:  # a config value, dataset, image or weights file the user can fix (ConfigError included)
         if os.environ.get("DETGN_TRACEBACK"):
             raise
         print(f"error: {e}", file=sys.stderr)
@@ -135,9 +158,12 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
     except OSError as e:
         if e.errno != errno.ENOSPC or os.environ.get("DETGN_TRACEBACK"):
             raise
-        print(f"error: no space left on the device of {cfg.OUTPUT_DIR} ({_free_space(cfg.OUTPUT_DIR)}); free space there "
-              f"(a checkpoint of this model needs about {_checkpoint_size(cfg.OUTPUT_DIR)}) and continue. "
-              f"{last_checkpoint_hint(cfg, args, tool)}", file=sys.stderr)
+        print(
+            f"error: no space left on the device of {cfg.OUTPUT_DIR} ({_free_space(cfg.OUTPUT_DIR)}); free space there "
+            f"(a checkpoint of this model needs about {_checkpoint_size(cfg.OUTPUT_DIR)}) and continue. "
+            f"{last_checkpoint_hint(cfg, args, tool)}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -145,11 +171,15 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
 def _free_space(path: str) -> str:
     try:
         st = os.statvfs(path)
-        return f"{st.f_bavail * st.f_frsize / 2 ** 20:.0f} MB free"
+        return f"{st.f_bavail * st.f_frsize / 2**20:.0f} MB free"
     except OSError:
         return "free space unknown"
 
 
 def _checkpoint_size(output_dir: str) -> str:
-    sizes = [os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir) if n.endswith(".pth")] if os.path.isdir(output_dir) else []
-    return f"{max(sizes) / 2 ** 20:.0f} MB" if sizes else "the model's size in float32 plus its optimizer state"
+    sizes = (
+        [os.path.getsize(os.path.join(output_dir, n)) for n in os.listdir(output_dir) if n.endswith(".pth")]
+        if os.path.isdir(output_dir)
+        else []
+    )
+    return f"{max(sizes) / 2**20:.0f} MB" if sizes else "the model's size in float32 plus its optimizer state"

@@ -1,5 +1,6 @@
 """What tools/train_net.py is made of: argument parser, set-up of the output dir and logging,
 and DefaultTrainer (model, optimizer, scheduler, data, checkpoints, hooks, evaluation)."""
+
 import argparse
 import inspect
 import logging
@@ -18,7 +19,12 @@ from torch.nn.parallel import DistributedDataParallel
 from detgn.checkpoint import DetectionCheckpointer, set_rng_state
 from detgn.config import ConfigKeyError, UnsupportedConfigError, check_supported, get_cfg
 from detgn.config.rules import check_config
-from detgn.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detgn.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.evaluation.coco_evaluation import format_metric
 from detgn.modeling import build_model
@@ -32,8 +38,19 @@ from . import hooks
 from .precision import log_precision, resolve_inference_precision, resolve_precision
 from .train_loop import AMPTrainer, SimpleTrainer
 
-__all__ = ["default_argument_parser", "parse_with_overrides", "default_setup", "setup_cfg", "setup_cfg_or_exit", "DefaultTrainer", "seed_all_rng", "ConfigError",
-           "describe_model", "log_data_summary", "save_config"]
+__all__ = [
+    "default_argument_parser",
+    "parse_with_overrides",
+    "default_setup",
+    "setup_cfg",
+    "setup_cfg_or_exit",
+    "DefaultTrainer",
+    "seed_all_rng",
+    "ConfigError",
+    "describe_model",
+    "log_data_summary",
+    "save_config",
+]
 
 
 class ConfigError(UserInputError, ValueError):
@@ -45,32 +62,58 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
         description=description or "Train or evaluate a detgn model (GN Mask R-CNN).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Examples:\n"
-               "  python tools/train_net.py --config-file configs/nuclei_quickstart.yaml\n"
-               "  python tools/train_net.py --config-file cfg.yaml --resume\n"
-               "  python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/model_final.pth\n"
-               "  python tools/train_net.py --config-file cfg.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16\n"
-               "  (machine 0 of 2) python tools/train_net.py --config-file cfg.yaml --num-gpus 8 --num-machines 2 \\\n"
-               "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n")
+        "  python tools/train_net.py --config-file configs/nuclei_quickstart.yaml\n"
+        "  python tools/train_net.py --config-file cfg.yaml --resume\n"
+        "  python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/model_final.pth\n"
+        "  python tools/train_net.py --config-file cfg.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16\n"
+        "  (machine 0 of 2) python tools/train_net.py --config-file cfg.yaml --num-gpus 8 --num-machines 2 \\\n"
+        "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n",
+    )
     p.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
-    p.add_argument("--auto-resume", action="store_true",
-                   help="continue the run in OUTPUT_DIR when it holds one of this same config (start afresh when it holds none; "
-                        "refuse when its config.yaml differs). Implied when torchrun or SLURM restarted the job "
-                        "(TORCHELASTIC_RESTART_COUNT or SLURM_RESTART_COUNT > 0)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="OUTPUT_DIR holds a finished or interrupted run: rename it to OUTPUT_DIR.old-<time> and start afresh "
-                        "(without this flag such a folder is refused)")
+    p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the run in OUTPUT_DIR when it holds one of this same config (start afresh when it holds none; "
+        "refuse when its config.yaml differs). Implied when torchrun or SLURM restarted the job "
+        "(TORCHELASTIC_RESTART_COUNT or SLURM_RESTART_COUNT > 0)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUTPUT_DIR holds a finished or interrupted run: rename it to OUTPUT_DIR.old-<time> and start afresh "
+        "(without this flag such a folder is refused)",
+    )
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST and exit")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (one per GPU; CPU processes with MODEL.DEVICE cpu)")
+    p.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        help="processes per machine (one per GPU; CPU processes with MODEL.DEVICE cpu)",
+    )
     p.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (0 .. num-machines - 1)")
-    p.add_argument("--dist-url", default="auto", help="torch.distributed init URL, e.g. tcp://host:port (auto: a free local port)")
-    p.add_argument("--dist-timeout", type=float, default=1800.0, metavar="SECONDS",
-                   help="how long a process waits for the others to join, and for a collective (default 1800, as detectron2)")
-    p.add_argument("--verbose", action="store_true",
-                   help="also print the full config and model structure (always written to OUTPUT_DIR/config.yaml and model.txt)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                   help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/")
+    p.add_argument(
+        "--dist-url", default="auto", help="torch.distributed init URL, e.g. tcp://host:port (auto: a free local port)"
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="how long a process waits for the others to join, and for a collective (default 1800, as detectron2)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print the full config and model structure (always written to OUTPUT_DIR/config.yaml and model.txt)",
+    )
+    p.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/",
+    )
     return p
 
 
@@ -88,15 +131,15 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse
         name = token.split("=", 1)[0]
         if token.startswith("--") and name in takes_value:
             n = 2 if takes_value[name] and "=" not in token else 1
-            flags += opts[i:i + n]
+            flags += opts[i : i + n]
             i += n
         elif token.startswith("--"):
             parser.error(f"unknown option {token} (config keys are written without dashes, e.g. SOLVER.BASE_LR 0.01)")
         else:
-            overrides += opts[i:i + 2]
+            overrides += opts[i : i + 2]
             i += 2
     if flags:  # the REMAINDER is argv's tail: parse the rest with the options moved before it
-        args = parser.parse_args(argv[:len(argv) - len(opts)] + flags)
+        args = parser.parse_args(argv[: len(argv) - len(opts)] + flags)
     args.opts = overrides
     return args
 
@@ -154,7 +197,7 @@ def setup_cfg_or_exit(args):
 
 def seed_all_rng(seed: Optional[int] = None) -> int:
     if seed is None or seed < 0:
-        seed = (os.getpid() + int(time.time() * 1e6) + int.from_bytes(os.urandom(2), "big")) % (2 ** 31)
+        seed = (os.getpid() + int(time.time() * 1e6) + int.from_bytes(os.urandom(2), "big")) % (2**31)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -169,7 +212,9 @@ def _check_writable(output_dir: str) -> None:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise ConfigError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from e
+        raise ConfigError(
+            f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>"
+        ) from e
 
 
 def default_setup(cfg, args) -> None:
@@ -189,8 +234,12 @@ def default_setup(cfg, args) -> None:
     from .precision import cpu_description, cpu_model
 
     config_name = getattr(args, "config_file", "") or "(defaults)"
-    logger.info("Config %s -> output dir %s (full config: %s)", config_name, output_dir,
-                os.path.join(output_dir, "config_eval.yaml" if getattr(args, "eval_only", False) else "config.yaml"))
+    logger.info(
+        "Config %s -> output dir %s (full config: %s)",
+        config_name,
+        output_dir,
+        os.path.join(output_dir, "config_eval.yaml" if getattr(args, "eval_only", False) else "config.yaml"),
+    )
     device = cfg.MODEL.DEVICE
     if device.startswith("cuda") and torch.cuda.is_available():
         where = f"{device} ({torch.cuda.get_device_name(comm.get_local_rank())})"
@@ -254,14 +303,25 @@ def describe_model(cfg, model, verbose: bool = False) -> None:
     net = f"ResNeXt-{r.DEPTH} {r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"ResNet-{r.DEPTH}"
     if hasattr(model, "roi_heads"):
         net += f" ({m.BACKBONE.NAME})"
-    logging.getLogger("detgn.trainer").info("Model: %s, %s, %s; %.2f M parameters (%.2f M trainable); structure in %s",
-                                            m.META_ARCHITECTURE, net, norms, total / 1e6, trainable / 1e6, path)
+    logging.getLogger("detgn.trainer").info(
+        "Model: %s, %s, %s; %.2f M parameters (%.2f M trainable); structure in %s",
+        m.META_ARCHITECTURE,
+        net,
+        norms,
+        total / 1e6,
+        trainable / 1e6,
+        path,
+    )
     if verbose:
         logging.getLogger("detgn.trainer").info("Model:\n%s", model)
 
 
-_SOLVER_KEYS = {"momentum": "SOLVER.MOMENTUM", "nesterov": "SOLVER.NESTEROV", "weight_decay": "SOLVER.WEIGHT_DECAY(_NORM/_BIAS)",
-                "dampening": "(SGD dampening)"}
+_SOLVER_KEYS = {
+    "momentum": "SOLVER.MOMENTUM",
+    "nesterov": "SOLVER.NESTEROV",
+    "weight_decay": "SOLVER.WEIGHT_DECAY(_NORM/_BIAS)",
+    "dampening": "(SGD dampening)",
+}
 
 
 def _optimizer_settings(optimizer):
@@ -288,8 +348,14 @@ def _reapply_solver_settings(optimizer, scheduler, settings, base_lrs, *, start_
         group["lr"] = lr
     scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
     for key, was, now in sorted(changed, key=str):
-        logger.warning("--resume: %s changed since the checkpoint (%s -> %s); training continues with %s from iteration %d",
-                       key, was, now, now, start_iter)
+        logger.warning(
+            "--resume: %s changed since the checkpoint (%s -> %s); training continues with %s from iteration %d",
+            key,
+            was,
+            now,
+            now,
+            start_iter,
+        )
 
 
 def _check_resumed_model(report, path: str, output_dir: str) -> None:
@@ -299,9 +365,11 @@ def _check_resumed_model(report, path: str, output_dir: str) -> None:
     problems = [f"{k}: checkpoint {tuple(a)} vs config {tuple(b)}" for k, a, b in report["shape_mismatch"][:2]]
     problems += [f"{k} missing from the checkpoint" for k in report["missing"][:2]]
     if problems:
-        raise ConfigError(f"--resume: {path} does not fit the model this config builds ({'; '.join(problems)}); resume with the "
-                          f"config it was trained with ({os.path.join(output_dir, 'config.yaml')}), or fine-tune from it with "
-                          f"MODEL.WEIGHTS {path} and a new OUTPUT_DIR")
+        raise ConfigError(
+            f"--resume: {path} does not fit the model this config builds ({'; '.join(problems)}); resume with the "
+            f"config it was trained with ({os.path.join(output_dir, 'config.yaml')}), or fine-tune from it with "
+            f"MODEL.WEIGHTS {path} and a new OUTPUT_DIR"
+        )
 
 
 def _check_every_rank_sees_the_checkpoint(output_dir: str) -> None:
@@ -327,18 +395,22 @@ def _rng_state_of_this_rank(ckpt: dict, logger):
     if not per_rank:
         return ckpt.get("rng") if rank == 0 else None
     if len(per_rank) != world and rank == 0:
-        logger.info("Resuming %d processes from a checkpoint of %d: the images and their augmentations continue as "
-                    "before; the model's random sampling (anchors, proposals) continues the saved streams of ranks < %d only",
-                    world, len(per_rank), min(world, len(per_rank)))
+        logger.info(
+            "Resuming %d processes from a checkpoint of %d: the images and their augmentations continue as "
+            "before; the model's random sampling (anchors, proposals) continues the saved streams of ranks < %d only",
+            world,
+            len(per_rank),
+            min(world, len(per_rank)),
+        )
     return per_rank[rank] if rank < len(per_rank) else None
 
 
 class DefaultTrainer:
     """Builds everything from the config and trains with the standard hooks.
 
-        trainer = DefaultTrainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        trainer.train()
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
     """
 
     def __init__(self, cfg, verbose: bool = False):
@@ -349,13 +421,23 @@ class DefaultTrainer:
         self.model = build_model(cfg)
         describe_model(cfg, self.model, verbose=verbose)
         s = cfg.SOLVER
-        self.logger.info("Schedule: %d iterations x %d images, base LR %g, LR steps %s, warm-up %d iterations; "
-                         "checkpoint every %d, evaluation %s", s.MAX_ITER, s.IMS_PER_BATCH, s.BASE_LR, tuple(s.STEPS), s.WARMUP_ITERS,
-                         s.CHECKPOINT_PERIOD, f"every {cfg.TEST.EVAL_PERIOD} and at the end" if cfg.TEST.EVAL_PERIOD > 0 else "at the end")
+        self.logger.info(
+            "Schedule: %d iterations x %d images, base LR %g, LR steps %s, warm-up %d iterations; "
+            "checkpoint every %d, evaluation %s",
+            s.MAX_ITER,
+            s.IMS_PER_BATCH,
+            s.BASE_LR,
+            tuple(s.STEPS),
+            s.WARMUP_ITERS,
+            s.CHECKPOINT_PERIOD,
+            f"every {cfg.TEST.EVAL_PERIOD} and at the end" if cfg.TEST.EVAL_PERIOD > 0 else "at the end",
+        )
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.device = next(self.model.parameters()).device
-        self.checkpointer = DetectionCheckpointer(self.model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler)
+        self.checkpointer = DetectionCheckpointer(
+            self.model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.data_seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
@@ -364,7 +446,9 @@ class DefaultTrainer:
 
     def load_train_data(self):
         """The training records (detection dataset dicts of DATASETS.TRAIN), logged with the test sets' sizes."""
-        dicts = get_detection_dataset_dicts(self.cfg.DATASETS.TRAIN, filter_empty=self.cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        dicts = get_detection_dataset_dicts(
+            self.cfg.DATASETS.TRAIN, filter_empty=self.cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
         log_data_summary(self.cfg, dicts)
         return dicts
 
@@ -384,15 +468,23 @@ class DefaultTrainer:
             _check_resumed_model(self.checkpointer.last_report, path, self.cfg.OUTPUT_DIR)
             self.start_iter = ckpt.get("iteration", -1) + 1
             if self.start_iter > self.max_iter:
-                raise ConfigError(f"--resume: {path} has trained {self.start_iter} iterations, more than SOLVER.MAX_ITER "
-                                  f"{self.max_iter}; raise SOLVER.MAX_ITER to train on, or use --eval-only MODEL.WEIGHTS {path}")
+                raise ConfigError(
+                    f"--resume: {path} has trained {self.start_iter} iterations, more than SOLVER.MAX_ITER "
+                    f"{self.max_iter}; raise SOLVER.MAX_ITER to train on, or use --eval-only MODEL.WEIGHTS {path}"
+                )
             self.data_seed = ckpt.get("data_seed", self.data_seed)
             self._amp_state = ckpt.get("amp")
             self._rng_state = _rng_state_of_this_rank(ckpt, self.logger)
-            _reapply_solver_settings(self.optimizer, self.scheduler, *from_config, start_iter=self.start_iter, logger=self.logger)
+            _reapply_solver_settings(
+                self.optimizer, self.scheduler, *from_config, start_iter=self.start_iter, logger=self.logger
+            )
             if self.start_iter == self.max_iter:
-                self.logger.info("Resuming: %s finished all SOLVER.MAX_ITER %d iterations; nothing left to train (raise "
-                                 "SOLVER.MAX_ITER to train longer)", path, self.max_iter)
+                self.logger.info(
+                    "Resuming: %s finished all SOLVER.MAX_ITER %d iterations; nothing left to train (raise "
+                    "SOLVER.MAX_ITER to train longer)",
+                    path,
+                    self.max_iter,
+                )
             else:
                 self.logger.info("Resuming from iteration %d", self.start_iter)
 
@@ -405,24 +497,38 @@ class DefaultTrainer:
             ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
         writers = []
         if comm.is_main_process():
-            writers = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
-                       TensorboardWriter(cfg.OUTPUT_DIR)]
+            writers = [
+                CommonMetricPrinter(self.max_iter),
+                JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
+                TensorboardWriter(cfg.OUTPUT_DIR),
+            ]
         json_writers = [w for w in writers if isinstance(w, JSONWriter)]
-        ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, self.max_iter, cfg.SOLVER.MAX_TO_KEEP,
-                                              extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()},
-                                              before_save=lambda: [w.write() for w in json_writers]))
+        ret.append(
+            hooks.PeriodicCheckpointer(
+                self.checkpointer,
+                cfg.SOLVER.CHECKPOINT_PERIOD,
+                self.max_iter,
+                cfg.SOLVER.MAX_TO_KEEP,
+                extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()},
+                before_save=lambda: [w.write() for w in json_writers],
+            )
+        )
         if writers:
             ret.append(hooks.PeriodicWriter(writers, period=cfg.LOG_PERIOD))
         return ret
 
     def build_train_loader(self):
-        return build_detection_train_loader(self.cfg, start_iter=self.start_iter, seed=self.data_seed, dataset=self.train_dicts)
+        return build_detection_train_loader(
+            self.cfg, start_iter=self.start_iter, seed=self.data_seed, dataset=self.train_dicts
+        )
 
     def _wrap(self, model):
         if comm.get_world_size() > 1:
             ids = [comm.get_local_rank()] if self.device.type == "cuda" else None
             # buffers (BN statistics) stay per rank during training; torch >= 2.12 names that forward_sync_buffers
-            no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGS else {"broadcast_buffers": False}
+            no_sync = (
+                {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_ARGS else {"broadcast_buffers": False}
+            )
             return DistributedDataParallel(model, device_ids=ids, **no_sync)
         return model
 
@@ -433,7 +539,14 @@ class DefaultTrainer:
         log_precision(precision, "training")
         if precision.dtype is None:
             return SimpleTrainer(model, loader, self.optimizer, flush_period=cfg.LOG_PERIOD)
-        trainer = AMPTrainer(model, loader, self.optimizer, dtype=precision.name, device_type=self.device.type, flush_period=cfg.LOG_PERIOD)
+        trainer = AMPTrainer(
+            model,
+            loader,
+            self.optimizer,
+            dtype=precision.name,
+            device_type=self.device.type,
+            flush_period=cfg.LOG_PERIOD,
+        )
         if self._amp_state:
             trainer.load_state_dict(self._amp_state)
         return trainer
@@ -456,7 +569,9 @@ class DefaultTrainer:
         if MetadataCatalog.get(dataset_name).get("evaluator_type") == "lvis":
             from detgn.evaluation.lvis_evaluation import LVISEvaluator
 
-            return LVISEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+            return LVISEvaluator(
+                dataset_name, tasks=tasks, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+            )
         return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, backend=cfg.TEST.EVALUATOR_BACKEND)
 
     @classmethod
@@ -468,8 +583,10 @@ class DefaultTrainer:
         if evaluators is not None:
             evaluators = [evaluators] if not isinstance(evaluators, (list, tuple)) else list(evaluators)
             if len(evaluators) != len(cfg.DATASETS.TEST):
-                raise ValueError(f"DefaultTrainer.test got {len(evaluators)} evaluator(s) for {len(cfg.DATASETS.TEST)} test "
-                                 f"dataset(s) {list(cfg.DATASETS.TEST)}: pass one per DATASETS.TEST entry")
+                raise ValueError(
+                    f"DefaultTrainer.test got {len(evaluators)} evaluator(s) for {len(cfg.DATASETS.TEST)} test "
+                    f"dataset(s) {list(cfg.DATASETS.TEST)}: pass one per DATASETS.TEST entry"
+                )
         results = OrderedDict()
         device_type = next(model.parameters()).device.type
         precision = resolve_inference_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, device_type)
@@ -478,13 +595,19 @@ class DefaultTrainer:
         for idx, name in enumerate(cfg.DATASETS.TEST):
             loader = build_detection_test_loader(cfg, name)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
-            results[name] = inference_on_dataset(model.module if isinstance(model, DistributedDataParallel) else model, loader, evaluator, amp_dtype=amp)
+            results[name] = inference_on_dataset(
+                model.module if isinstance(model, DistributedDataParallel) else model, loader, evaluator, amp_dtype=amp
+            )
             if comm.is_main_process():
                 logging.getLogger("detgn.trainer").info("Evaluation results for %s in csv format:", name)
                 for task, metrics in results[name].items():
                     keys = [k for k in metrics if not k.startswith("AP-")]
-                    logging.getLogger("detgn.trainer").info("copypaste: Task: %s\ncopypaste: %s\ncopypaste: %s", task,
-                                                           ",".join(keys), ",".join(format_metric(metrics[k], 4) for k in keys))
+                    logging.getLogger("detgn.trainer").info(
+                        "copypaste: Task: %s\ncopypaste: %s\ncopypaste: %s",
+                        task,
+                        ",".join(keys),
+                        ",".join(format_metric(metrics[k], 4) for k in keys),
+                    )
         if len(results) == 1:
             return list(results.values())[0]
         return results

@@ -1,4 +1,5 @@
 """Training hooks: iteration timer, LR scheduler, periodic checkpointer, periodic evaluation, writers."""
+
 import logging
 import os
 import re
@@ -40,10 +41,15 @@ class IterationTimer(HookBase):
 
     def after_train(self):
         total = time.perf_counter() - (self._train_start or time.perf_counter())
-        steady = self._times[self._warmup_iter:]
+        steady = self._times[self._warmup_iter :]
         if steady:
-            logger.info("Total training time: %.1f s (%d iterations, %.4f s/it after %d warm-up iterations)",
-                        total, len(self._times), sum(steady) / len(steady), self._warmup_iter)
+            logger.info(
+                "Total training time: %.1f s (%d iterations, %.4f s/it after %d warm-up iterations)",
+                total,
+                len(self._times),
+                sum(steady) / len(steady),
+                self._warmup_iter,
+            )
         else:
             logger.info("Total training time: %.1f s", total)
 
@@ -79,8 +85,15 @@ class PeriodicCheckpointer(HookBase):
 
     _PERIODIC = re.compile(r"^model_(\d{7})\.pth$")
 
-    def __init__(self, checkpointer, period: int, max_iter: int, max_to_keep: int = 0, extra_state: Optional[Callable] = None,
-                 before_save: Optional[Callable] = None):
+    def __init__(
+        self,
+        checkpointer,
+        period: int,
+        max_iter: int,
+        max_to_keep: int = 0,
+        extra_state: Optional[Callable] = None,
+        before_save: Optional[Callable] = None,
+    ):
         self.checkpointer = checkpointer
         self.period = int(period)
         self.max_iter = max_iter
@@ -96,7 +109,9 @@ class PeriodicCheckpointer(HookBase):
             flush()
         self.before_save()
         rngs = comm.gather(get_rng_state())  # every rank's RNG: each resumes its own stream (rank 0 writes them)
-        self.checkpointer.save(name, iteration=iteration, rng=rngs[0] if rngs else None, rng_per_rank=rngs, **self.extra_state())
+        self.checkpointer.save(
+            name, iteration=iteration, rng=rngs[0] if rngs else None, rng_per_rank=rngs, **self.extra_state()
+        )
         self._last_saved = (name, iteration)
 
     def save_for_restart(self) -> Optional[str]:
@@ -119,7 +134,7 @@ class PeriodicCheckpointer(HookBase):
     def _prune(self):
         if not comm.is_main_process() or self.max_to_keep <= 0:
             return
-        for old in self.periodic_checkpoints()[:-self.max_to_keep]:
+        for old in self.periodic_checkpoints()[: -self.max_to_keep]:
             try:
                 os.remove(old)
             except FileNotFoundError:  # another process pruned it first

@@ -6,6 +6,7 @@ NCCL on CUDA, gloo on CPU (then `num_gpus_per_machine` is the number of CPU proc
 environment already says where this process belongs (torchrun: RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR, MASTER_PORT), nothing is spawned: the process group is joined via env://.
 """
+
 import logging
 import os
 import signal
@@ -62,9 +63,12 @@ def _warn_about_shared_store_restarts() -> None:
     except ValueError:
         restarts = 0
     if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("RANK") == "0":
-        logger.warning("torchrun --max-restarts %d with the shared rendezvous store: a restart on several machines can join "
-                       "stale addresses and fail (pytorch/pytorch#135712); export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before "
-                       "torchrun on every machine", restarts)
+        logger.warning(
+            "torchrun --max-restarts %d with the shared rendezvous store: a restart on several machines can join "
+            "stale addresses and fail (pytorch/pytorch#135712); export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before "
+            "torchrun on every machine",
+            restarts,
+        )
 
 
 def _backend(use_cuda: bool) -> str:
@@ -76,8 +80,16 @@ def _backend(use_cuda: bool) -> str:
     return "gloo"
 
 
-def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
-           args=(), timeout=DEFAULT_TIMEOUT, use_cuda: bool = None):
+def launch(
+    main_func,
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str = "auto",
+    args=(),
+    timeout=DEFAULT_TIMEOUT,
+    use_cuda: bool = None,
+):
     """Run main_func(*args) in every process of the job (just once when the job has one process)."""
     if use_cuda is None:
         use_cuda = torch.cuda.is_available()
@@ -89,9 +101,11 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         try:
             dist.init_process_group(backend=_backend(use_cuda), init_method="env://", timeout=timeout)
         except Exception as e:
-            raise JoinError(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the process group at "
-                            f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')} within {timeout.total_seconds():.0f} s "
-                            f"({str(e).splitlines()[0][:200]}); check that every task started and can reach that address") from None
+            raise JoinError(
+                f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the process group at "
+                f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')} within {timeout.total_seconds():.0f} s "
+                f"({str(e).splitlines()[0][:200]}); check that every task started and can reach that address"
+            ) from None
         comm.set_local_rank(local_rank)
         try:
             result = main_func(*args)
@@ -108,32 +122,47 @@ def launch(main_func, num_gpus_per_machine: int, num_machines: int = 1, machine_
         return main_func(*args)
     if dist_url == "auto":
         if num_machines != 1:
-            raise ValueError("dist_url=auto only works on one machine; pass --dist-url tcp://<host of machine 0>:<port>")
+            raise ValueError(
+                "dist_url=auto only works on one machine; pass --dist-url tcp://<host of machine 0>:<port>"
+            )
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// init method needs a file system shared by all machines")
     if use_cuda and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError(f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA devices are visible")
+        raise ValueError(
+            f"--num-gpus {num_gpus_per_machine} but only {torch.cuda.device_count()} CUDA devices are visible"
+        )
     try:
-        context = mp.start_processes(_worker, nprocs=num_gpus_per_machine,
-                                     args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, use_cuda),
-                                     daemon=False, start_method="spawn", join=False)
+        context = mp.start_processes(
+            _worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout, use_cuda),
+            daemon=False,
+            start_method="spawn",
+            join=False,
+        )
         with _forward_signals(context.processes):
             while not context.join():
                 pass
     except mp.ProcessExitedException as e:
         if e.exit_code == 2:  # a process printed a user error (one line, above) and stopped
-            raise WorkerStoppedError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} stopped on the "
-                                     "error above; the others were stopped") from None
+            raise WorkerStoppedError(
+                f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} stopped on the "
+                "error above; the others were stopped"
+            ) from None
         if e.exit_code == PEER_LOST_EXIT:  # it printed which rank it lost contact with
-            raise comm.PeerLostError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} lost contact "
-                                     "with the others (above); the others on this machine were stopped.") from None
+            raise comm.PeerLostError(
+                f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} lost contact "
+                "with the others (above); the others on this machine were stopped."
+            ) from None
         if e.exit_code is not None and e.exit_code - 128 in CHECKPOINT_SIGNALS:  # all stopped after saving a checkpoint
             raise TrainingPreempted(e.exit_code - 128) from None
         if e.signal_name:
-            raise WorkerKilledError(f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} was killed by "
-                                    f"{e.signal_name} (the kernel's out-of-memory killer, the scheduler or a user: see `dmesg` and "
-                                    "the job's log); the others on this machine were stopped.") from None
+            raise WorkerKilledError(
+                f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} was killed by "
+                f"{e.signal_name} (the kernel's out-of-memory killer, the scheduler or a user: see `dmesg` and "
+                "the job's log); the others on this machine were stopped."
+            ) from None
         raise
 
 
@@ -171,13 +200,20 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
         torch.cuda.set_device(local_rank)
     try:
         try:
-            dist.init_process_group(backend=_backend(use_cuda), init_method=dist_url, world_size=world_size, rank=global_rank,
-                                    timeout=timeout)
+            dist.init_process_group(
+                backend=_backend(use_cuda),
+                init_method=dist_url,
+                world_size=world_size,
+                rank=global_rank,
+                timeout=timeout,
+            )
         except Exception as e:
-            raise JoinError(f"rank {global_rank} of {world_size} could not join the process group at {dist_url} within "
-                            f"{timeout.total_seconds():.0f} s ({str(e).splitlines()[0][:200]}): the other machine(s) did not start "
-                            "or cannot reach that address; check --dist-url, --machine-rank and --num-machines on every machine, "
-                            "or wait longer with --dist-timeout") from None
+            raise JoinError(
+                f"rank {global_rank} of {world_size} could not join the process group at {dist_url} within "
+                f"{timeout.total_seconds():.0f} s ({str(e).splitlines()[0][:200]}): the other machine(s) did not start "
+                "or cannot reach that address; check --dist-url, --machine-rank and --num-machines on every machine, "
+                "or wait longer with --dist-timeout"
+            ) from None
         comm.set_local_rank(local_rank)
         comm.synchronize()
         try:

@@ -13,6 +13,7 @@ hosts global rank 0, before anything is written:
   system without `flock` the pid is checked instead when the holder is on this host;
 - `*.pth.tmp.<pid>` files of a save that a killed process never finished are removed.
 """
+
 import errno
 import json
 import logging
@@ -87,17 +88,31 @@ def _lock(output_dir: str) -> None:
         if isinstance(e, OSError) and e.errno in (errno.EAGAIN, errno.EACCES):
             holder = _read_holder(path)
             f.close()
-            raise OutputDirError(f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; wait for it to "
-                                 f"finish or choose another OUTPUT_DIR") from None
+            raise OutputDirError(
+                f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; wait for it to "
+                f"finish or choose another OUTPUT_DIR"
+            ) from None
         holder = _read_holder(path)  # no flock here (some network file systems): trust a live pid on this host
-        if holder.get("host") == socket.gethostname() and holder.get("pid") not in (None, os.getpid()) and _pid_alive(holder["pid"]):
+        if (
+            holder.get("host") == socket.gethostname()
+            and holder.get("pid") not in (None, os.getpid())
+            and _pid_alive(holder["pid"])
+        ):
             f.close()
-            raise OutputDirError(f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; wait for it to "
-                                 f"finish or choose another OUTPUT_DIR") from None
-        logger.warning("OUTPUT_DIR %s: file locking is not available (%s); only a run on this host is detected", output_dir, e)
+            raise OutputDirError(
+                f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; wait for it to "
+                f"finish or choose another OUTPUT_DIR"
+            ) from None
+        logger.warning(
+            "OUTPUT_DIR %s: file locking is not available (%s); only a run on this host is detected", output_dir, e
+        )
     f.seek(0)
     f.truncate()
-    f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}))
+    f.write(
+        json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": " ".join(sys.argv)}
+        )
+    )
     f.flush()
     _held[key] = f
 
@@ -120,19 +135,25 @@ def _remove_stale_tmp(output_dir: str) -> None:
                 pass
 
 
-def claim_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False, now: Optional[float] = None) -> Optional[str]:
+def claim_output_dir(
+    output_dir: str, *, resume: bool, overwrite: bool = False, now: Optional[float] = None
+) -> Optional[str]:
     """Check and lock OUTPUT_DIR for a training run (see the module docstring). Returns the folder the
     old run was moved to with `overwrite`, else None. Raises OutputDirError."""
     if resume and overwrite:
-        raise OutputDirError("--resume and --overwrite contradict each other: --resume continues the run in OUTPUT_DIR, "
-                             "--overwrite moves it aside; pass one")
+        raise OutputDirError(
+            "--resume and --overwrite contradict each other: --resume continues the run in OUTPUT_DIR, "
+            "--overwrite moves it aside; pass one"
+        )
     moved = None
     existing = run_files(output_dir)
     if existing and not resume:
         if not overwrite:
             shown = ", ".join(existing[:4]) + (f" and {len(existing) - 4} more" if len(existing) > 4 else "")
-            raise OutputDirError(f"OUTPUT_DIR {output_dir} holds another run ({shown}); continue it with --resume, choose a new "
-                                 f"OUTPUT_DIR, or pass --overwrite to move it to {output_dir.rstrip(os.sep)}.old-<time> first")
+            raise OutputDirError(
+                f"OUTPUT_DIR {output_dir} holds another run ({shown}); continue it with --resume, choose a new "
+                f"OUTPUT_DIR, or pass --overwrite to move it to {output_dir.rstrip(os.sep)}.old-<time> first"
+            )
         _lock(output_dir)  # not while another run uses it
         release_output_dir(output_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
@@ -145,14 +166,18 @@ def claim_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False, 
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as e:
-        raise OutputDirError(f"OUTPUT_DIR {output_dir} is not writable: it cannot be created ({e.strerror}); choose another with "
-                             "OUTPUT_DIR <dir>") from None
+        raise OutputDirError(
+            f"OUTPUT_DIR {output_dir} is not writable: it cannot be created ({e.strerror}); choose another with "
+            "OUTPUT_DIR <dir>"
+        ) from None
     try:
         _lock(output_dir)
     except OSError as e:
         if isinstance(e, OutputDirError):
             raise
-        raise OutputDirError(f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>") from None
+        raise OutputDirError(
+            f"OUTPUT_DIR {output_dir} is not writable ({e.strerror}); choose another with OUTPUT_DIR <dir>"
+        ) from None
     _remove_stale_tmp(output_dir)
     return moved
 

@@ -16,6 +16,7 @@ AVX-512-BF16 but no AMX; on a Xeon with AMX bf16 makes the quick-start training 
 
 GroupNorm statistics stay in float32 under every autocast dtype (layers/norm.py).
 """
+
 import logging
 from dataclasses import dataclass
 from typing import Optional
@@ -24,7 +25,16 @@ import torch
 
 from detgn.utils.errors import ConfigValueError
 
-__all__ = ["Precision", "resolve_precision", "resolve_inference_precision", "log_precision", "cpu_bf16_is_fast", "cpu_model", "cpu_description", "autocast"]
+__all__ = [
+    "Precision",
+    "resolve_precision",
+    "resolve_inference_precision",
+    "log_precision",
+    "cpu_bf16_is_fast",
+    "cpu_model",
+    "cpu_description",
+    "autocast",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -108,24 +118,40 @@ def resolve_precision(enabled: bool, dtype: str, device_type: str) -> Precision:
     if device_type == "cpu":
         fast = cpu_bf16_is_fast()
         if dtype == "float16":
-            raise ConfigValueError("SOLVER.AMP.DTYPE float16 is CUDA only; on CPU use 'auto' (bf16 where the CPU has AMX, "
-                             "else fp32) or set SOLVER.AMP.ENABLED False")
+            raise ConfigValueError(
+                "SOLVER.AMP.DTYPE float16 is CUDA only; on CPU use 'auto' (bf16 where the CPU has AMX, "
+                "else fp32) or set SOLVER.AMP.ENABLED False"
+            )
         if dtype == "auto":
             if fast:
-                return Precision(torch.bfloat16, "cpu", f"SOLVER.AMP.DTYPE auto: this CPU multiplies bf16 natively on AMX units ({cpu_description()})")
-            return Precision(None, "cpu", f"SOLVER.AMP.DTYPE auto: this CPU has no AMX bf16 units ({cpu_description()}), "
-                                          "where bf16 autocast is slower than fp32")
+                return Precision(
+                    torch.bfloat16,
+                    "cpu",
+                    f"SOLVER.AMP.DTYPE auto: this CPU multiplies bf16 natively on AMX units ({cpu_description()})",
+                )
+            return Precision(
+                None,
+                "cpu",
+                f"SOLVER.AMP.DTYPE auto: this CPU has no AMX bf16 units ({cpu_description()}), "
+                "where bf16 autocast is slower than fp32",
+            )
         reason = "SOLVER.AMP.DTYPE bfloat16 as requested"
         if not fast:
-            reason += (f"; WARNING: this CPU has no AMX bf16 units ({cpu_description()}): expect bf16 steps slower than fp32 "
-                       "(1.1-1.5x per step with AVX-512-BF16 and no AMX, ~200x per convolution with AVX2 only); "
-                       "SOLVER.AMP.DTYPE auto picks fp32 here")
+            reason += (
+                f"; WARNING: this CPU has no AMX bf16 units ({cpu_description()}): expect bf16 steps slower than fp32 "
+                "(1.1-1.5x per step with AVX-512-BF16 and no AMX, ~200x per convolution with AVX2 only); "
+                "SOLVER.AMP.DTYPE auto picks fp32 here"
+            )
         return Precision(torch.bfloat16, "cpu", reason)
     if device_type == "cuda":
         if dtype == "auto":
             if _cuda_bf16_supported():
-                return Precision(torch.bfloat16, "cuda", "SOLVER.AMP.DTYPE auto: this GPU supports bf16 (no loss scaling needed)")
-            return Precision(torch.float16, "cuda", "SOLVER.AMP.DTYPE auto: this GPU has no bf16, using fp16 with loss scaling")
+                return Precision(
+                    torch.bfloat16, "cuda", "SOLVER.AMP.DTYPE auto: this GPU supports bf16 (no loss scaling needed)"
+                )
+            return Precision(
+                torch.float16, "cuda", "SOLVER.AMP.DTYPE auto: this GPU has no bf16, using fp16 with loss scaling"
+            )
         if dtype == "bfloat16" and not _cuda_bf16_supported():
             raise ConfigValueError("SOLVER.AMP.DTYPE bfloat16: this GPU does not support bf16; use 'auto' or 'float16'")
         return Precision(_DTYPES[dtype], "cuda", f"SOLVER.AMP.DTYPE {dtype} as requested")

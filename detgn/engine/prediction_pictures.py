@@ -1,6 +1,7 @@
 """Pictures of a model's predictions: one image (tools/demo.py) or the first images of a dataset
 (tools/train_net.py after training, TEST.VIS_PERIOD_IMAGES pictures at TEST.VIS_SCORE_THRESH):
 input | ground truth | prediction, with a title over each panel and the score colour legend below."""
+
 import os
 from typing import List, Optional
 
@@ -13,13 +14,23 @@ from detgn.utils.visualizer import draw_instances, score_legend, title_bar
 __all__ = ["draw_prediction", "draw_ground_truth", "prediction_panels", "write_prediction_pictures"]
 
 
-def draw_prediction(image_bgr: np.ndarray, instances, class_names=None, threshold: float = 0.5, legend: bool = True) -> np.ndarray:
+def draw_prediction(
+    image_bgr: np.ndarray, instances, class_names=None, threshold: float = 0.5, legend: bool = True
+) -> np.ndarray:
     """(H, W, 3) BGR image with the masks, boxes and labels of instances scoring >= threshold; with
     legend, a strip below it (H + 22 rows) explains the box colours and counts the labels."""
     inst = instances[instances.scores >= threshold].to("cpu")
     masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
-    r = draw_instances(image_bgr, inst.pred_boxes.tensor.numpy(), masks, inst.pred_classes.tolist(), inst.scores.tolist(),
-                       class_names, score_low=threshold, return_result=True)
+    r = draw_instances(
+        image_bgr,
+        inst.pred_boxes.tensor.numpy(),
+        masks,
+        inst.pred_classes.tolist(),
+        inst.scores.tolist(),
+        class_names,
+        score_low=threshold,
+        return_result=True,
+    )
     if not legend:
         return r.image
     return np.concatenate([r.image, score_legend(r.image.shape[1], threshold, _label_note(r))], axis=0)
@@ -42,25 +53,45 @@ def draw_ground_truth(image_bgr: np.ndarray, record: dict, class_names=None) -> 
     if "annotations" not in record:
         return None
     h, w = image_bgr.shape[:2]
-    annos = [transform_instance_annotations(a, NoOpTransform(), (h, w))  # any box mode -> XYXY pixels
-             for a in record["annotations"] if not a.get("iscrowd", 0)]
+    annos = [
+        transform_instance_annotations(a, NoOpTransform(), (h, w))  # any box mode -> XYXY pixels
+        for a in record["annotations"]
+        if not a.get("iscrowd", 0)
+    ]
     inst = annotations_to_instances(annos, (h, w), mask_format="bitmask")
     masks = None
     if inst.has("gt_masks"):
         gm = inst.gt_masks
         masks = (BitMasks.from_polygon_masks(gm, h, w) if isinstance(gm, PolygonMasks) else gm).tensor.numpy()
     multi = class_names is not None and len(class_names) > 1
-    return draw_instances(image_bgr, inst.gt_boxes.tensor.numpy(), masks, inst.gt_classes.tolist() if multi else None, None,
-                          class_names, draw_labels=multi)
+    return draw_instances(
+        image_bgr,
+        inst.gt_boxes.tensor.numpy(),
+        masks,
+        inst.gt_classes.tolist() if multi else None,
+        None,
+        class_names,
+        draw_labels=multi,
+    )
 
 
-def prediction_panels(image_bgr: np.ndarray, instances, record: Optional[dict], class_names=None, threshold: float = 0.5) -> np.ndarray:
+def prediction_panels(
+    image_bgr: np.ndarray, instances, record: Optional[dict], class_names=None, threshold: float = 0.5
+) -> np.ndarray:
     """input | ground truth (when the record has annotations) | prediction, titled, with the score legend below."""
     h, w = image_bgr.shape[:2]
     inst = instances[instances.scores >= threshold].to("cpu")
     masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
-    r = draw_instances(image_bgr, inst.pred_boxes.tensor.numpy(), masks, inst.pred_classes.tolist(), inst.scores.tolist(),
-                       class_names, score_low=threshold, return_result=True)
+    r = draw_instances(
+        image_bgr,
+        inst.pred_boxes.tensor.numpy(),
+        masks,
+        inst.pred_classes.tolist(),
+        inst.scores.tolist(),
+        class_names,
+        score_low=threshold,
+        return_result=True,
+    )
     panels = [(image_bgr, "input")]
     gt = draw_ground_truth(image_bgr, record, class_names) if record is not None else None
     if gt is not None:
@@ -71,7 +102,9 @@ def prediction_panels(image_bgr: np.ndarray, instances, record: Optional[dict], 
     return np.concatenate([row, score_legend(row.shape[1], threshold, _label_note(r))], axis=0)
 
 
-def write_prediction_pictures(cfg, model, dataset_name: str, num: int, out_dir: str, threshold: Optional[float] = None) -> List[str]:
+def write_prediction_pictures(
+    cfg, model, dataset_name: str, num: int, out_dir: str, threshold: Optional[float] = None
+) -> List[str]:
     """Write input | GT | prediction PNGs of the first `num` images of `dataset_name` to out_dir; returns the paths.
     threshold: the lowest score drawn (default cfg.TEST.VIS_SCORE_THRESH)."""
     from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
@@ -84,7 +117,9 @@ def write_prediction_pictures(cfg, model, dataset_name: str, num: int, out_dir: 
     mapper = DatasetMapper(cfg, False)
     from detgn.engine.precision import autocast, resolve_inference_precision
 
-    precision = resolve_inference_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, next(model.parameters()).device.type)
+    precision = resolve_inference_precision(
+        cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, next(model.parameters()).device.type
+    )
     was_training = model.training
     model.eval()
     paths = []

@@ -1,4 +1,5 @@
 """DefaultPredictor: one image in, detections at the image's size out (detectron2's name and contract)."""
+
 import numpy as np
 import torch
 
@@ -41,12 +42,17 @@ class DefaultPredictor:
     def __call__(self, original_image: np.ndarray) -> dict:
         """(H, W, 3) uint8 BGR -> {"instances": Instances(pred_boxes, scores, pred_classes, pred_masks)} on CPU."""
         if not (isinstance(original_image, np.ndarray) and original_image.ndim == 3 and original_image.shape[2] == 3):
-            raise ValueError(f"DefaultPredictor takes one HxWx3 uint8 BGR image, got {type(original_image).__name__} "
-                             f"{getattr(original_image, 'shape', '')}")
+            raise ValueError(
+                f"DefaultPredictor takes one HxWx3 uint8 BGR image, got {type(original_image).__name__} "
+                f"{getattr(original_image, 'shape', '')}"
+            )
         image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
         height, width = image.shape[:2]
         resized = self.aug.get_transform(image, np.random.RandomState(0)).apply_image(image)
         tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
         inputs = [{"image": tensor, "height": height, "width": width}]
-        with torch.no_grad(), torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None),
+        ):
             return {"instances": self.model(inputs)[0]["instances"].to("cpu")}

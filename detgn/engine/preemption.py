@@ -11,6 +11,7 @@ exit with status 128 + the signal number, and the next start continues exactly t
 
 Ctrl-C (SIGINT) is not one of these: it stops after the iteration without a checkpoint (train_loop.py).
 """
+
 import contextlib
 import logging
 import os
@@ -18,8 +19,15 @@ import signal
 import threading
 from typing import Optional
 
-__all__ = ["CHECKPOINT_SIGNALS", "TrainingPreempted", "checkpoint_on_signals", "requested_signal", "request_checkpoint_stop",
-           "clear_checkpoint_stop", "implied_auto_resume"]
+__all__ = [
+    "CHECKPOINT_SIGNALS",
+    "TrainingPreempted",
+    "checkpoint_on_signals",
+    "requested_signal",
+    "request_checkpoint_stop",
+    "clear_checkpoint_stop",
+    "implied_auto_resume",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +88,9 @@ def checkpoint_on_signals():
         first = _requested is None
         request_checkpoint_stop(signum)
         if first:
-            logger.warning("%s received: saving a checkpoint after this iteration, then stopping", signal.Signals(signum).name)
+            logger.warning(
+                "%s received: saving a checkpoint after this iteration, then stopping", signal.Signals(signum).name
+            )
 
     saved = {}
     for s in CHECKPOINT_SIGNALS:
@@ -110,6 +120,8 @@ def implied_auto_resume(env=None) -> Optional[str]:
     if number("SLURM_RESTART_COUNT") > 0:
         return f"SLURM requeued this job (SLURM_RESTART_COUNT={number('SLURM_RESTART_COUNT')})"
     if number("TORCHELASTIC_MAX_RESTARTS") > 0:
-        return (f"torchrun restarts this job's workers (--max-restarts {number('TORCHELASTIC_MAX_RESTARTS')}; "
-                f"TORCHELASTIC_RESTART_COUNT={number('TORCHELASTIC_RESTART_COUNT')})")
+        return (
+            f"torchrun restarts this job's workers (--max-restarts {number('TORCHELASTIC_MAX_RESTARTS')}; "
+            f"TORCHELASTIC_RESTART_COUNT={number('TORCHELASTIC_RESTART_COUNT')})"
+        )
     return None

@@ -11,6 +11,7 @@ Precedence: torchrun's variables win (RANK and WORLD_SIZE already set: SLURM is 
 MASTER_PORT set by the user win over the derived ones. Only an srun step is mapped (SLURM_STEP_NUM_TASKS
 present): a plain `python train_net.py` inside an sbatch script stays a single-machine launch.
 """
+
 import os
 import re
 from typing import List, Optional
@@ -22,7 +23,7 @@ def _expand_one(host: str) -> List[str]:
     m = re.search(r"\[([^\]]*)\]", host)
     if not m:
         return [host]
-    head, tail = host[:m.start()], host[m.end():]
+    head, tail = host[: m.start()], host[m.end() :]
     out = []
     for part in m.group(1).split(","):
         if "-" in part:
@@ -59,8 +60,13 @@ def slurm_environment(env=None) -> Optional[dict]:
     world = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS"))
     nodes = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1")
     job = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
-    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(world), "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-            "MASTER_ADDR": env.get("MASTER_ADDR") or nodes[0], "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job % 20000)}
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": str(world),
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": env.get("MASTER_ADDR") or nodes[0],
+        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job % 20000),
+    }
 
 
 def apply_slurm_environment() -> Optional[dict]:

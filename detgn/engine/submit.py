@@ -14,6 +14,7 @@ Time limit and preemption: sbatch gets `--signal=USR2@<signal-delay>` (submitit'
 requeues the job with `scontrol requeue`. SIGTERM (preemption with PreemptMode=REQUEUE, or scancel) also
 checkpoints and stops; SLURM decides whether the job comes back.
 """
+
 import importlib.util
 import os
 import re
@@ -25,7 +26,9 @@ from detgn.utils.errors import UserInputError
 
 __all__ = ["SubmitError", "TrainingJob", "parse_time_minutes", "slurm_parameters", "DEFAULT_TOOL"]
 
-DEFAULT_TOOL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools", "train_net.py")
+DEFAULT_TOOL = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools", "train_net.py"
+)
 # train_net options that the job decides (one process per task, ranks from the job)
 _JOB_OWNED = ("--num-gpus", "--num-machines", "--machine-rank", "--dist-url", "--overwrite")
 
@@ -56,14 +59,30 @@ def _extra_sbatch(pairs: List[str]) -> Dict[str, object]:
         key, eq, value = p.partition("=")
         key = key.strip().lstrip("-")
         if not key or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
-            raise SubmitError(f"--sbatch {p!r}: expected KEY=VALUE (e.g. --sbatch mail-type=END) or a flag KEY (e.g. --sbatch exclusive)")
+            raise SubmitError(
+                f"--sbatch {p!r}: expected KEY=VALUE (e.g. --sbatch mail-type=END) or a flag KEY (e.g. --sbatch exclusive)"
+            )
         extra[key.replace("-", "_")] = value if eq else True
     return extra
 
 
-def slurm_parameters(*, nodes: int, gpus_per_node: int, tasks_per_node: Optional[int], time_minutes: int, partition: Optional[str],
-                     account: Optional[str], qos: Optional[str], constraint: Optional[str], job_name: str, cpus_per_task: Optional[int],
-                     mem: Optional[str], signal_delay_s: int, sbatch: List[str], setup: List[str]) -> Dict[str, object]:
+def slurm_parameters(
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    tasks_per_node: Optional[int],
+    time_minutes: int,
+    partition: Optional[str],
+    account: Optional[str],
+    qos: Optional[str],
+    constraint: Optional[str],
+    job_name: str,
+    cpus_per_task: Optional[int],
+    mem: Optional[str],
+    signal_delay_s: int,
+    sbatch: List[str],
+    setup: List[str],
+) -> Dict[str, object]:
     """The keyword arguments of submitit's SlurmExecutor.update_parameters for a training job: one task per GPU
     (or `tasks_per_node` CPU processes), `--requeue`, the time-limit signal `signal_delay_s` seconds early."""
     if nodes < 1:
@@ -72,18 +91,32 @@ def slurm_parameters(*, nodes: int, gpus_per_node: int, tasks_per_node: Optional
     if tasks < 1:
         raise SubmitError("--gpus-per-node 0 needs --tasks-per-node N (CPU processes per node, with MODEL.DEVICE cpu)")
     if gpus_per_node and tasks != gpus_per_node:
-        raise SubmitError(f"--tasks-per-node {tasks} with --gpus-per-node {gpus_per_node}: detgn runs one process per GPU; "
-                          "leave --tasks-per-node out")
+        raise SubmitError(
+            f"--tasks-per-node {tasks} with --gpus-per-node {gpus_per_node}: detgn runs one process per GPU; "
+            "leave --tasks-per-node out"
+        )
     if time_minutes * 60 <= signal_delay_s:
         raise SubmitError(f"--time ({time_minutes} min) must be longer than --signal-delay ({signal_delay_s} s)")
     extra = {"requeue": True}
     extra.update(_extra_sbatch(sbatch))
-    params = {"nodes": nodes, "ntasks_per_node": tasks, "time": time_minutes, "job_name": job_name, "signal_delay_s": signal_delay_s,
-              "additional_parameters": extra}
+    params = {
+        "nodes": nodes,
+        "ntasks_per_node": tasks,
+        "time": time_minutes,
+        "job_name": job_name,
+        "signal_delay_s": signal_delay_s,
+        "additional_parameters": extra,
+    }
     if gpus_per_node:
         params["gpus_per_node"] = gpus_per_node
-    for key, value in (("partition", partition), ("account", account), ("qos", qos), ("constraint", constraint),
-                       ("cpus_per_task", cpus_per_task), ("mem", mem)):
+    for key, value in (
+        ("partition", partition),
+        ("account", account),
+        ("qos", qos),
+        ("constraint", constraint),
+        ("cpus_per_task", cpus_per_task),
+        ("mem", mem),
+    ):
         if value is not None:
             params[key] = value
     if setup:
@@ -96,10 +129,14 @@ def check_training_args(argv: List[str]) -> None:
     for token in argv:
         name = token.split("=", 1)[0]
         if name in _JOB_OWNED:
-            raise SubmitError(f"{name} is decided by the job (one process per task; --nodes/--gpus-per-node give the shape, a "
-                              "requeued job must continue its run): remove it from the training arguments")
+            raise SubmitError(
+                f"{name} is decided by the job (one process per task; --nodes/--gpus-per-node give the shape, a "
+                "requeued job must continue its run): remove it from the training arguments"
+            )
         if name == "--eval-only":
-            raise SubmitError("--eval-only jobs are not requeued runs; run tools/train_net.py --eval-only inside your own sbatch script")
+            raise SubmitError(
+                "--eval-only jobs are not requeued runs; run tools/train_net.py --eval-only inside your own sbatch script"
+            )
 
 
 def _load_tool(path: str):
@@ -117,7 +154,13 @@ class TrainingJob:
     Pickled by submitit (cloudpickle) with the tool's path and arguments only; `checkpoint()` is submitit's
     requeue protocol and returns the same job (the run's state is in its OUTPUT_DIR, not in this object)."""
 
-    def __init__(self, argv: List[str], tool: str = DEFAULT_TOOL, master_port: Optional[int] = None, master_addr: Optional[str] = None):
+    def __init__(
+        self,
+        argv: List[str],
+        tool: str = DEFAULT_TOOL,
+        master_port: Optional[int] = None,
+        master_addr: Optional[str] = None,
+    ):
         self.argv = list(argv)
         self.tool = os.path.abspath(tool)
         self.master_port = master_port
@@ -129,10 +172,15 @@ class TrainingJob:
         env = submitit.JobEnvironment()
         hosts = list(getattr(env, "hostnames", None) or [env.hostname])
         job_digits = int(re.sub(r"\D", "", str(env.job_id)) or 0)
-        return {"RANK": str(env.global_rank), "WORLD_SIZE": str(env.num_tasks), "LOCAL_RANK": str(env.local_rank),
-                "LOCAL_WORLD_SIZE": str(env.num_tasks // max(env.num_nodes, 1)),
-                "MASTER_ADDR": self.master_addr or ("127.0.0.1" if env.num_nodes == 1 and env.cluster == "local" else hosts[0]),
-                "MASTER_PORT": str(self.master_port or 20000 + job_digits % 20000)}
+        return {
+            "RANK": str(env.global_rank),
+            "WORLD_SIZE": str(env.num_tasks),
+            "LOCAL_RANK": str(env.local_rank),
+            "LOCAL_WORLD_SIZE": str(env.num_tasks // max(env.num_nodes, 1)),
+            "MASTER_ADDR": self.master_addr
+            or ("127.0.0.1" if env.num_nodes == 1 and env.cluster == "local" else hosts[0]),
+            "MASTER_PORT": str(self.master_port or 20000 + job_digits % 20000),
+        }
 
     def __call__(self) -> int:
         os.environ.update(self._join_environment())

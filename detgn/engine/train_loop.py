@@ -1,4 +1,5 @@
 """Training loop: TrainerBase with hooks, SimpleTrainer (fp32) and AMPTrainer (bf16 / fp16 autocast)."""
+
 import contextlib
 import logging
 import signal
@@ -63,7 +64,10 @@ def _stop_between_steps():
     TypeError). Only in the main thread, and only when SIGINT has Python's default handler."""
     stop = _StopRequest()
     interrupt.clear_stop()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         # no handler of ours (another thread, or SIGINT ignored/handled by the caller); a stop requested through
         # interrupt.request_stop() is still the loop's and ends with it
         try:
@@ -107,7 +111,11 @@ class TrainerBase:
         logger.info("Starting training from iteration %d", start_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
-        with EventStorage(start_iter) as self.storage, _stop_between_steps() as stop, preemption.checkpoint_on_signals():
+        with (
+            EventStorage(start_iter) as self.storage,
+            _stop_between_steps() as stop,
+            preemption.checkpoint_on_signals(),
+        ):
             try:
                 self.before_train()
                 for self.iter in range(start_iter, max_iter):
@@ -126,14 +134,19 @@ class TrainerBase:
                     self.interrupted = True
                     logger.warning("Training %s", e)
                 elif comm.is_peer_loss(e):  # the launcher names the rank that stopped; no traceback of ours
-                    logger.error("A collective failed at iteration %d: another process of the job stopped (%s)", self.iter,
-                                 str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+                    logger.error(
+                        "A collective failed at iteration %d: another process of the job stopped (%s)",
+                        self.iter,
+                        str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__,
+                    )
                 else:
                     logger.exception("Exception during training at iteration %d:", self.iter)
                 try:  # close writers etc., but never let a follow-up error hide the first one
                     self.after_train()
                 except Exception:
-                    logger.exception("A hook failed while stopping after the error above (that error is the one reported)")
+                    logger.exception(
+                        "A hook failed while stopping after the error above (that error is the one reported)"
+                    )
                 raise
             try:
                 self.after_train()
@@ -141,7 +154,9 @@ class TrainerBase:
                     raise KeyboardInterrupt
             except KeyboardInterrupt:
                 self.interrupted = True
-                logger.warning("Interrupted after the last iteration (during the final evaluation); the final checkpoint is saved")
+                logger.warning(
+                    "Interrupted after the last iteration (during the final evaluation); the final checkpoint is saved"
+                )
                 raise
 
     def _stop_if_signalled(self) -> None:
@@ -239,8 +254,15 @@ class SimpleTrainer(TrainerBase):
         names = tuple(loss_dict)
         values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
         roi = get_event_storage().pop_model_stats()
-        if roi:  # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
-            roi = (tuple(roi), torch.stack([torch.as_tensor(v, dtype=torch.float32, device=values.device).reshape(()) for v in roi.values()]))
+        if (
+            roi
+        ):  # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
+            roi = (
+                tuple(roi),
+                torch.stack(
+                    [torch.as_tensor(v, dtype=torch.float32, device=values.device).reshape(()) for v in roi.values()]
+                ),
+            )
         self._pending.append((self.iter, names, values, data_time, roi))
 
     def flush(self) -> None:
@@ -263,7 +285,8 @@ class SimpleTrainer(TrainerBase):
                     values = {n: float(v) for n, v in zip(names, table[row].tolist())}
                     raise FloatingPointError(
                         f"Loss became infinite or NaN at iteration {it}: non-finite {bad}; loss_dict = {values}. No checkpoint "
-                        "holds it (the last one is untouched); lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS.")
+                        "holds it (the last one is untouched); lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS."
+                    )
                 if not comm.is_main_process():
                     continue
                 with_roi = [g for g in group if g[4] is not None]
@@ -291,9 +314,11 @@ class SimpleTrainer(TrainerBase):
         if bool(torch.isfinite(torch.stack(norms)).all()):
             return
         bad = next(n for (n, _), v in zip(named, norms) if not torch.isfinite(v))
-        raise FloatingPointError(f"Non-finite value of parameter {bad} after iteration {self.iter} (a non-finite gradient or an "
-                                 f"overflowing step since the last check); no checkpoint holds it (the last one is untouched). "
-                                 f"Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume.")
+        raise FloatingPointError(
+            f"Non-finite value of parameter {bad} after iteration {self.iter} (a non-finite gradient or an "
+            f"overflowing step since the last check); no checkpoint holds it (the last one is untouched). "
+            f"Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume."
+        )
 
     def state_dict(self):
         return {}
@@ -322,8 +347,16 @@ class AMPTrainer(SimpleTrainer):
     config gets on which hardware is decided in precision.py.
     """
 
-    def __init__(self, model, data_loader, optimizer, dtype: str = "float16", device_type: str = "cuda", gather_metric_period: int = 1,
-                 flush_period: int = 20):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        dtype: str = "float16",
+        device_type: str = "cuda",
+        gather_metric_period: int = 1,
+        flush_period: int = 20,
+    ):
         super().__init__(model, data_loader, optimizer, gather_metric_period, flush_period)
         if dtype not in ("float16", "bfloat16"):
             raise ConfigValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")

@@ -1,4 +1,5 @@
 """Top-1 / top-5 accuracy of an image classifier, gathered across ranks."""
+
 import logging
 from typing import Dict, List
 

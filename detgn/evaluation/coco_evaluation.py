@@ -9,6 +9,7 @@ ground-truth objects, or a category with no ground truth. detgn reports such a m
 Python results, as `nan` in the log and in tools/evaluate_json.py, and as `null` in metrics.json
 (JSON has no NaN). A real 0.0 (ground truth present, nothing found) stays 0.0.
 """
+
 import contextlib
 import copy
 import io
@@ -32,8 +33,15 @@ from detgn.utils.errors import ConfigValueError
 
 from .evaluator import DatasetEvaluator
 
-__all__ = ["COCOEvaluator", "instances_to_coco_json", "evaluate_predictions_on_coco", "convert_to_coco_json", "METRIC_NAMES",
-           "coco_stat_to_percent", "format_metric"]
+__all__ = [
+    "COCOEvaluator",
+    "instances_to_coco_json",
+    "evaluate_predictions_on_coco",
+    "convert_to_coco_json",
+    "METRIC_NAMES",
+    "coco_stat_to_percent",
+    "format_metric",
+]
 
 
 def coco_stat_to_percent(stat: float) -> float:
@@ -44,6 +52,7 @@ def coco_stat_to_percent(stat: float) -> float:
 def format_metric(value: float, digits: int = 3) -> str:
     """A metric in percent for the log and the tools: fixed digits, `nan` when undefined."""
     return "nan" if value != value else f"{value:.{digits}f}"
+
 
 logger = logging.getLogger(__name__)
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
@@ -88,8 +97,13 @@ def convert_to_coco_json(dataset_name: str, output_file: str) -> str:
         images.append({"id": d["image_id"], "width": d["width"], "height": d["height"], "file_name": d["file_name"]})
         for a in d.get("annotations", []):
             bbox = BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS)
-            ann = {"id": len(anns) + 1, "image_id": d["image_id"], "bbox": [float(x) for x in bbox], "iscrowd": int(a.get("iscrowd", 0)),
-                   "category_id": reverse.get(a["category_id"], a["category_id"])}
+            ann = {
+                "id": len(anns) + 1,
+                "image_id": d["image_id"],
+                "bbox": [float(x) for x in bbox],
+                "iscrowd": int(a.get("iscrowd", 0)),
+                "category_id": reverse.get(a["category_id"], a["category_id"]),
+            }
             seg = a.get("segmentation")
             if seg is not None:
                 if isinstance(seg, list):
@@ -97,7 +111,10 @@ def convert_to_coco_json(dataset_name: str, output_file: str) -> str:
                     ann["segmentation"] = seg
                 else:
                     rle = seg if not isinstance(seg.get("counts"), list) else mask_util.frPyObjects(seg, *seg["size"])
-                    ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]}
+                    ann["segmentation"] = {
+                        "size": rle["size"],
+                        "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"],
+                    }
                 ann["area"] = float(mask_util.area(rle))
             else:
                 ann["area"] = float(bbox[2] * bbox[3])
@@ -105,7 +122,9 @@ def convert_to_coco_json(dataset_name: str, output_file: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
     tmp = output_file + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"images": images, "annotations": anns, "categories": categories, "info": {"description": dataset_name}}, f)
+        json.dump(
+            {"images": images, "annotations": anns, "categories": categories, "info": {"description": dataset_name}}, f
+        )
     os.replace(tmp, output_file)
     return output_file
 
@@ -125,8 +144,13 @@ def _cocoeval_class(backend: str):
     return COCOeval
 
 
-def evaluate_predictions_on_coco(coco_gt: COCO, results: List[Dict], iou_type: str, img_ids: Optional[Sequence[int]] = None,
-                                 backend: str = "pycocotools"):
+def evaluate_predictions_on_coco(
+    coco_gt: COCO,
+    results: List[Dict],
+    iou_type: str,
+    img_ids: Optional[Sequence[int]] = None,
+    backend: str = "pycocotools",
+):
     """Run COCOeval; returns the evaluator (its .stats holds the 12 summary numbers)."""
     assert len(results) > 0
     results = copy.deepcopy(results)
@@ -151,8 +175,15 @@ def evaluate_predictions_on_coco(coco_gt: COCO, results: List[Dict], iou_type: s
 class COCOEvaluator(DatasetEvaluator):
     """Evaluates bbox and segm AP of a registered dataset with the official COCO API."""
 
-    def __init__(self, dataset_name: str, tasks: Optional[Sequence[str]] = None, distributed: bool = True,
-                 output_dir: Optional[str] = None, backend: str = "pycocotools", gather_chunk: int = 256):
+    def __init__(
+        self,
+        dataset_name: str,
+        tasks: Optional[Sequence[str]] = None,
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        backend: str = "pycocotools",
+        gather_chunk: int = 256,
+    ):
         self._dataset_name = dataset_name
         self._gather_chunk = gather_chunk
         self._distributed = distributed
@@ -178,7 +209,9 @@ class COCOEvaluator(DatasetEvaluator):
             cat_ids = sorted(self._coco_api.getCatIds())
             id_map = {v: i for i, v in enumerate(cat_ids)}
         self._reverse_id_map = {v: k for k, v in id_map.items()}
-        self._class_names = meta.get("thing_classes") or [c["name"] for c in self._coco_api.loadCats(sorted(self._coco_api.getCatIds()))]
+        self._class_names = meta.get("thing_classes") or [
+            c["name"] for c in self._coco_api.loadCats(sorted(self._coco_api.getCatIds()))
+        ]
         self.reset()
 
     def reset(self):
@@ -235,8 +268,10 @@ class COCOEvaluator(DatasetEvaluator):
         for r in results:
             cid = r["category_id"]
             if cid not in self._reverse_id_map:
-                raise ValueError(f"Predicted category {cid} is outside the dataset's {len(self._reverse_id_map)} classes; "
-                                 f"check MODEL.ROI_HEADS.NUM_CLASSES")
+                raise ValueError(
+                    f"Predicted category {cid} is outside the dataset's {len(self._reverse_id_map)} classes; "
+                    f"check MODEL.ROI_HEADS.NUM_CLASSES"
+                )
             r["category_id"] = self._reverse_id_map[cid]
         if self._output_dir:
             path = os.path.join(self._output_dir, "coco_instances_results.json")
@@ -275,9 +310,13 @@ class COCOEvaluator(DatasetEvaluator):
             ap = float(np.mean(p) * 100) if p.size else float("nan")
             per_cat.append((name, ap))
             metrics[f"AP-{name}"] = ap
-        table = tabulate([[k, format_metric(v)] for k, v in list(metrics.items())[:6]], headers=["metric", iou_type], tablefmt="pipe")
+        table = tabulate(
+            [[k, format_metric(v)] for k, v in list(metrics.items())[:6]], headers=["metric", iou_type], tablefmt="pipe"
+        )
         logger.info("Evaluation results for %s:\n%s", iou_type, table)
         if len(per_cat) > 1:
-            cat_table = tabulate([[n, format_metric(a)] for n, a in per_cat], headers=["category", "AP"], tablefmt="pipe")
+            cat_table = tabulate(
+                [[n, format_metric(a)] for n, a in per_cat], headers=["category", "AP"], tablefmt="pipe"
+            )
             logger.info("Per-category %s AP:\n%s", iou_type, cat_table)
         return metrics

@@ -4,6 +4,7 @@ pycocotools trusts its input: a missing key is a KeyError deep inside it, a NaN 
 changes AP, and a malformed RLE decodes into uninitialised memory (a different mask every call). These
 checks refuse such files with one line naming the file, the entry and the fix.
 """
+
 import contextlib
 import io
 import math
@@ -39,7 +40,9 @@ def load_checked_coco_gt(json_file: str):
         if isinstance(seg, dict) and img is not None:
             why = rle_problem(seg, img.get("height", -1), img.get("width", -1))
             if why:
-                raise CocoInputError(f"{json_file}: annotations[{i}] (id {ann['id']}): {why}; fix or drop this annotation")
+                raise CocoInputError(
+                    f"{json_file}: annotations[{i}] (id {ann['id']}): {why}; fix or drop this annotation"
+                )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = data
@@ -53,22 +56,38 @@ def check_results(results: Sequence[Dict], coco_gt, iou_type: str, source: str =
     for i, r in enumerate(results):
         where = f"{source}: result {i}"
         if not isinstance(r, dict):
-            raise CocoInputError(f"{where} is a {type(r).__name__}, not an object with image_id, category_id, score, bbox/segmentation")
+            raise CocoInputError(
+                f"{where} is a {type(r).__name__}, not an object with image_id, category_id, score, bbox/segmentation"
+            )
         for key in ("image_id", "category_id", "score") + (("bbox",) if iou_type == "bbox" else ("segmentation",)):
             if key not in r:
-                raise CocoInputError(f"{where} has no '{key}'; every result needs image_id, category_id, score and "
-                                     f"{'bbox' if iou_type == 'bbox' else 'segmentation'}")
+                raise CocoInputError(
+                    f"{where} has no '{key}'; every result needs image_id, category_id, score and "
+                    f"{'bbox' if iou_type == 'bbox' else 'segmentation'}"
+                )
         if r["image_id"] not in coco_gt.imgs:
-            raise CocoInputError(f"{where}: image_id {r['image_id']!r} is not an image of the ground truth; results must use its image ids")
+            raise CocoInputError(
+                f"{where}: image_id {r['image_id']!r} is not an image of the ground truth; results must use its image ids"
+            )
         if r["category_id"] not in coco_gt.cats:
-            raise CocoInputError(f"{where}: category_id {r['category_id']!r} is not a category of the ground truth "
-                                 f"(known: {sorted(coco_gt.cats)[:10]})")
+            raise CocoInputError(
+                f"{where}: category_id {r['category_id']!r} is not a category of the ground truth "
+                f"(known: {sorted(coco_gt.cats)[:10]})"
+            )
         if not _finite(r["score"]):
             raise CocoInputError(f"{where}: score {r['score']!r} is not a finite number")
         if iou_type == "bbox":
             b = r["bbox"]
-            if not isinstance(b, (list, tuple)) or len(b) != 4 or not all(_finite(v) for v in b) or b[2] < 0 or b[3] < 0:
-                raise CocoInputError(f"{where}: bbox {b!r} is not [x, y, width, height] with finite numbers and width, height >= 0")
+            if (
+                not isinstance(b, (list, tuple))
+                or len(b) != 4
+                or not all(_finite(v) for v in b)
+                or b[2] < 0
+                or b[3] < 0
+            ):
+                raise CocoInputError(
+                    f"{where}: bbox {b!r} is not [x, y, width, height] with finite numbers and width, height >= 0"
+                )
         else:
             img = coco_gt.imgs[r["image_id"]]
             why = rle_problem(r["segmentation"], img.get("height", -1), img.get("width", -1))

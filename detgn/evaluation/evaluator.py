@@ -1,4 +1,5 @@
 """Evaluator interface and `inference_on_dataset` (eval mode, no_grad, progress with ETA, timing)."""
+
 import datetime
 import logging
 import time
@@ -29,7 +30,7 @@ def seconds_per_image(started: float, finished: List[float], window: int = 50) -
         return 0.0
     if len(finished) == 1:
         return finished[0] - started
-    recent = finished[-(window + 1):]
+    recent = finished[-(window + 1) :]
     return (recent[-1] - recent[0]) / (len(recent) - 1)
 
 
@@ -82,8 +83,13 @@ def _inference_context(model: nn.Module):
         model.train(training)
 
 
-def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, List[DatasetEvaluator], None],
-                         amp_dtype: Optional[torch.dtype] = None, log_period_s: float = 5.0):
+def inference_on_dataset(
+    model,
+    data_loader,
+    evaluator: Union[DatasetEvaluator, List[DatasetEvaluator], None],
+    amp_dtype: Optional[torch.dtype] = None,
+    log_period_s: float = 5.0,
+):
     """Run `model` on every batch of `data_loader` and feed (inputs, outputs) to `evaluator`.
 
     Logs progress every `log_period_s` seconds: images done, the running s/img and the ETA from it
@@ -93,7 +99,11 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
     """
     num_devices = comm.get_world_size()
     total = len(data_loader)
-    batch = getattr(getattr(data_loader, "batch_sampler", None), "batch_size", None) or getattr(data_loader, "batch_size", None) or 1
+    batch = (
+        getattr(getattr(data_loader, "batch_sampler", None), "batch_size", None)
+        or getattr(data_loader, "batch_size", None)
+        or 1
+    )
     unit = "img" if batch == 1 else "batch"
     logger.info("Start inference on %d %s", total, "images" if batch == 1 else f"batches of {batch} images")
     if evaluator is None:
@@ -134,8 +144,13 @@ def inference_on_dataset(model, data_loader, evaluator: Union[DatasetEvaluator, 
                 last_log = now
     total_time = _now() - start
     n = max(total - num_warmup, 1)
-    logger.info("Total inference time: %s (%.6f s/%s per device, on %d devices)",
-                datetime.timedelta(seconds=int(total_time)), total_time / n, unit, num_devices)
+    logger.info(
+        "Total inference time: %s (%.6f s/%s per device, on %d devices)",
+        datetime.timedelta(seconds=int(total_time)),
+        total_time / n,
+        unit,
+        num_devices,
+    )
     logger.info("Total inference pure compute time: %.6f s/%s per device", total_compute / n, unit)
     results = evaluator.evaluate()
     return results if results is not None else {}

@@ -6,6 +6,7 @@ contiguous class ids mapped back to LVIS category ids, and evaluated by LVISEval
 TEST.DETECTIONS_PER_IMAGE (300 in LVIS configs) per image. Metrics in percent: AP, AP50, AP75, APs,
 APm, APl and APr / APc / APf (rare, common, frequent categories).
 """
+
 import json
 import logging
 import os
@@ -41,7 +42,9 @@ def _lvis():
         import lvis.eval
         from lvis import LVIS, LVISEval, LVISResults
     except ImportError as e:
-        raise ImportError(f"LVIS evaluation needs the 'lvis' package ({e}); install it with: pip install --no-deps lvis") from None
+        raise ImportError(
+            f"LVIS evaluation needs the 'lvis' package ({e}); install it with: pip install --no-deps lvis"
+        ) from None
     if not hasattr(np, "float") and lvis.eval.np is np:
         lvis.eval.np = _NumpyWithOldAliases()
     return LVIS, LVISEval, LVISResults
@@ -50,8 +53,15 @@ def _lvis():
 class LVISEvaluator(DatasetEvaluator):
     """LVISEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=None, max_dets_per_image=300)."""
 
-    def __init__(self, dataset_name: str, tasks=("bbox", "segm"), distributed: bool = True, output_dir: Optional[str] = None,
-                 max_dets_per_image: int = 300, gather_chunk: int = 256):
+    def __init__(
+        self,
+        dataset_name: str,
+        tasks=("bbox", "segm"),
+        distributed: bool = True,
+        output_dir: Optional[str] = None,
+        max_dets_per_image: int = 300,
+        gather_chunk: int = 256,
+    ):
         LVIS, _, _ = _lvis()
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
@@ -61,8 +71,11 @@ class LVISEvaluator(DatasetEvaluator):
         self._max_dets = max_dets_per_image
         self._gather_chunk = gather_chunk
         self._gt = LVIS(meta.json_file)
-        self._reverse_id_map = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()} \
-            if meta.get("thing_dataset_id_to_contiguous_id") else {i: c for i, c in enumerate(sorted(self._gt.get_cat_ids()))}
+        self._reverse_id_map = (
+            {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+            if meta.get("thing_dataset_id_to_contiguous_id")
+            else {i: c for i, c in enumerate(sorted(self._gt.get_cat_ids()))}
+        )
         self.reset()
 
     reset = COCOEvaluator.reset
@@ -73,7 +86,11 @@ class LVISEvaluator(DatasetEvaluator):
         predictions = self.gathered_predictions()
         if predictions is None:
             return {}
-        results = [dict(r, category_id=self._reverse_id_map[r["category_id"]]) for p in predictions for r in p.get("instances", [])]
+        results = [
+            dict(r, category_id=self._reverse_id_map[r["category_id"]])
+            for p in predictions
+            for r in p.get("instances", [])
+        ]
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
             torch.save(predictions, os.path.join(self._output_dir, "instances_predictions.pth"))

@@ -19,6 +19,7 @@ Output folder: model.onnx or model.ts, detgn_export.json (what the predictors ne
 test-time resize, and the inference settings traced into the graph), sample_input.png (the
 image the export was checked on) and README.md (how to call the model).
 """
+
 import json
 import os
 import shutil
@@ -59,9 +60,18 @@ _SUPPORTED = {
 _NORM_HINT = "SyncBN/NaiveSyncBN layers compute BN at inference: export with the same weights and NORM BN"
 
 # inference settings that become constants of the exported graph; recorded in detgn_export.json
-BAKED_KEYS = ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.ROI_HEADS.NMS_THRESH_TEST", "TEST.DETECTIONS_PER_IMAGE",
-              "MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.POST_NMS_TOPK_TEST", "MODEL.RPN.NMS_THRESH",
-              "MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.MASK_ON", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
+BAKED_KEYS = (
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "MODEL.RPN.NMS_THRESH",
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "MODEL.MASK_ON",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+)
 
 
 class ExportError(UserInputError, ValueError):
@@ -72,8 +82,14 @@ def _group_norm_21(g, input, num_groups, weight, bias, eps, cudnn_enabled):
     """aten::group_norm -> ONNX GroupNormalization-21 (per-channel scale and bias; detgn's GN is always affine)."""
     from torch.onnx import symbolic_helper
 
-    return g.op("GroupNormalization", input, weight, bias, num_groups_i=symbolic_helper._get_const(num_groups, "i", "num_groups"),
-                epsilon_f=symbolic_helper._get_const(eps, "f", "eps"))
+    return g.op(
+        "GroupNormalization",
+        input,
+        weight,
+        bias,
+        num_groups_i=symbolic_helper._get_const(num_groups, "i", "num_groups"),
+        epsilon_f=symbolic_helper._get_const(eps, "f", "eps"),
+    )
 
 
 def _onnx_export(wrapper, x, path, opset):
@@ -82,8 +98,16 @@ def _onnx_export(wrapper, x, path, opset):
     if native_gn:
         torch.onnx.register_custom_op_symbolic("aten::group_norm", _group_norm_21, 21)
     try:
-        torch.onnx.export(wrapper, (x,), path, dynamo=False, opset_version=opset, input_names=["image"],
-                          output_names=OUTPUT_NAMES, dynamic_axes=dyn)
+        torch.onnx.export(
+            wrapper,
+            (x,),
+            path,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=OUTPUT_NAMES,
+            dynamic_axes=dyn,
+        )
     finally:
         if native_gn:
             torch.onnx.unregister_custom_op_symbolic("aten::group_norm", 21)
@@ -101,7 +125,9 @@ def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx" and opset < MIN_OPSET:
-        raise ExportError(f"--opset {opset}: ROIAlign with aligned (half-pixel) sampling needs ONNX opset >= {MIN_OPSET}")
+        raise ExportError(
+            f"--opset {opset}: ROIAlign with aligned (half-pixel) sampling needs ONNX opset >= {MIN_OPSET}"
+        )
     for key, allowed in _SUPPORTED.items():
         value = _get(cfg, key)
         if key.endswith(".NORM") and key.startswith("MODEL.ROI_MASK_HEAD") and not cfg.MODEL.MASK_ON:
@@ -112,9 +138,11 @@ def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
             choices = ", ".join(a for a in allowed if a) + (f" or {shown}" if shown else "")
             raise ExportError(f"{key} {value!r} cannot be exported: the exporter handles {choices}{hint}")
     if any(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE):
-        raise ExportError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE {list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)} cannot be exported: "
-                          "torch's ONNX exporter has no conversion for torchvision's deform_conv2d and the exporter's "
-                          "traced graphs are tested without it; run the model in PyTorch (tools/train_net.py --eval-only)")
+        raise ExportError(
+            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE {list(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE)} cannot be exported: "
+            "torch's ONNX exporter has no conversion for torchvision's deform_conv2d and the exporter's "
+            "traced graphs are tested without it; run the model in PyTorch (tools/train_net.py --eval-only)"
+        )
     if cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST >= 1.0 or cfg.TEST.DETECTIONS_PER_IMAGE <= 0:
         raise ExportError("MODEL.ROI_HEADS.NMS_THRESH_TEST must be < 1 and TEST.DETECTIONS_PER_IMAGE > 0 for export")
 
@@ -126,8 +154,13 @@ def _metadata(cfg, fmt: str, opset: Optional[int], sample_hw, thing_classes) -> 
         "format": fmt,
         "model_file": MODEL_FILES[fmt],
         "opset": opset if fmt == "onnx" else None,
-        "input": {"name": "image", "layout": "CHW", "dtype": "uint8", "channels": cfg.INPUT.FORMAT,
-                  "resize": {"min_size_test": int(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST)}},
+        "input": {
+            "name": "image",
+            "layout": "CHW",
+            "dtype": "uint8",
+            "channels": cfg.INPUT.FORMAT,
+            "resize": {"min_size_test": int(cfg.INPUT.MIN_SIZE_TEST), "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST)},
+        },
         "outputs": OUTPUT_NAMES,
         "mask_threshold": 0.5,
         "baked": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k in BAKED_KEYS for v in [_get(cfg, k)]},
@@ -189,12 +222,23 @@ def check_export_output(output_dir: str, fmt: str, overwrite: bool = False) -> N
     names = (MODEL_FILES[fmt], META_FILE, "sample_input.png", "README.md")
     taken = [n for n in names if os.path.exists(os.path.join(output_dir, n))]
     if taken and not overwrite:
-        raise ExportError(f"--output {output_dir} already holds {', '.join(taken)}; choose an empty folder, or pass --overwrite "
-                          f"to replace those files")
+        raise ExportError(
+            f"--output {output_dir} already holds {', '.join(taken)}; choose an empty folder, or pass --overwrite "
+            f"to replace those files"
+        )
 
 
-def export_model(cfg, model: torch.nn.Module, *, fmt: str, output_dir: str, sample_image: np.ndarray,
-                 opset: int = 17, thing_classes=None, overwrite: bool = False) -> Dict[str, str]:
+def export_model(
+    cfg,
+    model: torch.nn.Module,
+    *,
+    fmt: str,
+    output_dir: str,
+    sample_image: np.ndarray,
+    opset: int = 17,
+    thing_classes=None,
+    overwrite: bool = False,
+) -> Dict[str, str]:
     """Trace `model` (built from `cfg`, weights loaded) and write the export folder.
 
     Args:
@@ -236,15 +280,28 @@ def export_model(cfg, model: torch.nn.Module, *, fmt: str, output_dir: str, samp
             json.dump(meta, f, indent=2)
         folder = output_dir.rstrip("/")
         to_rgb = "[:, :, ::-1]" if cfg.INPUT.FORMAT == "RGB" else ""
-        readme = _README.format(fmt=fmt, model_file=MODEL_FILES[fmt], version=meta["detgn_version"], weights=meta["weights"] or "(no weights)",
-                                channels=cfg.INPUT.FORMAT, min_size=cfg.INPUT.MIN_SIZE_TEST, max_size=cfg.INPUT.MAX_SIZE_TEST,
-                                predictor="OnnxPredictor" if fmt == "onnx" else "TorchScriptPredictor", folder=folder,
-                                raw=_RAW[fmt].format(folder=folder, to_rgb=to_rgb))
+        readme = _README.format(
+            fmt=fmt,
+            model_file=MODEL_FILES[fmt],
+            version=meta["detgn_version"],
+            weights=meta["weights"] or "(no weights)",
+            channels=cfg.INPUT.FORMAT,
+            min_size=cfg.INPUT.MIN_SIZE_TEST,
+            max_size=cfg.INPUT.MAX_SIZE_TEST,
+            predictor="OnnxPredictor" if fmt == "onnx" else "TorchScriptPredictor",
+            folder=folder,
+            raw=_RAW[fmt].format(folder=folder, to_rgb=to_rgb),
+        )
         with open(os.path.join(tmp, "README.md"), "w") as f:
             f.write(readme)
         os.makedirs(output_dir, exist_ok=True)
         out = {}
-        for key, name in (("model", MODEL_FILES[fmt]), ("meta", META_FILE), ("sample", "sample_input.png"), ("readme", "README.md")):
+        for key, name in (
+            ("model", MODEL_FILES[fmt]),
+            ("meta", META_FILE),
+            ("sample", "sample_input.png"),
+            ("readme", "README.md"),
+        ):
             dst = os.path.join(output_dir, name)
             os.replace(os.path.join(tmp, name), dst)
             out[key] = dst

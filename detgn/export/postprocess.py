@@ -11,6 +11,7 @@ DefaultPredictor does around the network, with the same rules:
   (grid_sample, align_corners=False, zero outside the mask) over each box's region +- 1 pixel,
   then thresholded at `mask_threshold` (>=).
 """
+
 from typing import Dict, Optional, Tuple
 
 import cv2
@@ -29,12 +30,21 @@ def resized_size(height: int, width: int, short_edge: int, max_size: int) -> Tup
 
 def resize_for_model(image_bgr: np.ndarray, min_size: int, max_size: int, input_format: str) -> np.ndarray:
     """(H, W, 3) uint8 BGR -> the model input: (3, h, w) uint8 in `input_format` ("BGR" or "RGB")."""
-    if not (isinstance(image_bgr, np.ndarray) and image_bgr.dtype == np.uint8 and image_bgr.ndim == 3 and image_bgr.shape[2] == 3):
-        raise ValueError(f"expected one HxWx3 uint8 BGR image, got {type(image_bgr).__name__} "
-                         f"{getattr(image_bgr, 'shape', '')} {getattr(image_bgr, 'dtype', '')}")
+    if not (
+        isinstance(image_bgr, np.ndarray)
+        and image_bgr.dtype == np.uint8
+        and image_bgr.ndim == 3
+        and image_bgr.shape[2] == 3
+    ):
+        raise ValueError(
+            f"expected one HxWx3 uint8 BGR image, got {type(image_bgr).__name__} "
+            f"{getattr(image_bgr, 'shape', '')} {getattr(image_bgr, 'dtype', '')}"
+        )
     h, w = image_bgr.shape[:2]
     new_h, new_w = resized_size(h, w, min_size, max_size)
-    img = image_bgr if (new_h, new_w) == (h, w) else cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    img = (
+        image_bgr if (new_h, new_w) == (h, w) else cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    )
     if input_format == "RGB":
         img = img[:, :, ::-1]
     elif input_format != "BGR":
@@ -58,7 +68,9 @@ def _axis_weights(lo: float, hi: float, start: int, stop: int, m: int) -> np.nda
     return weights
 
 
-def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: Optional[float] = 0.5) -> np.ndarray:
+def paste_masks(
+    mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: Optional[float] = 0.5
+) -> np.ndarray:
     """(R, M, M) probabilities + (R, 4) XYXY boxes in output pixels -> (R, height, width) bool masks
     (probability >= threshold), or float32 probabilities when threshold is None."""
     out = np.zeros((len(boxes), height, width), dtype=bool if threshold is not None else np.float32)
@@ -75,8 +87,15 @@ def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: i
     return out
 
 
-def to_original_size(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, mask_probs: np.ndarray,
-                     input_hw: Tuple[int, int], output_hw: Tuple[int, int], mask_threshold: float = 0.5) -> Dict[str, np.ndarray]:
+def to_original_size(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    mask_probs: np.ndarray,
+    input_hw: Tuple[int, int],
+    output_hw: Tuple[int, int],
+    mask_threshold: float = 0.5,
+) -> Dict[str, np.ndarray]:
     """Model outputs at the input size -> {"boxes", "scores", "classes"[, "masks" (R, H, W) bool, "mask_probs"
     (R, M, M) the kept detections' mask probabilities (paste them with threshold=None for soft masks)]} at `output_hw`."""
     (in_h, in_w), (out_h, out_w) = input_hw, output_hw

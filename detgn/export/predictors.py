@@ -7,6 +7,7 @@ Both read detgn_export.json beside the model (input format, test-time resize) an
 {"boxes": (R, 4) float32 XYXY, "scores": (R,), "classes": (R,) int64, "masks": (R, H, W) bool}
 at the original (H, W), with DefaultPredictor's pre- and post-processing (detgn.export.postprocess).
 """
+
 import json
 import os
 import warnings
@@ -18,8 +19,15 @@ from detgn.utils.errors import UserInputError
 
 from .postprocess import resize_for_model, to_original_size
 
-__all__ = ["OnnxPredictor", "TorchScriptPredictor", "read_export_metadata", "check_config_matches", "ExportedModelError",
-           "ExportedModelNotFoundError", "to_instances"]
+__all__ = [
+    "OnnxPredictor",
+    "TorchScriptPredictor",
+    "read_export_metadata",
+    "check_config_matches",
+    "ExportedModelError",
+    "ExportedModelNotFoundError",
+    "to_instances",
+]
 
 
 class ExportedModelNotFoundError(UserInputError, FileNotFoundError):
@@ -28,6 +36,7 @@ class ExportedModelNotFoundError(UserInputError, FileNotFoundError):
 
 class ExportedModelError(UserInputError, ValueError):
     """A config that asks an exported model for settings its graph does not have."""
+
 
 _META_FILE = "detgn_export.json"  # = exporter.META_FILE (the exporter imports torch; this module must not)
 
@@ -51,8 +60,10 @@ def check_config_matches(meta: Dict, cfg) -> None:
             node = node[k]
         value = list(node) if isinstance(node, (list, tuple)) else node
         if value != exported:
-            raise ExportedModelError(f"{key} {value} differs from the exported model's {exported} (part of its graph); "
-                             f"export again with this config or drop the override")
+            raise ExportedModelError(
+                f"{key} {value} differs from the exported model's {exported} (part of its graph); "
+                f"export again with this config or drop the override"
+            )
 
 
 class _ExportedPredictor:
@@ -70,7 +81,9 @@ class _ExportedPredictor:
     def __call__(self, image_bgr: np.ndarray) -> Dict[str, np.ndarray]:
         x = resize_for_model(image_bgr, self.min_size, self.max_size, self.input_format)
         boxes, scores, classes, mask_probs = self._run(x)
-        return to_original_size(boxes, scores, classes, mask_probs, x.shape[1:], image_bgr.shape[:2], self.mask_threshold)
+        return to_original_size(
+            boxes, scores, classes, mask_probs, x.shape[1:], image_bgr.shape[:2], self.mask_threshold
+        )
 
 
 class OnnxPredictor(_ExportedPredictor):
@@ -85,7 +98,9 @@ class OnnxPredictor(_ExportedPredictor):
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = num_threads
-        self.session = ort.InferenceSession(model_path, sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            model_path, sess_options=opts, providers=providers or ["CPUExecutionProvider"]
+        )
 
     def _run(self, image_chw):
         return self.session.run(None, {"image": image_chw})

@@ -8,12 +8,20 @@ test): a pair below 0.99 whose differing pixels all have an exported probability
 the 0.5 threshold is float rounding of a pixel sitting on the threshold (it happens to masks of
 a few pixels, where one pixel moves IoU by 0.3), and is counted apart as "borderline".
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 import numpy as np
 
-__all__ = ["ComparisonReport", "box_iou", "match_detections", "compare_detections", "instances_to_numpy", "compare_with_eager"]
+__all__ = [
+    "ComparisonReport",
+    "box_iou",
+    "match_detections",
+    "compare_detections",
+    "instances_to_numpy",
+    "compare_with_eager",
+]
 
 BOX_IOU, MATCHED_FRACTION, SCORE_DIFF, MASK_IOU, BORDERLINE = 0.99, 0.98, 1e-3, 0.99, 0.01
 
@@ -58,10 +66,12 @@ class ComparisonReport:
         return enough and self.max_score_diff <= SCORE_DIFF and self.masks_below == 0
 
     def summary(self) -> str:
-        return (f"{'same detections' if self.ok else 'DIFFERENT detections'}: {self.matched} of {self.num_reference} eager / "
-                f"{self.num_exported} exported matched (same class, box IoU > {BOX_IOU}), max score difference "
-                f"{self.max_score_diff:.1e}, lowest mask IoU {self.min_mask_iou:.4f} ({self.masks_below} below {MASK_IOU}"
-                f"{f', {self.masks_borderline} more only at pixels on the threshold' if self.masks_borderline else ''})")
+        return (
+            f"{'same detections' if self.ok else 'DIFFERENT detections'}: {self.matched} of {self.num_reference} eager / "
+            f"{self.num_exported} exported matched (same class, box IoU > {BOX_IOU}), max score difference "
+            f"{self.max_score_diff:.1e}, lowest mask IoU {self.min_mask_iou:.4f} ({self.masks_below} below {MASK_IOU}"
+            f"{f', {self.masks_borderline} more only at pixels on the threshold' if self.masks_borderline else ''})"
+        )
 
 
 def compare_detections(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> ComparisonReport:
@@ -78,21 +88,25 @@ def compare_detections(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -
                     borderline += 1
                 else:
                     below += 1
-    return ComparisonReport(len(ref["boxes"]), len(got["boxes"]), len(pairs), score_diff, min(ious) if ious else 1.0,
-                            below, borderline)
+    return ComparisonReport(
+        len(ref["boxes"]), len(got["boxes"]), len(pairs), score_diff, min(ious) if ious else 1.0, below, borderline
+    )
 
 
 def _on_threshold(got: Dict[str, np.ndarray], j: int, differing: np.ndarray) -> bool:
     from .postprocess import paste_masks
 
-    probs = paste_masks(got["mask_probs"][j:j + 1], got["boxes"][j:j + 1], *differing.shape, threshold=None)[0]
+    probs = paste_masks(got["mask_probs"][j : j + 1], got["boxes"][j : j + 1], *differing.shape, threshold=None)[0]
     return bool(np.all(np.abs(probs[differing] - 0.5) <= BORDERLINE))
 
 
 def instances_to_numpy(instances) -> Dict[str, np.ndarray]:
     """detgn Instances (pred_boxes, scores, pred_classes[, pred_masks]) -> the predictors' dict of arrays."""
-    out = {"boxes": instances.pred_boxes.tensor.numpy(), "scores": instances.scores.numpy(),
-           "classes": instances.pred_classes.numpy()}
+    out = {
+        "boxes": instances.pred_boxes.tensor.numpy(),
+        "scores": instances.scores.numpy(),
+        "classes": instances.pred_classes.numpy(),
+    }
     if instances.has("pred_masks"):
         out["masks"] = instances.pred_masks.numpy().astype(bool)
     return out
@@ -102,7 +116,11 @@ def exported_predictor(model_path: str, **kwargs):
     """OnnxPredictor for *.onnx, TorchScriptPredictor otherwise."""
     from .predictors import OnnxPredictor, TorchScriptPredictor
 
-    return OnnxPredictor(model_path, **kwargs) if model_path.endswith(".onnx") else TorchScriptPredictor(model_path, **kwargs)
+    return (
+        OnnxPredictor(model_path, **kwargs)
+        if model_path.endswith(".onnx")
+        else TorchScriptPredictor(model_path, **kwargs)
+    )
 
 
 def compare_with_eager(predictor, model_path: str, image_bgr: np.ndarray) -> ComparisonReport:

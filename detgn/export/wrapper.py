@@ -10,6 +10,7 @@ classes: (R,) int64 in [0, num_classes); mask_probs: (R, M, M) float32 sigmoid p
     (detgn.export.postprocess) like detgn's detector_postprocess does. Without a mask head the
     fourth output is (R, 0, 0).
 """
+
 import torch
 from torch import nn
 from torch.nn import functional as F

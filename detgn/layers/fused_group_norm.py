@@ -14,6 +14,7 @@ run on CPU through Triton's interpreter, TRITON_INTERPRET=1).
 Selected with `MODEL.GROUP_NORM.IMPL "triton"` (CUDA only; see `check_fused_group_norm_available`).
 Triton is imported on first use, so detgn imports without it.
 """
+
 import os
 from typing import Tuple
 
@@ -36,11 +37,15 @@ def check_fused_group_norm_available(device: str) -> None:
     try:
         import triton  # noqa: F401
     except ImportError:
-        raise ConfigValueError("MODEL.GROUP_NORM.IMPL 'triton' needs the triton package (it comes with torch's CUDA "
-                               "builds); install it or set MODEL.GROUP_NORM.IMPL 'torch'") from None
+        raise ConfigValueError(
+            "MODEL.GROUP_NORM.IMPL 'triton' needs the triton package (it comes with torch's CUDA "
+            "builds); install it or set MODEL.GROUP_NORM.IMPL 'torch'"
+        ) from None
     if not str(device).startswith("cuda") and not _interpreting():
-        raise ConfigValueError(f"MODEL.GROUP_NORM.IMPL 'triton' runs on CUDA devices only (MODEL.DEVICE is '{device}'); "
-                               "set MODEL.GROUP_NORM.IMPL 'torch' for this device")
+        raise ConfigValueError(
+            f"MODEL.GROUP_NORM.IMPL 'triton' runs on CUDA devices only (MODEL.DEVICE is '{device}'); "
+            "set MODEL.GROUP_NORM.IMPL 'torch' for this device"
+        )
 
 
 def _kernels():
@@ -73,8 +78,9 @@ def _kernels():
         tl.store(M2_B + ng * NB + b, m2)
 
     @triton.jit
-    def apply(X, Y, MEAN, RSTD, W, B, S, CPG, G, sN, sC, sS, RELU: tl.constexpr,
-              BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    def apply(
+        X, Y, MEAN, RSTD, W, B, S, CPG, G, sN, sC, sS, RELU: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr
+    ):
         ng = tl.program_id(0)
         b = tl.program_id(1)
         n = ng // G
@@ -95,8 +101,29 @@ def _kernels():
         tl.store(Y + off, y.to(Y.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def bwd_reduce(DY, X, MEAN, RSTD, W, B, SG_B, SGX_B, DW_B, DB_B, S, C, CPG, G, NB, sN, sC, sS,
-                   RELU: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    def bwd_reduce(
+        DY,
+        X,
+        MEAN,
+        RSTD,
+        W,
+        B,
+        SG_B,
+        SGX_B,
+        DW_B,
+        DB_B,
+        S,
+        C,
+        CPG,
+        G,
+        NB,
+        sN,
+        sC,
+        sS,
+        RELU: tl.constexpr,
+        BLOCK_S: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         # per block: sum(dy*w) and sum(dy*w*x_hat) of the group, and per channel sum(dy*x_hat), sum(dy)
         ng = tl.program_id(0)
         b = tl.program_id(1)
@@ -126,8 +153,26 @@ def _kernels():
         tl.store(DB_B + row, tl.sum(dy, axis=0), mask=cmask)
 
     @triton.jit
-    def bwd_apply(DY, X, DX, MEAN, RSTD, W, B, C1, C2, S, CPG, G, sN, sC, sS,
-                  RELU: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    def bwd_apply(
+        DY,
+        X,
+        DX,
+        MEAN,
+        RSTD,
+        W,
+        B,
+        C1,
+        C2,
+        S,
+        CPG,
+        G,
+        sN,
+        sC,
+        sS,
+        RELU: tl.constexpr,
+        BLOCK_S: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
         # dx = rstd * (dy*w - mean(dy*w) - x_hat * mean(dy*w*x_hat)), means over the group
         ng = tl.program_id(0)
         b = tl.program_id(1)
@@ -171,6 +216,7 @@ def _layout(x: torch.Tensor) -> Tuple[torch.Tensor, int, int, int, int]:
 def _blocks(cpg: int, s: int) -> Tuple[int, int, int]:
     """(BLOCK_S, BLOCK_C, number of position blocks): ~4096 elements per program."""
     import triton
+
     block_c = triton.next_power_of_2(cpg)
     block_s = max(1, min(triton.next_power_of_2(max(s, 1)), 4096 // block_c))
     return block_s, block_c, triton.cdiv(s, block_s)
@@ -220,23 +266,63 @@ class _FusedGroupNormFn(torch.autograd.Function):
         dw_b = torch.empty(n, nb, c, **f32)
         db_b = torch.empty(n, nb, c, **f32)
         grid = (n * g, nb)
-        bwd_reduce[grid](dy, x, mean, rstd, weight, bias, sg_b, sgx_b, dw_b, db_b, s, c, cpg, g, nb, sn, sc, ss,
-                         RELU=relu, BLOCK_S=block_s, BLOCK_C=block_c)
+        bwd_reduce[grid](
+            dy,
+            x,
+            mean,
+            rstd,
+            weight,
+            bias,
+            sg_b,
+            sgx_b,
+            dw_b,
+            db_b,
+            s,
+            c,
+            cpg,
+            g,
+            nb,
+            sn,
+            sc,
+            ss,
+            RELU=relu,
+            BLOCK_S=block_s,
+            BLOCK_C=block_c,
+        )
         total = float(s * cpg)
         c1 = sgx_b.sum(dim=1) / total
         c2 = sg_b.sum(dim=1) / total
         dx = None
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
-            bwd_apply[grid](dy, x, dx, mean, rstd, weight, bias, c1, c2, s, cpg, g, sn, sc, ss,
-                            RELU=relu, BLOCK_S=block_s, BLOCK_C=block_c)
+            bwd_apply[grid](
+                dy,
+                x,
+                dx,
+                mean,
+                rstd,
+                weight,
+                bias,
+                c1,
+                c2,
+                s,
+                cpg,
+                g,
+                sn,
+                sc,
+                ss,
+                RELU=relu,
+                BLOCK_S=block_s,
+                BLOCK_C=block_c,
+            )
         dw = dw_b.sum(dim=(0, 1)).to(weight.dtype) if ctx.needs_input_grad[1] else None
         db = db_b.sum(dim=(0, 1)).to(bias.dtype) if ctx.needs_input_grad[2] else None
         return dx, dw, db, None, None, None
 
 
-def fused_group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor,
-                     eps: float = 1e-5, relu: bool = False) -> torch.Tensor:
+def fused_group_norm(
+    x: torch.Tensor, num_groups: int, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5, relu: bool = False
+) -> torch.Tensor:
     """GroupNorm of (N, C, *spatial) x, then ReLU when `relu`; output in x's dtype and memory layout.
 
     Statistics in float32; weight and bias are (C,) tensors. Differentiable in x, weight and bias.
@@ -263,4 +349,3 @@ class FusedGroupNorm(nn.GroupNorm):
         if not self.affine:
             raise ValueError("FusedGroupNorm needs affine=True")
         return fused_group_norm(x, self.num_groups, self.weight, self.bias, self.eps, relu)
-

@@ -8,6 +8,7 @@ detections on a 12000 x 12000 image: 14.4 GB). Above MAX_MASK_BYTES (4 GiB by de
 environment variable DETGN_MAX_MASK_BYTES overrides it) pasting is refused with one line before
 anything is allocated.
 """
+
 import os
 
 import torch
@@ -17,7 +18,7 @@ from detgn.utils.errors import UserInputError
 
 __all__ = ["paste_masks_in_image", "MaskMemoryError", "MAX_MASK_BYTES"]
 
-MAX_MASK_BYTES = 4 * 1024 ** 3
+MAX_MASK_BYTES = 4 * 1024**3
 
 
 class MaskMemoryError(UserInputError, MemoryError):
@@ -30,8 +31,9 @@ def _mask_budget() -> int:
     except ValueError:
         return MAX_MASK_BYTES
 
+
 _BYTES_PER_FLOAT = 4
-_GPU_MEM_LIMIT = 1024 ** 3  # bytes of float32 pasting buffer per chunk on GPU
+_GPU_MEM_LIMIT = 1024**3  # bytes of float32 pasting buffer per chunk on GPU
 
 
 def _paste_chunk(masks, boxes, img_h, img_w, skip_empty):
@@ -61,8 +63,9 @@ def _paste_chunk(masks, boxes, img_h, img_w, skip_empty):
     return img_masks[:, 0], ()
 
 
-def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, threshold: float = 0.5,
-                         chunk_bytes: int = None) -> torch.Tensor:
+def paste_masks_in_image(
+    masks: torch.Tensor, boxes: torch.Tensor, image_shape, threshold: float = 0.5, chunk_bytes: int = None
+) -> torch.Tensor:
     """Paste per-box masks into the image.
 
     Args:
@@ -84,9 +87,11 @@ def paste_masks_in_image(masks: torch.Tensor, boxes: torch.Tensor, image_shape, 
     if n == 0:
         return masks.new_empty((0, img_h, img_w), dtype=torch.bool if threshold >= 0 else torch.uint8)
     if n * img_h * img_w > _mask_budget():
-        raise MaskMemoryError(f"{n} full-size masks of a {img_h}x{img_w} image need {n * img_h * img_w / 1e9:.1f} GB, above the "
-                              f"{_mask_budget() / 1e9:.1f} GB budget (DETGN_MAX_MASK_BYTES); downscale the image, lower "
-                              "TEST.DETECTIONS_PER_IMAGE, or raise DETGN_MAX_MASK_BYTES if the memory is there")
+        raise MaskMemoryError(
+            f"{n} full-size masks of a {img_h}x{img_w} image need {n * img_h * img_w / 1e9:.1f} GB, above the "
+            f"{_mask_budget() / 1e9:.1f} GB budget (DETGN_MAX_MASK_BYTES); downscale the image, lower "
+            "TEST.DETECTIONS_PER_IMAGE, or raise DETGN_MAX_MASK_BYTES if the memory is there"
+        )
     boxes = boxes.to(masks.device).float()
     per_box = chunk_bytes is None and masks.device.type == "cpu"
     if per_box:

@@ -12,6 +12,7 @@ boxes; the two can differ by float rounding (the offset moves boxes to large coo
 for such inputs the candidates also go through one NMS per class, as torchvision would have
 done with all boxes. Smaller inputs are passed to torchvision's batched_nms unchanged.
 """
+
 import torch
 from torchvision.ops import batched_nms, nms
 
@@ -31,7 +32,9 @@ def _nms_per_class(boxes, scores, idxs, iou_threshold):
     return keep[scores[keep].sort(descending=True)[1]]
 
 
-def batched_nms_topk(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float, topk: int) -> torch.Tensor:
+def batched_nms_topk(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float, topk: int
+) -> torch.Tensor:
     """Indices of the (at most) `topk` best boxes kept by per-class NMS, in decreasing score order.
 
     Args:

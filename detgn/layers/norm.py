@@ -4,6 +4,7 @@ Names: "GN" (GroupNorm, 32 groups by default), "FrozenBN", "BN", "SyncBN", "Naiv
 (correct when some workers see empty batches), "LN" (per-position LayerNorm over channels)
 and "" (no norm). A callable `f(channels) -> nn.Module` is accepted wherever a name is.
 """
+
 import functools
 from typing import Callable, Union
 
@@ -41,13 +42,17 @@ class FrozenBatchNorm2d(nn.Module):
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return x * scale.view(shape).to(x.dtype) + shift.view(shape).to(x.dtype)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         version = local_metadata.get("version", None)
         if version is None or version < 2:  # old checkpoints lack running stats
             state_dict.setdefault(prefix + "running_mean", torch.zeros_like(self.running_mean))
             state_dict.setdefault(prefix + "running_var", torch.ones_like(self.running_var))
         state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def __repr__(self):
         return f"FrozenBatchNorm2d(num_features={self.num_features}, eps={self.eps})"
@@ -176,9 +181,12 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
             return None
         if norm == "GN":
             if out_channels % num_groups != 0:
-                raise ConfigValueError(f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS")
+                raise ConfigValueError(
+                    f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS"
+                )
             if impl == "triton":
                 from detgn.layers.fused_group_norm import FusedGroupNorm
+
                 return FusedGroupNorm(num_groups, out_channels, eps=eps)
             if impl != "torch":
                 raise ConfigValueError(f"MODEL.GROUP_NORM.IMPL '{impl}': choose 'torch' or 'triton'")
@@ -206,7 +214,14 @@ def norm_from_cfg(norm: NormSpec, cfg) -> NormSpec:
     return norm
 
 
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, FrozenBatchNorm2d, LayerNorm2d)
+_NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+    FrozenBatchNorm2d,
+    LayerNorm2d,
+)
 
 
 def is_norm_module(m: nn.Module) -> bool:

@@ -16,6 +16,7 @@ gradients agree with torchvision's up to float32 summation order (tests/layers/t
 
 Shapes: R ROIs, C channels, input (N, C, H, W), output (R, C, Ph, Pw).
 """
+
 from typing import Tuple
 
 import torch
@@ -38,7 +39,11 @@ def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tenso
     i = torch.arange(gmax, device=start.device, dtype=start.dtype)
     p = torch.arange(pooled, device=start.device, dtype=start.dtype)
     g = grid.to(start.dtype)[:, None, None]
-    pos = start[:, None, None] + p[None, :, None] * bin_size[:, None, None] + (i[None, None, :] + 0.5) * bin_size[:, None, None] / g
+    pos = (
+        start[:, None, None]
+        + p[None, :, None] * bin_size[:, None, None]
+        + (i[None, None, :] + 0.5) * bin_size[:, None, None] / g
+    )
     valid = (i[None, None, :] < g) & (pos >= -1.0) & (pos <= length)
     pos = pos.clamp(min=0)
     low = pos.floor().long()
@@ -50,7 +55,15 @@ def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tenso
     w_high = frac * valid
     big = torch.full_like(low, length)
     origin = torch.where(valid, low, big).view(num, -1).amin(dim=1).clamp(max=length - 1)
-    k = int((torch.where(valid, high, torch.zeros_like(high)).view(num, -1).amax(dim=1) - origin).clamp(min=0).max().item()) + 1
+    k = (
+        int(
+            (torch.where(valid, high, torch.zeros_like(high)).view(num, -1).amax(dim=1) - origin)
+            .clamp(min=0)
+            .max()
+            .item()
+        )
+        + 1
+    )
     weights = start.new_zeros((num, pooled, k))
     o = origin[:, None, None]
     weights.scatter_add_(2, (low - o).clamp(0, k - 1), w_low)
@@ -77,14 +90,23 @@ def _rois_geometry(rois, spatial_scale, pooled: Tuple[int, int], sampling_ratio:
     return y1, x1, bin_h, bin_w, gh.clamp(min=1), gw.clamp(min=1), count, (gh > 0) & (gw > 0)
 
 
-def roi_align_backward(grad_out: torch.Tensor, rois: torch.Tensor, input_shape, spatial_scale: float, sampling_ratio: int,
-                       aligned: bool, channels_last: bool = False) -> torch.Tensor:
+def roi_align_backward(
+    grad_out: torch.Tensor,
+    rois: torch.Tensor,
+    input_shape,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """Gradient of ROIAlign w.r.t. its input: (R, C, Ph, Pw), (R, 5) -> (N, C, H, W)."""
     n, c, height, width = input_shape
     ph, pw = grad_out.shape[-2:]
     grad_out = grad_out.to(torch.float32) if grad_out.dtype != rois.dtype else grad_out
     rois = rois.to(grad_out.dtype)
-    y1, x1, bin_h, bin_w, gh, gw, count, nonempty = _rois_geometry(rois, spatial_scale, (ph, pw), sampling_ratio, aligned)
+    y1, x1, bin_h, bin_w, gh, gw, count, nonempty = _rois_geometry(
+        rois, spatial_scale, (ph, pw), sampling_ratio, aligned
+    )
     grad_in = grad_out.new_zeros((n, c, height, width))
     if channels_last:
         grad_in = grad_in.contiguous(memory_format=torch.channels_last)
@@ -95,7 +117,7 @@ def roi_align_backward(grad_out: torch.Tensor, rois: torch.Tensor, input_shape, 
     # similar ROIs in a chunk keep the windows small
     order = torch.argsort(torch.maximum(bin_h * ph, bin_w * pw))
     for start in range(0, order.numel(), _CHUNK):
-        idx = order[start:start + _CHUNK]
+        idx = order[start : start + _CHUNK]
         oy, ay = _axis_weights(y1[idx], bin_h[idx], gh[idx], ph, height)
         ox, ax = _axis_weights(x1[idx], bin_w[idx], gw[idx], pw, width)
         g = scaled[idx]
@@ -103,7 +125,7 @@ def roi_align_backward(grad_out: torch.Tensor, rois: torch.Tensor, input_shape, 
         kh, kw = win.shape[-2:]
         for j, (b, y0, x0) in enumerate(zip(batch[idx].tolist(), oy.tolist(), ox.tolist())):
             hh, ww = min(kh, height - y0), min(kw, width - x0)
-            grad_in[b, :, y0:y0 + hh, x0:x0 + ww] += win[j, :, :hh, :ww]
+            grad_in[b, :, y0 : y0 + hh, x0 : x0 + ww] += win[j, :, :hh, :ww]
     return grad_in
 
 
@@ -111,8 +133,14 @@ class _ROIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, rois, output_size, spatial_scale, sampling_ratio, aligned):
         ctx.save_for_backward(rois)
-        ctx.meta = (tuple(input.shape), spatial_scale, sampling_ratio, aligned, input.dtype,
-                    input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last))
+        ctx.meta = (
+            tuple(input.shape),
+            spatial_scale,
+            sampling_ratio,
+            aligned,
+            input.dtype,
+            input.dim() == 4 and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last),
+        )
         return _tv_roi_align(input, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     @staticmethod
@@ -123,8 +151,14 @@ class _ROIAlign(torch.autograd.Function):
         return grad.to(dtype), None, None, None, None, None
 
 
-def roi_align(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
-              aligned: bool = False) -> torch.Tensor:
+def roi_align(
+    input: torch.Tensor,
+    rois: torch.Tensor,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> torch.Tensor:
     """torchvision.ops.roi_align with `rois` as an (R, 5) tensor; on CPU, when the input needs a
     gradient, the backward above replaces torchvision's single-threaded one. Elsewhere (CUDA,
     no gradient) this is torchvision's op as is."""

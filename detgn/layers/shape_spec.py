@@ -1,4 +1,5 @@
 """ShapeSpec: the shape of a tensor that travels between modules as data."""
+
 from dataclasses import dataclass
 from typing import Optional
 

@@ -5,6 +5,7 @@ Python decisions on sizes and values become constants of the graph. These helper
 size-dependent decisions of detection inference (top-k counts, per-image splits) with tensor
 operations while tracing, and are plain Python otherwise.
 """
+
 from typing import List, Sequence
 
 import torch

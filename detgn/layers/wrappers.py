@@ -1,4 +1,5 @@
 """Conv2d with optional norm and activation, weight standardisation, and init helpers."""
+
 from typing import Callable, Optional, Union
 
 import torch
@@ -34,13 +35,21 @@ class Conv2d(nn.Conv2d):
     Parameter names are unchanged (`weight`, `bias`, `norm.*`), so checkpoints stay compatible.
     """
 
-    def __init__(self, *args, norm: Optional[nn.Module] = None, activation: Optional[Callable] = None,
-                 weight_standardization: Union[bool, str] = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        norm: Optional[nn.Module] = None,
+        activation: Optional[Callable] = None,
+        weight_standardization: Union[bool, str] = False,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.norm = norm
         self.activation = activation
         if weight_standardization not in (False, True) + WS_CONVENTIONS:
-            raise ValueError(f"weight_standardization must be a bool or one of {WS_CONVENTIONS}, got {weight_standardization!r}")
+            raise ValueError(
+                f"weight_standardization must be a bool or one of {WS_CONVENTIONS}, got {weight_standardization!r}"
+            )
         self.weight_standardization = bool(weight_standardization)
         self.ws_auto = weight_standardization == "auto"
         self.ws_convention = "mmcv" if weight_standardization == "mmcv" else "timm"
@@ -71,7 +80,11 @@ class Conv2d(nn.Conv2d):
 
     def extra_repr(self):
         s = super().extra_repr()
-        return s + (f", weight_standardization={self.ws_convention}{' (auto)' if self.ws_auto else ''}" if self.weight_standardization else "")
+        return s + (
+            f", weight_standardization={self.ws_convention}{' (auto)' if self.ws_auto else ''}"
+            if self.weight_standardization
+            else ""
+        )
 
 
 def c2_msra_fill(module: nn.Module) -> None:

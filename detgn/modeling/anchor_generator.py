@@ -2,6 +2,7 @@
 
 Shapes: L levels, A cell anchors per location, Hi x Wi level sizes.
 """
+
 import math
 from typing import List
 
@@ -60,8 +61,12 @@ class DefaultAnchorGenerator(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
-        return dict(sizes=cfg.MODEL.ANCHOR_GENERATOR.SIZES, aspect_ratios=cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
-                    strides=[x.stride for x in input_shape], offset=cfg.MODEL.ANCHOR_GENERATOR.OFFSET)
+        return dict(
+            sizes=cfg.MODEL.ANCHOR_GENERATOR.SIZES,
+            aspect_ratios=cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
+            strides=[x.stride for x in input_shape],
+            offset=cfg.MODEL.ANCHOR_GENERATOR.OFFSET,
+        )
 
     @property
     def num_cell_anchors(self) -> List[int]:
@@ -74,7 +79,7 @@ class DefaultAnchorGenerator(nn.Module):
         """(len(sizes) * len(aspect_ratios), 4) XYXY anchors centred at 0; sizes outer, ratios inner."""
         anchors = []
         for size in sizes:
-            area = size ** 2.0
+            area = size**2.0
             for ratio in aspect_ratios:
                 w = math.sqrt(area / ratio)
                 h = ratio * w

@@ -1,4 +1,5 @@
 """Box transform (R-CNN parametrisation) with weights and a clamp on dw, dh."""
+
 import math
 from typing import Tuple
 

@@ -15,6 +15,7 @@ kernels on ATEN_CPU_CAPABILITY: kernels built by a native run and loaded by a ru
 `ATEN_CPU_CAPABILITY=avx2` gave wrong values and NaN gradients (torch 2.14.1, docs/benchmarks.md). So when that
 variable is set and no cache folder is chosen, compile_parts uses a folder of its own per capability.
 """
+
 import logging
 import os
 from typing import Sequence
@@ -34,12 +35,16 @@ def _part(model: nn.Module, name: str) -> nn.Module:
     owner = model if name == "backbone" else getattr(model, "roi_heads", None)
     module = getattr(owner, name, None) if owner is not None else None
     if module is None:
-        raise ConfigValueError(f"MODEL.COMPILE.PARTS names '{name}', which this model ({type(model).__name__}) does not have; "
-                               f"remove it (parts: {', '.join(PARTS)})")
+        raise ConfigValueError(
+            f"MODEL.COMPILE.PARTS names '{name}', which this model ({type(model).__name__}) does not have; "
+            f"remove it (parts: {', '.join(PARTS)})"
+        )
     return module
 
 
-def compile_parts(model: nn.Module, parts: Sequence[str], mode: str = "default", backend: str = "inductor") -> nn.Module:
+def compile_parts(
+    model: nn.Module, parts: Sequence[str], mode: str = "default", backend: str = "inductor"
+) -> nn.Module:
     """Compile `parts` of `model` in place with torch.compile; returns `model`.
 
     Args:
@@ -53,7 +58,9 @@ def compile_parts(model: nn.Module, parts: Sequence[str], mode: str = "default",
     if backend == "inductor":
         kwargs["mode"] = mode
     elif mode != "default":
-        raise ConfigValueError(f"MODEL.COMPILE.MODE '{mode}' applies to the inductor backend only (MODEL.COMPILE.BACKEND is '{backend}')")
+        raise ConfigValueError(
+            f"MODEL.COMPILE.MODE '{mode}' applies to the inductor backend only (MODEL.COMPILE.BACKEND is '{backend}')"
+        )
     import torch
 
     if parts and backend == "inductor":
@@ -69,8 +76,9 @@ def compile_parts(model: nn.Module, parts: Sequence[str], mode: str = "default",
         else:
             module.compile(**kwargs)
     if parts:
-        logging.getLogger(__name__).info("torch.compile (%s, mode %s): %s; the first iterations include compilation",
-                                         backend, mode, ", ".join(parts))
+        logging.getLogger(__name__).info(
+            "torch.compile (%s, mode %s): %s; the first iterations include compilation", backend, mode, ", ".join(parts)
+        )
     return model
 
 
@@ -82,5 +90,8 @@ def _separate_inductor_cache() -> None:
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{default_cache_dir()}-{capability}"
-    logging.getLogger(__name__).info("ATEN_CPU_CAPABILITY=%s: inductor's cache is %s (kernels of other capabilities are not reused)",
-                                     capability, os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    logging.getLogger(__name__).info(
+        "ATEN_CPU_CAPABILITY=%s: inductor's cache is %s (kernels of other capabilities are not reused)",
+        capability,
+        os.environ["TORCHINDUCTOR_CACHE_DIR"],
+    )

@@ -1,4 +1,5 @@
 """Matcher: assigns each prediction (anchor / proposal) to a ground-truth box by IoU."""
+
 from typing import List
 
 import torch

@@ -2,6 +2,7 @@
 
 Shapes: M boxes over the batch, C channels, output (M, C, R, R).
 """
+
 import math
 from typing import List
 
@@ -16,8 +17,9 @@ from detgn.utils.errors import ConfigValueError
 __all__ = ["ROIPooler", "assign_boxes_to_levels"]
 
 
-def assign_boxes_to_levels(box_lists: List[Boxes], min_level: int, max_level: int, canonical_box_size: int = 224,
-                           canonical_level: int = 4) -> torch.Tensor:
+def assign_boxes_to_levels(
+    box_lists: List[Boxes], min_level: int, max_level: int, canonical_box_size: int = 224, canonical_level: int = 4
+) -> torch.Tensor:
     """(M,) level index (0 = min_level) per box: floor(4 + log2(sqrt(area) / 224 + 1e-8)), clamped."""
     box_sizes = torch.sqrt(torch.cat([b.area() for b in box_lists]))
     levels = torch.floor(canonical_level + torch.log2(box_sizes / canonical_box_size + 1e-8))
@@ -34,8 +36,15 @@ def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> torch.Tensor:
 class ROIPooler(nn.Module):
     """ROIAlign (aligned=True for "ROIAlignV2") over FPN levels with the canonical level rule."""
 
-    def __init__(self, output_size: int, scales: List[float], sampling_ratio: int, pooler_type: str = "ROIAlignV2",
-                 canonical_box_size: int = 224, canonical_level: int = 4):
+    def __init__(
+        self,
+        output_size: int,
+        scales: List[float],
+        sampling_ratio: int,
+        pooler_type: str = "ROIAlignV2",
+        canonical_box_size: int = 224,
+        canonical_level: int = 4,
+    ):
         super().__init__()
         if pooler_type not in ("ROIAlignV2", "ROIAlign"):
             raise ConfigValueError(f"POOLER_TYPE '{pooler_type}' is not supported; use ROIAlignV2 or ROIAlign")
@@ -68,14 +77,19 @@ class ROIPooler(nn.Module):
         x = [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in x]
         if num_levels == 1:
             return roi_align(x[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
-        levels = assign_boxes_to_levels(box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level)
+        levels = assign_boxes_to_levels(
+            box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
+        )
         if not is_tracing():
             # ROIs grouped by level with one host read (the counts) instead of one nonzero per level; a stable
             # sort keeps each level's ROIs in their order, so every value and gradient is the same as per level
             order = torch.argsort(levels, stable=True)
             counts = torch.bincount(levels, minlength=num_levels).tolist()
-            pooled = [roi_align(feat, r, self.output_size, scale, self.sampling_ratio, self.aligned)
-                      for feat, scale, r, n in zip(x, self.scales, rois[order].split(counts), counts) if n]
+            pooled = [
+                roi_align(feat, r, self.output_size, scale, self.sampling_ratio, self.aligned)
+                for feat, scale, r, n in zip(x, self.scales, rois[order].split(counts), counts)
+                if n
+            ]
             out = x[0].new_empty((rois.size(0), x[0].shape[1]) + self.output_size)
             if pooled:
                 out[order] = torch.cat(pooled, dim=0)
@@ -85,5 +99,7 @@ class ROIPooler(nn.Module):
             inds = torch.nonzero(levels == level, as_tuple=True)[0]
             if inds.numel() == 0 and not is_tracing():  # a traced graph must handle every level
                 continue
-            out.index_put_((inds,), roi_align(feat, rois[inds], self.output_size, scale, self.sampling_ratio, self.aligned))
+            out.index_put_(
+                (inds,), roi_align(feat, rois[inds], self.output_size, scale, self.sampling_ratio, self.aligned)
+            )
         return out

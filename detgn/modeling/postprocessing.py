@@ -1,4 +1,5 @@
 """Rescale raw detections from the network input size to the original image size."""
+
 import torch
 
 from detgn.layers.mask_ops import paste_masks_in_image
@@ -7,7 +8,9 @@ from detgn.structures import Instances
 __all__ = ["detector_postprocess"]
 
 
-def detector_postprocess(results: Instances, output_height: int, output_width: int, mask_threshold: float = 0.5) -> Instances:
+def detector_postprocess(
+    results: Instances, output_height: int, output_width: int, mask_threshold: float = 0.5
+) -> Instances:
     """Scale boxes to (output_height, output_width), clip, drop empty boxes, paste masks.
 
     `results.pred_masks` (R, 1, M, M) probabilities become (R, H, W) bool masks.

@@ -1,4 +1,5 @@
 """Balanced positive/negative subsampling of labelled anchors or proposals."""
+
 import torch
 
 __all__ = ["subsample_labels"]

@@ -1,22 +1,41 @@
 """Optimizer (SGD with per-parameter weight decay / LR groups), gradient clipping and LR schedules."""
+
 import logging
 from typing import Any, Dict, List, Optional
 
 import torch
-from fvcore.common.param_scheduler import (CompositeParamScheduler, ConstantParamScheduler, CosineParamScheduler, LinearParamScheduler,
-                                           MultiStepParamScheduler, ParamScheduler)
+from fvcore.common.param_scheduler import (
+    CompositeParamScheduler,
+    ConstantParamScheduler,
+    CosineParamScheduler,
+    LinearParamScheduler,
+    MultiStepParamScheduler,
+    ParamScheduler,
+)
 
 from detgn.layers import is_norm_module
 from detgn.utils.errors import ConfigValueError
 
-__all__ = ["get_default_optimizer_params", "build_optimizer", "build_lr_scheduler", "LRMultiplier",
-           "rescale_for_world_size", "clip_gradients"]
+__all__ = [
+    "get_default_optimizer_params",
+    "build_optimizer",
+    "build_lr_scheduler",
+    "LRMultiplier",
+    "rescale_for_world_size",
+    "clip_gradients",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def get_default_optimizer_params(model: torch.nn.Module, base_lr: float, weight_decay: float, weight_decay_norm: float,
-                                 bias_lr_factor: float = 1.0, weight_decay_bias: Optional[float] = None) -> List[Dict[str, Any]]:
+def get_default_optimizer_params(
+    model: torch.nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    bias_lr_factor: float = 1.0,
+    weight_decay_bias: Optional[float] = None,
+) -> List[Dict[str, Any]]:
     """One param group per trainable parameter with its lr and weight_decay.
 
     Parameters of norm layers (GN, BN, LN, ...) get `weight_decay_norm` (0 by default: the GN
@@ -67,7 +86,9 @@ def clip_gradients(params, clip_type: str, clip_value: float, norm_type: float =
     elif clip_type == "full_model":
         torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
     else:
-        raise ConfigValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'")
+        raise ConfigValueError(
+            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'"
+        )
 
 
 class _ClippingSGD(torch.optim.SGD):
@@ -75,7 +96,9 @@ class _ClippingSGD(torch.optim.SGD):
 
     def __init__(self, params, clip_cfg, **kwargs):
         if clip_cfg.CLIP_TYPE not in ("value", "norm", "full_model"):
-            raise ConfigValueError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_cfg.CLIP_TYPE}'")
+            raise ConfigValueError(
+                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_cfg.CLIP_TYPE}'"
+            )
         super().__init__(params, **kwargs)
         self._clip = (clip_cfg.CLIP_TYPE, clip_cfg.CLIP_VALUE, clip_cfg.NORM_TYPE)
 
@@ -90,9 +113,20 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum from SOLVER.*; optional gradient clipping."""
     if cfg.SOLVER.OPTIMIZER != "SGD":
         raise ConfigValueError(f"SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}' is not supported; use SGD")
-    params = get_default_optimizer_params(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM,
-                                          cfg.SOLVER.BIAS_LR_FACTOR, cfg.SOLVER.WEIGHT_DECAY_BIAS)
-    kwargs = dict(lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM, nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    params = get_default_optimizer_params(
+        model,
+        cfg.SOLVER.BASE_LR,
+        cfg.SOLVER.WEIGHT_DECAY,
+        cfg.SOLVER.WEIGHT_DECAY_NORM,
+        cfg.SOLVER.BIAS_LR_FACTOR,
+        cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    kwargs = dict(
+        lr=cfg.SOLVER.BASE_LR,
+        momentum=cfg.SOLVER.MOMENTUM,
+        nesterov=cfg.SOLVER.NESTEROV,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+    )
     if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
         return _ClippingSGD(params, cfg.SOLVER.CLIP_GRADIENTS, **kwargs)
     return torch.optim.SGD(params, **kwargs)
@@ -107,7 +141,9 @@ def _with_warmup(scheduler: ParamScheduler, factor: float, length: float, method
         return scheduler
     start = factor * scheduler(0.0)
     warmup = ConstantParamScheduler(start) if method == "constant" else LinearParamScheduler(start, scheduler(length))
-    return CompositeParamScheduler([warmup, scheduler], lengths=[length, 1.0 - length], interval_scaling=["rescaled", "fixed"])
+    return CompositeParamScheduler(
+        [warmup, scheduler], lengths=[length, 1.0 - length], interval_scaling=["rescaled", "fixed"]
+    )
 
 
 class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
@@ -136,12 +172,15 @@ def build_lr_scheduler(cfg, optimizer):
     name = s.LR_SCHEDULER_NAME
     steps = [x for x in s.STEPS if x < s.MAX_ITER]  # a step at MAX_ITER or later would never be reached
     if len(steps) != len(s.STEPS):
-        logger.warning("SOLVER.STEPS %s contains values not smaller than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER)
+        logger.warning(
+            "SOLVER.STEPS %s contains values not smaller than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER
+        )
     if list(steps) != sorted(steps):
         raise ConfigValueError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
     if name == "WarmupMultiStepLR":
-        sched = MultiStepParamScheduler(values=[s.GAMMA ** k for k in range(len(steps) + 1)], milestones=steps,
-                                        num_updates=s.MAX_ITER)
+        sched = MultiStepParamScheduler(
+            values=[s.GAMMA**k for k in range(len(steps) + 1)], milestones=steps, num_updates=s.MAX_ITER
+        )
     elif name == "WarmupCosineLR":
         end = s.BASE_LR_END / s.BASE_LR if s.BASE_LR > 0 else 0.0
         sched = CosineParamScheduler(1.0, end)
@@ -162,7 +201,9 @@ def rescale_for_world_size(cfg, num_workers: int):
     frozen = cfg.is_frozen()
     cfg.defrost()
     if cfg.SOLVER.IMS_PER_BATCH % old != 0:
-        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by REFERENCE_WORLD_SIZE {old}")
+        raise ConfigValueError(
+            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by REFERENCE_WORLD_SIZE {old}"
+        )
     scale = num_workers / old
     bs = cfg.SOLVER.IMS_PER_BATCH = int(round(cfg.SOLVER.IMS_PER_BATCH * scale))
     cfg.SOLVER.BASE_LR *= scale
@@ -172,8 +213,14 @@ def rescale_for_world_size(cfg, num_workers: int):
     cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
     cfg.SOLVER.CHECKPOINT_PERIOD = int(round(cfg.SOLVER.CHECKPOINT_PERIOD / scale))
     cfg.SOLVER.REFERENCE_WORLD_SIZE = num_workers
-    logger.info("Rescaled the schedule for %d workers (reference %d): IMS_PER_BATCH=%d, BASE_LR=%g, MAX_ITER=%d",
-                num_workers, old, bs, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER)
+    logger.info(
+        "Rescaled the schedule for %d workers (reference %d): IMS_PER_BATCH=%d, BASE_LR=%g, MAX_ITER=%d",
+        num_workers,
+        old,
+        bs,
+        cfg.SOLVER.BASE_LR,
+        cfg.SOLVER.MAX_ITER,
+    )
     if frozen:
         cfg.freeze()
     return cfg

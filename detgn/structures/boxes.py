@@ -1,4 +1,5 @@
 """Boxes: an (N, 4) tensor of XYXY boxes in absolute pixels (width = x2 - x1, no +1)."""
+
 from enum import IntEnum
 from typing import List, Tuple
 

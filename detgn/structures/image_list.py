@@ -1,4 +1,5 @@
 """ImageList: a padded batch of images of different sizes plus their true sizes."""
+
 from typing import List, Tuple
 
 import torch

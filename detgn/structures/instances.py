@@ -1,4 +1,5 @@
 """Instances: per-image fields of equal length (gt_*, pred_*, proposal_*)."""
+
 import itertools
 from typing import Any, Dict, List, Tuple
 
@@ -32,7 +33,9 @@ class Instances:
 
     def __getattr__(self, name: str) -> Any:
         if name == "_fields" or name not in self._fields:
-            raise AttributeError(f"Cannot find field '{name}' in the given Instances (fields: {list(self.__dict__.get('_fields', {}))})")
+            raise AttributeError(
+                f"Cannot find field '{name}' in the given Instances (fields: {list(self.__dict__.get('_fields', {}))})"
+            )
         return self._fields[name]
 
     def set(self, name: str, value: Any) -> None:

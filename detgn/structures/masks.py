@@ -3,6 +3,7 @@
 Both support indexing, `crop_and_resize(boxes, M)` -> (N, M, M) targets for the mask
 head, and conversion to/from COCO RLE through pycocotools.
 """
+
 import copy
 from typing import Any, List, Union
 
@@ -121,8 +122,14 @@ class BitMasks:
             rois[:, 0] = inverse.to(rois.dtype)
         else:
             src = self._base
-        out = roi_align(src[:, None].to(boxes.dtype if boxes.dtype.is_floating_point else torch.float32), rois,
-                        (mask_size, mask_size), 1.0, 0, True)
+        out = roi_align(
+            src[:, None].to(boxes.dtype if boxes.dtype.is_floating_point else torch.float32),
+            rois,
+            (mask_size, mask_size),
+            1.0,
+            0,
+            True,
+        )
         return (out.squeeze(1) >= 0.5).float()
 
     @staticmethod

@@ -6,6 +6,7 @@ and a string that ends inside a number is read past its end. `rle_problem` parse
 COCO's maskApi.c does (5 bits per character from '0', 0x20 = more characters follow, 0x10 = sign,
 counts after the second stored as differences) and says what is wrong, or None.
 """
+
 from typing import List, Optional
 
 __all__ = ["rle_string_to_counts", "rle_problem"]
@@ -43,7 +44,11 @@ def rle_problem(seg, height: int, width: int) -> Optional[str]:
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         return "an RLE needs 'counts' and 'size'"
     size = seg["size"]
-    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+    ):
         return f"RLE size {size!r} is not [height, width]"
     if [size[0], size[1]] != [int(height), int(width)]:
         return f"RLE size {list(size)} differs from the image's {[int(height), int(width)]}"

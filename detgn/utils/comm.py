@@ -1,4 +1,5 @@
 """Helpers around torch.distributed (rank, world size, gather, barriers)."""
+
 import functools
 import time
 from typing import Any, List
@@ -7,8 +8,21 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["get_world_size", "get_rank", "get_local_rank", "is_main_process", "synchronize", "all_gather", "gather",
-           "shared_random_seed", "reduce_dict", "max_over_ranks", "PeerLostError", "is_peer_loss", "peer_loss_error"]
+__all__ = [
+    "get_world_size",
+    "get_rank",
+    "get_local_rank",
+    "is_main_process",
+    "synchronize",
+    "all_gather",
+    "gather",
+    "shared_random_seed",
+    "reduce_dict",
+    "max_over_ranks",
+    "PeerLostError",
+    "is_peer_loss",
+    "peer_loss_error",
+]
 
 _LOCAL_RANK = 0
 
@@ -87,7 +101,7 @@ def gather_list(items: List[Any], dst: int = 0, chunk: int = 256) -> List[Any]:
     rounds = max(all_gather(-(-len(items) // chunk)))
     per_rank: List[List[Any]] = [[] for _ in range(get_world_size())]
     for r in range(rounds):
-        parts = gather(items[r * chunk:(r + 1) * chunk], dst=dst)
+        parts = gather(items[r * chunk : (r + 1) * chunk], dst=dst)
         for rank, part in enumerate(parts):
             per_rank[rank].extend(part)
     return [x for part in per_rank for x in part] if get_rank() == dst else []
@@ -95,7 +109,7 @@ def gather_list(items: List[Any], dst: int = 0, chunk: int = 256) -> List[Any]:
 
 def shared_random_seed() -> int:
     """A random int that is the same on every rank (drawn on rank 0)."""
-    ints = np.random.randint(2 ** 31)
+    ints = np.random.randint(2**31)
     return all_gather(ints)[0]
 
 
@@ -128,8 +142,16 @@ class PeerLostError(RuntimeError):
 
 
 # what gloo and NCCL say when the other end of a collective is gone
-_PEER_LOSS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused", "Socket Timeout",
-              "NCCL communicator was aborted", "Watchdog caught collective operation timeout", "remote process exited")
+_PEER_LOSS = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Connection refused",
+    "Socket Timeout",
+    "NCCL communicator was aborted",
+    "Watchdog caught collective operation timeout",
+    "remote process exited",
+)
 
 
 def is_peer_loss(e: BaseException) -> bool:
@@ -165,5 +187,7 @@ def peer_loss_error(e: BaseException, where: str = "") -> PeerLostError:
     else:
         who = "every rank still answers through the store, so a network link between them failed"
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return PeerLostError(f"rank {get_rank()} lost contact with the other processes{where}: {who} ({first[:160]}); see the "
-                         "log of the process named, and restart the job (it resumes from its last checkpoint)")
+    return PeerLostError(
+        f"rank {get_rank()} lost contact with the other processes{where}: {who} ({first[:160]}); see the "
+        "log of the process named, and restart the job (it resumes from its last checkpoint)"
+    )

@@ -1,5 +1,6 @@
 """Training metrics: EventStorage collects scalars per iteration; writers print them, append them
 to metrics.json (one strict-JSON object per line; NaN and Inf are written as null) and to TensorBoard event files."""
+
 import datetime
 import json
 import math
@@ -11,7 +12,14 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-__all__ = ["EventStorage", "get_event_storage", "put_model_stats", "JSONWriter", "CommonMetricPrinter", "TensorboardWriter"]
+__all__ = [
+    "EventStorage",
+    "get_event_storage",
+    "put_model_stats",
+    "JSONWriter",
+    "CommonMetricPrinter",
+    "TensorboardWriter",
+]
 
 _CURRENT_STORAGE_STACK: List["EventStorage"] = []
 
@@ -208,7 +216,7 @@ class CommonMetricPrinter:
         lr = hist["lr"][-1][0] if "lr" in hist else None
         eta = self._eta(storage)
         if torch.cuda.is_available():
-            mem = f"max_mem: {torch.cuda.max_memory_allocated() / 1024 ** 2:.0f}M"
+            mem = f"max_mem: {torch.cuda.max_memory_allocated() / 1024**2:.0f}M"
         else:
             try:
                 import resource

@@ -1,4 +1,5 @@
 """Logging set-up: console (rank 0 with colour-free short format) and log.txt in the output dir."""
+
 import functools
 import logging
 import os

@@ -12,6 +12,7 @@
 Used by tools/train_net.py at the end of training and by tools/plot_metrics.py. Needs matplotlib.
 Undefined metrics (null in metrics.json) are not plotted.
 """
+
 import json
 import math
 import os
@@ -43,7 +44,7 @@ def read_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
 def running_median(values: Sequence[float], window: int) -> np.ndarray:
     """Median of the last `window` values at each position (fewer at the start), as the console's losses."""
     v = np.asarray(values, dtype=np.float64)
-    return np.array([np.median(v[max(0, i - window + 1):i + 1]) for i in range(len(v))])
+    return np.array([np.median(v[max(0, i - window + 1) : i + 1]) for i in range(len(v))])
 
 
 def _wants_log(series: List[np.ndarray]) -> bool:
@@ -99,7 +100,9 @@ def _plot_ap(plt, s, out):
     else:  # one evaluation: a curve would be a lone dot; show the numbers of that evaluation as bars
         it = s[curves[0]][-1][0]
         cats = sorted({k.split("/AP-", 1)[1] for k in s if "/AP-" in k})
-        overall = [m for m in ("AP", "AP50", "AP75", "APs", "APm", "APl") if any(f"{t}/{m}" in s for t in tasks)]  # defined ones
+        overall = [
+            m for m in ("AP", "AP50", "AP75", "APs", "APm", "APl") if any(f"{t}/{m}" in s for t in tasks)
+        ]  # defined ones
         labels = overall + ([f"AP {c}" for c in cats] if len(cats) > 1 else [])
         width = 0.8 / max(len(tasks), 1)
         x = np.arange(len(labels))
@@ -109,8 +112,10 @@ def _plot_ap(plt, s, out):
             bars = ax.bar(x + (j - (len(tasks) - 1) / 2) * width, vals, width, label=t)
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, fontsize=8)
-        ax.set_title(f"AP at iteration {it}: one evaluation, so no curve (TEST.EVAL_PERIOD > 0 evaluates during training)",
-                     fontsize=9)
+        ax.set_title(
+            f"AP at iteration {it}: one evaluation, so no curve (TEST.EVAL_PERIOD > 0 evaluates during training)",
+            fontsize=9,
+        )
         ax.legend(fontsize=8)
     ax.set_ylabel("AP (%)")
     ax.set_ylim(0, 100)

@@ -6,6 +6,7 @@ Labels ("class score" or just the score for a one-class model) use a small font 
 greedily, highest score first, at the first free spot of a few around the box; a label that would
 cover another is left out (its box colour still tells the score) and counted in the result.
 """
+
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
@@ -65,10 +66,18 @@ def _label_spot(box, size, placed, image_hw) -> Optional[Tuple[int, int, int, in
     return None
 
 
-def draw_instances(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, masks: Optional[np.ndarray] = None,
-                   classes: Optional[Sequence[int]] = None, scores: Optional[Sequence[float]] = None,
-                   class_names: Optional[List[str]] = None, alpha: float = 0.45, draw_labels: bool = True,
-                   score_low: float = 0.0, return_result: bool = False):
+def draw_instances(
+    image_bgr: np.ndarray,
+    boxes: Optional[np.ndarray] = None,
+    masks: Optional[np.ndarray] = None,
+    classes: Optional[Sequence[int]] = None,
+    scores: Optional[Sequence[float]] = None,
+    class_names: Optional[List[str]] = None,
+    alpha: float = 0.45,
+    draw_labels: bool = True,
+    score_low: float = 0.0,
+    return_result: bool = False,
+):
     """Return a copy of an (H, W, 3) uint8 BGR image with instances drawn (or a DrawResult with return_result).
 
     Args:
@@ -113,7 +122,9 @@ def draw_instances(image_bgr: np.ndarray, boxes: Optional[np.ndarray] = None, ma
             if rect is None:
                 continue
             placed.append(rect)
-            cv2.rectangle(out, rect[:2], (rect[2], rect[3]), edge[i], -1)  # the box's colour behind, the most legible text on it
+            cv2.rectangle(
+                out, rect[:2], (rect[2], rect[3]), edge[i], -1
+            )  # the box's colour behind, the most legible text on it
             b, g, r = edge[i]
             ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 110 else (255, 255, 255)
             cv2.putText(out, text, (rect[0] + 1, rect[3] - 2), _FONT, font_scale, ink, 1, cv2.LINE_AA)
@@ -149,7 +160,7 @@ def score_legend(width: int, low: float, note: str = "", height: int = 22) -> np
     if bar_w < 20:
         return strip
     for k in range(bar_w):
-        strip[5:height - 5, x + k] = score_color(low + (1.0 - low) * k / (bar_w - 1), low)
+        strip[5 : height - 5, x + k] = score_color(low + (1.0 - low) * k / (bar_w - 1), low)
     x = text(x + bar_w + 4, "1.00", 0.35)
     if note and x is not None:
         text(x + 12, note)

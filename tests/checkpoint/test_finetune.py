@@ -1,4 +1,5 @@
 """Fine-tuning from an ImageNet-style GN backbone file runs through tools/train_net.py."""
+
 import os
 import subprocess
 import sys
@@ -18,14 +19,40 @@ def test_finetune_from_converted_gn_imagenet_backbone(tmp_path):
     torch.manual_seed(0)
     tv = torchvision.models.resnet50(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
     torch.save(tv.state_dict(), tmp_path / "resnet50_gn.pth")  # an ImageNet-style (torchvision/timm) GN file
-    conv = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_weights.py"), str(tmp_path / "resnet50_gn.pth"),
-                           str(tmp_path / "r50_gn_detgn.pth"), "--config-file", QUICK], capture_output=True, text=True)
+    conv = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "convert_weights.py"),
+            str(tmp_path / "resnet50_gn.pth"),
+            str(tmp_path / "r50_gn_detgn.pth"),
+            "--config-file",
+            QUICK,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert conv.returncode == 0, conv.stderr
     assert "torchvision" in conv.stdout and "unused in file" in conv.stdout
     out = tmp_path / "ft"
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", QUICK,
-                        "MODEL.WEIGHTS", str(tmp_path / "r50_gn_detgn.pth"), "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()",
-                        "OUTPUT_DIR", str(out)], capture_output=True, text=True, cwd=REPO)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            QUICK,
+            "MODEL.WEIGHTS",
+            str(tmp_path / "r50_gn_detgn.pth"),
+            "SOLVER.MAX_ITER",
+            "2",
+            "DATASETS.TEST",
+            "()",
+            "OUTPUT_DIR",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     log = open(out / "log.txt").read()
     assert "Weight loading report" in log

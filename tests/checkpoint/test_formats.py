@@ -1,4 +1,5 @@
 """Every weight format loads into the right parameters (values checked) with an honest report."""
+
 import io
 import os
 import pickle
@@ -65,10 +66,10 @@ def _random_like(sd, seed):
 # --- inverse mappings written independently of detgn/checkpoint/formats.py -----------------------
 def detgn_to_c2(name):
     """backbone.bottom_up.res3.1.conv2.norm.weight -> res3_1_branch2b_gn_s (GN ImageNet files)."""
-    n = name[len("backbone.bottom_up."):]
+    n = name[len("backbone.bottom_up.") :]
     suffix = {"weight": "_w", "bias": "_b", "norm.weight": "_gn_s", "norm.bias": "_gn_b"}
     if n.startswith("stem.conv1."):
-        return "conv1" + suffix[n[len("stem.conv1."):]]
+        return "conv1" + suffix[n[len("stem.conv1.") :]]
     m = re.match(r"res(\d)\.(\d+)\.(conv1|conv2|conv3|shortcut)\.(.*)$", n)
     branch = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}[m.group(3)]
     return f"res{m.group(1)}_{m.group(2)}_{branch}" + suffix[m.group(4)]
@@ -76,10 +77,14 @@ def detgn_to_c2(name):
 
 def detgn_to_c2_head(name):
     fixed = {
-        "proposal_generator.rpn_head.conv": "conv_rpn_fpn2", "proposal_generator.rpn_head.objectness_logits": "rpn_cls_logits_fpn2",
-        "proposal_generator.rpn_head.anchor_deltas": "rpn_bbox_pred_fpn2", "roi_heads.box_head.fc1": "fc6",
-        "roi_heads.box_predictor.cls_score": "cls_score", "roi_heads.box_predictor.bbox_pred": "bbox_pred",
-        "roi_heads.mask_head.deconv": "conv5_mask", "roi_heads.mask_head.predictor": "mask_fcn_logits",
+        "proposal_generator.rpn_head.conv": "conv_rpn_fpn2",
+        "proposal_generator.rpn_head.objectness_logits": "rpn_cls_logits_fpn2",
+        "proposal_generator.rpn_head.anchor_deltas": "rpn_bbox_pred_fpn2",
+        "roi_heads.box_head.fc1": "fc6",
+        "roi_heads.box_predictor.cls_score": "cls_score",
+        "roi_heads.box_predictor.bbox_pred": "bbox_pred",
+        "roi_heads.mask_head.deconv": "conv5_mask",
+        "roi_heads.mask_head.predictor": "mask_fcn_logits",
     }
     base, _, leaf = name.rpartition(".")
     norm = base.endswith(".norm")
@@ -93,8 +98,12 @@ def detgn_to_c2_head(name):
         stem = f"_[mask]_fcn{base[-1]}"
     elif base.startswith("backbone.fpn_lateral"):
         lvl = int(base[-1])
-        stem = {5: "fpn_inner_res5_2_sum", 4: "fpn_inner_res4_5_sum_lateral", 3: "fpn_inner_res3_3_sum_lateral",
-                2: "fpn_inner_res2_2_sum_lateral"}[lvl]
+        stem = {
+            5: "fpn_inner_res5_2_sum",
+            4: "fpn_inner_res4_5_sum_lateral",
+            3: "fpn_inner_res3_3_sum_lateral",
+            2: "fpn_inner_res2_2_sum_lateral",
+        }[lvl]
     elif base.startswith("backbone.fpn_output"):
         lvl = int(base[-1])
         stem = {5: "fpn_res5_2_sum", 4: "fpn_res4_5_sum", 3: "fpn_res3_3_sum", 2: "fpn_res2_2_sum"}[lvl]
@@ -116,8 +125,14 @@ def test_caffe2_imagenet_gn_pickle(tmp_path):
     sd = model.state_dict()
     bb = {k: v for k, v in _random_like(sd, 1).items() if k.startswith("backbone.bottom_up.")}
     blobs = {detgn_to_c2(k): v.numpy() for k, v in bb.items()}
-    blobs.update({"pred_w": np.zeros((1000, 2048), np.float32), "pred_b": np.zeros(1000, np.float32),
-                  "conv1_w_momentum": np.zeros((64, 3, 7, 7), np.float32), "res2_0_branch2a_w_momentum": np.zeros(1, np.float32)})
+    blobs.update(
+        {
+            "pred_w": np.zeros((1000, 2048), np.float32),
+            "pred_b": np.zeros(1000, np.float32),
+            "conv1_w_momentum": np.zeros((64, 3, 7, 7), np.float32),
+            "res2_0_branch2a_w_momentum": np.zeros(1, np.float32),
+        }
+    )
     _py2_dump({"blobs": blobs}, tmp_path / "R-50-GN.pkl")
     fresh = _model()
     report = _load(fresh, str(tmp_path / "R-50-GN.pkl"))
@@ -133,8 +148,12 @@ def test_caffe2_imagenet_gn_pickle(tmp_path):
 
 def test_caffe2_bn_names_into_frozen_bn(tmp_path):
     model = _model(norm="FrozenBN")
-    blobs = {"res_conv1_bn_s": np.full(64, 2.0, np.float32), "res_conv1_bn_b": np.full(64, 3.0, np.float32),
-             "conv1_w": np.ones((64, 3, 7, 7), np.float32), "res2_0_branch1_bn_s": np.full(256, 5.0, np.float32)}
+    blobs = {
+        "res_conv1_bn_s": np.full(64, 2.0, np.float32),
+        "res_conv1_bn_b": np.full(64, 3.0, np.float32),
+        "conv1_w": np.ones((64, 3, 7, 7), np.float32),
+        "res2_0_branch1_bn_s": np.full(256, 5.0, np.float32),
+    }
     with open(tmp_path / "R-50.pkl", "wb") as f:
         pickle.dump(blobs, f)
     report = _load(model, str(tmp_path / "R-50.pkl"))
@@ -159,10 +178,18 @@ def test_caffe2_detection_model_moves_background_last(tmp_path):
     bg_cls_w, bg_cls_b = np.full((1, 1024), 7.0, np.float32), np.full(1, 7.0, np.float32)
     blobs["cls_score_w"] = np.concatenate([bg_cls_w, vals["roi_heads.box_predictor.cls_score.weight"][:k].numpy()])
     blobs["cls_score_b"] = np.concatenate([bg_cls_b, vals["roi_heads.box_predictor.cls_score.bias"][:k].numpy()])
-    blobs["bbox_pred_w"] = np.concatenate([np.full((4, 1024), 9.0, np.float32), vals["roi_heads.box_predictor.bbox_pred.weight"].numpy()])
-    blobs["bbox_pred_b"] = np.concatenate([np.full(4, 9.0, np.float32), vals["roi_heads.box_predictor.bbox_pred.bias"].numpy()])
-    blobs["mask_fcn_logits_w"] = np.concatenate([np.full((1, 256, 1, 1), 5.0, np.float32), vals["roi_heads.mask_head.predictor.weight"].numpy()])
-    blobs["mask_fcn_logits_b"] = np.concatenate([np.full(1, 5.0, np.float32), vals["roi_heads.mask_head.predictor.bias"].numpy()])
+    blobs["bbox_pred_w"] = np.concatenate(
+        [np.full((4, 1024), 9.0, np.float32), vals["roi_heads.box_predictor.bbox_pred.weight"].numpy()]
+    )
+    blobs["bbox_pred_b"] = np.concatenate(
+        [np.full(4, 9.0, np.float32), vals["roi_heads.box_predictor.bbox_pred.bias"].numpy()]
+    )
+    blobs["mask_fcn_logits_w"] = np.concatenate(
+        [np.full((1, 256, 1, 1), 5.0, np.float32), vals["roi_heads.mask_head.predictor.weight"].numpy()]
+    )
+    blobs["mask_fcn_logits_b"] = np.concatenate(
+        [np.full(1, 5.0, np.float32), vals["roi_heads.mask_head.predictor.bias"].numpy()]
+    )
     _py2_dump({"blobs": blobs}, tmp_path / "model_final.pkl")
     fresh = _model(num_classes=k)
     report = _load(fresh, str(tmp_path / "model_final.pkl"))
@@ -172,7 +199,9 @@ def test_caffe2_detection_model_moves_background_last(tmp_path):
     assert torch.all(cls_w[-1] == 7.0)  # background moved to the last index
     assert torch.equal(cls_w[:k], vals["roi_heads.box_predictor.cls_score.weight"][:k])
     assert after["roi_heads.box_predictor.cls_score.bias"][-1] == 7.0
-    assert torch.equal(after["roi_heads.box_predictor.bbox_pred.weight"], vals["roi_heads.box_predictor.bbox_pred.weight"])
+    assert torch.equal(
+        after["roi_heads.box_predictor.bbox_pred.weight"], vals["roi_heads.box_predictor.bbox_pred.weight"]
+    )
     assert torch.equal(after["roi_heads.mask_head.predictor.weight"], vals["roi_heads.mask_head.predictor.weight"])
     for name in sd:
         if not name.startswith("roi_heads.box_predictor") and "predictor" not in name:
@@ -211,7 +240,9 @@ def test_torchvision_gn_resnet_maps_to_the_same_function(tmp_path):
     assert report["format"] == "torchvision"
     assert report["unused"] == ["fc.bias", "fc.weight"]
     assert len(report["matched"]) == len([k for k in sd if not k.startswith("fc.")])
-    assert torch.equal(model.state_dict()["backbone.bottom_up.res2.0.shortcut.norm.weight"], sd["layer1.0.downsample.1.weight"])
+    assert torch.equal(
+        model.state_dict()["backbone.bottom_up.res2.0.shortcut.norm.weight"], sd["layer1.0.downsample.1.weight"]
+    )
     # same function: torchvision's layer1..4 outputs == detgn's res2..res5
     x = torch.randn(1, 3, 96, 96)
     tv.eval()
@@ -244,9 +275,14 @@ def test_shape_mismatch_is_skipped_and_named(tmp_path):
 
 
 def test_aliases_and_offline_message(tmp_path, monkeypatch):
-    assert weight_paths.alias_to_url("catalog://ImageNetPretrained/FAIR/R-50-GN") == \
-        "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/47261647/R-50-GN.pkl"
-    assert weight_paths.alias_to_url("detectron2://Misc/x/model_final.pkl") == "https://dl.fbaipublicfiles.com/detectron2/Misc/x/model_final.pkl"
+    assert (
+        weight_paths.alias_to_url("catalog://ImageNetPretrained/FAIR/R-50-GN")
+        == "https://dl.fbaipublicfiles.com/detectron/ImageNetPretrained/47261647/R-50-GN.pkl"
+    )
+    assert (
+        weight_paths.alias_to_url("detectron2://Misc/x/model_final.pkl")
+        == "https://dl.fbaipublicfiles.com/detectron2/Misc/x/model_final.pkl"
+    )
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
 
     def offline(*a, **k):
@@ -275,8 +311,18 @@ def test_convert_weights_tool(tmp_path):
     model = _model()
     bb = {k: v for k, v in _random_like(model.state_dict(), 5).items() if k.startswith("backbone.bottom_up.")}
     _py2_dump({"blobs": {detgn_to_c2(k): v.numpy() for k, v in bb.items()}}, tmp_path / "R-50-GN.pkl")
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_weights.py"), str(tmp_path / "R-50-GN.pkl"),
-                        str(tmp_path / "r50gn.pth"), "--config-file", GN], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "convert_weights.py"),
+            str(tmp_path / "R-50-GN.pkl"),
+            str(tmp_path / "r50gn.pth"),
+            "--config-file",
+            GN,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "matched" in r.stdout and "caffe2" in r.stdout
     out = torch.load(tmp_path / "r50gn.pth", weights_only=True)["model"]
@@ -352,4 +398,8 @@ def test_real_detectron_blob_names_land_on_the_right_parameters(tmp_path):
 def test_load_report_groups_keys_by_module():
     from detgn.checkpoint.detection_checkpoint import _group_keys
 
-    assert _group_keys(["a.b.weight", "a.b.bias", "c", "a.x.norm.weight"]) == ["a.b.{bias, weight}", "a.x.norm.weight", "c"]
+    assert _group_keys(["a.b.weight", "a.b.bias", "c", "a.x.norm.weight"]) == [
+        "a.b.{bias, weight}",
+        "a.x.norm.weight",
+        "c",
+    ]

@@ -2,6 +2,7 @@
 module code) loads with 0 missing / 0 unused keys and values in the right places; layouts that would load
 wrongly are refused in one line; the mmcv weight-standardisation formula equals mmcv's conv_ws_2d and is
 chosen automatically for mmdetection weights, and kept through detgn checkpoints."""
+
 import os
 import pytest
 import torch
@@ -25,8 +26,10 @@ CASES = {
     "mask_rcnn_r50_fpn_gn_all": (GN, []),
     "mask_rcnn_r101_fpn_gn_all": (GN, ["MODEL.RESNETS.DEPTH", 101]),
     "mask_rcnn_x50_32x4d_fpn_gn_ws_all": (GN_WS, ["MODEL.RESNETS.NUM_GROUPS", 32, "MODEL.RESNETS.WIDTH_PER_GROUP", 4]),
-    "mask_rcnn_x101_32x4d_fpn_gn_ws_all": (GN_WS, ["MODEL.RESNETS.DEPTH", 101, "MODEL.RESNETS.NUM_GROUPS", 32,
-                                                   "MODEL.RESNETS.WIDTH_PER_GROUP", 4]),
+    "mask_rcnn_x101_32x4d_fpn_gn_ws_all": (
+        GN_WS,
+        ["MODEL.RESNETS.DEPTH", 101, "MODEL.RESNETS.NUM_GROUPS", 32, "MODEL.RESNETS.WIDTH_PER_GROUP", 4],
+    ),
     "faster_rcnn_r50_fpn_gn_ws_all": (GN_WS, ["MODEL.MASK_ON", False]),
     "mask_rcnn_r50_fpn_bn": (FROZEN_BN, ["MODEL.RESNETS.STRIDE_IN_1X1", False]),
 }
@@ -68,14 +71,16 @@ def test_mmdet_layout_loads_with_nothing_missing_or_unused(name):
     assert (report["format"], report["missing"], report["unused"], report["shape_mismatch"]) == ("mmdet", [], [], [])
     assert len(report["matched"]) == len([k for k, _ in keys if not k.endswith("num_batches_tracked")])
     sd, src = model.state_dict(), obj["state_dict"]
-    pairs = {"backbone.conv1.weight": "backbone.bottom_up.stem.conv1.weight",
-             "backbone.layer3.0.downsample.0.weight": "backbone.bottom_up.res4.0.shortcut.weight",
-             "backbone.layer2.1.conv2.weight": "backbone.bottom_up.res3.1.conv2.weight",
-             "neck.lateral_convs.0.conv.weight": "backbone.fpn_lateral2.weight",
-             "neck.fpn_convs.3.conv.weight": "backbone.fpn_output5.weight",
-             "rpn_head.rpn_reg.weight": "proposal_generator.rpn_head.anchor_deltas.weight",
-             "roi_head.bbox_head.fc_cls.weight": "roi_heads.box_predictor.cls_score.weight",
-             "roi_head.bbox_head.shared_fcs.0.weight": "roi_heads.box_head.fc1.weight"}
+    pairs = {
+        "backbone.conv1.weight": "backbone.bottom_up.stem.conv1.weight",
+        "backbone.layer3.0.downsample.0.weight": "backbone.bottom_up.res4.0.shortcut.weight",
+        "backbone.layer2.1.conv2.weight": "backbone.bottom_up.res3.1.conv2.weight",
+        "neck.lateral_convs.0.conv.weight": "backbone.fpn_lateral2.weight",
+        "neck.fpn_convs.3.conv.weight": "backbone.fpn_output5.weight",
+        "rpn_head.rpn_reg.weight": "proposal_generator.rpn_head.anchor_deltas.weight",
+        "roi_head.bbox_head.fc_cls.weight": "roi_heads.box_predictor.cls_score.weight",
+        "roi_head.bbox_head.shared_fcs.0.weight": "roi_heads.box_head.fc1.weight",
+    }
     norm = "gn" if "gn" in name else "bn"
     pairs[f"backbone.layer4.2.{norm}3.weight"] = "backbone.bottom_up.res5.2.conv3.norm.weight"
     if "mask" in name:
@@ -119,29 +124,41 @@ def test_mmdet_gn_ws_weights_switch_auto_convs_to_mmcv_and_a_detgn_checkpoint_ke
     assert {m.ws_convention for m in again.modules() if isinstance(m, Conv2d) and m.weight_standardization} == {"mmcv"}
     explicit = _model(GN_WS, ["MODEL.MASK_ON", False, "MODEL.WEIGHT_STANDARDIZATION.CONVENTION", "timm"])
     DetectionCheckpointer(explicit).load(str(tmp_path / "model_mmcv.pth"))  # explicit: kept (with a warning)
-    assert {m.ws_convention for m in explicit.modules() if isinstance(m, Conv2d) and m.weight_standardization} == {"timm"}
+    assert {m.ws_convention for m in explicit.modules() if isinstance(m, Conv2d) and m.weight_standardization} == {
+        "timm"
+    }
 
 
-@pytest.mark.parametrize("extra, match", [
-    ({"bbox_head.fc_cls.weight": torch.zeros(81, 1024)}, "mmdetection 1.x checkpoint"),
-    ({"roi_head.bbox_head.1.fc_cls.weight": torch.zeros(81, 1024)}, "Cascade checkpoint"),
-    ({"backbone.layer2.0.conv2.conv_offset.weight": torch.zeros(18, 128, 3, 3)}, "deformable"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"bbox_head.fc_cls.weight": torch.zeros(81, 1024)}, "mmdetection 1.x checkpoint"),
+        ({"roi_head.bbox_head.1.fc_cls.weight": torch.zeros(81, 1024)}, "Cascade checkpoint"),
+        ({"backbone.layer2.0.conv2.conv_offset.weight": torch.zeros(18, 128, 3, 3)}, "deformable"),
+    ],
+)
 def test_layouts_that_would_load_wrongly_are_refused(extra, match):
-    obj = {"state_dict": {"backbone.layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1), "neck.fpn_convs.0.conv.weight": torch.zeros(1),
-                          **extra}}
+    obj = {
+        "state_dict": {
+            "backbone.layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1),
+            "neck.fpn_convs.0.conv.weight": torch.zeros(1),
+            **extra,
+        }
+    }
     with pytest.raises(MMDetLayoutError, match=match):
         convert_to_detgn(obj, {"backbone.bottom_up.stem.conv1.weight": torch.zeros(1)})
 
 
 def test_mmdet_imagenet_gn_backbone_names_load_through_the_resnet_reader():
     """open-mmlab://detectron/resnet50_gn style: conv1, gn1, layerX.Y.gnZ, downsample.0/1, no prefix."""
-    keys = [(k[len("backbone."):], s) for k, s in _layout("mask_rcnn_r50_fpn_gn_all") if k.startswith("backbone.")]
+    keys = [(k[len("backbone.") :], s) for k, s in _layout("mask_rcnn_r50_fpn_gn_all") if k.startswith("backbone.")]
     obj = {k: torch.randn(s) for k, s in keys}
     model = _model(GN, [])
     ck = DetectionCheckpointer(model)
     ck._load_model(convert_to_detgn(obj, model.state_dict()))
-    assert ck.last_report["unused"] == [] and not [k for k in ck.last_report["missing"] if k.startswith("backbone.bottom_up.")]
+    assert ck.last_report["unused"] == [] and not [
+        k for k in ck.last_report["missing"] if k.startswith("backbone.bottom_up.")
+    ]
     assert torch.equal(model.state_dict()["backbone.bottom_up.res2.0.conv1.norm.weight"], obj["layer1.0.gn1.weight"])
 
 

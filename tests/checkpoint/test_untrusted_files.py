@@ -1,4 +1,5 @@
 """Untrusted files never run code: malicious weights pickles and YAML tags are refused by name."""
+
 import os
 import pickle
 import subprocess
@@ -31,8 +32,14 @@ def evil_files(tmp_path):
     marker = tmp_path / "PWNED"
     pkl = tmp_path / "evil.pkl"
     with open(pkl, "wb") as f:  # a detectron2-looking pickle with a payload among the weights
-        pickle.dump({"model": {"backbone.fpn_lateral2.weight": np.zeros((4, 4, 1, 1), np.float32), "x": _Payload(marker)},
-                     "__author__": "evil"}, f, protocol=2)
+        pickle.dump(
+            {
+                "model": {"backbone.fpn_lateral2.weight": np.zeros((4, 4, 1, 1), np.float32), "x": _Payload(marker)},
+                "__author__": "evil",
+            },
+            f,
+            protocol=2,
+        )
     pth = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.zeros(2)}, "extra": _Payload(marker)}, pth)  # a torch zip file with a payload
     renamed = tmp_path / "evil_pickle_named.pth"
@@ -70,12 +77,37 @@ def test_tools_refuse_payload(tmp_path, evil_files, tool):
     procs = []
     for f in files:  # one process per file, side by side (each refuses before writing anything)
         if tool == "demo":
-            img = os.path.join(REPO, "datasets", "nuclei_mini", "val", sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0])
-            cmd = [sys.executable, "tools/demo.py", "--config-file", QUICK, "--input", img, "--output", str(tmp_path / "vis"),
-                   "MODEL.WEIGHTS", str(f)]
+            img = os.path.join(
+                REPO,
+                "datasets",
+                "nuclei_mini",
+                "val",
+                sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0],
+            )
+            cmd = [
+                sys.executable,
+                "tools/demo.py",
+                "--config-file",
+                QUICK,
+                "--input",
+                img,
+                "--output",
+                str(tmp_path / "vis"),
+                "MODEL.WEIGHTS",
+                str(f),
+            ]
         else:
-            cmd = [sys.executable, "tools/convert_weights.py", str(f), str(tmp_path / "out.pth"), "--config-file", QUICK]
-        procs.append((f, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            cmd = [
+                sys.executable,
+                "tools/convert_weights.py",
+                str(f),
+                str(tmp_path / "out.pth"),
+                "--config-file",
+                QUICK,
+            ]
+        procs.append(
+            (f, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        )
     for f, p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode != 0 and "Traceback" not in err, err[-1500:]
@@ -87,19 +119,31 @@ def test_tools_refuse_payload(tmp_path, evil_files, tool):
 def test_real_layouts_still_load(tmp_path):
     """A Detectron-style protocol-2 pickle (bytes keys decoded as latin1) and a detectron2 .pkl."""
     c2 = tmp_path / "R-50-GN.pkl"
-    blobs = {"conv1_w": np.ones((64, 3, 7, 7), np.float32), "conv1_gn_s": np.ones(64, np.float32),
-             "res2_0_branch2a_w": np.ones((64, 64, 1, 1), np.float32), "pred_w": np.zeros((1000, 2048), np.float32),
-             "conv1_gn_s_momentum": np.float32(0.9)}
+    blobs = {
+        "conv1_w": np.ones((64, 3, 7, 7), np.float32),
+        "conv1_gn_s": np.ones(64, np.float32),
+        "res2_0_branch2a_w": np.ones((64, 64, 1, 1), np.float32),
+        "pred_w": np.zeros((1000, 2048), np.float32),
+        "conv1_gn_s_momentum": np.float32(0.9),
+    }
     with open(c2, "wb") as f:
         pickle.dump({"blobs": blobs}, f, protocol=2)
     obj = load_any_file(str(c2))
     assert obj["blobs"]["conv1_w"].shape == (64, 3, 7, 7)
     d2 = tmp_path / "model_final.pkl"
     with open(d2, "wb") as f:
-        pickle.dump({"model": {"backbone.fpn_lateral2.weight": np.ones((2, 2, 1, 1), np.float32)}, "__author__": "Detectron2 Model Zoo",
-                     "matching_heuristics": True}, f)
+        pickle.dump(
+            {
+                "model": {"backbone.fpn_lateral2.weight": np.ones((2, 2, 1, 1), np.float32)},
+                "__author__": "Detectron2 Model Zoo",
+                "matching_heuristics": True,
+            },
+            f,
+        )
     obj = load_any_file(str(d2))
-    assert obj["__author__"] == "Detectron2 Model Zoo" and obj["model"]["backbone.fpn_lateral2.weight"].dtype == np.float32
+    assert (
+        obj["__author__"] == "Detectron2 Model Zoo" and obj["model"]["backbone.fpn_lateral2.weight"].dtype == np.float32
+    )
 
 
 def test_python2_pickle_bytes(tmp_path):
@@ -121,7 +165,13 @@ def test_yaml_python_tag_is_refused(tmp_path):
     with pytest.raises(UnsafeConfigError, match="bad.yaml .line 2.*safe_load"):
         cfg.merge_from_file(str(bad))
     assert not marker.exists()
-    r = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", str(bad)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "tools/train_net.py", "--config-file", str(bad)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "safe_load" in r.stderr and "Traceback" not in r.stderr
     assert not marker.exists()
 
@@ -215,12 +265,18 @@ def test_weights_errors_name_the_format_and_never_suggest_unsafe_loading(tmp_pat
 
     (tmp_path / "empty.pth").write_bytes(b"")
     torch.save({"model": {"a": torch.zeros(1)}, "x": Payload()}, tmp_path / "zip.pth")
-    torch.save({"model": {"a": torch.zeros(1)}, "x": Payload()}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    torch.save(
+        {"model": {"a": torch.zeros(1)}, "x": Payload()}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False
+    )
     (tmp_path / "trunc.pth").write_bytes((tmp_path / "zip.pth").read_bytes()[:200])
     (tmp_path / "plain.pkl").write_bytes(_pickle.dumps({"x": Payload()}))
-    cases = {"empty.pth": (WeightsFormatError, "is empty (0 bytes)"), "zip.pth": (UnsafePickleError, "torch checkpoint (zip) asks for"),
-             "legacy.pth": (UnsafePickleError, "legacy torch checkpoint asks for"), "trunc.pth": (WeightsFormatError, "truncated or corrupted"),
-             "plain.pkl": (UnsafePickleError, "asks for the Python global")}
+    cases = {
+        "empty.pth": (WeightsFormatError, "is empty (0 bytes)"),
+        "zip.pth": (UnsafePickleError, "torch checkpoint (zip) asks for"),
+        "legacy.pth": (UnsafePickleError, "legacy torch checkpoint asks for"),
+        "trunc.pth": (WeightsFormatError, "truncated or corrupted"),
+        "plain.pkl": (UnsafePickleError, "asks for the Python global"),
+    }
     for name, (cls, words) in cases.items():
         with pytest.raises(cls) as e:
             load_any_file(str(tmp_path / name))

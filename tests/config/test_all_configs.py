@@ -1,4 +1,5 @@
 """Every config in configs/ loads and builds its model (no config rots unnoticed)."""
+
 import glob
 import os
 
@@ -18,14 +19,33 @@ def test_configs_found():
 
 
 _NORM_TYPES = (torch.nn.GroupNorm, FrozenBatchNorm2d, torch.nn.modules.batchnorm._BatchNorm, LayerNorm2d)
-_EXPECTED = {"GN": torch.nn.GroupNorm, "FrozenBN": FrozenBatchNorm2d, "BN": torch.nn.BatchNorm2d, "SyncBN": torch.nn.SyncBatchNorm,
-             "NaiveSyncBN": NaiveSyncBatchNorm, "LN": LayerNorm2d, "": None}
+_EXPECTED = {
+    "GN": torch.nn.GroupNorm,
+    "FrozenBN": FrozenBatchNorm2d,
+    "BN": torch.nn.BatchNorm2d,
+    "SyncBN": torch.nn.SyncBatchNorm,
+    "NaiveSyncBN": NaiveSyncBatchNorm,
+    "LN": LayerNorm2d,
+    "": None,
+}
 
 
 def _norm_types(modules):
     """The _EXPECTED classes of the norm layers in `modules` (FP32StatsGroupNorm counts as GroupNorm)."""
-    order = [FrozenBatchNorm2d, NaiveSyncBatchNorm, torch.nn.SyncBatchNorm, torch.nn.BatchNorm2d, torch.nn.GroupNorm, LayerNorm2d]
-    return {next(c for c in order if isinstance(m, c)) for mod in modules for m in mod.modules() if isinstance(m, _NORM_TYPES)}
+    order = [
+        FrozenBatchNorm2d,
+        NaiveSyncBatchNorm,
+        torch.nn.SyncBatchNorm,
+        torch.nn.BatchNorm2d,
+        torch.nn.GroupNorm,
+        LayerNorm2d,
+    ]
+    return {
+        next(c for c in order if isinstance(m, c))
+        for mod in modules
+        for m in mod.modules()
+        if isinstance(m, _NORM_TYPES)
+    }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, REPO) for p in CONFIGS])
@@ -35,7 +55,9 @@ def test_config_builds(path):
     cfg = get_cfg()
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
-    if cfg.MODEL.META_ARCHITECTURE == "ImageNetClassifier":  # tools/train_classifier.py sets the classes from the folders
+    if (
+        cfg.MODEL.META_ARCHITECTURE == "ImageNetClassifier"
+    ):  # tools/train_classifier.py sets the classes from the folders
         cfg.CLASSIFIER.NUM_CLASSES = 10
         model = build_model(cfg)
         assert _norm_types([model.backbone.bottom_up]) == {_EXPECTED[cfg.MODEL.RESNETS.NORM]}
@@ -55,12 +77,20 @@ def test_config_builds(path):
     assert len(predictors) == (len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS) if cascade else 1)
     fpn_parts = [m for name, m in bb.named_children() if name != "bottom_up"]
     freeze_at = cfg.MODEL.BACKBONE.FREEZE_AT
-    trained_stages = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) > freeze_at]
+    trained_stages = [
+        m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) > freeze_at
+    ]
     if freeze_at > 0 and cfg.MODEL.RESNETS.NORM != "GN":  # frozen stages: BN-type norms become FrozenBN (GN stays GN)
-        frozen = [m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) <= freeze_at]
+        frozen = [
+            m for name, m in bb.bottom_up.named_children() if (1 if name == "stem" else int(name[3])) <= freeze_at
+        ]
         assert _norm_types(frozen) <= {FrozenBatchNorm2d}
-    for modules, key in ((trained_stages, "RESNETS"), (fpn_parts, "FPN"), (box_heads, "ROI_BOX_HEAD"),
-                         ([heads.mask_head] if cfg.MODEL.MASK_ON else [], "ROI_MASK_HEAD")):
+    for modules, key in (
+        (trained_stages, "RESNETS"),
+        (fpn_parts, "FPN"),
+        (box_heads, "ROI_BOX_HEAD"),
+        ([heads.mask_head] if cfg.MODEL.MASK_ON else [], "ROI_MASK_HEAD"),
+    ):
         if not modules:
             continue
         expected = _EXPECTED[cfg.MODEL[key].NORM]
@@ -82,7 +112,8 @@ def test_config_builds(path):
         assert len(box_convs) == cfg.MODEL.ROI_BOX_HEAD.NUM_CONV and len(box_fcs) == cfg.MODEL.ROI_BOX_HEAD.NUM_FC
     deform = [m for m in bb.bottom_up.modules() if type(m).__name__ == "DeformBottleneckBlock"]
     assert {int(n[3]) for n, m in bb.bottom_up.named_modules() if m in deform} == {
-        i + 2 for i, on in enumerate(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) if on}
+        i + 2 for i, on in enumerate(cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE) if on
+    }
     if cfg.MODEL.MASK_ON:
         assert heads.mask_head.predictor.out_channels == (1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else k)
     if "scratch" in os.path.basename(path):

@@ -2,6 +2,7 @@
 mmdetection's GN / GN+WS) each run one real training iteration (forward, backward, SGD step) on CPU.
 
 Tiny input (one 96x128 image, one box), few ROIs; the networks are the configs' own (depth, norms, heads)."""
+
 import os
 
 import pytest
@@ -13,11 +14,19 @@ from detgn.modeling import build_model
 from detgn.structures import BitMasks, Boxes, Instances
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECIPES = ["GN/detectron_mask_rcnn_R_50_FPN_2x_gn.yaml", "GN/detectron_mask_rcnn_R_101_FPN_2x_gn.yaml",
-           "GN/mask_rcnn_R_101_FPN_3x_gn.yaml", "GN/scratch_mask_rcnn_R_101_FPN_3x_gn.yaml", "GN/mask_rcnn_R_50_C4_1x_gn.yaml",
-           "Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn.yaml", "Misc/cascade_mask_rcnn_R_50_FPN_3x_gn.yaml",
-           "Misc/cascade_mask_rcnn_X_152_32x8d_FPN_IN5k_gn_dconv.yaml", "mmdet/mask_rcnn_R_50_FPN_2x_gn.yaml",
-           "mmdet/mask_rcnn_R_50_FPN_2x_gn_ws.yaml", "nuclei_quickstart_cascade.yaml"]
+RECIPES = [
+    "GN/detectron_mask_rcnn_R_50_FPN_2x_gn.yaml",
+    "GN/detectron_mask_rcnn_R_101_FPN_2x_gn.yaml",
+    "GN/mask_rcnn_R_101_FPN_3x_gn.yaml",
+    "GN/scratch_mask_rcnn_R_101_FPN_3x_gn.yaml",
+    "GN/mask_rcnn_R_50_C4_1x_gn.yaml",
+    "Misc/scratch_mask_rcnn_R_50_FPN_9x_syncbn.yaml",
+    "Misc/cascade_mask_rcnn_R_50_FPN_3x_gn.yaml",
+    "Misc/cascade_mask_rcnn_X_152_32x8d_FPN_IN5k_gn_dconv.yaml",
+    "mmdet/mask_rcnn_R_50_FPN_2x_gn.yaml",
+    "mmdet/mask_rcnn_R_50_FPN_2x_gn_ws.yaml",
+    "nuclei_quickstart_cascade.yaml",
+]
 
 
 def _input(h=96, w=128):
@@ -28,16 +37,36 @@ def _input(h=96, w=128):
     masks = torch.zeros(1, h, w, dtype=torch.bool)
     masks[0, 12:80, 10:70] = True
     inst.gt_masks = BitMasks(masks)
-    return {"image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g), "instances": inst, "height": h, "width": w}
+    return {
+        "image": torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
+        "instances": inst,
+        "height": h,
+        "width": w,
+    }
 
 
 @pytest.mark.parametrize("config", RECIPES)
 def test_recipe_trains_one_iteration(config):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", config))
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", 3,
-                         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16, "MODEL.RPN.BATCH_SIZE_PER_IMAGE", 32,
-                         "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 200, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 50])
+    cfg.merge_from_list(
+        [
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            3,
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+            16,
+            "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+            32,
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+            200,
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+            50,
+        ]
+    )
     check_config(cfg)
     torch.manual_seed(0)
     model = build_model(cfg).train()

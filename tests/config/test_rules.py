@@ -1,5 +1,6 @@
 """Every numeric config key given 0, -1 and a value of the wrong type is refused by name when the config
 is read (engine.setup_cfg, before anything starts), or accepted where the value means something (listed)."""
+
 import argparse
 
 import pytest
@@ -11,18 +12,53 @@ from detgn.engine.defaults import ConfigError, setup_cfg
 from .test_every_key import _leaves
 
 
-NUMERIC = [k for k, v in _leaves(get_cfg()) if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in UNSUPPORTED_KEYS]
+NUMERIC = [
+    k
+    for k, v in _leaves(get_cfg())
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in UNSUPPORTED_KEYS
+]
 
 # where 0 or -1 is a meaningful value (defaults.py says what it means)
-ZERO_OK = {"MODEL.BACKBONE.FREEZE_AT", "MODEL.ANCHOR_GENERATOR.OFFSET", "MODEL.PROPOSAL_GENERATOR.MIN_SIZE", "MODEL.RPN.BOUNDARY_THRESH",
-           "MODEL.RPN.BBOX_REG_LOSS_WEIGHT", "MODEL.RPN.SMOOTH_L1_BETA", "MODEL.RPN.LOSS_WEIGHT", "MODEL.RPN.POSITIVE_FRACTION",
-           "MODEL.RPN.NMS_THRESH", "MODEL.ROI_HEADS.POSITIVE_FRACTION", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "MODEL.ROI_HEADS.NMS_THRESH_TEST",
-           "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT", "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
-           "MODEL.ROI_BOX_HEAD.NUM_FC", "MODEL.ROI_BOX_HEAD.NUM_CONV", "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", "MODEL.ROI_MASK_HEAD.NUM_CONV",
-           "INPUT.MIN_SIZE_TEST", "DATALOADER.NUM_WORKERS", "SOLVER.BASE_LR_END", "SOLVER.WEIGHT_DECAY", "SOLVER.WEIGHT_DECAY_NORM",
-           "SOLVER.BIAS_LR_FACTOR", "SOLVER.WARMUP_FACTOR", "SOLVER.WARMUP_ITERS", "SOLVER.MAX_TO_KEEP", "SOLVER.REFERENCE_WORLD_SIZE",
-           "TEST.EVAL_PERIOD", "TEST.VIS_PERIOD_IMAGES", "TEST.VIS_SCORE_THRESH", "CLASSIFIER.NUM_CLASSES", "CLASSIFIER.EPOCHS",
-           "CLASSIFIER.LR_REFERENCE_BATCH", "SEED", "SOLVER.MOMENTUM", "DATALOADER.REPEAT_THRESHOLD"}
+ZERO_OK = {
+    "MODEL.BACKBONE.FREEZE_AT",
+    "MODEL.ANCHOR_GENERATOR.OFFSET",
+    "MODEL.PROPOSAL_GENERATOR.MIN_SIZE",
+    "MODEL.RPN.BOUNDARY_THRESH",
+    "MODEL.RPN.BBOX_REG_LOSS_WEIGHT",
+    "MODEL.RPN.SMOOTH_L1_BETA",
+    "MODEL.RPN.LOSS_WEIGHT",
+    "MODEL.RPN.POSITIVE_FRACTION",
+    "MODEL.RPN.NMS_THRESH",
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT",
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA",
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",
+    "MODEL.ROI_BOX_HEAD.NUM_FC",
+    "MODEL.ROI_BOX_HEAD.NUM_CONV",
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO",
+    "MODEL.ROI_MASK_HEAD.NUM_CONV",
+    "INPUT.MIN_SIZE_TEST",
+    "DATALOADER.NUM_WORKERS",
+    "SOLVER.BASE_LR_END",
+    "SOLVER.WEIGHT_DECAY",
+    "SOLVER.WEIGHT_DECAY_NORM",
+    "SOLVER.BIAS_LR_FACTOR",
+    "SOLVER.WARMUP_FACTOR",
+    "SOLVER.WARMUP_ITERS",
+    "SOLVER.MAX_TO_KEEP",
+    "SOLVER.REFERENCE_WORLD_SIZE",
+    "TEST.EVAL_PERIOD",
+    "TEST.VIS_PERIOD_IMAGES",
+    "TEST.VIS_SCORE_THRESH",
+    "CLASSIFIER.NUM_CLASSES",
+    "CLASSIFIER.EPOCHS",
+    "CLASSIFIER.LR_REFERENCE_BATCH",
+    "SEED",
+    "SOLVER.MOMENTUM",
+    "DATALOADER.REPEAT_THRESHOLD",
+}
 MINUS1_OK = {"MODEL.RPN.BOUNDARY_THRESH", "SEED"}
 
 
@@ -47,17 +83,20 @@ def test_zero_minus_one_and_wrong_type(key):
         _setup([key, "'not a number'"])
 
 
-@pytest.mark.parametrize("opts, key", [
-    (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE"),
-    (["TEST.EVALUATOR_BACKEND", "bogus"], "TEST.EVALUATOR_BACKEND"),
-    (["SOLVER.BASE_LR", "1e400"], "SOLVER.BASE_LR"),
-    (["SOLVER.STEPS", "(300, 200)"], "SOLVER.STEPS"),
-    (["MODEL.RPN.IOU_THRESHOLDS", "[0.3]"], "MODEL.RPN.IOU_LABELS"),
-    (["MODEL.GROUP_NORM.NUM_GROUPS", "24", "MODEL.FPN.NORM", "GN"], "MODEL.GROUP_NORM.NUM_GROUPS"),
-    (["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "True"], "SOLVER.AMP.DTYPE"),
-    (["MODEL.RESNETS.DEPTH", "51"], "MODEL.RESNETS.DEPTH"),
-    (["OUTPUT_DIR", "''"], "OUTPUT_DIR"),
-])
+@pytest.mark.parametrize(
+    "opts, key",
+    [
+        (["MODEL.DEVICE", "gpu"], "MODEL.DEVICE"),
+        (["TEST.EVALUATOR_BACKEND", "bogus"], "TEST.EVALUATOR_BACKEND"),
+        (["SOLVER.BASE_LR", "1e400"], "SOLVER.BASE_LR"),
+        (["SOLVER.STEPS", "(300, 200)"], "SOLVER.STEPS"),
+        (["MODEL.RPN.IOU_THRESHOLDS", "[0.3]"], "MODEL.RPN.IOU_LABELS"),
+        (["MODEL.GROUP_NORM.NUM_GROUPS", "24", "MODEL.FPN.NORM", "GN"], "MODEL.GROUP_NORM.NUM_GROUPS"),
+        (["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "True"], "SOLVER.AMP.DTYPE"),
+        (["MODEL.RESNETS.DEPTH", "51"], "MODEL.RESNETS.DEPTH"),
+        (["OUTPUT_DIR", "''"], "OUTPUT_DIR"),
+    ],
+)
 def test_values_and_relations_refused_by_name(opts, key):
     with pytest.raises(ConfigError, match=f"^{key.replace('.', '[.]')} = "):
         _setup(opts)

@@ -7,6 +7,7 @@ DETGN_TEST_RECORD=DIR: every rank appends, per iteration, the image ids of its b
 each augmented image to DIR/rank<R>.jsonl (the sample stream, augmentations included).
 Runs as a script (torchrun, a subprocess) and provides `cli(argv)` for tests that import it.
 """
+
 import json
 import os
 import signal

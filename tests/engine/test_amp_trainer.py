@@ -1,4 +1,5 @@
 """AMPTrainer, the quick start's path on AMX CPUs and on GPUs: a step trains, GN stays float32 inside, scaler state resumes."""
+
 import pytest
 import torch
 
@@ -9,8 +10,10 @@ from detgn.modeling import build_model
 from ..modeling.util import make_inputs, small_gn_cfg
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
-needs_cpu_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
-                                    reason="this CPU has no bf16 support in oneDNN (bf16 convolutions would take minutes)")
+needs_cpu_bf16 = pytest.mark.skipif(
+    not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    reason="this CPU has no bf16 support in oneDNN (bf16 convolutions would take minutes)",
+)
 
 
 def _small_model(device="cpu"):
@@ -54,7 +57,9 @@ def test_group_norm_statistics_in_float32_under_autocast():
         y = gn(x)
     ref = torch.nn.functional.group_norm(x.float(), 4, gn.weight, gn.bias, gn.eps)
     assert y.dtype == torch.bfloat16
-    assert (y.float() - ref).abs().max().item() <= 2 ** -7 * ref.abs().max().item() + 1e-2  # one bf16 rounding of the output
+    assert (
+        y.float() - ref
+    ).abs().max().item() <= 2**-7 * ref.abs().max().item() + 1e-2  # one bf16 rounding of the output
 
 
 @needs_cuda
@@ -64,7 +69,9 @@ def test_fp16_cuda_step_and_grad_scaler_resume():
     state = trainer.state_dict()
     assert "grad_scaler" in state and state["grad_scaler"]["scale"] > 0
     model = _small_model("cuda").train()
-    other = AMPTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01), dtype="float16", device_type="cuda")
+    other = AMPTrainer(
+        model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01), dtype="float16", device_type="cuda"
+    )
     state["grad_scaler"]["scale"] = 1234.0
     other.load_state_dict(state)
     assert other.grad_scaler.get_scale() == 1234.0

@@ -1,6 +1,7 @@
 """tools/train_classifier.py: detgn's ResNet trained as an image classifier on ImageFolder data made from
 the bundled nuclei images; exact resume after SIGKILL, evaluation gathered across ranks, and a checkpoint
 that loads into the detector (and into torchvision under its names)."""
+
 import json
 import os
 import subprocess
@@ -26,23 +27,61 @@ def crops(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("crops")
     for split, name, per_image in (("train", "nuclei_mini_train", 1), ("val", "nuclei_mini_val", 1)):
-        counts = write_crop_folders(DatasetCatalog.get(name), ["nucleus"], str(root / split), size=32, per_image=per_image)
+        counts = write_crop_folders(
+            DatasetCatalog.get(name), ["nucleus"], str(root / split), size=32, per_image=per_image
+        )
         assert counts["nucleus"] > 0 and counts["background"] > 0
     return root
 
 
 def _args(crops, out, *extra):
-    return ["--config-file", SMALL, "CLASSIFIER.TRAIN_DIR", str(crops / "train"), "CLASSIFIER.VAL_DIR", str(crops / "val"),
-            "CLASSIFIER.EPOCHS", "1", "CLASSIFIER.TRAIN_CROP", "32", "CLASSIFIER.TEST_RESIZE", "32", "CLASSIFIER.TEST_CROP", "32",
-            "SOLVER.IMS_PER_BATCH", "16", "SOLVER.WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "0",
-            "DATALOADER.NUM_WORKERS", "0", "LOG_PERIOD", "1", "OUTPUT_DIR", str(out), *extra]
+    return [
+        "--config-file",
+        SMALL,
+        "CLASSIFIER.TRAIN_DIR",
+        str(crops / "train"),
+        "CLASSIFIER.VAL_DIR",
+        str(crops / "val"),
+        "CLASSIFIER.EPOCHS",
+        "1",
+        "CLASSIFIER.TRAIN_CROP",
+        "32",
+        "CLASSIFIER.TEST_RESIZE",
+        "32",
+        "CLASSIFIER.TEST_CROP",
+        "32",
+        "SOLVER.IMS_PER_BATCH",
+        "16",
+        "SOLVER.WARMUP_ITERS",
+        "2",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "LOG_PERIOD",
+        "1",
+        "OUTPUT_DIR",
+        str(out),
+        *extra,
+    ]
 
 
 def _side_by_side(runs, timeout=600):
     """Independent train_classifier.py runs [(args, killer)] at the same time (most of each is start-up);
     -> their CompletedProcess results, in order."""
-    procs = [subprocess.Popen(_command(args, killer), cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args, killer in runs]
+    procs = [
+        subprocess.Popen(
+            _command(args, killer),
+            cwd=REPO,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, killer in runs
+    ]
     out = []
     for p, (args, _) in zip(procs, runs):
         stdout, stderr = p.communicate(timeout=timeout)
@@ -56,14 +95,16 @@ def _command(args, killer):
     if killer is None:
         cmd = [sys.executable, TOOL] + args
     else:
-        code = (f"import os, signal, sys; sys.argv = {[TOOL] + args!r}; sys.path.insert(0, {os.path.dirname(TOOL)!r})\n"
-                "import train_classifier as t\n"
-                "from detgn.engine.train_loop import HookBase\n"
-                "class Kill(HookBase):\n"
-                f"    def after_step(self):\n        if self.trainer.iter == {killer}: os.kill(os.getpid(), signal.SIGKILL)\n"
-                "old = t.ClassifierTrainer.build_hooks\n"
-                "t.ClassifierTrainer.build_hooks = lambda self, tr: old(self, tr) + [Kill()]\n"
-                "sys.exit(t.cli())\n")
+        code = (
+            f"import os, signal, sys; sys.argv = {[TOOL] + args!r}; sys.path.insert(0, {os.path.dirname(TOOL)!r})\n"
+            "import train_classifier as t\n"
+            "from detgn.engine.train_loop import HookBase\n"
+            "class Kill(HookBase):\n"
+            f"    def after_step(self):\n        if self.trainer.iter == {killer}: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "old = t.ClassifierTrainer.build_hooks\n"
+            "t.ClassifierTrainer.build_hooks = lambda self, tr: old(self, tr) + [Kill()]\n"
+            "sys.exit(t.cli())\n"
+        )
         cmd = [sys.executable, "-c", code]
     return cmd
 
@@ -78,7 +119,10 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     r, killed = _side_by_side([(_args(crops, full), None), (_args(crops, part), 1)])
     assert r.returncode == 0, r.stderr[-3000:]
     log = open(full / "log.txt").read()
-    assert "Schedule: 1 epochs of" in log and "Learning rate: SOLVER.BASE_LR 0.4 per 256 images x 16 images per iteration = 0.025" in log
+    assert (
+        "Schedule: 1 epochs of" in log
+        and "Learning rate: SOLVER.BASE_LR 0.4 per 256 images x 16 images per iteration = 0.025" in log
+    )
     rows = _rows(full / "metrics.json")
     max_iter = max(r["iteration"] for r in rows if "loss_cls" in r) + 1
     assert max_iter >= 4
@@ -90,9 +134,16 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert (part / "model_0000001.pth").exists() and not (part / "model_final.pth").exists()
     # the resumed run and a two-process evaluation of the full run's weights, side by side
-    r, r_eval = _side_by_side([(["--resume"] + _args(crops, part), None),
-                               (["--eval-only", "--num-gpus", "2"] + _args(crops, tmp_path / "eval2", "MODEL.WEIGHTS",
-                                                                            str(full / "model_final.pth")), None)])
+    r, r_eval = _side_by_side(
+        [
+            (["--resume"] + _args(crops, part), None),
+            (
+                ["--eval-only", "--num-gpus", "2"]
+                + _args(crops, tmp_path / "eval2", "MODEL.WEIGHTS", str(full / "model_final.pth")),
+                None,
+            ),
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(full / "model_final.pth", weights_only=True)["model"]
     b = torch.load(part / "model_final.pth", weights_only=True)["model"]
@@ -102,7 +153,9 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
 
     # evaluation sharded over two processes and gathered: the same figures as the one-process run's last evaluation
     assert r_eval.returncode == 0, r_eval.stderr[-3000:]
-    last = lambda path: [l for l in open(path).read().splitlines() if "Evaluation on" in l][-1].split("Evaluation on ")[1]
+    last = lambda path: [l for l in open(path).read().splitlines() if "Evaluation on" in l][-1].split("Evaluation on ")[
+        1
+    ]
     assert last(tmp_path / "eval2" / "log.txt") == last(full / "log.txt")
 
     # the checkpoint is MODEL.WEIGHTS of a detector with the same ResNet: 0 missing backbone keys, fc unused
@@ -118,15 +171,32 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     report = ck.last_report
     assert [k for k in report["missing"] if k.startswith("backbone.bottom_up.")] == []
     assert report["unused"] == ["fc.bias", "fc.weight"] and report["shape_mismatch"] == []
-    assert torch.equal(detector.state_dict()["backbone.bottom_up.res5.1.conv2.weight"], a["backbone.bottom_up.res5.1.conv2.weight"])
+    assert torch.equal(
+        detector.state_dict()["backbone.bottom_up.res5.1.conv2.weight"], a["backbone.bottom_up.res5.1.conv2.weight"]
+    )
 
     # and in torchvision's names through the CLI: a strict load into torchvision's ResNet-18
     import torchvision
 
     tv_file = tmp_path / "r18_tv.pth"
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "convert_weights.py"), str(full / "model_final.pth"), str(tv_file),
-                        "--to", "torchvision", "--config-file", SMALL, "CLASSIFIER.NUM_CLASSES", "2"], cwd=REPO, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "convert_weights.py"),
+            str(full / "model_final.pth"),
+            str(tv_file),
+            "--to",
+            "torchvision",
+            "--config-file",
+            SMALL,
+            "CLASSIFIER.NUM_CLASSES",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and "torchvision.models.resnet18" in r.stdout, r.stderr[-2000:]
     tv = torchvision.models.resnet18(num_classes=2, norm_layer=lambda c: torch.nn.GroupNorm(32, c))
     tv.load_state_dict(torch.load(tv_file, weights_only=True), strict=True)
@@ -177,15 +247,24 @@ def test_prepare_classifier_cfg_resolves_and_refuses():
     assert cfg.CLASSIFIER.NUM_CLASSES == 1000
     assert cfg.SOLVER.MAX_ITER == 100 * 5005 and tuple(cfg.SOLVER.STEPS) == (30 * 5005, 60 * 5005, 90 * 5005)
     assert cfg.SOLVER.BASE_LR == pytest.approx(0.1)
-    assert cfg.CLASSIFIER.EPOCHS == 0 and cfg.CLASSIFIER.LR_REFERENCE_BATCH == 0  # resolved: config.yaml reruns as it is
+    assert (
+        cfg.CLASSIFIER.EPOCHS == 0 and cfg.CLASSIFIER.LR_REFERENCE_BATCH == 0
+    )  # resolved: config.yaml reruns as it is
     again, _ = prepare_classifier_cfg(cfg, _folder([f"c{i}" for i in range(1000)], 1281167))
     assert again.SOLVER.MAX_ITER == cfg.SOLVER.MAX_ITER and again.SOLVER.BASE_LR == cfg.SOLVER.BASE_LR
     small = base.clone()
     small.SOLVER.IMS_PER_BATCH = 64
     cfg, _ = prepare_classifier_cfg(small, _folder(["a", "b"], 640))
-    assert cfg.SOLVER.BASE_LR == pytest.approx(0.025) and cfg.SOLVER.MAX_ITER == 1000 and tuple(cfg.SOLVER.STEPS) == (300, 600, 900)
-    bad = [("CLASSIFIER.NUM_CLASSES", 5, "NUM_CLASSES is 5 but"), ("SOLVER.MAX_ITER", 10, "EPOCHS > 0 sets SOLVER.MAX_ITER"),
-           ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "trains MODEL.META_ARCHITECTURE ImageNetClassifier")]
+    assert (
+        cfg.SOLVER.BASE_LR == pytest.approx(0.025)
+        and cfg.SOLVER.MAX_ITER == 1000
+        and tuple(cfg.SOLVER.STEPS) == (300, 600, 900)
+    )
+    bad = [
+        ("CLASSIFIER.NUM_CLASSES", 5, "NUM_CLASSES is 5 but"),
+        ("SOLVER.MAX_ITER", 10, "EPOCHS > 0 sets SOLVER.MAX_ITER"),
+        ("MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "trains MODEL.META_ARCHITECTURE ImageNetClassifier"),
+    ]
     for key, value, message in bad:
         c = base.clone()
         c.merge_from_list([key, value])
@@ -209,7 +288,9 @@ def test_zero_init_and_deterministic_augmentation(crops):
     cfg.CLASSIFIER.NUM_CLASSES = 2
     model = build_model(cfg)
     last = [k for k, v in model.state_dict().items() if k.endswith("conv2.norm.weight")]
-    assert len(last) == 8 and all(float(model.state_dict()[k].abs().sum()) == 0 for k in last) and model.num_zero_init == 8
+    assert (
+        len(last) == 8 and all(float(model.state_dict()[k].abs().sum()) == 0 for k in last) and model.num_zero_init == 8
+    )
     cfg.CLASSIFIER.ZERO_INIT_RESIDUAL = False
     assert all(float(build_model(cfg).state_dict()[k].abs().sum()) > 0 for k in last)
     folder = load_image_folder(str(crops / "train"))
@@ -225,18 +306,48 @@ def test_zero_init_and_deterministic_augmentation(crops):
 
 
 def test_train_net_refuses_classifier_configs(tmp_path):
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", SMALL, "OUTPUT_DIR", str(tmp_path)],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config-file",
+            SMALL,
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "trained with tools/train_classifier.py" in r.stderr
-    r = subprocess.run([sys.executable, TOOL, "--config-file", os.path.join(REPO, "configs", "nuclei_quickstart.yaml"),
-                        "OUTPUT_DIR", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            TOOL,
+            "--config-file",
+            os.path.join(REPO, "configs", "nuclei_quickstart.yaml"),
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and "trains MODEL.META_ARCHITECTURE ImageNetClassifier" in r.stderr
 
 
-@pytest.mark.parametrize("opts", [["MODEL.RESNETS.NORM", "BN"], ["MODEL.WEIGHT_STANDARDIZATION.BACKBONE", "True"],
-                                  ["MODEL.RESNETS.NORM", "NaiveSyncBN"], ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.NUM_GROUPS", "32",
-                                                                          "MODEL.RESNETS.WIDTH_PER_GROUP", "4"]],
-                         ids=["BN", "GN+WS", "NaiveSyncBN", "ResNeXt-50-GN"])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        ["MODEL.RESNETS.NORM", "BN"],
+        ["MODEL.WEIGHT_STANDARDIZATION.BACKBONE", "True"],
+        ["MODEL.RESNETS.NORM", "NaiveSyncBN"],
+        ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.NUM_GROUPS", "32", "MODEL.RESNETS.WIDTH_PER_GROUP", "4"],
+    ],
+    ids=["BN", "GN+WS", "NaiveSyncBN", "ResNeXt-50-GN"],
+)
 def test_other_norms_and_resnext_train_a_step(opts):
     from detgn.config import get_cfg
     from detgn.modeling import build_model

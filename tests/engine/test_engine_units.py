@@ -28,7 +28,7 @@ class _ToyModel(nn.Module):
         y = self.gn(self.conv(data[0])).mean()
         self.calls += 1
         bad = torch.tensor(float("nan")) if self.nan_at is not None and self.calls > self.nan_at else torch.tensor(0.0)
-        return {"loss_good": y ** 2, "loss_mask": y.abs() + bad}
+        return {"loss_good": y**2, "loss_mask": y.abs() + bad}
 
 
 def _loader():
@@ -93,7 +93,13 @@ def test_gn_parameters_get_no_weight_decay():
     for g in opt.param_groups:
         for p in g["params"]:
             wd_of[p] = g["weight_decay"]
-    gn_params = [p for m in model.modules() if isinstance(m, nn.GroupNorm) for p in m.parameters(recurse=False) if p.requires_grad]
+    gn_params = [
+        p
+        for m in model.modules()
+        if isinstance(m, nn.GroupNorm)
+        for p in m.parameters(recurse=False)
+        if p.requires_grad
+    ]
     assert len(gn_params) > 50
     assert all(wd_of[p] == 0.0 for p in gn_params)
     conv = model.backbone.bottom_up.res3[0].conv1.weight
@@ -126,10 +132,17 @@ def _closed_form_lr(it, s):
     return s.BASE_LR * warm * (end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(it, s.MAX_ITER) / s.MAX_ITER)))
 
 
-@pytest.mark.parametrize("name,steps,warmup,method,max_iter", [
-    ("WarmupMultiStepLR", (300, 450), 100, "linear", 500), ("WarmupMultiStepLR", (250,), 50, "linear", 300),  # the quick start
-    ("WarmupMultiStepLR", (60000, 80000), 1000, "linear", 90000), ("WarmupMultiStepLR", (5, 8), 4, "constant", 10),
-    ("WarmupCosineLR", (), 100, "linear", 500), ("WarmupMultiStepLR", (40,), 0, "linear", 60)])
+@pytest.mark.parametrize(
+    "name,steps,warmup,method,max_iter",
+    [
+        ("WarmupMultiStepLR", (300, 450), 100, "linear", 500),
+        ("WarmupMultiStepLR", (250,), 50, "linear", 300),  # the quick start
+        ("WarmupMultiStepLR", (60000, 80000), 1000, "linear", 90000),
+        ("WarmupMultiStepLR", (5, 8), 4, "constant", 10),
+        ("WarmupCosineLR", (), 100, "linear", 500),
+        ("WarmupMultiStepLR", (40,), 0, "linear", 60),
+    ],
+)
 def test_lr_schedules_follow_detectron2(name, steps, warmup, method, max_iter):
     cfg = get_cfg()
     s = cfg.SOLVER
@@ -138,8 +151,15 @@ def test_lr_schedules_follow_detectron2(name, steps, warmup, method, max_iter):
     p = [nn.Parameter(torch.zeros(1))]
     opt = torch.optim.SGD(p, lr=s.BASE_LR)
     sched = build_lr_scheduler(cfg, opt)
-    check = sorted({0, 1, max_iter - 1, *[m + d for m in (warmup, *steps) for d in (-1, 0, 1) if 0 <= m + d < max_iter],
-                    *range(0, max_iter, max(1, max_iter // 50))})
+    check = sorted(
+        {
+            0,
+            1,
+            max_iter - 1,
+            *[m + d for m in (warmup, *steps) for d in (-1, 0, 1) if 0 <= m + d < max_iter],
+            *range(0, max_iter, max(1, max_iter // 50)),
+        }
+    )
     got = {}
     for it in range(max_iter):
         if it in check:
@@ -316,8 +336,21 @@ def test_default_trainer_test_uses_the_evaluators_it_is_given():
 
     cfg = get_cfg()
     cfg.merge_from_file(QUICK)
-    cfg.merge_from_list(SMALL_MODEL + ["MODEL.DEVICE", "cpu", "DATASETS.TEST", f"('{name}',)", "DATALOADER.NUM_WORKERS", "0",
-                                       "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160"])
+    cfg.merge_from_list(
+        SMALL_MODEL
+        + [
+            "MODEL.DEVICE",
+            "cpu",
+            "DATASETS.TEST",
+            f"('{name}',)",
+            "DATALOADER.NUM_WORKERS",
+            "0",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "160",
+        ]
+    )
     model = build_model(cfg).eval()
     assert DefaultTrainer.test(cfg, model, evaluators=[Recorder()]) == {"recorded": {"images": 2}}
     with pytest.raises(ValueError, match="2 evaluator.* for 1 test dataset"):

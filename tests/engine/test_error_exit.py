@@ -1,4 +1,5 @@
 """train_net's exit codes: a problem in the user's input is one line and status 2; a bug keeps its traceback."""
+
 import importlib
 import os
 
@@ -41,7 +42,11 @@ def test_bad_config_value_found_when_read_is_status_2(capsys, train_net, tmp_pat
     """INPUT.RANDOM_FLIP is checked when the config is read (config/rules.py), before anything is written."""
     rc = train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path / "o"), "INPUT.RANDOM_FLIP", "diagonal"])
     err = capsys.readouterr().err
-    assert rc == 2 and "INPUT.RANDOM_FLIP = 'diagonal': must be one of 'horizontal', 'vertical', 'none'" in err and "Traceback" not in err
+    assert (
+        rc == 2
+        and "INPUT.RANDOM_FLIP = 'diagonal': must be one of 'horizontal', 'vertical', 'none'" in err
+        and "Traceback" not in err
+    )
     assert not (tmp_path / "o").exists()
 
 

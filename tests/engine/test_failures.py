@@ -1,4 +1,5 @@
 """Runs fail loudly and keep what they had: divergence, Ctrl-C, errors while stopping, metrics/checkpoint order."""
+
 import json
 import os
 import signal
@@ -40,7 +41,9 @@ def test_non_finite_loss_or_gradient_stops_before_a_checkpoint(tmp_path):
 
     model = _Toy(scale=1e30)  # (1e30)^2 overflows: an Inf loss at iteration 0
     trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.1))
-    with pytest.raises(FloatingPointError, match=r"Loss became infinite or NaN at iteration 0: non-finite \['loss_toy'\]"):
+    with pytest.raises(
+        FloatingPointError, match=r"Loss became infinite or NaN at iteration 0: non-finite \['loss_toy'\]"
+    ):
         trainer.train(0, 3)
 
     model = _Toy()
@@ -53,10 +56,14 @@ def test_non_finite_loss_or_gradient_stops_before_a_checkpoint(tmp_path):
     model.lin.weight.register_hook(inf_from_iteration_3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     trainer = SimpleTrainer(model, _loader(), opt, flush_period=100)
-    trainer.register_hooks([PeriodicCheckpointer(DetectionCheckpointer(model, str(tmp_path), optimizer=opt), period=2, max_iter=50)])
+    trainer.register_hooks(
+        [PeriodicCheckpointer(DetectionCheckpointer(model, str(tmp_path), optimizer=opt), period=2, max_iter=50)]
+    )
     with pytest.raises(FloatingPointError, match=r"Non-finite value of parameter lin.weight after iteration 3"):
         trainer.train(0, 50)
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth" and not (tmp_path / "model_0000003.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth" and not (
+        tmp_path / "model_0000003.pth"
+    ).exists()
     saved = torch.load(tmp_path / "model_0000001.pth", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in saved.values())
 
@@ -64,7 +71,9 @@ def test_non_finite_loss_or_gradient_stops_before_a_checkpoint(tmp_path):
 def test_overflowing_step_is_named():
     model = _Toy()
     trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=1e38))
-    with pytest.raises(FloatingPointError, match=r"(Non-finite value of parameter lin\.\w+|Loss became infinite or NaN) .*iteration \d"):
+    with pytest.raises(
+        FloatingPointError, match=r"(Non-finite value of parameter lin\.\w+|Loss became infinite or NaN) .*iteration \d"
+    ):
         trainer.train(0, 5)
 
 
@@ -139,10 +148,15 @@ COMMON = ["DATASETS.TEST", "()", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_diverging_run_names_the_problem_and_keeps_finite_checkpoints(tmp_path):
-    r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.BASE_LR", "1e30", "SOLVER.MAX_ITER", "20"] + COMMON)
+    r = run_train_net(
+        ["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.BASE_LR", "1e30", "SOLVER.MAX_ITER", "20"]
+        + COMMON
+    )
     assert r.returncode == 3, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and ("Non-finite" in last or "Loss became infinite" in last) and "iteration" in last
+    assert (
+        last.startswith("error: ") and ("Non-finite" in last or "Loss became infinite" in last) and "iteration" in last
+    )
     assert "Last checkpoint" in last or "No checkpoint was saved" in last
     for name in os.listdir(tmp_path):
         if name.endswith(".pth"):
@@ -155,9 +169,27 @@ def test_ctrl_c_is_a_clean_stop(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="2")
     # a shell's background job (as CI may run us) starts with SIGINT ignored; give the child the
     # disposition a terminal user's process has, so that Ctrl-C raises KeyboardInterrupt there
-    proc = subprocess.Popen([sys.executable, TRAIN_NET, "--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "1000",
-                             "SOLVER.MAX_TO_KEEP", "2"] + COMMON, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            TRAIN_NET,
+            "--config-file",
+            QUICK,
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "SOLVER.MAX_ITER",
+            "1000",
+            "SOLVER.MAX_TO_KEEP",
+            "2",
+        ]
+        + COMMON,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None and not (tmp_path / "last_checkpoint").exists():

@@ -1,5 +1,6 @@
 """claim_output_dir: another run's folder refused or moved aside, a concurrent run refused by pid and host,
 a lock left by a dead run ignored, temp files of an interrupted save removed; resume-hint helpers."""
+
 import argparse
 import os
 import socket
@@ -26,7 +27,10 @@ def test_fresh_and_refused_and_overwrite(tmp_path):
         claim_output_dir(str(out), resume=True, overwrite=True)
     moved = claim_output_dir(str(out), resume=False, overwrite=True, now=0)
     release_output_dir(str(out))
-    assert moved.startswith(str(out) + ".old-") and (tmp_path / os.path.basename(moved) / "model_final.pth").read_text() == "model_final.pth"
+    assert (
+        moved.startswith(str(out) + ".old-")
+        and (tmp_path / os.path.basename(moved) / "model_final.pth").read_text() == "model_final.pth"
+    )
     assert [n for n in os.listdir(out) if n != LOCK_FILE] == []
     (out / "model_0000009.pth").write_text("x")
     moved2 = claim_output_dir(str(out), resume=False, overwrite=True, now=0)  # same second: another name
@@ -36,16 +40,28 @@ def test_fresh_and_refused_and_overwrite(tmp_path):
 
 def test_concurrent_run_refused_and_dead_lock_ignored(tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys, time
         from detgn.engine.output_dir import claim_output_dir
         claim_output_dir({str(out)!r}, resume=False)
         print("locked", flush=True)
         sys.stdin.read()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(OutputDirError, match=f"in use by another run: pid {holder.pid} on host {socket.gethostname()}"):
+        with pytest.raises(
+            OutputDirError, match=f"in use by another run: pid {holder.pid} on host {socket.gethostname()}"
+        ):
             claim_output_dir(str(out), resume=True)
     finally:
         holder.stdin.close()

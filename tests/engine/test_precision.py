@@ -1,4 +1,5 @@
 """Precision policy: autocast dtype from SOLVER.AMP.* and the hardware, with the probes patched both ways."""
+
 import logging
 import os
 

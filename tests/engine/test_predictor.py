@@ -1,4 +1,5 @@
 """DefaultPredictor: BGR uint8 image in, detections at the original size out, equal to calling the model."""
+
 import os
 
 import cv2
@@ -44,8 +45,12 @@ def test_predictor_resizes_and_returns_original_size(trained_like):
     nh, nw = int(round(h * scale)), int(round(w * scale))
     resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     with torch.no_grad():
-        ref = model([{"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()), "height": h, "width": w}])[0]["instances"]
-    assert torch.allclose(out.pred_boxes.tensor, ref.pred_boxes.tensor, atol=1e-3) and torch.equal(out.pred_classes, ref.pred_classes)
+        ref = model([{"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()), "height": h, "width": w}])[0][
+            "instances"
+        ]
+    assert torch.allclose(out.pred_boxes.tensor, ref.pred_boxes.tensor, atol=1e-3) and torch.equal(
+        out.pred_classes, ref.pred_classes
+    )
 
 
 def test_predictor_rgb_config_flips_channels(trained_like):

@@ -1,4 +1,5 @@
 """Checkpoint-and-stop on SIGTERM/SIGUSR1/SIGUSR2, and what a restarted job does with its OUTPUT_DIR (in process, fast)."""
+
 import importlib
 import os
 import signal
@@ -73,7 +74,9 @@ def test_auto_resume_is_implied_by_a_slurm_requeue_or_torchrun_restarts():
     assert preemption.implied_auto_resume({"SLURM_RESTART_COUNT": "0", "TORCHELASTIC_MAX_RESTARTS": "0"}) is None
     assert "SLURM_RESTART_COUNT=2" in preemption.implied_auto_resume({"SLURM_RESTART_COUNT": "2"})
     # a node restarted because another node's worker failed gets TORCHELASTIC_RESTART_COUNT=0: the maximum decides
-    assert "--max-restarts 3" in preemption.implied_auto_resume({"TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_RESTART_COUNT": "0"})
+    assert "--max-restarts 3" in preemption.implied_auto_resume(
+        {"TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_RESTART_COUNT": "0"}
+    )
     assert preemption.implied_auto_resume({"SLURM_RESTART_COUNT": "x"}) is None
 
 
@@ -129,7 +132,10 @@ def test_auto_resume_continues_the_same_config_and_refuses_another(monkeypatch, 
     err = capsys.readouterr().err
     assert "holds a run of another config" in err and "SOLVER.BASE_LR" in err and "--resume" in err
     # a machine other than rank 0's refuses the same way (instead of waiting --dist-timeout for a rank 0 that exited)
-    assert train_net.cli(base + ["--auto-resume", "--num-machines", "2", "--machine-rank", "1", "SOLVER.BASE_LR", "0.5"]) == 2
+    assert (
+        train_net.cli(base + ["--auto-resume", "--num-machines", "2", "--machine-rank", "1", "SOLVER.BASE_LR", "0.5"])
+        == 2
+    )
     assert "holds a run of another config" in capsys.readouterr().err
     assert train_net.cli(base + ["--auto-resume", "--overwrite"]) == 2 and "contradict" in capsys.readouterr().err
     assert train_net.cli(base + ["--auto-resume", "--eval-only"]) == 2 and "--eval-only" in capsys.readouterr().err
@@ -143,7 +149,9 @@ def test_auto_resume_continues_the_same_config_and_refuses_another(monkeypatch, 
     assert train_net.cli(base + ["--overwrite"]) == 2 and "--max-restarts 1" in capsys.readouterr().err
     monkeypatch.delenv("TORCHELASTIC_MAX_RESTARTS")
     fresh = tmp_path / "fresh"
-    assert train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(fresh), "--auto-resume"]) == 0  # nothing there: a new run
+    assert (
+        train_net.cli(["--config-file", QUICK, "OUTPUT_DIR", str(fresh), "--auto-resume"]) == 0
+    )  # nothing there: a new run
 
 
 def test_preempted_exit_status_and_message(monkeypatch, capsys, train_net, tmp_path):

@@ -1,4 +1,5 @@
 """Progress output: a console line after the first iteration and after long silences; metrics.json unchanged."""
+
 import json
 import logging
 

@@ -8,6 +8,7 @@
 
 Faults are injected at fixed iterations (tests/engine/fault_train_net.py), never by timing.
 """
+
 import json
 import os
 import subprocess
@@ -23,8 +24,20 @@ from .util import QUICK, REPO, SMALL_MODEL, TRAIN_NET
 
 FAULT_NET = os.path.join(REPO, "tests", "engine", "fault_train_net.py")
 # 4 iterations of 2 images, a checkpoint after iterations 1 and 3 (0-based), no evaluation
-COMMON = ["--config-file", QUICK, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2", "DATASETS.TEST", "()",
-          "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"] + SMALL_MODEL
+COMMON = [
+    "--config-file",
+    QUICK,
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "DATASETS.TEST",
+    "()",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+] + SMALL_MODEL
 ENV = {"OMP_NUM_THREADS": "1"}
 
 
@@ -43,8 +56,14 @@ def _rows(path):
 def uninterrupted(tmp_path_factory):
     """The reference: one launch of 2 processes, 4 iterations without a stop."""
     out = tmp_path_factory.mktemp("restarts") / "uninterrupted"
-    r = subprocess.run([sys.executable, TRAIN_NET, "--num-gpus", "2"] + COMMON + ["OUTPUT_DIR", str(out)], cwd=REPO, env=_env(),
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, TRAIN_NET, "--num-gpus", "2"] + COMMON + ["OUTPUT_DIR", str(out)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return out
 
@@ -61,11 +80,28 @@ def _assert_same_run(ref, out):
 
 
 def _srun_tasks(out, port, extra_env, n=2):
-    return [subprocess.Popen([sys.executable, FAULT_NET] + COMMON + ["OUTPUT_DIR", str(out)], cwd=REPO, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             env=_env({"SLURM_PROCID": str(r), "SLURM_LOCALID": str(r), "SLURM_STEP_NUM_TASKS": str(n),
-                                       "SLURM_NTASKS": str(n), "SLURM_JOB_NODELIST": "127.0.0.1", "SLURM_JOB_ID": "77",
-                                       "MASTER_PORT": str(port), **extra_env})) for r in range(n)]
+    return [
+        subprocess.Popen(
+            [sys.executable, FAULT_NET] + COMMON + ["OUTPUT_DIR", str(out)],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(
+                {
+                    "SLURM_PROCID": str(r),
+                    "SLURM_LOCALID": str(r),
+                    "SLURM_STEP_NUM_TASKS": str(n),
+                    "SLURM_NTASKS": str(n),
+                    "SLURM_JOB_NODELIST": "127.0.0.1",
+                    "SLURM_JOB_ID": "77",
+                    "MASTER_PORT": str(port),
+                    **extra_env,
+                }
+            ),
+        )
+        for r in range(n)
+    ]
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
@@ -76,7 +112,9 @@ def test_srun_job_preempted_then_requeued_equals_uninterrupted(uninterrupted, tm
     outs = [t.communicate(timeout=600) for t in tasks]
     assert [t.returncode for t in tasks] == [138, 138], outs[0][1][-2000:] + outs[1][1][-2000:]
     assert "stopped by SIGUSR1 after iteration 2" in outs[0][1] and "Traceback" not in outs[0][1] + outs[1][1]
-    assert (out / "last_checkpoint").read_text().strip() == "model_0000002.pth" and not (out / "model_final.pth").exists()
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000002.pth" and not (
+        out / "model_final.pth"
+    ).exists()
     # SLURM requeues the job: the same command, SLURM_RESTART_COUNT=1, no --resume
     tasks = _srun_tasks(out, find_free_port(), {"SLURM_RESTART_COUNT": "1"})
     outs = [t.communicate(timeout=600) for t in tasks]
@@ -90,13 +128,41 @@ def test_srun_job_preempted_then_requeued_equals_uninterrupted(uninterrupted, tm
 def test_torchrun_two_nodes_elastic_restart_equals_uninterrupted(uninterrupted, tmp_path):
     out = tmp_path / "torchrun"
     port = find_free_port()
-    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
-                               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                               "--max-restarts", "1", "--monitor-interval", "0.5", FAULT_NET, "--dist-timeout", "120"] + COMMON
-                              + ["OUTPUT_DIR", str(out)], cwd=REPO, text=True,
-                              # a store per round: the shared one lets a restart read stale addresses (pytorch/pytorch#135712)
-                              env=_env({"DETGN_TEST_FAULT": "1:2:SIGKILL", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(r),
+                "--nproc-per-node",
+                "1",
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"127.0.0.1:{port}",
+                "--max-restarts",
+                "1",
+                "--monitor-interval",
+                "0.5",
+                FAULT_NET,
+                "--dist-timeout",
+                "120",
+            ]
+            + COMMON
+            + ["OUTPUT_DIR", str(out)],
+            cwd=REPO,
+            text=True,
+            # a store per round: the shared one lets a restart read stale addresses (pytorch/pytorch#135712)
+            env=_env({"DETGN_TEST_FAULT": "1:2:SIGKILL", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in (0, 1)
+    ]
     outs = [n.communicate(timeout=600) for n in nodes]
     assert [n.returncode for n in nodes] == [0, 0], outs[0][1][-3000:] + outs[1][1][-3000:]
     log = open(out / "log.txt").read()
@@ -108,16 +174,38 @@ def test_torchrun_two_nodes_elastic_restart_equals_uninterrupted(uninterrupted, 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_a_process_dying_on_one_machine_stops_the_other(tmp_path):
     port = find_free_port()
-    machines = [subprocess.Popen([sys.executable, FAULT_NET, "--num-machines", "2", "--machine-rank", str(r), "--dist-url",
-                                  f"tcp://127.0.0.1:{port}", "--dist-timeout", "60"] + COMMON + ["OUTPUT_DIR", str(tmp_path / f"m{r}")],
-                                 cwd=REPO, env=_env({"DETGN_TEST_FAULT": "1:0:SIGKILL"}), text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    machines = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                FAULT_NET,
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                str(r),
+                "--dist-url",
+                f"tcp://127.0.0.1:{port}",
+                "--dist-timeout",
+                "60",
+            ]
+            + COMMON
+            + ["OUTPUT_DIR", str(tmp_path / f"m{r}")],
+            cwd=REPO,
+            env=_env({"DETGN_TEST_FAULT": "1:0:SIGKILL"}),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in (0, 1)
+    ]
     t0 = time.time()
     outs = [m.communicate(timeout=600) for m in machines]
     assert [m.returncode for m in machines] == [4, 1], outs[0][1][-3000:] + outs[1][1][-3000:]
     assert "error: process 1 of 2 was killed by SIGKILL" in outs[1][1] and "Traceback" not in outs[1][1]
     err = outs[0][1]
-    assert "error: rank 0 lost contact with the other processes: rank 1 of 2 stopped or became unreachable" in err, err[-3000:]
+    assert "error: rank 0 lost contact with the other processes: rank 1 of 2 stopped or became unreachable" in err, err[
+        -3000:
+    ]
     assert "Traceback" not in err
     assert time.time() - t0 < 300  # not the 60 s collective timeout of --dist-timeout, and no hang
 
@@ -128,10 +216,33 @@ def test_submitit_job_requeued_at_its_time_limit_equals_uninterrupted(uninterrup
     (USR2) on rank 0 -> every rank checkpoints -> submitit's checkpoint()/requeue -> the requeued tasks resume."""
     pytest.importorskip("submitit")
     out = tmp_path / "submitit_run"
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "submit.py"), "--executor", "local", "--gpus-per-node", "0",
-                        "--tasks-per-node", "2", "--time", "60", "--master-port", str(find_free_port()), "--tool", FAULT_NET, "--wait",
-                        "--"] + COMMON + ["OUTPUT_DIR", str(out)], cwd=REPO, env=_env({"DETGN_TEST_FAULT": "0:2:SIGUSR2"}),
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "submit.py"),
+            "--executor",
+            "local",
+            "--gpus-per-node",
+            "0",
+            "--tasks-per-node",
+            "2",
+            "--time",
+            "60",
+            "--master-port",
+            str(find_free_port()),
+            "--tool",
+            FAULT_NET,
+            "--wait",
+            "--",
+        ]
+        + COMMON
+        + ["OUTPUT_DIR", str(out)],
+        cwd=REPO,
+        env=_env({"DETGN_TEST_FAULT": "0:2:SIGUSR2"}),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "Submitted job" in r.stdout and "finished" in r.stdout
     log = open(out / "log.txt").read()
@@ -157,9 +268,17 @@ def test_a_run_of_4_processes_resumed_on_2_continues_its_sample_stream_and_sched
     four_by_two = COMMON + ["SOLVER.IMS_PER_BATCH", "4", "DATALOADER.ASPECT_RATIO_GROUPING", "False"]
 
     def run(n, out, record, extra_env=None, resume=False):
-        return subprocess.run([sys.executable, FAULT_NET, "--num-gpus", str(n)] + (["--resume"] if resume else []) + four_by_two
-                              + ["OUTPUT_DIR", str(out)], cwd=REPO, env=_env({"DETGN_TEST_RECORD": str(record), **(extra_env or {})}),
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, FAULT_NET, "--num-gpus", str(n)]
+            + (["--resume"] if resume else [])
+            + four_by_two
+            + ["OUTPUT_DIR", str(out)],
+            cwd=REPO,
+            env=_env({"DETGN_TEST_RECORD": str(record), **(extra_env or {})}),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     r = run(2, tmp_path / "ref", tmp_path / "rec_ref")
     assert r.returncode == 0, r.stderr[-3000:]

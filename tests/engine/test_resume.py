@@ -1,4 +1,5 @@
 """Exact resume after SIGKILL: 2N iterations in one go == N, killed, resumed to 2N."""
+
 import json
 import os
 import signal
@@ -11,8 +12,18 @@ import torch
 from .util import QUICK, REPO, SMALL_MODEL, run_train_net
 
 N = 2
-COMMON = ["SOLVER.MAX_ITER", str(2 * N), "SOLVER.CHECKPOINT_PERIOD", str(N), "SOLVER.STEPS", f"({N + 1},)", "DATASETS.TEST", "()",
-          "SOLVER.WARMUP_ITERS", "1"] + SMALL_MODEL
+COMMON = [
+    "SOLVER.MAX_ITER",
+    str(2 * N),
+    "SOLVER.CHECKPOINT_PERIOD",
+    str(N),
+    "SOLVER.STEPS",
+    f"({N + 1},)",
+    "DATASETS.TEST",
+    "()",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+] + SMALL_MODEL
 
 
 def _history(path, start):
@@ -29,9 +40,22 @@ def test_exact_resume_after_sigkill(tmp_path):
 
     part = tmp_path / "part"
     # SIGKILL after iteration N (0-based), one past the checkpoint of iteration N - 1: the resume repeats it
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tests", "engine", "fault_train_net.py"), "--config-file", QUICK,
-                        "OUTPUT_DIR", str(part)] + COMMON, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="2", DETGN_TEST_FAULT=f"0:{N}:SIGKILL"),
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tests", "engine", "fault_train_net.py"),
+            "--config-file",
+            QUICK,
+            "OUTPUT_DIR",
+            str(part),
+        ]
+        + COMMON,
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="2", DETGN_TEST_FAULT=f"0:{N}:SIGKILL"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert (part / "last_checkpoint").read_text().strip() == f"model_{N - 1:07d}.pth"
     assert not (part / "model_final.pth").exists()

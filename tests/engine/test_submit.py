@@ -1,5 +1,6 @@
 """tools/submit.py without a cluster: the sbatch script it would submit, and what it refuses before queueing.
 (The job itself, through submitit's LocalExecutor, is run in test_restarts.py.)"""
+
 import importlib
 import os
 
@@ -18,16 +19,62 @@ def submit(monkeypatch):
 
 def test_sbatch_script_of_a_4_node_job(submit, capsys, tmp_path):
     out = tmp_path / "run"
-    rc = submit.main(["--nodes", "4", "--gpus-per-node", "8", "--partition", "learnfair", "--time", "3-00:00:00", "--account", "vision",
-                      "--qos", "high", "--constraint", "volta32gb", "--job-name", "gn3x", "--cpus-per-task", "10", "--mem", "0",
-                      "--sbatch", "mail-type=END", "--sbatch", "exclusive", "--setup", "module load cuda/12.4", "--dry-run", "--",
-                      "--config-file", QUICK, "OUTPUT_DIR", str(out)])
+    rc = submit.main(
+        [
+            "--nodes",
+            "4",
+            "--gpus-per-node",
+            "8",
+            "--partition",
+            "learnfair",
+            "--time",
+            "3-00:00:00",
+            "--account",
+            "vision",
+            "--qos",
+            "high",
+            "--constraint",
+            "volta32gb",
+            "--job-name",
+            "gn3x",
+            "--cpus-per-task",
+            "10",
+            "--mem",
+            "0",
+            "--sbatch",
+            "mail-type=END",
+            "--sbatch",
+            "exclusive",
+            "--setup",
+            "module load cuda/12.4",
+            "--dry-run",
+            "--",
+            "--config-file",
+            QUICK,
+            "OUTPUT_DIR",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     lines = set(text.splitlines())
-    for flag in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=learnfair", "--time=4320", "--account=vision",
-                 "--qos=high", "--constraint=volta32gb", "--job-name=gn3x", "--cpus-per-task=10", "--mem=0", "--mail-type=END",
-                 "--exclusive", "--requeue", "--signal=USR2@120"):
+    for flag in (
+        "--nodes=4",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--partition=learnfair",
+        "--time=4320",
+        "--account=vision",
+        "--qos=high",
+        "--constraint=volta32gb",
+        "--job-name=gn3x",
+        "--cpus-per-task=10",
+        "--mem=0",
+        "--mail-type=END",
+        "--exclusive",
+        "--requeue",
+        "--signal=USR2@120",
+    ):
         assert f"#SBATCH {flag}" in lines, flag
     assert "module load cuda/12.4" in lines
     assert f"--error={out}/submitit/%j/%j_0_log.err" in text.replace("#SBATCH ", "")
@@ -35,16 +82,19 @@ def test_sbatch_script_of_a_4_node_job(submit, capsys, tmp_path):
     assert not out.exists()  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--", "--config-file", QUICK, "--num-gpus", "2"], "--num-gpus is decided by the job"),
-    (["--gpus-per-node", "0", "--", "--config-file", QUICK], "needs --tasks-per-node"),
-    (["--gpus-per-node", "8", "--tasks-per-node", "4", "--", "--config-file", QUICK], "one process per GPU"),
-    (["--time", "1:30", "--", "--config-file", QUICK], "must be longer than --signal-delay"),
-    (["--time", "tomorrow", "--", "--config-file", QUICK], "is not a SLURM time"),
-    (["--sbatch", "=x", "--", "--config-file", QUICK], "expected KEY=VALUE"),
-    (["--", "--config-file", QUICK, "SOLVER.BASE_LRR", "1"], "SOLVER.BASE_LRR"),
-    ([], "no training arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--", "--config-file", QUICK, "--num-gpus", "2"], "--num-gpus is decided by the job"),
+        (["--gpus-per-node", "0", "--", "--config-file", QUICK], "needs --tasks-per-node"),
+        (["--gpus-per-node", "8", "--tasks-per-node", "4", "--", "--config-file", QUICK], "one process per GPU"),
+        (["--time", "1:30", "--", "--config-file", QUICK], "must be longer than --signal-delay"),
+        (["--time", "tomorrow", "--", "--config-file", QUICK], "is not a SLURM time"),
+        (["--sbatch", "=x", "--", "--config-file", QUICK], "expected KEY=VALUE"),
+        (["--", "--config-file", QUICK, "SOLVER.BASE_LRR", "1"], "SOLVER.BASE_LRR"),
+        ([], "no training arguments"),
+    ],
+)
 def test_refused_before_anything_is_queued(submit, capsys, argv, message):
     assert submit.main(argv) == 2
     err = capsys.readouterr().err
@@ -54,8 +104,15 @@ def test_refused_before_anything_is_queued(submit, capsys, argv, message):
 def test_time_formats():
     from detgn.engine.submit import parse_time_minutes
 
-    assert [parse_time_minutes(t) for t in ("90", "1:30", "02:00:00", "02:00:01", "1-00", "1-02:30", "3-00:00:00")] == \
-        [90, 2, 120, 121, 1440, 1590, 4320]
+    assert [parse_time_minutes(t) for t in ("90", "1:30", "02:00:00", "02:00:01", "1-00", "1-02:30", "3-00:00:00")] == [
+        90,
+        2,
+        120,
+        121,
+        1440,
+        1590,
+        4320,
+    ]
 
 
 def test_a_run_of_another_config_is_refused(submit, capsys, tmp_path):

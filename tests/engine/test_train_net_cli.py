@@ -45,10 +45,20 @@ def test_unwritable_output_dir(tmp_path):
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_train_then_eval_only_end_to_end(tmp_path):
     out = tmp_path / "run"
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)] + SMALL_MODEL)
+    r = run_train_net(
+        ["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)]
+        + SMALL_MODEL
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    for f in ("config.yaml", "log.txt", "metrics.json", "model_final.pth", "last_checkpoint",
-              "inference/nuclei_mini_val/coco_instances_results.json", "inference/nuclei_mini_val/instances_predictions.pth"):
+    for f in (
+        "config.yaml",
+        "log.txt",
+        "metrics.json",
+        "model_final.pth",
+        "last_checkpoint",
+        "inference/nuclei_mini_val/coco_instances_results.json",
+        "inference/nuclei_mini_val/instances_predictions.pth",
+    ):
         assert (out / f).exists(), f
     assert any(n.startswith("events.out.tfevents") for n in os.listdir(out))
     assert len(os.listdir(out / "predictions")) == 1
@@ -57,21 +67,57 @@ def test_train_then_eval_only_end_to_end(tmp_path):
     rows = [json.loads(l) for l in open(out / "metrics.json")]
     assert rows[-1].get("segm/AP") is not None and rows[-1].get("bbox/AP50") is not None
     ev = tmp_path / "eval"
-    snapshot = {f: (out / f).read_bytes() for f in ("config.yaml", "metrics.json", "model_final.pth", "last_checkpoint")}
+    snapshot = {
+        f: (out / f).read_bytes() for f in ("config.yaml", "metrics.json", "model_final.pth", "last_checkpoint")
+    }
     # side by side (independent): --eval-only of the final weights into another folder, and a rerun without
     # --resume into the finished run, which must be refused and leave it as it is
-    procs = [popen_train_net(["--config-file", QUICK, "--eval-only", "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(ev)]
-                             + SMALL_MODEL, capture=True),
-             popen_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)] + SMALL_MODEL, capture=True)]
+    procs = [
+        popen_train_net(
+            [
+                "--config-file",
+                QUICK,
+                "--eval-only",
+                "MODEL.WEIGHTS",
+                str(out / "model_final.pth"),
+                "OUTPUT_DIR",
+                str(ev),
+            ]
+            + SMALL_MODEL,
+            capture=True,
+        ),
+        popen_train_net(
+            ["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)] + SMALL_MODEL, capture=True
+        ),
+    ]
     (_, err_eval), (_, err) = [p.communicate(timeout=600) for p in procs]
     assert procs[0].returncode == 0, err_eval[-3000:]
     a = json.load(open(out / "inference/nuclei_mini_val/coco_instances_results.json"))
     b = json.load(open(ev / "inference/nuclei_mini_val/coco_instances_results.json"))
     assert len(a) == len(b) and [d["score"] for d in a] == pytest.approx([d["score"] for d in b], rel=1e-4)
-    assert procs[1].returncode == 2 and "holds another run" in err and "--resume" in err and "--overwrite" in err, err[-2000:]
+    assert procs[1].returncode == 2 and "holds another run" in err and "--resume" in err and "--overwrite" in err, err[
+        -2000:
+    ]
     # a resume whose config does not fit the checkpoint, one past MAX_ITER: refused, the run unchanged
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "4", "MODEL.ROI_HEADS.NUM_CLASSES", "2", "OUTPUT_DIR", str(out), "--resume"] + SMALL_MODEL)
-    assert r.returncode == 2 and "does not fit the model" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
-    r = run_train_net(["--config-file", QUICK, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out), "--resume"] + SMALL_MODEL)
+    r = run_train_net(
+        [
+            "--config-file",
+            QUICK,
+            "SOLVER.MAX_ITER",
+            "4",
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            "2",
+            "OUTPUT_DIR",
+            str(out),
+            "--resume",
+        ]
+        + SMALL_MODEL
+    )
+    assert r.returncode == 2 and "does not fit the model" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr[
+        -2000:
+    ]
+    r = run_train_net(
+        ["--config-file", QUICK, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out), "--resume"] + SMALL_MODEL
+    )
     assert r.returncode == 2 and "more than SOLVER.MAX_ITER 1" in r.stderr, r.stderr[-2000:]
     assert {f: (out / f).read_bytes() for f in snapshot} == snapshot

@@ -12,7 +12,9 @@ def run_train_net(args, env=None, timeout=900, **kw):
     e.setdefault("OMP_NUM_THREADS", "2")
     if env:
         e.update(env)
-    return subprocess.run([sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
 def popen_train_net(args, env=None, capture=False):
@@ -21,10 +23,28 @@ def popen_train_net(args, env=None, capture=False):
     if env:
         e.update(env)
     out = subprocess.PIPE if capture else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, stdout=out, stderr=out, text=capture or None)
+    return subprocess.Popen(
+        [sys.executable, TRAIN_NET] + list(args), cwd=REPO, env=e, stdout=out, stderr=out, text=capture or None
+    )
+
 
 # a narrow GN Mask R-CNN (R-18, 64-channel FPN and heads, few proposals): the same code paths as QUICK at
 # a sixth of its step time, for the tests that train several runs to compare them bit for bit
-SMALL_MODEL = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64",
-               "MODEL.ROI_BOX_HEAD.CONV_DIM", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64",
-               "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64"]
+SMALL_MODEL = [
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64",
+]

@@ -53,9 +53,23 @@ def _dataset(n=6, h=100, w=120):
 
         rle = mu.encode(np.asfortranarray(mask))
         rle["counts"] = rle["counts"].decode()
-        dicts.append({"file_name": f"img{i}.png", "image_id": 100 + i, "height": h, "width": w,
-                      "annotations": [{"bbox": [x0, y0, SIZE, SIZE], "bbox_mode": BoxMode.XYWH_ABS, "category_id": i % 2,
-                                       "iscrowd": 0, "segmentation": rle}]})
+        dicts.append(
+            {
+                "file_name": f"img{i}.png",
+                "image_id": 100 + i,
+                "height": h,
+                "width": w,
+                "annotations": [
+                    {
+                        "bbox": [x0, y0, SIZE, SIZE],
+                        "bbox_mode": BoxMode.XYWH_ABS,
+                        "category_id": i % 2,
+                        "iscrowd": 0,
+                        "segmentation": rle,
+                    }
+                ],
+            }
+        )
     return dicts
 
 
@@ -72,8 +86,13 @@ def _prediction(d, shift=0.0):
     m = torch.zeros(1, d["height"], d["width"], dtype=torch.bool)
     xs = int(round(x0 + shift))
     m[0, int(y0) : int(y0) + 40, xs : xs + 40] = True
-    inst = Instances((d["height"], d["width"]), pred_boxes=Boxes(box), scores=torch.tensor([0.9]),
-                     pred_classes=torch.tensor([a["category_id"]]), pred_masks=m)
+    inst = Instances(
+        (d["height"], d["width"]),
+        pred_boxes=Boxes(box),
+        scores=torch.tensor([0.9]),
+        pred_classes=torch.tensor([a["category_id"]]),
+        pred_masks=m,
+    )
     return {"instances": inst}
 
 
@@ -131,8 +150,10 @@ def _dist_worker(rank, init_file, out_dir):
     _register("evaltest_squares7", 7)
     dicts = _dataset(7)
     runs = {}
-    for chunk in (10 ** 6, 2):  # one message per rank, and streamed two images per message (uneven: 4 and 3 images)
-        ev = COCOEvaluator("evaltest_squares7", output_dir=out_dir, distributed=True, tasks=["bbox"], gather_chunk=chunk)
+    for chunk in (10**6, 2):  # one message per rank, and streamed two images per message (uneven: 4 and 3 images)
+        ev = COCOEvaluator(
+            "evaltest_squares7", output_dir=out_dir, distributed=True, tasks=["bbox"], gather_chunk=chunk
+        )
         ev.reset()
         for i in InferenceSampler(len(dicts)):
             ev.process([{"image_id": dicts[i]["image_id"]}], [_prediction(dicts[i], shift=float(i))])
@@ -143,7 +164,7 @@ def _dist_worker(rank, init_file, out_dir):
         else:
             assert res == {}
     if rank == 0:
-        torch.save({**runs[10 ** 6], "streamed": runs[2]}, os.path.join(out_dir, "dist.pt"))
+        torch.save({**runs[10**6], "streamed": runs[2]}, os.path.join(out_dir, "dist.pt"))
     dist.barrier()  # let in-flight sends finish before the group goes away
     dist.destroy_process_group()
 
@@ -161,7 +182,9 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     single = ev.evaluate()
     assert got["n"] == 7
     assert got["res"]["bbox"]["AP"] == pytest.approx(single["bbox"]["AP"])
-    assert got["streamed"]["ids"] == got["ids"] and repr(got["streamed"]["res"]) == repr(got["res"])  # streaming = one-shot (NaN-aware)
+    assert got["streamed"]["ids"] == got["ids"] and repr(got["streamed"]["res"]) == repr(
+        got["res"]
+    )  # streaming = one-shot (NaN-aware)
     assert 0 < single["bbox"]["AP"] < 100
 
 
@@ -183,33 +206,62 @@ def _small_gt(tmp_path):
     mask = np.zeros((20, 30), np.uint8)
     mask[5:15, 5:20] = 1
     rle = mu.encode(np.asfortranarray(mask))
-    gt = {"images": [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}, {"id": 2, "file_name": "b.png", "height": 20, "width": 30}],
-          "categories": [{"id": 7, "name": "thing"}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [5, 5, 15, 10], "area": 150, "iscrowd": 0,
-                           "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()}}]}
+    gt = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "height": 20, "width": 30},
+            {"id": 2, "file_name": "b.png", "height": 20, "width": 30},
+        ],
+        "categories": [{"id": 7, "name": "thing"}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 7,
+                "bbox": [5, 5, 15, 10],
+                "area": 150,
+                "iscrowd": 0,
+                "segmentation": {"size": [20, 30], "counts": rle["counts"].decode()},
+            }
+        ],
+    }
     return gt, rle["counts"].decode()
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda r: r[0].update(score=float("nan")), "score nan is not a finite number"),
-    (lambda r: r[0].update(bbox=[1, 2, float("inf"), 3]), "is not [x, y, width, height]"),
-    (lambda r: r[0].pop("score"), "has no 'score'"),
-    (lambda r: r[0].update(image_id=99), "image_id 99 is not an image of the ground truth"),
-    (lambda r: r[0].update(category_id=3), "category_id 3 is not a category"),
-    (lambda r: r[0].update(segmentation={"size": [20, 30], "counts": "0"}), "RLE counts cover 0 pixels"),
-    (lambda r: r[0].update(segmentation={"size": [10, 30], "counts": "0"}), "differs from the image's"),
-    (lambda r: r[0].update(segmentation={"size": [20, 30], "counts": "garbage~~"}), "malformed RLE counts"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda r: r[0].update(score=float("nan")), "score nan is not a finite number"),
+        (lambda r: r[0].update(bbox=[1, 2, float("inf"), 3]), "is not [x, y, width, height]"),
+        (lambda r: r[0].pop("score"), "has no 'score'"),
+        (lambda r: r[0].update(image_id=99), "image_id 99 is not an image of the ground truth"),
+        (lambda r: r[0].update(category_id=3), "category_id 3 is not a category"),
+        (lambda r: r[0].update(segmentation={"size": [20, 30], "counts": "0"}), "RLE counts cover 0 pixels"),
+        (lambda r: r[0].update(segmentation={"size": [10, 30], "counts": "0"}), "differs from the image's"),
+        (lambda r: r[0].update(segmentation={"size": [20, 30], "counts": "garbage~~"}), "malformed RLE counts"),
+    ],
+)
 def test_evaluate_json_refuses_bad_results(tmp_path, capsys, edit, words):
     from evaluate_json import main
 
     gt, counts = _small_gt(tmp_path)
     (tmp_path / "gt.json").write_text(json.dumps(gt))
-    results = [{"image_id": 1, "category_id": 7, "score": 0.9, "bbox": [5, 5, 15, 10], "segmentation": {"size": [20, 30], "counts": counts}}]
-    assert main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results), "--type", "bbox", "segm"]) == 0
+    results = [
+        {
+            "image_id": 1,
+            "category_id": 7,
+            "score": 0.9,
+            "bbox": [5, 5, 15, 10],
+            "segmentation": {"size": [20, 30], "counts": counts},
+        }
+    ]
+    assert (
+        main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results), "--type", "bbox", "segm"]) == 0
+    )
     capsys.readouterr()
     edit(results)
-    assert main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results), "--type", "bbox", "segm"]) == 2
+    assert (
+        main(["--gt", str(tmp_path / "gt.json"), "--results", _write(tmp_path, results), "--type", "bbox", "segm"]) == 2
+    )
     err = capsys.readouterr().err
     assert words in err and "result 0" in err and err.strip().count("\n") == 0, err
 
@@ -220,12 +272,24 @@ def _write(tmp_path, results):
     return str(path)
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda g: g["images"].append(dict(g["images"][0], file_name="c.png")), "1 image id(s) used by more than one image (1)"),
-    (lambda g: g["annotations"][0].pop("image_id"), "annotations[0] has no 'image_id'"),
-    (lambda g: g.update(annotations={"0": g["annotations"][0]}), "'annotations' must be a list of objects, got dict"),
-    (lambda g: g["annotations"][0].update(segmentation={"size": [20, 30], "counts": "0"}), "RLE counts cover 0 pixels"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (
+            lambda g: g["images"].append(dict(g["images"][0], file_name="c.png")),
+            "1 image id(s) used by more than one image (1)",
+        ),
+        (lambda g: g["annotations"][0].pop("image_id"), "annotations[0] has no 'image_id'"),
+        (
+            lambda g: g.update(annotations={"0": g["annotations"][0]}),
+            "'annotations' must be a list of objects, got dict",
+        ),
+        (
+            lambda g: g["annotations"][0].update(segmentation={"size": [20, 30], "counts": "0"}),
+            "RLE counts cover 0 pixels",
+        ),
+    ],
+)
 def test_ground_truth_checked_before_pycocotools(tmp_path, capsys, edit, words):
     from evaluate_json import main
 

@@ -1,5 +1,6 @@
 """LVIS: registration (coco_url file names, frequencies, the record cache) and LVISEvaluator, which must give
 the `lvis` package's own numbers on the same detections."""
+
 import json
 import os
 import uuid
@@ -28,18 +29,36 @@ def _lvis_fixture(tmp_path):
     aid = 1
     for i in range(1, 6):
         cv2.imwrite(str(root / "val2017" / f"{i:012d}.png"), np.zeros((H, W, 3), np.uint8))
-        images.append({"id": i, "height": H, "width": W, "coco_url": f"http://images.cocodataset.org/val2017/{i:012d}.png",
-                       "neg_category_ids": [1] if i == 5 else [], "not_exhaustive_category_ids": [5] if i == 4 else []})
+        images.append(
+            {
+                "id": i,
+                "height": H,
+                "width": W,
+                "coco_url": f"http://images.cocodataset.org/val2017/{i:012d}.png",
+                "neg_category_ids": [1] if i == 5 else [],
+                "not_exhaustive_category_ids": [5] if i == 4 else [],
+            }
+        )
         for k in range(1 + i % 3):
             x, y = float(rng.randint(0, 40)), float(rng.randint(0, 25))
             w, h = float(rng.randint(10, 30)), float(rng.randint(10, 30))
             cat = [1, 3, 5, 5, 3][(i + k) % 5]
-            anns.append({"id": aid, "image_id": i, "category_id": cat, "bbox": [x, y, w, h], "area": w * h,
-                         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]]})
+            anns.append(
+                {
+                    "id": aid,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
+                }
+            )
             aid += 1
-    cats = [{"id": 1, "name": "aardvark", "frequency": "r", "synonyms": ["aardvark"]},
-            {"id": 3, "name": "banjo", "frequency": "c", "synonyms": ["banjo"]},
-            {"id": 5, "name": "cup", "frequency": "f", "synonyms": ["cup"]}]
+    cats = [
+        {"id": 1, "name": "aardvark", "frequency": "r", "synonyms": ["aardvark"]},
+        {"id": 3, "name": "banjo", "frequency": "c", "synonyms": ["banjo"]},
+        {"id": 5, "name": "cup", "frequency": "f", "synonyms": ["cup"]},
+    ]
     path = tmp_path / "lvis_v1_val.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return str(path), str(root), anns
@@ -53,10 +72,14 @@ def _predictions(anns, image_id, contiguous):
         x, y, w, h = a["bbox"]
         dx, dy = rng.uniform(-3, 3, 2)
         boxes.append([x + dx, y + dy, x + w + dx, y + h + dy])
-        classes.append(contiguous[a["category_id"]] if a is not mine[0] or rng.rand() < 0.7 else (contiguous[a["category_id"]] + 1) % 3)
+        classes.append(
+            contiguous[a["category_id"]]
+            if a is not mine[0] or rng.rand() < 0.7
+            else (contiguous[a["category_id"]] + 1) % 3
+        )
         scores.append(float(rng.uniform(0.3, 1.0)))
         m = torch.zeros(H, W, dtype=torch.bool)
-        m[int(max(0, y + dy)):int(y + h + dy), int(max(0, x + dx)):int(x + w + dx)] = True
+        m[int(max(0, y + dy)) : int(y + h + dy), int(max(0, x + dx)) : int(x + w + dx)] = True
         masks.append(m)
     inst = Instances((H, W))
     inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))

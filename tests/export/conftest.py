@@ -1,4 +1,5 @@
 """A small GN Mask R-CNN with deterministic synthetic weights (the parity fixture's rule) and real images."""
+
 import os
 import sys
 

@@ -1,5 +1,6 @@
 """TorchScript and ONNX export: same detections as eager detgn at any input size, no torch needed for ONNX Runtime,
 one-line refusals before any file is written."""
+
 import json
 import os
 import subprocess
@@ -83,17 +84,47 @@ def test_opset_21_writes_native_group_normalization(small_export_model, images, 
     ops = list(_op_types(onnx.load(paths["model"]).graph))
     num_gn = sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     assert ops.count("GroupNormalization") == num_gn and "InstanceNormalization" not in ops
-    report = compare_detections(instances_to_numpy(eager(images[1])["instances"]), exported_predictor(paths["model"])(images[1]))
+    report = compare_detections(
+        instances_to_numpy(eager(images[1])["instances"]), exported_predictor(paths["model"])(images[1])
+    )
     assert report.ok, report.summary()
 
 
-@pytest.mark.parametrize("name,overrides", [
-    ("frozen BN backbone, box head without norm, no mask head, ROIAlign v1",
-     ["MODEL.RESNETS.NORM", "FrozenBN", "MODEL.ROI_BOX_HEAD.NORM", "", "MODEL.MASK_ON", "False", "MODEL.ROI_BOX_HEAD.POOLER_TYPE", "ROIAlign"]),
-    ("BN backbone and heads, RGB input, class-agnostic heads",
-     ["MODEL.RESNETS.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_MASK_HEAD.NORM", "BN", "INPUT.FORMAT", "RGB",
-      "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", "True", "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", "True"]),
-])
+@pytest.mark.parametrize(
+    "name,overrides",
+    [
+        (
+            "frozen BN backbone, box head without norm, no mask head, ROIAlign v1",
+            [
+                "MODEL.RESNETS.NORM",
+                "FrozenBN",
+                "MODEL.ROI_BOX_HEAD.NORM",
+                "",
+                "MODEL.MASK_ON",
+                "False",
+                "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
+                "ROIAlign",
+            ],
+        ),
+        (
+            "BN backbone and heads, RGB input, class-agnostic heads",
+            [
+                "MODEL.RESNETS.NORM",
+                "BN",
+                "MODEL.ROI_BOX_HEAD.NORM",
+                "BN",
+                "MODEL.ROI_MASK_HEAD.NORM",
+                "BN",
+                "INPUT.FORMAT",
+                "RGB",
+                "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG",
+                "True",
+                "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK",
+                "True",
+            ],
+        ),
+    ],
+)
 def test_other_supported_configs_export(images, tmp_path, name, overrides):
     """The norms and heads check_exportable accepts besides GN: exported graphs give eager's detections.
 
@@ -127,8 +158,8 @@ class Block:
 sys.meta_path.insert(0, Block())
 import numpy as np
 from detgn.export import OnnxPredictor
-det = OnnxPredictor({exports['onnx']['model']!r})(np.load({str(tmp_path / 'img.npy')!r}))
-np.savez({str(tmp_path / 'out.npz')!r}, **det)
+det = OnnxPredictor({exports["onnx"]["model"]!r})(np.load({str(tmp_path / "img.npy")!r}))
+np.savez({str(tmp_path / "out.npz")!r}, **det)
 print(len(det["boxes"]))
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -140,13 +171,20 @@ print(len(det["boxes"]))
         np.testing.assert_array_equal(got[k], ref[k])
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("MODEL.RESNETS.NORM", "SyncBN", "MODEL.RESNETS.NORM 'SyncBN' cannot be exported"),
-    ("MODEL.ROI_BOX_HEAD.NORM", "LN", "MODEL.ROI_BOX_HEAD.NORM 'LN' cannot be exported"),
-    ("MODEL.ROI_HEADS.NAME", "MyHeads", "MODEL.ROI_HEADS.NAME 'MyHeads' cannot be exported"),
-    ("MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_HEADS.NAME 'CascadeROIHeads' cannot be exported"),
-    ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True], "DEFORM_ON_PER_STAGE .* cannot be exported: .*deform_conv2d"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("MODEL.RESNETS.NORM", "SyncBN", "MODEL.RESNETS.NORM 'SyncBN' cannot be exported"),
+        ("MODEL.ROI_BOX_HEAD.NORM", "LN", "MODEL.ROI_BOX_HEAD.NORM 'LN' cannot be exported"),
+        ("MODEL.ROI_HEADS.NAME", "MyHeads", "MODEL.ROI_HEADS.NAME 'MyHeads' cannot be exported"),
+        ("MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_HEADS.NAME 'CascadeROIHeads' cannot be exported"),
+        (
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+            [False, True, True, True],
+            "DEFORM_ON_PER_STAGE .* cannot be exported: .*deform_conv2d",
+        ),
+    ],
+)
 def test_unsupported_config_is_refused_before_writing(small_export_model, images, tmp_path, key, value, message):
     cfg = small_export_model[0].clone()
     cfg.merge_from_list([key, value])
@@ -166,9 +204,24 @@ def test_old_opset_and_unknown_format_are_refused():
 
 def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "export"
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_model.py"), "--config-file",
-                        os.path.join(REPO, "configs", "nuclei_quickstart.yaml"), "--format", "onnx", "--output", str(out),
-                        "MODEL.FPN.NORM", "SyncBN"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "export_model.py"),
+            "--config-file",
+            os.path.join(REPO, "configs", "nuclei_quickstart.yaml"),
+            "--format",
+            "onnx",
+            "--output",
+            str(out),
+            "MODEL.FPN.NORM",
+            "SyncBN",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
     assert "MODEL.FPN.NORM 'SyncBN' cannot be exported" in r.stderr and "NORM BN" in r.stderr
     assert not out.exists()
@@ -179,13 +232,15 @@ def test_numpy_postprocessing_equals_detgn():
     from detgn.data.transforms import _shortest_edge_size
 
     for h, w in [(256, 320), (384, 512), (100, 1000), (1000, 99), (800, 1333), (31, 33)]:
-        for short, longest in [(224, 320), (800, 1333), (640, 10 ** 9)]:
+        for short, longest in [(224, 320), (800, 1333), (640, 10**9)]:
             assert resized_size(h, w, short, longest) == _shortest_edge_size(h, w, short, longest)
     rng = np.random.RandomState(0)
     probs = np.clip(rng.rand(40, 28, 28) * 0.4 + np.linspace(0, 1, 28)[None, None] * 0.6, 0, 1).astype(np.float32)
     x0, y0 = rng.uniform(-20, 300, 40), rng.uniform(-20, 200, 40)
     boxes = np.stack([x0, y0, x0 + rng.uniform(0.5, 150, 40), y0 + rng.uniform(0.5, 120, 40)], 1).astype(np.float32)
-    ref = paste_masks_in_image(torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (200, 300), threshold=0.5).numpy()
+    ref = paste_masks_in_image(
+        torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (200, 300), threshold=0.5
+    ).numpy()
     got = paste_masks(probs, boxes, 200, 300)
     assert ref.sum() > 1000 and np.array_equal(ref, got)
 
@@ -202,17 +257,56 @@ def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path
     expected = exported_predictor(exports["onnx"]["model"])(images[1])
     for runtime, fmt in (("onnxruntime", "onnx"), ("torchscript", "torchscript")):
         out = tmp_path / runtime
-        r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file", str(cfg_file), "--runtime", runtime,
-                            "--input", str(tmp_path / "img.png"), "--output", str(out), "--json", str(out / "det.json"),
-                            "--confidence-threshold", "0.05", "MODEL.WEIGHTS", exports[fmt]["model"]],
-                           cwd=REPO, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "tools", "demo.py"),
+                "--config-file",
+                str(cfg_file),
+                "--runtime",
+                runtime,
+                "--input",
+                str(tmp_path / "img.png"),
+                "--output",
+                str(out),
+                "--json",
+                str(out / "det.json"),
+                "--confidence-threshold",
+                "0.05",
+                "MODEL.WEIGHTS",
+                exports[fmt]["model"],
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert os.path.isfile(out / "img_pred.png")
         dets = json.load(open(out / "det.json"))
         assert len(dets) == int((expected["scores"] >= 0.05).sum()) > 0
-    r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--config-file", str(cfg_file), "--runtime", "onnxruntime",
-                        "--input", str(tmp_path / "img.png"), "--output", str(tmp_path / "x"), "MODEL.WEIGHTS", exports["onnx"]["model"],
-                        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "demo.py"),
+            "--config-file",
+            str(cfg_file),
+            "--runtime",
+            "onnxruntime",
+            "--input",
+            str(tmp_path / "img.png"),
+            "--output",
+            str(tmp_path / "x"),
+            "MODEL.WEIGHTS",
+            exports["onnx"]["model"],
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.3",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
     assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 differs from the exported model's 0.05" in r.stderr
 

@@ -4,14 +4,17 @@ Not collected by the suite itself (no test_ prefix): tests/layers/test_fused_gro
 subprocess with TRITON_INTERPRET=1, which Triton must see before it is first imported (its language
 functions are compiled for the interpreter at import), so it cannot be switched on inside the suite's process.
 """
+
 import os
 import pytest
 import torch
 from torch.nn import functional as F
 
 if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("run through tests/layers/test_fused_group_norm.py (needs TRITON_INTERPRET=1 before triton is imported)",
-                allow_module_level=True)
+    pytest.skip(
+        "run through tests/layers/test_fused_group_norm.py (needs TRITON_INTERPRET=1 before triton is imported)",
+        allow_module_level=True,
+    )
 pytest.importorskip("triton")
 
 from detgn.layers import fused_group_norm as fgn  # noqa: E402
@@ -41,8 +44,11 @@ def _both(x, g, relu, dtype=torch.float32, eps=1e-5):
 
 
 CASES = [((2, 16, 5, 7), 4, cl, relu) for cl in (False, True) for relu in (False, True)] + [
-    ((3, 24, 9, 1), 8, False, True), ((3, 24, 9, 1), 8, True, False),  # 3 channels per group: not a power of 2
-    ((1, 8, 70, 70), 2, False, False), ((1, 8, 70, 70), 2, True, True)]  # 4,900 positions: several blocks
+    ((3, 24, 9, 1), 8, False, True),
+    ((3, 24, 9, 1), 8, True, False),  # 3 channels per group: not a power of 2
+    ((1, 8, 70, 70), 2, False, False),
+    ((1, 8, 70, 70), 2, True, True),
+]  # 4,900 positions: several blocks
 
 
 @pytest.mark.parametrize("shape,groups,channels_last,relu", CASES)
@@ -53,7 +59,9 @@ def test_equals_torch_group_norm(shape, groups, channels_last, relu):
     (y, gx, gw, gb), (ry, rgx, rgw, rgb) = _both(x, groups, relu)
     assert y.shape == ry.shape and y.dtype == ry.dtype
     if channels_last:
-        assert y.is_contiguous(memory_format=torch.channels_last) and gx.is_contiguous(memory_format=torch.channels_last)
+        assert y.is_contiguous(memory_format=torch.channels_last) and gx.is_contiguous(
+            memory_format=torch.channels_last
+        )
     torch.testing.assert_close(y, ry, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx, rgx, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gw, rgw, rtol=1e-4, atol=1e-4)
@@ -94,10 +102,15 @@ def test_box_head_tower_fuses_relu_and_matches_torch_impl():
     from detgn.modeling.roi_heads.box_head import FastRCNNConvFCHead
 
     torch.manual_seed(0)
-    ref = FastRCNNConvFCHead(input_shape=ShapeSpec(channels=16, height=7, width=7), conv_dims=[32, 32], fc_dims=[64],
-                             conv_norm="GN")
-    fused = FastRCNNConvFCHead(input_shape=ShapeSpec(channels=16, height=7, width=7), conv_dims=[32, 32], fc_dims=[64],
-                               conv_norm=lambda c: fgn.FusedGroupNorm(32, c))
+    ref = FastRCNNConvFCHead(
+        input_shape=ShapeSpec(channels=16, height=7, width=7), conv_dims=[32, 32], fc_dims=[64], conv_norm="GN"
+    )
+    fused = FastRCNNConvFCHead(
+        input_shape=ShapeSpec(channels=16, height=7, width=7),
+        conv_dims=[32, 32],
+        fc_dims=[64],
+        conv_norm=lambda c: fgn.FusedGroupNorm(32, c),
+    )
     assert fused.load_state_dict(ref.state_dict()) is not None
     calls = []
     for conv in fused.conv_norm_relus:
@@ -112,5 +125,3 @@ def test_box_head_tower_fuses_relu_and_matches_torch_impl():
     assert calls == [True, True]  # both convs' GN+ReLU ran as one fused call
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-

@@ -1,6 +1,7 @@
 """Deformable convolutions: zero offsets are the plain convolution, a fractional offset samples
 bilinearly (computed by hand), the modulated mask scales each tap, the bottleneck with zero-initialised
 offsets equals the plain bottleneck, and the offset layout is (dy, dx) per tap as in detectron2."""
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -12,8 +13,17 @@ from detgn.modeling.backbone.resnet import BottleneckBlock, DeformBottleneckBloc
 @pytest.mark.parametrize("groups, deformable_groups, stride, dilation", [(1, 1, 1, 1), (2, 2, 2, 1), (4, 1, 1, 2)])
 def test_zero_offsets_and_unit_mask_give_the_plain_convolution(groups, deformable_groups, stride, dilation):
     torch.manual_seed(0)
-    conv = DeformConv2d(8, 8, 3, stride=stride, padding=dilation, dilation=dilation, groups=groups, bias=True,
-                        deformable_groups=deformable_groups)
+    conv = DeformConv2d(
+        8,
+        8,
+        3,
+        stride=stride,
+        padding=dilation,
+        dilation=dilation,
+        groups=groups,
+        bias=True,
+        deformable_groups=deformable_groups,
+    )
     x = torch.randn(2, 8, 11, 13)
     ref = F.conv2d(x, conv.weight, conv.bias, stride, dilation, dilation, groups)
     offset = torch.zeros(2, conv.offset_channels, *ref.shape[-2:])
@@ -21,7 +31,9 @@ def test_zero_offsets_and_unit_mask_give_the_plain_convolution(groups, deformabl
     mask = torch.ones(2, conv.offset_channels // 2, *ref.shape[-2:])
     assert torch.allclose(conv(x, offset, mask), ref, atol=1e-5)
     # the mask multiplies every tap: 0.5 everywhere halves the convolution (bias excluded)
-    assert torch.allclose(conv(x, offset, mask * 0.5), 0.5 * (ref - conv.bias.view(1, -1, 1, 1)) + conv.bias.view(1, -1, 1, 1), atol=1e-5)
+    assert torch.allclose(
+        conv(x, offset, mask * 0.5), 0.5 * (ref - conv.bias.view(1, -1, 1, 1)) + conv.bias.view(1, -1, 1, 1), atol=1e-5
+    )
 
 
 def test_fractional_offset_is_a_bilinear_sample_computed_by_hand():
@@ -37,8 +49,12 @@ def test_fractional_offset_is_a_bilinear_sample_computed_by_hand():
     y0, x0 = int(y), int(xx)
     ly, lx = y - y0, xx - x0
     img = x[0, 0]
-    expected = ((1 - ly) * (1 - lx) * img[y0, x0] + (1 - ly) * lx * img[y0, x0 + 1]
-                + ly * (1 - lx) * img[y0 + 1, x0] + ly * lx * img[y0 + 1, x0 + 1])
+    expected = (
+        (1 - ly) * (1 - lx) * img[y0, x0]
+        + (1 - ly) * lx * img[y0, x0 + 1]
+        + ly * (1 - lx) * img[y0 + 1, x0]
+        + ly * lx * img[y0 + 1, x0 + 1]
+    )
     assert torch.allclose(out[0, 0, 2, 3], expected, rtol=1e-6)
     # an integer offset of one row down reads the next row; outside the input reads 0
     offset = torch.zeros(1, 2, 5, 6)
@@ -60,8 +76,12 @@ def test_offsets_of_each_tap_and_group_follow_detectron2s_layout():
     assert torch.equal(moved[:, 0], base[:, 0])  # output 0 reads input channels 0-1 = offset group 0
     centre_only = torch.zeros_like(conv.weight)
     centre_only[:, :, 1, 1] = conv.weight[:, :, 1, 1]
-    delta = F.conv2d(torch.roll(x, -1, dims=2), centre_only, padding=1, groups=2) - F.conv2d(x, centre_only, padding=1, groups=2)
-    delta[:, :, -1] = (-F.conv2d(x, centre_only, padding=1, groups=2))[:, :, -1]  # the last row reads below the image: 0
+    delta = F.conv2d(torch.roll(x, -1, dims=2), centre_only, padding=1, groups=2) - F.conv2d(
+        x, centre_only, padding=1, groups=2
+    )
+    delta[:, :, -1] = (-F.conv2d(x, centre_only, padding=1, groups=2))[
+        :, :, -1
+    ]  # the last row reads below the image: 0
     assert torch.allclose(moved[:, 1] - base[:, 1], delta[:, 1], atol=1e-5)
 
 
@@ -78,14 +98,34 @@ def test_bottleneck_with_zero_initialised_offsets_equals_the_plain_bottleneck(mo
     deform = DeformBottleneckBlock(64, 128, deform_modulated=modulated, deform_num_groups=2, **kw)
     plain = BottleneckBlock(64, 128, **kw)
     sd = deform.state_dict()
-    assert list(sd) == ["shortcut.weight", "shortcut.norm.weight", "shortcut.norm.bias", "conv1.weight", "conv1.norm.weight",
-                        "conv1.norm.bias", "conv2_offset.weight", "conv2_offset.bias", "conv2.weight", "conv2.norm.weight",
-                        "conv2.norm.bias", "conv3.weight", "conv3.norm.weight", "conv3.norm.bias"]
-    assert sd["conv2_offset.weight"].shape == ((27 if modulated else 18) * 2, 32, 3, 3) and not sd["conv2_offset.weight"].any()
+    assert list(sd) == [
+        "shortcut.weight",
+        "shortcut.norm.weight",
+        "shortcut.norm.bias",
+        "conv1.weight",
+        "conv1.norm.weight",
+        "conv1.norm.bias",
+        "conv2_offset.weight",
+        "conv2_offset.bias",
+        "conv2.weight",
+        "conv2.norm.weight",
+        "conv2.norm.bias",
+        "conv3.weight",
+        "conv3.norm.weight",
+        "conv3.norm.bias",
+    ]
+    assert (
+        sd["conv2_offset.weight"].shape == ((27 if modulated else 18) * 2, 32, 3, 3)
+        and not sd["conv2_offset.weight"].any()
+    )
     plain.load_state_dict({k: v for k, v in sd.items() if not k.startswith("conv2_offset")})
     x = torch.randn(2, 64, 12, 10)
     y = deform(x)
-    assert torch.allclose(y, plain(x), atol=1e-5) if not modulated else torch.allclose(y, _half_mask_plain(plain, x), atol=1e-5)
+    assert (
+        torch.allclose(y, plain(x), atol=1e-5)
+        if not modulated
+        else torch.allclose(y, _half_mask_plain(plain, x), atol=1e-5)
+    )
     y.sum().backward()
     assert deform.conv2_offset.weight.grad.abs().sum() > 0  # the offsets learn from the first step
 
@@ -93,6 +133,17 @@ def test_bottleneck_with_zero_initialised_offsets_equals_the_plain_bottleneck(mo
 def _half_mask_plain(block, x):
     """Modulated, zero-initialised: mask = sigmoid(0) = 0.5 on every tap of the 3x3."""
     out = F.relu(block.conv1(x))
-    out = F.conv2d(out, block.conv2.weight, None, block.conv2.stride, block.conv2.padding, block.conv2.dilation, block.conv2.groups) * 0.5
+    out = (
+        F.conv2d(
+            out,
+            block.conv2.weight,
+            None,
+            block.conv2.stride,
+            block.conv2.padding,
+            block.conv2.dilation,
+            block.conv2.groups,
+        )
+        * 0.5
+    )
     out = block.conv3(F.relu(block.conv2.norm(out)))
     return F.relu(out + block.shortcut(x))

@@ -1,5 +1,6 @@
 """The Triton GroupNorm(+ReLU): its kernels against torch's GroupNorm (through Triton's interpreter on CPU,
 compiled on a GPU), the module's state dict, and the config refusing it where it cannot run."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,21 @@ def test_kernels_through_the_triton_interpreter():
     """Values and gradients equal torch's for both layouts, odd sizes, bf16, a large mean, and the box head's fused
     GN+ReLU (tests/layers/interpreted_fused_group_norm.py, in a subprocess with TRITON_INTERPRET=1)."""
     env = dict(os.environ, TRITON_INTERPRET="1")
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(HERE, "interpreted_fused_group_norm.py")],
-                       env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            os.path.join(HERE, "interpreted_fused_group_norm.py"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
     assert " passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]
 
@@ -39,7 +53,9 @@ def test_config_refuses_triton_where_it_cannot_run(monkeypatch):
     cfg = get_cfg()
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.GROUP_NORM.IMPL = "triton"
-    with pytest.raises(ConfigValueError, match=r"MODEL.GROUP_NORM.IMPL = 'triton': must be 'torch' unless MODEL.DEVICE is cuda"):
+    with pytest.raises(
+        ConfigValueError, match=r"MODEL.GROUP_NORM.IMPL = 'triton': must be 'torch' unless MODEL.DEVICE is cuda"
+    ):
         check_config(cfg)
     cfg.MODEL.GROUP_NORM.IMPL = "apex"
     with pytest.raises(ConfigValueError, match=r"MODEL.GROUP_NORM.IMPL = 'apex': must be one of 'torch', 'triton'"):

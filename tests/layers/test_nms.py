@@ -1,4 +1,5 @@
 """batched_nms_topk == torchvision's batched_nms(...)[:k] on many classes and boxes."""
+
 import pytest
 import torch
 from torchvision.ops import batched_nms
@@ -16,8 +17,10 @@ def _case(n, classes, seed):
     return boxes, scores, idxs
 
 
-@pytest.mark.parametrize("n,classes,topk", [(80000, 80, 100), (3000, 3, 100), (5000, 80, 10), (900, 5, 100), (20000, 1, 50),
-                                            (6000, 80, -1), (2500, 2, 2000)])
+@pytest.mark.parametrize(
+    "n,classes,topk",
+    [(80000, 80, 100), (3000, 3, 100), (5000, 80, 10), (900, 5, 100), (20000, 1, 50), (6000, 80, -1), (2500, 2, 2000)],
+)
 def test_equals_torchvision(n, classes, topk):
     boxes, scores, idxs = _case(n, classes, seed=n + classes)
     ref = batched_nms(boxes, scores, idxs, 0.5)

@@ -162,4 +162,4 @@ def test_group_norm_is_float32_under_bf16_autocast():
     assert y.dtype == torch.bfloat16
     ref = torch.nn.functional.group_norm(x.float(), 32, gn.weight, gn.bias, 1e-5)  # float32 maths on the same input
     # one rounding of the float32 result: at most half a bf16 ulp away
-    assert torch.equal(y, ref.bfloat16()) or (y.float() - ref).abs().max() <= ref.abs().max() * 2 ** -8
+    assert torch.equal(y, ref.bfloat16()) or (y.float() - ref).abs().max() <= ref.abs().max() * 2**-8

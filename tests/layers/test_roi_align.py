@@ -1,4 +1,5 @@
 """detgn's ROIAlign backward equals torchvision's (same sampling rules), forward unchanged."""
+
 import pytest
 import torch
 from torchvision.ops import roi_align as tv_roi_align
@@ -20,8 +21,10 @@ def _rois(n_img, h, w, scale, num, seed):
     return rois
 
 
-@pytest.mark.parametrize("aligned,sampling_ratio,out,channels_last", [
-    (True, 0, 7, False), (True, 0, 14, True), (False, 0, 7, False), (True, 2, 7, True), (False, 3, (5, 4), False)])
+@pytest.mark.parametrize(
+    "aligned,sampling_ratio,out,channels_last",
+    [(True, 0, 7, False), (True, 0, 14, True), (False, 0, 7, False), (True, 2, 7, True), (False, 3, (5, 4), False)],
+)
 def test_matches_torchvision(aligned, sampling_ratio, out, channels_last):
     torch.manual_seed(0)
     n, c, h, w, scale = 2, 8, 23, 31, 0.25

@@ -1,6 +1,7 @@
 """Cascade R-CNN ROI heads: training losses and statistics per stage, the 1/S gradient scale, the
 equivalence of a one-stage cascade with class-agnostic StandardROIHeads, config refusals.
 (Parity with detectron2's Cascade outputs: tests/modeling/test_detectron2_parity.py.)"""
+
 import pytest
 import torch
 
@@ -18,7 +19,11 @@ def _cascade_cfg(stages=3):
     cfg.MODEL.ROI_HEADS.NAME = "CascadeROIHeads"
     cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = True
     cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)[:stages]
-    cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))[:stages]
+    cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = (
+        (10.0, 10.0, 5.0, 5.0),
+        (20.0, 20.0, 10.0, 10.0),
+        (30.0, 30.0, 15.0, 15.0),
+    )[:stages]
     return cfg
 
 
@@ -28,16 +33,23 @@ def test_training_step_gives_each_stage_its_losses_and_counts():
     torch.manual_seed(0)
     model = build_model(cfg).train()
     assert [k for k in model.state_dict() if k.startswith("roi_heads.box_predictor.2.")] == [
-        "roi_heads.box_predictor.2.cls_score.weight", "roi_heads.box_predictor.2.cls_score.bias",
-        "roi_heads.box_predictor.2.bbox_pred.weight", "roi_heads.box_predictor.2.bbox_pred.bias"]
+        "roi_heads.box_predictor.2.cls_score.weight",
+        "roi_heads.box_predictor.2.cls_score.bias",
+        "roi_heads.box_predictor.2.bbox_pred.weight",
+        "roi_heads.box_predictor.2.bbox_pred.bias",
+    ]
     assert model.roi_heads.box_predictor[0].bbox_pred.out_features == 4  # class-agnostic
     assert [p.box2box_transform.weights for p in model.roi_heads.box_predictor] == [
-        (10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)]
+        (10.0, 10.0, 5.0, 5.0),
+        (20.0, 20.0, 10.0, 10.0),
+        (30.0, 30.0, 15.0, 15.0),
+    ]
     with EventStorage() as storage:
         losses = model([make_inputs(), make_inputs(seed=1)])
         stats = storage.pop_model_stats()
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_mask"} | {
-        f"{n}_stage{k}" for n in ("loss_cls", "loss_box_reg") for k in range(3)}
+        f"{n}_stage{k}" for n in ("loss_cls", "loss_box_reg") for k in range(3)
+    }
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     for k in range(3):
@@ -69,8 +81,12 @@ def test_one_stage_cascade_equals_standard_heads_with_class_agnostic_boxes():
     torch.manual_seed(0)
     standard = build_model(std_cfg)
     cascade = build_model(_cascade_cfg(stages=1))
-    sd = {k.replace("roi_heads.box_head.", "roi_heads.box_head.0.").replace("roi_heads.box_predictor.", "roi_heads.box_predictor.0."): v
-          for k, v in standard.state_dict().items()}
+    sd = {
+        k.replace("roi_heads.box_head.", "roi_heads.box_head.0.").replace(
+            "roi_heads.box_predictor.", "roi_heads.box_predictor.0."
+        ): v
+        for k, v in standard.state_dict().items()
+    }
     cascade.load_state_dict(sd)
     inputs = [make_inputs(), make_inputs(seed=1)]
     results = []
@@ -81,7 +97,9 @@ def test_one_stage_cascade_equals_standard_heads_with_class_agnostic_boxes():
         with torch.no_grad():
             results.append((losses, model([make_inputs(with_gt=False, seed=3)])[0]["instances"]))
     (l_std, d_std), (l_cas, d_cas) = results
-    assert set(l_cas) == {k.replace("loss_cls", "loss_cls_stage0").replace("loss_box_reg", "loss_box_reg_stage0") for k in l_std}
+    assert set(l_cas) == {
+        k.replace("loss_cls", "loss_cls_stage0").replace("loss_box_reg", "loss_box_reg_stage0") for k in l_std
+    }
     for k, v in l_std.items():
         name = {"loss_cls": "loss_cls_stage0", "loss_box_reg": "loss_box_reg_stage0"}.get(k, k)
         assert torch.allclose(v, l_cas[name], rtol=1e-5, atol=1e-6), k
@@ -89,11 +107,17 @@ def test_one_stage_cascade_equals_standard_heads_with_class_agnostic_boxes():
     assert torch.allclose(d_std.scores, d_cas.scores, atol=1e-6) and torch.equal(d_std.pred_classes, d_cas.pred_classes)
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False}, "CLS_AGNOSTIC_BBOX_REG True"),
-    ({"MODEL.ROI_BOX_CASCADE_HEAD.IOUS": (0.4, 0.6, 0.7)}, r"IOUS\[0\]"),
-    ({"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": ((10.0, 10.0, 5.0, 5.0),)}, "one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False}, "CLS_AGNOSTIC_BBOX_REG True"),
+        ({"MODEL.ROI_BOX_CASCADE_HEAD.IOUS": (0.4, 0.6, 0.7)}, r"IOUS\[0\]"),
+        (
+            {"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": ((10.0, 10.0, 5.0, 5.0),)},
+            "one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS",
+        ),
+    ],
+)
 def test_inconsistent_cascade_configs_are_refused_in_one_line(change, match):
     cfg = _cascade_cfg()
     for k, v in change.items():

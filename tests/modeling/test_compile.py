@@ -1,4 +1,5 @@
 """MODEL.COMPILE: compiled parts compute what the eager NCHW model computes, and keep its checkpoints."""
+
 import os
 
 import pytest
@@ -43,7 +44,11 @@ def test_traced_model_trains_and_infers_like_eager():
         losses.append(out)
     for k in losses[0]:
         assert _close(losses[0][k], losses[1][k]), (k, losses[0][k].item(), losses[1][k].item())
-    for name in ("backbone.bottom_up.res3.0.conv1.weight", "backbone.fpn_output2.weight", "proposal_generator.rpn_head.conv.weight"):
+    for name in (
+        "backbone.bottom_up.res3.0.conv1.weight",
+        "backbone.fpn_output2.weight",
+        "proposal_generator.rpn_head.conv.weight",
+    ):
         a, b = dict(eager.named_parameters())[name].grad, dict(compiled.named_parameters())[name].grad
         assert _close(a, b), name
     x = {k: v for k, v in make_inputs(seed=3).items() if k != "instances"}
@@ -91,10 +96,16 @@ def test_an_isa_override_gets_its_own_inductor_cache(monkeypatch):
 def test_config_refuses_what_it_cannot_compile():
     cfg = small_gn_cfg()
     cfg.MODEL.COMPILE.PARTS = ["rpn"]
-    with pytest.raises(ConfigValueError, match=r"MODEL.COMPILE.PARTS = \['rpn'\]: must be a list of 0 to 3 value\(s\), each one of 'backbone'"):
+    with pytest.raises(
+        ConfigValueError,
+        match=r"MODEL.COMPILE.PARTS = \['rpn'\]: must be a list of 0 to 3 value\(s\), each one of 'backbone'",
+    ):
         check_config(cfg)
     cfg.MODEL.COMPILE.PARTS = ["backbone"]
     cfg.MODEL.COMPILE.BACKEND = "eager"
     cfg.MODEL.COMPILE.MODE = "max-autotune"
-    with pytest.raises(ConfigValueError, match=r"MODEL.COMPILE.MODE = 'max-autotune': must be 'default' with MODEL.COMPILE.BACKEND eager"):
+    with pytest.raises(
+        ConfigValueError,
+        match=r"MODEL.COMPILE.MODE = 'max-autotune': must be 'default' with MODEL.COMPILE.BACKEND eager",
+    ):
         check_config(cfg)

@@ -1,5 +1,6 @@
 """Deformable ResNet stages in the model: detectron2's key layout, a training step that moves the
 offsets, and the config refusals. (Layer-level tests: tests/layers/test_deform_conv.py.)"""
+
 import pytest
 import torch
 
@@ -62,12 +63,18 @@ def test_deformable_training_step_moves_the_offsets():
         assert model([make_inputs(with_gt=False)])[0]["instances"].has("pred_masks")
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"MODEL.RESNETS.DEFORM_MODULATED": True}, "True for at least one stage"),
-    ({"MODEL.RESNETS.DEFORM_NUM_GROUPS": 2}, "True for at least one stage"),
-    ({"MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, True, True]}, "a list of 4 value"),
-    ({"MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, True, True, True], "MODEL.RESNETS.DEFORM_NUM_GROUPS": 3}, "a divisor"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"MODEL.RESNETS.DEFORM_MODULATED": True}, "True for at least one stage"),
+        ({"MODEL.RESNETS.DEFORM_NUM_GROUPS": 2}, "True for at least one stage"),
+        ({"MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, True, True]}, "a list of 4 value"),
+        (
+            {"MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, True, True, True], "MODEL.RESNETS.DEFORM_NUM_GROUPS": 3},
+            "a divisor",
+        ),
+    ],
+)
 def test_deformable_options_that_would_do_nothing_are_refused(change, match):
     cfg = gn_cfg()
     for k, v in change.items():

@@ -4,6 +4,7 @@ Fixture: tests/data/detectron2_parity (detectron2 commit 02b5c4e, CPU, fp32; see
 weights, the input convention and the tolerances used here). This guards every speed-up
 (memory format, GN kernels, ROIAlign, compilation, export): run in both memory formats.
 """
+
 import hashlib
 import os
 import sys
@@ -70,7 +71,9 @@ def _match(ref_boxes, ref_classes, boxes, classes):
 
 def _pasted_probability(raw, j, height, width):
     """Float mask probabilities of detection j pasted at image size (the thresholded mask's source)."""
-    probs, region = _paste_chunk(raw.pred_masks[j:j + 1].float(), raw.pred_boxes.tensor[j:j + 1], height, width, skip_empty=True)
+    probs, region = _paste_chunk(
+        raw.pred_masks[j : j + 1].float(), raw.pred_boxes.tensor[j : j + 1], height, width, skip_empty=True
+    )
     full = torch.zeros(height, width)
     full[region] = probs[0]
     return full.numpy()
@@ -84,10 +87,15 @@ def test_detectron2_parity_cascade(image):
     """Cascade Mask R-CNN (3 GN box stages, class-agnostic regression, mean of the stages' scores) against
     detectron2's outputs on the same image (tests/data/detectron2_parity_cascade, same rules)."""
     reference = torch.load(os.path.join(CASCADE_FIXTURE, "outputs.pth"), weights_only=True)
-    assert reference["image_sha256"] == hashlib.sha256(cv2.imread(os.path.join(FIXTURE, "image.png")).tobytes()).hexdigest()
+    assert (
+        reference["image_sha256"]
+        == hashlib.sha256(cv2.imread(os.path.join(FIXTURE, "image.png")).tobytes()).hexdigest()
+    )
     model = _model(reference, "contiguous", os.path.join("Misc", "cascade_mask_rcnn_R_50_FPN_3x_gn.yaml"))
     keys = [line.split("\t")[0] for line in open(os.path.join(CASCADE_FIXTURE, "keys.txt")) if not line.startswith("#")]
-    assert sorted(keys) == sorted(k for k in model.state_dict() if k not in ("pixel_mean", "pixel_std"))  # detectron2's 259 keys
+    assert sorted(keys) == sorted(
+        k for k in model.state_dict() if k not in ("pixel_mean", "pixel_std")
+    )  # detectron2's 259 keys
     _check_parity(model, reference, image)
 
 
@@ -106,7 +114,9 @@ def _check_parity(model, reference, image):
         assert len(got_props) == 200
         iou = pairwise_iou(Boxes(ref_props["boxes"]), Boxes(got_props)).diagonal()
         assert (iou > 0.99).all(), f"proposal {int((iou <= 0.99).nonzero()[0])} differs (IoU {iou.min():.4f})"
-        assert torch.allclose(proposals[0].objectness_logits[:200], ref_props["objectness_logits"], rtol=1e-4, atol=1e-3)
+        assert torch.allclose(
+            proposals[0].objectness_logits[:200], ref_props["objectness_logits"], rtol=1e-4, atol=1e-3
+        )
         inst = model([{"image": image, "height": 384, "width": 512}])[0]["instances"]
         raw = model.inference([{"image": image, "height": 384, "width": 512}], do_postprocess=False)[0]
     assert torch.equal(raw.pred_boxes.tensor, inst.pred_boxes.tensor)  # no resize: input size == output size
@@ -116,7 +126,9 @@ def _check_parity(model, reference, image):
     ri, gi = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     score_diff = (reference["scores"][ri] - inst.scores[gi]).abs().max().item()
     assert score_diff <= 1e-3, f"score difference {score_diff:.2e}"
-    ref_masks = mask_util.decode([{"size": reference["masks"]["size"], "counts": c.encode()} for c in reference["masks"]["counts"]])
+    ref_masks = mask_util.decode(
+        [{"size": reference["masks"]["size"], "counts": c.encode()} for c in reference["masks"]["counts"]]
+    )
     got = inst.pred_masks.numpy()
     for i, j in pairs:
         a, b = ref_masks[:, :, i].astype(bool), got[j]

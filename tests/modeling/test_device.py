@@ -1,4 +1,5 @@
 """Device tests: run on CUDA when available (or DETGN_TEST_DEVICE=cuda), else skipped; CPU variants always run."""
+
 import os
 
 import pytest
@@ -88,10 +89,15 @@ def test_loaders_pin_memory_only_for_cuda(monkeypatch):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "nuclei_quickstart.yaml"))
     cfg.DATALOADER.NUM_WORKERS = 0
-    assert not build_detection_train_loader(cfg).pin_memory and not build_detection_test_loader(cfg, "nuclei_mini_val").pin_memory
+    assert (
+        not build_detection_train_loader(cfg).pin_memory
+        and not build_detection_test_loader(cfg, "nuclei_mini_val").pin_memory
+    )
     cfg.MODEL.DEVICE = "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert build_detection_train_loader(cfg).pin_memory and build_detection_test_loader(cfg, "nuclei_mini_val").pin_memory
+    assert (
+        build_detection_train_loader(cfg).pin_memory and build_detection_test_loader(cfg, "nuclei_mini_val").pin_memory
+    )
 
 
 @needs_cuda

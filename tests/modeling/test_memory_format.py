@@ -1,4 +1,5 @@
 """channels_last (NHWC) must compute what the NCHW model computes: features, losses, gradients, detections."""
+
 import pytest
 import torch
 
@@ -69,8 +70,13 @@ def test_channels_last_losses_and_gradients_match():
         assert abs(la[k].item() - lb[k].item()) <= 1e-4 * max(abs(la[k].item()), 1e-3), (k, la[k].item(), lb[k].item())
     (la["loss_rpn_cls"] + la["loss_rpn_loc"]).backward()
     (lb["loss_rpn_cls"] + lb["loss_rpn_loc"]).backward()
-    names = ["backbone.bottom_up.res3.0.conv1.weight", "backbone.bottom_up.res4.1.conv2.norm.weight", "backbone.fpn_output2.weight",
-             "backbone.fpn_lateral5.weight", "proposal_generator.rpn_head.conv.weight"]
+    names = [
+        "backbone.bottom_up.res3.0.conv1.weight",
+        "backbone.bottom_up.res4.1.conv2.norm.weight",
+        "backbone.fpn_output2.weight",
+        "backbone.fpn_lateral5.weight",
+        "proposal_generator.rpn_head.conv.weight",
+    ]
     ga, gb = _grads(nchw, names), _grads(nhwc, names)
     for n in names:
         assert _close(ga[n], gb[n], rel=GRAD_REL), n
@@ -107,8 +113,11 @@ def test_channels_last_gradients_float64():
         for head, shape in (("box_head", (40, 64, 7, 7)), ("mask_head", (20, 64, 14, 14))):
             module = getattr(model.roi_heads, head)
             module = module.layers if head == "mask_head" else module
-            y = module(torch.randn(*shape, generator=g).double().contiguous(memory_format=images.is_contiguous() and torch.contiguous_format
-                                                                           or torch.channels_last))
+            y = module(
+                torch.randn(*shape, generator=g)
+                .double()
+                .contiguous(memory_format=images.is_contiguous() and torch.contiguous_format or torch.channels_last)
+            )
             loss = loss + (y * torch.randn(y.shape, generator=g).double()).sum()
         loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})

@@ -35,7 +35,11 @@ def test_other_norm_variants_build(norm):
         assert "roi_heads.box_head.conv1.bias" in keys
     else:
         # frozen stages (FREEZE_AT 2) turn BN into FrozenBN; trainable ones keep the chosen BN
-        assert type(m.backbone.bottom_up.res3[0].conv1.norm).__name__ in ("BatchNorm2d", "SyncBatchNorm", "NaiveSyncBatchNorm")
+        assert type(m.backbone.bottom_up.res3[0].conv1.norm).__name__ in (
+            "BatchNorm2d",
+            "SyncBatchNorm",
+            "NaiveSyncBatchNorm",
+        )
         assert type(m.backbone.bottom_up.res2[0].conv1.norm).__name__ == "FrozenBatchNorm2d"
 
 
@@ -62,21 +66,52 @@ def test_pinned_losses():
         assert got[k] == pytest.approx(expected[k], rel=2e-3, abs=2e-4), (k, got)
 
 
-PINNED = {"loss_rpn_cls": 0.7059, "loss_rpn_loc": 0.0145, "loss_cls": 1.2329, "loss_box_reg": 0.0837, "loss_mask": 0.6919}
+PINNED = {
+    "loss_rpn_cls": 0.7059,
+    "loss_rpn_loc": 0.0145,
+    "loss_cls": 1.2329,
+    "loss_box_reg": 0.0837,
+    "loss_mask": 0.6919,
+}
 
 
 # which parameter prefixes each loss must reach (and must not)
 REACH = {
-    "loss_rpn_cls": (["proposal_generator.rpn_head.objectness_logits", "proposal_generator.rpn_head.conv", "backbone.fpn_output2", "backbone.bottom_up.res5"],
-                     ["proposal_generator.rpn_head.anchor_deltas", "roi_heads."]),
-    "loss_rpn_loc": (["proposal_generator.rpn_head.anchor_deltas", "backbone.fpn_lateral3"],
-                     ["proposal_generator.rpn_head.objectness_logits", "roi_heads."]),
-    "loss_cls": (["roi_heads.box_predictor.cls_score", "roi_heads.box_head.conv1", "roi_heads.box_head.fc1", "backbone.bottom_up.res3"],
-                 ["roi_heads.box_predictor.bbox_pred", "roi_heads.mask_head", "proposal_generator."]),
-    "loss_box_reg": (["roi_heads.box_predictor.bbox_pred", "roi_heads.box_head.conv4"],
-                     ["roi_heads.box_predictor.cls_score", "roi_heads.mask_head", "proposal_generator."]),
-    "loss_mask": (["roi_heads.mask_head.predictor", "roi_heads.mask_head.deconv", "roi_heads.mask_head.mask_fcn1", "backbone.fpn_output2"],
-                  ["roi_heads.box_head", "roi_heads.box_predictor", "proposal_generator."]),
+    "loss_rpn_cls": (
+        [
+            "proposal_generator.rpn_head.objectness_logits",
+            "proposal_generator.rpn_head.conv",
+            "backbone.fpn_output2",
+            "backbone.bottom_up.res5",
+        ],
+        ["proposal_generator.rpn_head.anchor_deltas", "roi_heads."],
+    ),
+    "loss_rpn_loc": (
+        ["proposal_generator.rpn_head.anchor_deltas", "backbone.fpn_lateral3"],
+        ["proposal_generator.rpn_head.objectness_logits", "roi_heads."],
+    ),
+    "loss_cls": (
+        [
+            "roi_heads.box_predictor.cls_score",
+            "roi_heads.box_head.conv1",
+            "roi_heads.box_head.fc1",
+            "backbone.bottom_up.res3",
+        ],
+        ["roi_heads.box_predictor.bbox_pred", "roi_heads.mask_head", "proposal_generator."],
+    ),
+    "loss_box_reg": (
+        ["roi_heads.box_predictor.bbox_pred", "roi_heads.box_head.conv4"],
+        ["roi_heads.box_predictor.cls_score", "roi_heads.mask_head", "proposal_generator."],
+    ),
+    "loss_mask": (
+        [
+            "roi_heads.mask_head.predictor",
+            "roi_heads.mask_head.deconv",
+            "roi_heads.mask_head.mask_fcn1",
+            "backbone.fpn_output2",
+        ],
+        ["roi_heads.box_head", "roi_heads.box_predictor", "proposal_generator."],
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """Options that had no test: GIoU losses, FPN "avg" fuse, RES5_DILATION, INPUT.CROP, LSJ (a train step), EVAL_PERIOD."""
+
 import json
 import os
 
@@ -20,8 +21,14 @@ QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_
 def _small(cfg):
     """The narrow model of small_gn_cfg() on another base config."""
     ref = small_gn_cfg()
-    for key in ("RESNETS.DEPTH", "RESNETS.RES2_OUT_CHANNELS", "FPN.OUT_CHANNELS", "ROI_BOX_HEAD.CONV_DIM",
-                "ROI_MASK_HEAD.CONV_DIM", "ROI_HEADS.BATCH_SIZE_PER_IMAGE"):
+    for key in (
+        "RESNETS.DEPTH",
+        "RESNETS.RES2_OUT_CHANNELS",
+        "FPN.OUT_CHANNELS",
+        "ROI_BOX_HEAD.CONV_DIM",
+        "ROI_MASK_HEAD.CONV_DIM",
+        "ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    ):
         group, name = key.split(".")
         cfg.MODEL[group][name] = ref.MODEL[group][name]
     return cfg
@@ -101,8 +108,15 @@ def _loader_cfg(**overrides):
 
 
 def test_input_crop_gives_crops_with_boxes_inside():
-    cfg = _loader_cfg(**{"INPUT.CROP.ENABLED": True, "INPUT.CROP.TYPE": "absolute", "INPUT.CROP.SIZE": [100, 120],
-                         "INPUT.MIN_SIZE_TRAIN": (256,), "INPUT.MAX_SIZE_TRAIN": 2000})
+    cfg = _loader_cfg(
+        **{
+            "INPUT.CROP.ENABLED": True,
+            "INPUT.CROP.TYPE": "absolute",
+            "INPUT.CROP.SIZE": [100, 120],
+            "INPUT.MIN_SIZE_TRAIN": (256,),
+            "INPUT.MAX_SIZE_TRAIN": 2000,
+        }
+    )
     batch = next(iter(build_detection_train_loader(cfg, seed=0)))
     for d in batch:
         h, w = d["image"].shape[-2:]
@@ -115,8 +129,16 @@ def test_input_crop_gives_crops_with_boxes_inside():
 
 
 def test_lsj_train_step():
-    cfg = _small(_loader_cfg(**{"INPUT.LSJ.ENABLED": True, "INPUT.LSJ.IMAGE_SIZE": 160, "INPUT.LSJ.MIN_SCALE": 0.5,
-                                "INPUT.LSJ.MAX_SCALE": 1.5}))
+    cfg = _small(
+        _loader_cfg(
+            **{
+                "INPUT.LSJ.ENABLED": True,
+                "INPUT.LSJ.IMAGE_SIZE": 160,
+                "INPUT.LSJ.MIN_SCALE": 0.5,
+                "INPUT.LSJ.MAX_SCALE": 1.5,
+            }
+        )
+    )
     batch = next(iter(build_detection_train_loader(cfg, seed=0)))
     assert all(tuple(d["image"].shape[-2:]) <= (160, 160) for d in batch)
     torch.manual_seed(0)
@@ -131,8 +153,25 @@ def test_lsj_train_step():
 def test_eval_period_evaluates_during_training(tmp_path):
     from ..engine.util import SMALL_MODEL, run_train_net
 
-    r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2",
-                       "SOLVER.CHECKPOINT_PERIOD", "100", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160"] + SMALL_MODEL)
+    r = run_train_net(
+        [
+            "--config-file",
+            QUICK,
+            "OUTPUT_DIR",
+            str(tmp_path),
+            "SOLVER.MAX_ITER",
+            "4",
+            "TEST.EVAL_PERIOD",
+            "2",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100",
+            "INPUT.MIN_SIZE_TEST",
+            "96",
+            "INPUT.MAX_SIZE_TEST",
+            "160",
+        ]
+        + SMALL_MODEL
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = [json.loads(x) for x in open(tmp_path / "metrics.json")]
     evaluated = [row["iteration"] for row in rows if "segm/AP" in row]

@@ -1,5 +1,6 @@
 """C4 models (Res5ROIHeads): detectron2's key layout, masks from the shared res5 features at inference,
 and the refusals of settings it cannot honour."""
+
 import os
 
 import pytest
@@ -17,9 +18,26 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _c4_cfg():
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_C4_1x_gn.yaml"))
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.NUM_CLASSES", 3,
-                         "MODEL.RESNETS.WIDTH_PER_GROUP", 16, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.GROUP_NORM.NUM_GROUPS", 8,
-                         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 32, "MODEL.RPN.POST_NMS_TOPK_TEST", 50])
+    cfg.merge_from_list(
+        [
+            "MODEL.WEIGHTS",
+            "",
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.ROI_HEADS.NUM_CLASSES",
+            3,
+            "MODEL.RESNETS.WIDTH_PER_GROUP",
+            16,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            64,
+            "MODEL.GROUP_NORM.NUM_GROUPS",
+            8,
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+            32,
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            50,
+        ]
+    )
     return cfg
 
 
@@ -42,10 +60,13 @@ def test_c4_keys_training_and_masks_at_inference():
     assert out.has("pred_masks") and out.pred_masks.shape[1:] == (128, 160)
 
 
-@pytest.mark.parametrize("change, match", [
-    (["MODEL.ROI_HEADS.IN_FEATURES", ["res3", "res4"]], "pools from one feature map"),
-    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True]], r"DEFORM_ON_PER_STAGE\[3\] \(res5\)"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (["MODEL.ROI_HEADS.IN_FEATURES", ["res3", "res4"]], "pools from one feature map"),
+        (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True]], r"DEFORM_ON_PER_STAGE\[3\] \(res5\)"),
+    ],
+)
 def test_c4_settings_it_cannot_honour_are_refused(change, match):
     cfg = _c4_cfg()
     cfg.merge_from_list(change)

@@ -1,6 +1,7 @@
 """Parts of the training step rewritten so that they do not wait for the GPU: they must compute exactly what the
 per-element / per-level code computed, and must not contain an operator that synchronises on CUDA (counted on CPU
 by benchmarks/count_syncs.py's dispatch-mode counter)."""
+
 import torch
 
 from benchmarks.count_syncs import SyncOpCounter

@@ -1,4 +1,5 @@
 """Helpers shared by modeling tests: configs and synthetic inputs."""
+
 import os
 
 import torch

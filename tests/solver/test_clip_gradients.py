@@ -1,4 +1,5 @@
 """SOLVER.CLIP_GRADIENTS follows detectron2: "norm" per parameter, "full_model" jointly, "value" per element."""
+
 import pytest
 import torch
 

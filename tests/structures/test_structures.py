@@ -21,7 +21,9 @@ def test_boxes_area_clip_nonempty_scale():
 
 def test_pairwise_iou_hand_computed():
     a = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
-    b = Boxes(torch.tensor([[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 3.0, 3.0]]))
+    b = Boxes(
+        torch.tensor([[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0], [3.0, 3.0, 3.0, 3.0]])
+    )
     iou = pairwise_iou(a, b)
     torch.testing.assert_close(iou, torch.tensor([[50 / 150, 0.0, 1.0, 0.0]]))
 

@@ -1,4 +1,5 @@
 """What a user sees: strict-JSON metrics, honest evaluation ETA, readable plots and pictures, tools that refuse to guess."""
+
 import json
 import logging
 import math
@@ -12,13 +13,26 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
-TINY = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64",
-        "MODEL.ROI_BOX_HEAD.CONV_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128"]
+TINY = [
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+]
 
 
 def _strict_json(line):
     def refuse(name):
         raise ValueError(f"non-standard JSON constant {name}")
+
     return json.loads(line, parse_constant=refuse)
 
 
@@ -26,8 +40,20 @@ def _tools(*calls, cwd=REPO, timeout=600):
     """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
     Half of a short tool run is Python and torch starting, which two cores can overlap."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [(call, subprocess.Popen([sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]), cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for call in calls]
+    procs = [
+        (
+            call,
+            subprocess.Popen(
+                [sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]),
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for call in calls
+    ]
     out = []
     for call, p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -37,8 +63,14 @@ def _tools(*calls, cwd=REPO, timeout=600):
 
 def _tool(name, *args, cwd=REPO, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", name)] + list(args), capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", name)] + list(args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 # ---------------------------------------------------------------- metrics.json and undefined metrics
@@ -80,7 +112,11 @@ def test_undefined_metric_is_nan_in_log_and_in_evaluate_json(tmp_path):
     from detgn.evaluation.coco_evaluation import coco_stat_to_percent, format_metric
 
     assert math.isnan(coco_stat_to_percent(-1.0)) and coco_stat_to_percent(0.25) == 25.0
-    assert format_metric(float("nan")) == "nan" and format_metric(0.0) == "0.000" and format_metric(12.34567, 4) == "12.3457"
+    assert (
+        format_metric(float("nan")) == "nan"
+        and format_metric(0.0) == "0.000"
+        and format_metric(12.34567, 4) == "12.3457"
+    )
     gt, res = _tiny_coco(tmp_path)
     r = _tool("evaluate_json.py", "--gt", str(gt), "--results", str(res))
     assert r.returncode == 0, r.stderr
@@ -147,8 +183,13 @@ def _record_figures(monkeypatch):
 
     def save(fig, out):
         ax = fig.axes[0]
-        figs[os.path.basename(out)] = {"title": ax.get_title(), "ylabel": ax.get_ylabel(), "yscale": ax.get_yscale(),
-                                       "bars": len(ax.patches), "lines": len(ax.lines)}
+        figs[os.path.basename(out)] = {
+            "title": ax.get_title(),
+            "ylabel": ax.get_ylabel(),
+            "yscale": ax.get_yscale(),
+            "bars": len(ax.patches),
+            "lines": len(ax.lines),
+        }
         real(fig, out)
 
     monkeypatch.setattr(pm, "_save", save)
@@ -159,9 +200,21 @@ def test_plots_label_axes_smooth_losses_and_explain_a_single_evaluation(tmp_path
     from detgn.utils.plot_metrics import plot_metrics
 
     figs = _record_figures(monkeypatch)
-    rows = [{"iteration": i, "loss_cls": 2.0 * 0.9 ** i, "loss_mask": 0.7, "total_loss": 2.7, "lr": 0.01} for i in range(60)]
-    rows.append({"iteration": 59, "segm/AP": 31.0, "segm/AP50": 60.0, "segm/AP75": 30.0, "segm/APl": None,
-                 "bbox/AP": 29.0, "bbox/AP50": 58.0, "bbox/AP75": 28.0})
+    rows = [
+        {"iteration": i, "loss_cls": 2.0 * 0.9**i, "loss_mask": 0.7, "total_loss": 2.7, "lr": 0.01} for i in range(60)
+    ]
+    rows.append(
+        {
+            "iteration": 59,
+            "segm/AP": 31.0,
+            "segm/AP50": 60.0,
+            "segm/AP75": 30.0,
+            "segm/APl": None,
+            "bbox/AP": 29.0,
+            "bbox/AP50": 58.0,
+            "bbox/AP75": 28.0,
+        }
+    )
     (tmp_path / "metrics.json").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     written = plot_metrics(str(tmp_path))
     assert sorted(os.path.basename(p) for p in written) == ["ap.png", "losses.png", "lr.png"]
@@ -219,13 +272,21 @@ def test_dense_labels_do_not_overlap_and_are_counted():
 
     inst = _dense_instances()
     img = np.full((256, 256, 3), 90, np.uint8)
-    r = draw_instances(img, inst.pred_boxes.tensor.numpy(), inst.pred_masks.numpy(), inst.pred_classes.tolist(), inst.scores.tolist(),
-                       ["nucleus"], score_low=0.3, return_result=True)
+    r = draw_instances(
+        img,
+        inst.pred_boxes.tensor.numpy(),
+        inst.pred_masks.numpy(),
+        inst.pred_classes.tolist(),
+        inst.scores.tolist(),
+        ["nucleus"],
+        score_low=0.3,
+        return_result=True,
+    )
     rects = r.label_rects
     assert r.num_instances == 150 and 10 < len(rects) < 150  # many labelled, the crowded rest left out
     for i, a in enumerate(rects):
         assert 0 <= a[0] and 0 <= a[1] and a[2] <= 256 and a[3] <= 256
-        for b in rects[i + 1:]:
+        for b in rects[i + 1 :]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
     # the highest-scoring instance always gets its label
     best = int(torch.argmax(inst.scores))
@@ -239,8 +300,17 @@ def test_prediction_picture_has_input_gt_prediction_and_a_legend(tmp_path):
 
     inst = _dense_instances(n=40)
     img = np.full((256, 256, 3), 90, np.uint8)
-    record = {"annotations": [{"bbox": [10, 10, 20, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
-                               "segmentation": [[10, 10, 30, 10, 30, 30, 10, 30]], "iscrowd": 0}]}
+    record = {
+        "annotations": [
+            {
+                "bbox": [10, 10, 20, 20],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": 0,
+                "segmentation": [[10, 10, 30, 10, 30, 30, 10, 30]],
+                "iscrowd": 0,
+            }
+        ]
+    }
     pic = prediction_panels(img, inst, record, ["nucleus"], threshold=0.5)
     assert pic.shape == (20 + 256 + 22, 3 * 256, 3)  # title bars, three panels, legend strip
     no_gt = prediction_panels(img, inst, {}, ["nucleus"], threshold=0.5)
@@ -261,9 +331,11 @@ def test_convert_weights_needs_a_config_and_refuses_a_mismatching_one(tmp_path):
     torch.save(tv.state_dict(), src)
     out = tmp_path / "out.pth"
     # side by side: no config, a ResNet-50 config, the right depth (into another file)
-    r_none, r, r_ok = _tools(("convert_weights.py", str(src), str(out)),
-                             ("convert_weights.py", str(src), str(out), "--config-file", QUICK),
-                             ("convert_weights.py", str(src), str(tmp_path / "r18.pth"), "--config-file", QUICK, *TINY))
+    r_none, r, r_ok = _tools(
+        ("convert_weights.py", str(src), str(out)),
+        ("convert_weights.py", str(src), str(out), "--config-file", QUICK),
+        ("convert_weights.py", str(src), str(tmp_path / "r18.pth"), "--config-file", QUICK, *TINY),
+    )
     assert r_none.returncode == 2 and "--config-file" in r_none.stderr and not out.exists()
     assert r.returncode == 2 and not out.exists(), r.stdout + r.stderr
     assert "does not fit" in r.stderr and "another shape" in r.stderr and "--allow-partial" in r.stderr
@@ -274,12 +346,26 @@ def test_convert_weights_needs_a_config_and_refuses_a_mismatching_one(tmp_path):
 
 
 def test_analyze_model_uses_the_config_size_module_paths_and_counts_the_mask_head():
-    r = _tool("analyze_model.py", "--config-file", QUICK, "--tasks", "flop", "--depth", "2", *TINY,
-              "TEST.DETECTIONS_PER_IMAGE", "20")
+    r = _tool(
+        "analyze_model.py",
+        "--config-file",
+        QUICK,
+        "--tasks",
+        "flop",
+        "--depth",
+        "2",
+        *TINY,
+        "TEST.DETECTIONS_PER_IMAGE",
+        "20",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "at 128x256 (height x width)" in r.stdout  # INPUT.MIN_SIZE_TEST x INPUT.MAX_SIZE_TEST of the config
     assert "ROI heads on 20 detections" in r.stdout
-    rows = {l.split("|")[1].strip(): l.split("|")[3].strip() for l in r.stdout.splitlines() if l.startswith("|") and l.count("|") >= 4}
+    rows = {
+        l.split("|")[1].strip(): l.split("|")[3].strip()
+        for l in r.stdout.splitlines()
+        if l.startswith("|") and l.count("|") >= 4
+    }
     assert "m" not in rows and " m." not in r.stdout
     assert rows["roi_heads.mask_head"] not in ("", "0") and rows["backbone.bottom_up"] not in ("", "0")
 
@@ -288,9 +374,22 @@ def test_benchmark_prints_one_unit_per_figure():
     sys.path.insert(0, os.path.join(REPO, "tools"))
     from benchmark import format_result
 
-    text = format_result({"task": "eval", "device": "cpu", "cpu": "some CPU", "precision": "float32", "images": 2, "iters": 5,
-                          "threads": 2, "median_s_per_iter": 8.0, "min_s": 7.7, "max_s": 8.6, "images_per_s": 0.25,
-                          "peak_mem_mb": 1400.0})
+    text = format_result(
+        {
+            "task": "eval",
+            "device": "cpu",
+            "cpu": "some CPU",
+            "precision": "float32",
+            "images": 2,
+            "iters": 5,
+            "threads": 2,
+            "median_s_per_iter": 8.0,
+            "min_s": 7.7,
+            "max_s": 8.6,
+            "images_per_s": 0.25,
+            "peak_mem_mb": 1400.0,
+        }
+    )
     lines = text.splitlines()
     assert "seconds per iteration: median 8.0000  (min 7.7000, max 8.6000)" in lines[1]
     assert "seconds per image:     median 4.0000  (min 3.8500, max 4.3000)" in lines[2]
@@ -348,8 +447,16 @@ def test_console_starts_with_a_short_header_and_files_hold_the_rest(tmp_path):
     first_iter = next(i for i, l in enumerate(log) if "iter: 0" in l)
     assert first_iter <= 15, "\n".join(log[:first_iter])
     head = "\n".join(log[:first_iter])
-    for expected in ("Config " + QUICK, "Device: cpu", "Data: train nuclei_mini_train: ", "test nuclei_mini_val: 12 images",
-                     "M parameters", "model.txt", "Schedule: 1 iterations x 2 images", "Precision for training"):
+    for expected in (
+        "Config " + QUICK,
+        "Device: cpu",
+        "Data: train nuclei_mini_train: ",
+        "test nuclei_mini_val: 12 images",
+        "M parameters",
+        "model.txt",
+        "Schedule: 1 iterations x 2 images",
+        "Precision for training",
+    ):
         assert expected in head, expected
     assert "Running with config" not in "\n".join(lines) and "ResNet(" not in head
     assert "BasicBlock" in open(out / "model.txt").read() or "Bottleneck" in open(out / "model.txt").read()

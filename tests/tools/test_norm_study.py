@@ -1,5 +1,6 @@
 """tools/norm_study.py --quick: every cell trains and evaluates, the table and the plot are written, and a
 finished cell is not rerun while an interrupted one resumes (machinery only: --quick measures nothing)."""
+
 import json
 import os
 import subprocess
@@ -13,8 +14,14 @@ TOOL = os.path.join(REPO, "tools", "norm_study.py")
 
 def _study(out, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, TOOL, "--quick", "--threads", "2", "--output", str(out), *extra], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, TOOL, "--quick", "--threads", "2", "--output", str(out), *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_cell_overrides_scale_batch_iterations_and_lr():
@@ -22,13 +29,25 @@ def test_cell_overrides_scale_batch_iterations_and_lr():
     from norm_study import cell_overrides, cells
 
     grid = cells(["BN", "GN"], [1, 2, 4], syncbn=True)
-    assert [(c["norm"], c["workers"], c["ims"]) for c in grid][-3:] == [("SyncBN", 2, 1), ("SyncBN", 2, 2), ("SyncBN", 2, 4)]
+    assert [(c["norm"], c["workers"], c["ims"]) for c in grid][-3:] == [
+        ("SyncBN", 2, 1),
+        ("SyncBN", 2, 2),
+        ("SyncBN", 2, 4),
+    ]
     opts = dict(zip(*[iter(cell_overrides(grid[-1], 600, 0.01, "/x", quick=False, device="cpu"))] * 2))
     assert opts["SOLVER.IMS_PER_BATCH"] == "8" and opts["SOLVER.MAX_ITER"] == "75" and opts["SOLVER.BASE_LR"] == "0.08"
-    assert opts["SOLVER.STEPS"] == "(62,)" and opts["MODEL.RESNETS.NORM"] == opts["MODEL.ROI_MASK_HEAD.NORM"] == "NaiveSyncBN"
-    assert dict(zip(*[iter(cell_overrides(grid[-1], 600, 0.01, "/x", quick=False, device="cuda"))] * 2))["MODEL.FPN.NORM"] == "SyncBN"
+    assert (
+        opts["SOLVER.STEPS"] == "(62,)"
+        and opts["MODEL.RESNETS.NORM"] == opts["MODEL.ROI_MASK_HEAD.NORM"] == "NaiveSyncBN"
+    )
+    assert (
+        dict(zip(*[iter(cell_overrides(grid[-1], 600, 0.01, "/x", quick=False, device="cuda"))] * 2))["MODEL.FPN.NORM"]
+        == "SyncBN"
+    )
     gn1 = dict(zip(*[iter(cell_overrides(grid[3], 600, 0.01, "/x", quick=False, device="cpu"))] * 2))
-    assert gn1["SOLVER.MAX_ITER"] == "600" and gn1["SOLVER.BASE_LR"] == "0.01" and gn1["MODEL.ROI_BOX_HEAD.NORM"] == "GN"
+    assert (
+        gn1["SOLVER.MAX_ITER"] == "600" and gn1["SOLVER.BASE_LR"] == "0.01" and gn1["MODEL.ROI_BOX_HEAD.NORM"] == "GN"
+    )
 
 
 @pytest.mark.slow  # a few tiny training subprocesses
@@ -55,8 +74,11 @@ def test_table_and_plot_have_a_row_and_a_line_per_norm(tmp_path):
     sys.path.insert(0, os.path.join(REPO, "tools"))
     from norm_study import write_plot, write_table
 
-    results = [dict(norm=n, workers=w, ims=i, segm_AP=float(10 * i + k), bbox_AP=float("nan") if (n, i) == ("BN", 2) else 1.0)
-               for k, (n, w) in enumerate([("BN", 1), ("GN", 1), ("SyncBN", 2)]) for i in (1, 2)]
+    results = [
+        dict(norm=n, workers=w, ims=i, segm_AP=float(10 * i + k), bbox_AP=float("nan") if (n, i) == ("BN", 2) else 1.0)
+        for k, (n, w) in enumerate([("BN", 1), ("GN", 1), ("SyncBN", 2)])
+        for i in (1, 2)
+    ]
     write_table(results, str(tmp_path / "t.md"), "# header")
     table = open(tmp_path / "t.md").read().splitlines()
     assert "| BN | 10.0 / 1.0 | 20.0 / n/a |" in table and "| SyncBN (2 processes) | 12.0 / 1.0 | 22.0 / 1.0 |" in table

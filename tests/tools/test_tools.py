@@ -1,4 +1,5 @@
 """The command-line tools run on tiny configurations and handle bad input by name."""
+
 import json
 import os
 import shutil
@@ -10,22 +11,52 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
-TINY = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64",
-        "MODEL.ROI_BOX_HEAD.CONV_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64", "MODEL.ROI_BOX_HEAD.FC_DIM", "128"]
+TINY = [
+    "MODEL.RESNETS.DEPTH",
+    "18",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.FPN.OUT_CHANNELS",
+    "64",
+    "MODEL.ROI_BOX_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "128",
+]
 
 
 def _tool(name, *args, timeout=600, cwd=REPO):
     env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", name)] + list(args), capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "tools", name)] + list(args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def _tools(*calls, cwd=REPO, timeout=600):
     """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
     Half of a short tool run is Python and torch starting, which two cores can overlap."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [(call, subprocess.Popen([sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]), cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)) for call in calls]
+    procs = [
+        (
+            call,
+            subprocess.Popen(
+                [sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]),
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for call in calls
+    ]
     out = []
     for call, p in procs:
         stdout, stderr = p.communicate(timeout=timeout)
@@ -61,9 +92,23 @@ def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
     (inp / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "output" / "demo"  # the default --output, under the working directory
     # options after the overrides are options, not swallowed; --json into a folder that does not exist yet
-    r = _tool("demo.py", "--config-file", QUICK, "--input", str(inp), "--input", str(tmp_path / "missing.png"),
-              "MODEL.WEIGHTS", tiny_weights, *TINY, "--json", str(tmp_path / "new" / "det.json"), "--confidence-threshold", "0.3",
-              cwd=tmp_path)
+    r = _tool(
+        "demo.py",
+        "--config-file",
+        QUICK,
+        "--input",
+        str(inp),
+        "--input",
+        str(tmp_path / "missing.png"),
+        "MODEL.WEIGHTS",
+        tiny_weights,
+        *TINY,
+        "--json",
+        str(tmp_path / "new" / "det.json"),
+        "--confidence-threshold",
+        "0.3",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "precision for inference on cpu: float32" in r.stdout
     assert "broken.png" in r.stderr and "missing.png" in r.stderr
@@ -80,7 +125,15 @@ def test_demo_never_overwrites(tmp_path, tiny_weights):
     """Output next to its input; x.png and x.jpg; a rerun; no weights; an unwritable folder."""
     import cv2
 
-    img = cv2.imread(os.path.join(REPO, "datasets", "nuclei_mini", "val", sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0]))
+    img = cv2.imread(
+        os.path.join(
+            REPO,
+            "datasets",
+            "nuclei_mini",
+            "val",
+            sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0],
+        )
+    )
     cv2.imwrite(str(tmp_path / "x.png"), img)
     cv2.imwrite(str(tmp_path / "x.jpg"), img)
     before = {n: (tmp_path / n).read_bytes() for n in ("x.png", "x.jpg")}
@@ -91,14 +144,40 @@ def test_demo_never_overwrites(tmp_path, tiny_weights):
     ro.mkdir(mode=0o500)
     # four independent runs side by side: an existing output, results next to the inputs, no weights, a read-only folder
     r_exists, r, r_noweights, r_ro = _tools(
-        ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "out"),
-         "MODEL.WEIGHTS", tiny_weights, *TINY),
+        (
+            "demo.py",
+            "--config-file",
+            QUICK,
+            "--input",
+            str(tmp_path / "x.png"),
+            "--output",
+            str(tmp_path / "out"),
+            "MODEL.WEIGHTS",
+            tiny_weights,
+            *TINY,
+        ),
         ("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY),
         ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), *TINY),
-        ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(ro), "MODEL.WEIGHTS", tiny_weights, *TINY))
-    assert r_exists.returncode == 2 and "x_pred.png exists" in r_exists.stderr and "--overwrite" in r_exists.stderr, r_exists.stderr[-1500:]
+        (
+            "demo.py",
+            "--config-file",
+            QUICK,
+            "--input",
+            str(tmp_path / "x.png"),
+            "--output",
+            str(ro),
+            "MODEL.WEIGHTS",
+            tiny_weights,
+            *TINY,
+        ),
+    )
+    assert r_exists.returncode == 2 and "x_pred.png exists" in r_exists.stderr and "--overwrite" in r_exists.stderr, (
+        r_exists.stderr[-1500:]
+    )
     assert (tmp_path / "out" / "x_pred.png").read_bytes() == b"the user's own file"
-    assert r_noweights.returncode == 2 and "MODEL.WEIGHTS is empty" in r_noweights.stderr and not (tmp_path / "o").exists()
+    assert (
+        r_noweights.returncode == 2 and "MODEL.WEIGHTS is empty" in r_noweights.stderr and not (tmp_path / "o").exists()
+    )
     if os.geteuid() != 0:  # root writes anywhere
         assert r_ro.returncode == 2 and "cannot write into" in r_ro.stderr
     assert r.returncode == 0, r.stderr[-1500:]
@@ -119,7 +198,9 @@ def test_demo_output_plan_units(tmp_path):
     assert list(plan.values()) == ["x", "x_2", "x_3"]
     (tmp_path / "x_pred.png").write_bytes(b"input")
     with pytest.raises(demo.OutputError, match="is one of the inputs"):
-        demo.check_outputs([str(tmp_path / "x_pred.png")], {str(tmp_path / "x_pred.png"): "x"}, str(tmp_path), None, True)
+        demo.check_outputs(
+            [str(tmp_path / "x_pred.png")], {str(tmp_path / "x_pred.png"): "x"}, str(tmp_path), None, True
+        )
     demo.check_outputs(files, plan, str(tmp_path / "new"), str(tmp_path / "j" / "d.json"), False)
     assert (tmp_path / "j").is_dir() and (tmp_path / "new").is_dir()
 
@@ -132,7 +213,21 @@ def test_benchmark_tool_train_eval_data(tmp_path, capsys):
     import benchmark
 
     out = tmp_path / "bench.jsonl"
-    common = ["--config-file", QUICK, "--iters", "2", "--warmup", "1", "--size", "96", "--max-size", "128", "--json", str(out), *TINY]
+    common = [
+        "--config-file",
+        QUICK,
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--size",
+        "96",
+        "--max-size",
+        "128",
+        "--json",
+        str(out),
+        *TINY,
+    ]
     r = _tool("benchmark.py", "--task", "train", *common)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "images per second" in r.stdout and "peak memory (MB)" in r.stdout and "warm-up (s):" in r.stdout
@@ -143,15 +238,64 @@ def test_benchmark_tool_train_eval_data(tmp_path, capsys):
     assert [r["task"] for r in rows] == ["train", "eval", "data"] and all(r["median_s_per_iter"] > 0 for r in rows)
     assert all(len(r["warmup_s"]) == 1 and r["compiled_parts"] == [] for r in rows)
     # the frozen-BN twin of the model: BN statistics estimated on the inputs, then frozen
-    bn = ["MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", "BN", "MODEL.ROI_BOX_HEAD.NORM", "BN", "MODEL.ROI_MASK_HEAD.NORM", "BN"]
-    assert benchmark.main(["--config-file", QUICK, "--task", "train", "--iters", "1", "--warmup", "1", "--size", "96",
-                           "--max-size", "128", "--calibrate-bn", "2", *TINY, *bn, "SOLVER.BASE_LR", "0.0"]) == 0
-    assert benchmark.main(["--config-file", QUICK, "--task", "train", "--iters", "1", "--size", "96", "--calibrate-bn", "2", *TINY]) == 2
+    bn = [
+        "MODEL.RESNETS.NORM",
+        "BN",
+        "MODEL.FPN.NORM",
+        "BN",
+        "MODEL.ROI_BOX_HEAD.NORM",
+        "BN",
+        "MODEL.ROI_MASK_HEAD.NORM",
+        "BN",
+    ]
+    assert (
+        benchmark.main(
+            [
+                "--config-file",
+                QUICK,
+                "--task",
+                "train",
+                "--iters",
+                "1",
+                "--warmup",
+                "1",
+                "--size",
+                "96",
+                "--max-size",
+                "128",
+                "--calibrate-bn",
+                "2",
+                *TINY,
+                *bn,
+                "SOLVER.BASE_LR",
+                "0.0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        benchmark.main(
+            ["--config-file", QUICK, "--task", "train", "--iters", "1", "--size", "96", "--calibrate-bn", "2", *TINY]
+        )
+        == 2
+    )
     assert "needs BN layers" in capsys.readouterr().err
 
 
 def test_analyze_model_tool():
-    r = _tool("analyze_model.py", "--config-file", QUICK, "--tasks", "parameter", "flop", "--size", "64", "--max-size", "96", *TINY)
+    r = _tool(
+        "analyze_model.py",
+        "--config-file",
+        QUICK,
+        "--tasks",
+        "parameter",
+        "flop",
+        "--size",
+        "64",
+        "--max-size",
+        "96",
+        *TINY,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "parameters:" in r.stdout and "total GFLOPs at 64x96" in r.stdout
     assert "backbone" in r.stdout and "roi_heads" in r.stdout
@@ -159,8 +303,12 @@ def test_analyze_model_tool():
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
 def test_plot_metrics_and_visualize_data(tmp_path):
-    (tmp_path / "metrics.json").write_text("\n".join(json.dumps({"iteration": i, "loss_cls": 1.0 / (i + 1), "lr": 0.01}) for i in range(5))
-                                           + "\n" + json.dumps({"iteration": 4, "segm/AP": 12.0}) + "\n")
+    (tmp_path / "metrics.json").write_text(
+        "\n".join(json.dumps({"iteration": i, "loss_cls": 1.0 / (i + 1), "lr": 0.01}) for i in range(5))
+        + "\n"
+        + json.dumps({"iteration": 4, "segm/AP": 12.0})
+        + "\n"
+    )
     r = _tool("plot_metrics.py", str(tmp_path))
     assert r.returncode == 0, r.stderr
     for f in ("losses.png", "lr.png", "ap.png"):

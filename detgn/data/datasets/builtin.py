@@ -7,13 +7,16 @@
 
 See datasets/README.md for the folder layouts.
 """
+
 import os
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import register_coco_instances
 from .lvis import register_lvis_instances
 
-_REPO_DATASETS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "datasets")
+_REPO_DATASETS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))), "datasets"
+)
 
 _COCO = {
     "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),

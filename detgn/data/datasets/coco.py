@@ -7,6 +7,7 @@ per kind that names file, image id and annotation id. Problems that make the dat
 (missing or malformed json, duplicate annotation ids, missing image folder, no image file
 found) raise an error naming the file and the fix.
 """
+
 import json
 import logging
 import math
@@ -23,7 +24,13 @@ from detgn.utils.errors import UserInputError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 
-__all__ = ["load_coco_json", "load_coco_json_cached", "register_coco_instances", "DatasetFormatError", "DatasetNotFoundError"]
+__all__ = [
+    "load_coco_json",
+    "load_coco_json_cached",
+    "register_coco_instances",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +51,9 @@ except ImportError:  # pragma: no cover
 
 def _read_json(json_file: str) -> dict:
     if not os.path.isfile(json_file):
-        raise DatasetNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
+        raise DatasetNotFoundError(
+            f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)"
+        )
     with open(json_file, "rb") as f:
         raw = f.read()
     try:
@@ -53,15 +62,23 @@ def _read_json(json_file: str) -> dict:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise DatasetFormatError(f"Malformed json in {json_file}: {e.msg} at line {e.lineno} column {e.colno}") from e
+            raise DatasetFormatError(
+                f"Malformed json in {json_file}: {e.msg} at line {e.lineno} column {e.colno}"
+            ) from e
         except UnicodeDecodeError as e:
-            raise DatasetFormatError(f"Malformed json in {json_file}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+            raise DatasetFormatError(
+                f"Malformed json in {json_file}: not UTF-8 text ({e.reason} at byte {e.start})"
+            ) from e
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data or "categories" not in data:
-        raise DatasetFormatError(f"{json_file} is not a COCO instances file: it needs 'images', 'annotations' and 'categories'")
+        raise DatasetFormatError(
+            f"{json_file} is not a COCO instances file: it needs 'images', 'annotations' and 'categories'"
+        )
     return data
 
 
-def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True) -> List[Dict]:
+def load_coco_json(
+    json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True
+) -> List[Dict]:
     """Read a COCO instances json (orjson, the standard parser as fallback), check it, return detgn dataset dicts.
 
     See _load_coco_json; this runs it with the cyclic garbage collector paused."""
@@ -80,13 +97,17 @@ def _load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str]
     return coco_records_from_data(json_file, _read_json(json_file), image_root, dataset_name, check_images)
 
 
-def coco_records_from_data(json_file: str, data: dict, image_root: str, dataset_name: Optional[str], check_images: bool) -> List[Dict]:
+def coco_records_from_data(
+    json_file: str, data: dict, image_root: str, dataset_name: Optional[str], check_images: bool
+) -> List[Dict]:
     """The checks and records of load_coco_json on an already parsed file (`json_file` names it in messages);
     LVIS files, which share COCO's layout, come through here too."""
     check_coco_structure(json_file, data)
     _check_unique_annotation_ids(json_file, data)
     if not os.path.isdir(image_root):
-        raise DatasetNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
+        raise DatasetNotFoundError(
+            f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)"
+        )
     imgs = {img["id"]: img for img in data["images"]}  # the index pycocotools would build, without its copies
     img_to_anns = defaultdict(list)
     for ann in data["annotations"]:
@@ -104,7 +125,9 @@ def coco_records_from_data(json_file: str, data: dict, image_root: str, dataset_
     img_ids = sorted(imgs.keys())
     for ann in data["annotations"]:
         if ann.get("image_id") not in imgs:
-            problems["image id not in 'images'"].append(f"{json_file}: annotation id {ann.get('id')} (image_id {ann.get('image_id')})")
+            problems["image id not in 'images'"].append(
+                f"{json_file}: annotation id {ann.get('id')} (image_id {ann.get('image_id')})"
+            )
     dataset_dicts = []
     xywh = BoxMode.XYWH_ABS
     present = _present_files(image_root, [imgs[i].get("file_name") for i in img_ids]) if check_images else set()
@@ -123,16 +146,25 @@ def coco_records_from_data(json_file: str, data: dict, image_root: str, dataset_
             if ann.get("ignore", 0) != 0:
                 continue
             if ann.get("category_id") not in id_map:
-                problems["category id not in 'categories'"].append(f"{_where(json_file, img_id, ann)} (category_id {ann.get('category_id')})")
+                problems["category id not in 'categories'"].append(
+                    f"{_where(json_file, img_id, ann)} (category_id {ann.get('category_id')})"
+                )
                 continue
             bbox = _float_list(ann.get("bbox"))
             if bbox is None or len(bbox) != 4:
-                problems["bbox that is not 4 finite numbers"].append(f"{_where(json_file, img_id, ann)} (bbox {ann.get('bbox')})")
+                problems["bbox that is not 4 finite numbers"].append(
+                    f"{_where(json_file, img_id, ann)} (bbox {ann.get('bbox')})"
+                )
                 continue
             if bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] < -1 or bbox[1] < -1:
                 problems["bbox with negative or zero size"].append(f"{_where(json_file, img_id, ann)} (bbox {bbox})")
                 continue
-            obj = {"bbox": bbox, "bbox_mode": xywh, "category_id": id_map[ann["category_id"]], "iscrowd": int(ann.get("iscrowd", 0))}
+            obj = {
+                "bbox": bbox,
+                "bbox_mode": xywh,
+                "category_id": id_map[ann["category_id"]],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+            }
             seg = ann.get("segmentation")
             if seg is not None:
                 if isinstance(seg, dict):
@@ -161,8 +193,10 @@ def coco_records_from_data(json_file: str, data: dict, image_root: str, dataset_
         shown = "; ".join(items[:3]) + (f"; ... ({len(items) - 3} more)" if len(items) > 3 else "")
         logger.warning("%s: skipped %d item(s) with %s: %s", os.path.basename(json_file), len(items), kind, shown)
     if img_ids and not dataset_dicts:
-        raise DatasetNotFoundError(f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
-                                f"check the image folder (first expected: {os.path.join(image_root, imgs[img_ids[0]]['file_name'])})")
+        raise DatasetNotFoundError(
+            f"None of the {len(img_ids)} images of {json_file} exist under {image_root}; "
+            f"check the image folder (first expected: {os.path.join(image_root, imgs[img_ids[0]]['file_name'])})"
+        )
     return dataset_dicts
 
 
@@ -235,8 +269,10 @@ def _check_unique_annotation_ids(json_file: str, data: dict) -> None:
     dup = sorted((k for k, n in counts.items() if n > 1), key=str)
     if dup:
         shown = ", ".join(str(k) for k in dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
-        raise DatasetFormatError(f"{json_file}: {len(dup)} annotation id(s) used more than once ({shown}); "
-                                 "every annotation needs its own 'id' (renumber them, e.g. 1..N)")
+        raise DatasetFormatError(
+            f"{json_file}: {len(dup)} annotation id(s) used more than once ({shown}); "
+            "every annotation needs its own 'id' (renumber them, e.g. 1..N)"
+        )
 
 
 def _checked_rle(seg: dict, height: int, width: int):
@@ -251,7 +287,10 @@ def _checked_rle(seg: dict, height: int, width: int):
     if isinstance(counts, list):
         seg = mask_util.frPyObjects({"size": [int(height), int(width)], "counts": counts}, height, width)
     else:
-        seg = {"size": [int(height), int(width)], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+        seg = {
+            "size": [int(height), int(width)],
+            "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+        }
     return {"size": [int(height), int(width)], "counts": seg["counts"].decode("ascii")}, None
 
 
@@ -265,25 +304,35 @@ def check_coco_structure(json_file: str, data: dict) -> None:
         for i, entry in enumerate(data[key]):
             if not isinstance(entry, dict):
                 raise DatasetFormatError(f"{json_file}: {key}[{i}] must be an object, got {type(entry).__name__}")
-    for key, needed in (("images", ("id",)), ("annotations", ("id", "image_id", "category_id")), ("categories", ("id", "name"))):
+    for key, needed in (
+        ("images", ("id",)),
+        ("annotations", ("id", "image_id", "category_id")),
+        ("categories", ("id", "name")),
+    ):
         entries = data[key]
         need = frozenset(needed)
         ids = [k for k in needed if k != "name"]
         # fast path in C-level loops (857k annotations in COCO); the entry-by-entry loop below only names the culprit
-        if all(map(need.issubset, entries)) and all(set(map(type, map(itemgetter(k), entries))) <= _ID_TYPES for k in ids):
+        if all(map(need.issubset, entries)) and all(
+            set(map(type, map(itemgetter(k), entries))) <= _ID_TYPES for k in ids
+        ):
             continue
         for i, entry in enumerate(entries):
             for k in needed:
                 if k not in entry:
-                    raise DatasetFormatError(f"{json_file}: {key}[{i}] has no '{k}'" + (" (add one to every entry)" if k == "id" else ""))
+                    raise DatasetFormatError(
+                        f"{json_file}: {key}[{i}] has no '{k}'" + (" (add one to every entry)" if k == "id" else "")
+                    )
                 if k != "name" and (not isinstance(entry[k], (int, str)) or isinstance(entry[k], bool)):
                     raise DatasetFormatError(f"{json_file}: {key}[{i}]['{k}'] = {entry[k]!r} is not an integer id")
     counts = Counter(img["id"] for img in data["images"])
     dup = sorted((k for k, n in counts.items() if n > 1), key=str)
     if dup:
         shown = ", ".join(str(k) for k in dup[:5]) + (f" and {len(dup) - 5} more" if len(dup) > 5 else "")
-        raise DatasetFormatError(f"{json_file}: {len(dup)} image id(s) used by more than one image ({shown}); every image needs its "
-                                 "own 'id' (annotations refer to images by it)")
+        raise DatasetFormatError(
+            f"{json_file}: {len(dup)} image id(s) used by more than one image ({shown}); every image needs its "
+            "own 'id' (annotations refer to images by it)"
+        )
 
 
 def load_coco_json_cached(json_file: str, image_root: str, dataset_name: str):
@@ -295,18 +344,26 @@ def load_coco_json_cached(json_file: str, image_root: str, dataset_name: str):
     from ..record_cache import cached_records
 
     if not os.path.isfile(json_file):
-        raise DatasetNotFoundError(f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)")
+        raise DatasetNotFoundError(
+            f"Annotation file not found: {json_file} (check the path or DETGN_DATASETS; see datasets/README.md)"
+        )
     if not os.path.isdir(image_root):
-        raise DatasetNotFoundError(f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)")
+        raise DatasetNotFoundError(
+            f"Image folder not found: {image_root} (for {json_file}; check the path or DETGN_DATASETS)"
+        )
 
     def build():
         records = load_coco_json(json_file, image_root, dataset_name)
         meta = MetadataCatalog.get(dataset_name)
-        return records, {"thing_classes": list(meta.thing_classes),
-                         "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()]}
+        return records, {
+            "thing_classes": list(meta.thing_classes),
+            "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()],
+        }
 
     # file names are joined to image_root as given: a relative root reached from elsewhere is another cache entry
-    records, metadata = cached_records(dataset_name, build, [json_file], options=(image_root, os.path.realpath(image_root)))
+    records, metadata = cached_records(
+        dataset_name, build, [json_file], options=(image_root, os.path.realpath(image_root))
+    )
     if isinstance(metadata, dict) and "id_map" in metadata:
         meta = MetadataCatalog.get(dataset_name)
         meta.thing_classes = list(metadata["thing_classes"])

@@ -3,6 +3,7 @@ square crops centred on annotated objects (one folder per category) and crops of
 overlap no object ("background"). Used to try tools/train_classifier.py on the bundled nuclei data
 (tools/make_crop_dataset.py) and by its tests.
 """
+
 import os
 from typing import Dict, List
 
@@ -30,8 +31,15 @@ def _overlap(x0, y0, side, boxes) -> float:
     return float((ix * iy).max() / (side * side))
 
 
-def write_crop_folders(dicts: List[Dict], class_names: List[str], out_root: str, size: int = 64, per_image: int = 10,
-                       context: float = 1.5, seed: int = 0) -> Dict[str, int]:
+def write_crop_folders(
+    dicts: List[Dict],
+    class_names: List[str],
+    out_root: str,
+    size: int = 64,
+    per_image: int = 10,
+    context: float = 1.5,
+    seed: int = 0,
+) -> Dict[str, int]:
     """Write `out_root/<class>/<image stem>_<k>.png` crops (size x size pixels) and return {class: count}.
 
     Per image: up to `per_image` objects (crop side = context x the box's longer side, at least 8 px),
@@ -48,7 +56,9 @@ def write_crop_folders(dicts: List[Dict], class_names: List[str], out_root: str,
             raise FileNotFoundError(f"Cannot read image {d['file_name']}")
         h, w = image.shape[:2]
         annos = [a for a in d.get("annotations", []) if not a.get("iscrowd", 0)]
-        boxes = np.array([BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos], dtype=np.float64).reshape(-1, 4)
+        boxes = np.array(
+            [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos], dtype=np.float64
+        ).reshape(-1, 4)
         stem = os.path.splitext(os.path.basename(d["file_name"]))[0][:16]
         picked = rng.permutation(len(annos))[:per_image]
         sides = []
@@ -56,7 +66,7 @@ def write_crop_folders(dicts: List[Dict], class_names: List[str], out_root: str,
             x0, y0, x1, y1 = boxes[i]
             x, y, side = _square((x0 + x1) / 2, (y0 + y1) / 2, context * max(x1 - x0, y1 - y0), w, h)
             name = class_names[annos[i]["category_id"]]
-            crop = cv2.resize(image[y:y + side, x:x + side], (size, size), interpolation=cv2.INTER_AREA)
+            crop = cv2.resize(image[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
             cv2.imwrite(os.path.join(out_root, name, f"{stem}_{k}.png"), crop)
             counts[name] += 1
             sides.append(side)
@@ -64,7 +74,7 @@ def write_crop_folders(dicts: List[Dict], class_names: List[str], out_root: str,
             for _ in range(50):
                 x, y, side_ = _square(rng.uniform(0, w), rng.uniform(0, h), side, w, h)
                 if _overlap(x, y, side_, boxes) <= 0.05:
-                    crop = cv2.resize(image[y:y + side_, x:x + side_], (size, size), interpolation=cv2.INTER_AREA)
+                    crop = cv2.resize(image[y : y + side_, x : x + side_], (size, size), interpolation=cv2.INTER_AREA)
                     cv2.imwrite(os.path.join(out_root, "background", f"{stem}_{k}.png"), crop)
                     counts["background"] += 1
                     break

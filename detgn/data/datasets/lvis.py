@@ -6,6 +6,7 @@ train2017/ and val2017/), categories carry a `frequency` (r, c or f) and images 
 `neg_category_ids` / `not_exhaustive_category_ids`, which the LVIS evaluation reads from the json.
 The records go through the same checks and the same record cache as COCO's.
 """
+
 import os
 from typing import Dict, List, Optional
 
@@ -20,11 +21,15 @@ def _file_names(json_file: str, data: dict) -> None:
         if isinstance(img, dict) and "file_name" not in img:
             url = img.get("coco_url")
             if not isinstance(url, str) or url.count("/") < 1:
-                raise DatasetFormatError(f"{json_file}: images[{i}] has neither 'file_name' nor a 'coco_url' to take it from")
+                raise DatasetFormatError(
+                    f"{json_file}: images[{i}] has neither 'file_name' nor a 'coco_url' to take it from"
+                )
             img["file_name"] = "/".join(url.split("/")[-2:])
 
 
-def load_lvis_json(json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True) -> List[Dict]:
+def load_lvis_json(
+    json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True
+) -> List[Dict]:
     """Records of an LVIS json (see the module docstring); with `dataset_name`, its metadata gets
     thing_classes (sorted by category id), the id map and `category_frequency` (r/c/f per class)."""
     with _gc_paused():
@@ -49,10 +54,15 @@ def register_lvis_instances(name: str, metadata: Dict, json_file: str, image_roo
         def build():
             records = load_lvis_json(json_file, image_root, name)
             meta = MetadataCatalog.get(name)
-            return records, {"thing_classes": list(meta.thing_classes), "category_frequency": list(meta.category_frequency),
-                             "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()]}
+            return records, {
+                "thing_classes": list(meta.thing_classes),
+                "category_frequency": list(meta.category_frequency),
+                "id_map": [[int(k), int(v)] for k, v in meta.thing_dataset_id_to_contiguous_id.items()],
+            }
 
-        records, meta_saved = cached_records(name, build, [json_file], options=("lvis", image_root, os.path.realpath(image_root)))
+        records, meta_saved = cached_records(
+            name, build, [json_file], options=("lvis", image_root, os.path.realpath(image_root))
+        )
         if isinstance(meta_saved, dict) and "id_map" in meta_saved:
             meta = MetadataCatalog.get(name)
             meta.thing_classes = list(meta_saved["thing_classes"])

@@ -3,6 +3,7 @@
 A backbone maps an (N, 3, H, W) image batch to a dict of named feature maps and describes
 them with `output_shape()` -> {name: ShapeSpec(channels, stride)}.
 """
+
 from abc import ABCMeta, abstractmethod
 from typing import Dict
 

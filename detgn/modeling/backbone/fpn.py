@@ -3,6 +3,7 @@
 Parameter names follow detectron2: fpn_lateral{2..5}, fpn_output{2..5} (+ .norm), bottom_up.*.
 Outputs p2..p5 (+ p6 by a stride-2 max-pool of p5 in Mask R-CNN).
 """
+
 import math
 from typing import Dict, List
 
@@ -32,8 +33,16 @@ class LastLevelMaxPool(nn.Module):
 class FPN(Backbone):
     """Top-down pathway with lateral connections (Lin et al., 2017)."""
 
-    def __init__(self, bottom_up: Backbone, in_features: List[str], out_channels: int, norm="", top_block=None,
-                 fuse_type: str = "sum", ws: bool = False):
+    def __init__(
+        self,
+        bottom_up: Backbone,
+        in_features: List[str],
+        out_channels: int,
+        norm="",
+        top_block=None,
+        fuse_type: str = "sum",
+        ws: bool = False,
+    ):
         super().__init__()
         input_shapes = bottom_up.output_shape()
         strides = [input_shapes[f].stride for f in in_features]
@@ -46,8 +55,18 @@ class FPN(Backbone):
         use_bias = norm == "" or norm is None
         lateral_convs, output_convs = [], []
         for in_ch, stride in zip(in_channels_per_feature, strides):
-            lateral = Conv2d(in_ch, out_channels, 1, bias=use_bias, norm=get_norm(norm, out_channels), weight_standardization=ws)
-            output = Conv2d(out_channels, out_channels, 3, padding=1, bias=use_bias, norm=get_norm(norm, out_channels), weight_standardization=ws)
+            lateral = Conv2d(
+                in_ch, out_channels, 1, bias=use_bias, norm=get_norm(norm, out_channels), weight_standardization=ws
+            )
+            output = Conv2d(
+                out_channels,
+                out_channels,
+                3,
+                padding=1,
+                bias=use_bias,
+                norm=get_norm(norm, out_channels),
+                weight_standardization=ws,
+            )
             c2_xavier_fill(lateral)
             c2_xavier_fill(output)
             stage = int(math.log2(stride))

@@ -3,13 +3,23 @@
 Parameter names follow detectron2: stem.conv1(.norm), res{2..5}.{i}.conv{1,2,3}(.norm),
 res{k}.0.shortcut(.norm).
 """
+
 from typing import List, Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detgn.layers import Conv2d, DeformConv2d, FrozenBatchNorm2d, ShapeSpec, c2_msra_fill, get_norm, norm_from_cfg, ws_setting
+from detgn.layers import (
+    Conv2d,
+    DeformConv2d,
+    FrozenBatchNorm2d,
+    ShapeSpec,
+    c2_msra_fill,
+    get_norm,
+    norm_from_cfg,
+    ws_setting,
+)
 from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
@@ -37,8 +47,16 @@ class BasicStem(CNNBlockBase):
 
     def __init__(self, in_channels=3, out_channels=64, norm="FrozenBN", ws=False):
         super().__init__(in_channels, out_channels, 4)
-        self.conv1 = Conv2d(in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False,
-                            norm=get_norm(norm, out_channels), weight_standardization=ws)
+        self.conv1 = Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=7,
+            stride=2,
+            padding=3,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+            weight_standardization=ws,
+        )
         c2_msra_fill(self.conv1)
 
     def forward(self, x):
@@ -51,10 +69,39 @@ class BasicBlock(CNNBlockBase):
 
     def __init__(self, in_channels, out_channels, *, stride=1, norm="FrozenBN", ws=False, **_):
         super().__init__(in_channels, out_channels, stride)
-        self.shortcut = (Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, norm=get_norm(norm, out_channels), weight_standardization=ws)
-                         if in_channels != out_channels else None)
-        self.conv1 = Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, norm=get_norm(norm, out_channels), weight_standardization=ws)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False, norm=get_norm(norm, out_channels), weight_standardization=ws)
+        self.shortcut = (
+            Conv2d(
+                in_channels,
+                out_channels,
+                1,
+                stride=stride,
+                bias=False,
+                norm=get_norm(norm, out_channels),
+                weight_standardization=ws,
+            )
+            if in_channels != out_channels
+            else None
+        )
+        self.conv1 = Conv2d(
+            in_channels,
+            out_channels,
+            3,
+            stride=stride,
+            padding=1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+            weight_standardization=ws,
+        )
+        self.conv2 = Conv2d(
+            out_channels,
+            out_channels,
+            3,
+            stride=1,
+            padding=1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+            weight_standardization=ws,
+        )
         for layer in (self.shortcut, self.conv1, self.conv2):
             if layer is not None:
                 c2_msra_fill(layer)
@@ -69,17 +116,63 @@ class BasicBlock(CNNBlockBase):
 class BottleneckBlock(CNNBlockBase):
     """1x1 -> 3x3 (grouped) -> 1x1 with a projection shortcut when the shape changes."""
 
-    def __init__(self, in_channels, out_channels, *, bottleneck_channels, stride=1, num_groups=1,
-                 norm="FrozenBN", stride_in_1x1=False, dilation=1, ws=False):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        bottleneck_channels,
+        stride=1,
+        num_groups=1,
+        norm="FrozenBN",
+        stride_in_1x1=False,
+        dilation=1,
+        ws=False,
+    ):
         super().__init__(in_channels, out_channels, stride)
-        self.shortcut = (Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, norm=get_norm(norm, out_channels), weight_standardization=ws)
-                         if in_channels != out_channels else None)
+        self.shortcut = (
+            Conv2d(
+                in_channels,
+                out_channels,
+                1,
+                stride=stride,
+                bias=False,
+                norm=get_norm(norm, out_channels),
+                weight_standardization=ws,
+            )
+            if in_channels != out_channels
+            else None
+        )
         s1x1, s3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = Conv2d(in_channels, bottleneck_channels, 1, stride=s1x1, bias=False,
-                            norm=get_norm(norm, bottleneck_channels), weight_standardization=ws)
-        self.conv2 = Conv2d(bottleneck_channels, bottleneck_channels, 3, stride=s3x3, padding=dilation, bias=False,
-                            groups=num_groups, dilation=dilation, norm=get_norm(norm, bottleneck_channels), weight_standardization=ws)
-        self.conv3 = Conv2d(bottleneck_channels, out_channels, 1, bias=False, norm=get_norm(norm, out_channels), weight_standardization=ws)
+        self.conv1 = Conv2d(
+            in_channels,
+            bottleneck_channels,
+            1,
+            stride=s1x1,
+            bias=False,
+            norm=get_norm(norm, bottleneck_channels),
+            weight_standardization=ws,
+        )
+        self.conv2 = Conv2d(
+            bottleneck_channels,
+            bottleneck_channels,
+            3,
+            stride=s3x3,
+            padding=dilation,
+            bias=False,
+            groups=num_groups,
+            dilation=dilation,
+            norm=get_norm(norm, bottleneck_channels),
+            weight_standardization=ws,
+        )
+        self.conv3 = Conv2d(
+            bottleneck_channels,
+            out_channels,
+            1,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+            weight_standardization=ws,
+        )
         for layer in (self.shortcut, self.conv1, self.conv2, self.conv3):
             if layer is not None:
                 c2_msra_fill(layer)
@@ -101,19 +194,57 @@ class DeformBottleneckBlock(BottleneckBlock):
     third is the mask (detectron2's layout, which its checkpoints were trained with). G = deform_num_groups.
     """
 
-    def __init__(self, in_channels, out_channels, *, bottleneck_channels, stride=1, num_groups=1, norm="FrozenBN",
-                 stride_in_1x1=False, dilation=1, ws=False, deform_modulated=False, deform_num_groups=1):
-        super().__init__(in_channels, out_channels, bottleneck_channels=bottleneck_channels, stride=stride, num_groups=num_groups,
-                         norm=norm, stride_in_1x1=stride_in_1x1, dilation=dilation, ws=ws)
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        bottleneck_channels,
+        stride=1,
+        num_groups=1,
+        norm="FrozenBN",
+        stride_in_1x1=False,
+        dilation=1,
+        ws=False,
+        deform_modulated=False,
+        deform_num_groups=1,
+    ):
+        super().__init__(
+            in_channels,
+            out_channels,
+            bottleneck_channels=bottleneck_channels,
+            stride=stride,
+            num_groups=num_groups,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            dilation=dilation,
+            ws=ws,
+        )
         self.deform_modulated = deform_modulated
         s3x3 = 1 if stride_in_1x1 else stride
         conv3 = self.conv3
         del self.conv2, self.conv3  # re-added below in detectron2's order: conv1, conv2_offset, conv2, conv3
-        self.conv2_offset = Conv2d(bottleneck_channels, (27 if deform_modulated else 18) * deform_num_groups, kernel_size=3,
-                                   stride=s3x3, padding=dilation, dilation=dilation)
-        self.conv2 = DeformConv2d(bottleneck_channels, bottleneck_channels, 3, stride=s3x3, padding=dilation, bias=False,
-                                  groups=num_groups, dilation=dilation, deformable_groups=deform_num_groups,
-                                  norm=get_norm(norm, bottleneck_channels), weight_standardization=ws)
+        self.conv2_offset = Conv2d(
+            bottleneck_channels,
+            (27 if deform_modulated else 18) * deform_num_groups,
+            kernel_size=3,
+            stride=s3x3,
+            padding=dilation,
+            dilation=dilation,
+        )
+        self.conv2 = DeformConv2d(
+            bottleneck_channels,
+            bottleneck_channels,
+            3,
+            stride=s3x3,
+            padding=dilation,
+            bias=False,
+            groups=num_groups,
+            dilation=dilation,
+            deformable_groups=deform_num_groups,
+            norm=get_norm(norm, bottleneck_channels),
+            weight_standardization=ws,
+        )
         self.conv3 = conv3
         c2_msra_fill(self.conv2)
         nn.init.constant_(self.conv2_offset.weight, 0)
@@ -134,7 +265,13 @@ class DeformBottleneckBlock(BottleneckBlock):
 class ResNet(Backbone):
     """Stem + stages; returns the stages named in `out_features` ("stem", "res2".."res5")."""
 
-    def __init__(self, stem: nn.Module, stages: List[List[CNNBlockBase]], out_features: Optional[List[str]] = None, freeze_at: int = 0):
+    def __init__(
+        self,
+        stem: nn.Module,
+        stages: List[List[CNNBlockBase]],
+        out_features: Optional[List[str]] = None,
+        freeze_at: int = 0,
+    ):
         super().__init__()
         self.stem = stem
         current_stride = stem.stride
@@ -143,7 +280,11 @@ class ResNet(Backbone):
         self.stage_names = []
         self.stages = []
         if out_features is not None:
-            num_needed = max(["res2", "res3", "res4", "res5"].index(f) + 1 for f in out_features if f != "stem") if any(f != "stem" for f in out_features) else 0
+            num_needed = (
+                max(["res2", "res3", "res4", "res5"].index(f) + 1 for f in out_features if f != "stem")
+                if any(f != "stem" for f in out_features)
+                else 0
+            )
             stages = stages[:num_needed]
         for i, blocks in enumerate(stages):
             name = f"res{i + 2}"
@@ -157,7 +298,9 @@ class ResNet(Backbone):
         self._out_features = list(out_features) if out_features is not None else [self.stage_names[-1]]
         for f in self._out_features:
             if f not in self._out_feature_channels:
-                raise ValueError(f"ResNet out_features has unknown stage '{f}'; available: {list(self._out_feature_channels)}")
+                raise ValueError(
+                    f"ResNet out_features has unknown stage '{f}'; available: {list(self._out_feature_channels)}"
+                )
         self.freeze(freeze_at)
 
     def forward(self, x):
@@ -187,7 +330,11 @@ class ResNet(Backbone):
     def make_stage(block_class, num_blocks, *, in_channels, out_channels, first_stride, **kwargs) -> List[CNNBlockBase]:
         blocks = []
         for i in range(num_blocks):
-            blocks.append(block_class(in_channels=in_channels, out_channels=out_channels, stride=first_stride if i == 0 else 1, **kwargs))
+            blocks.append(
+                block_class(
+                    in_channels=in_channels, out_channels=out_channels, stride=first_stride if i == 0 else 1, **kwargs
+                )
+            )
             in_channels = out_channels
         return blocks
 
@@ -205,10 +352,14 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     if depth not in _DEPTHS:
         raise ConfigValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {depth}")
     if len(r.DEFORM_ON_PER_STAGE) != 4:
-        raise ConfigValueError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 booleans (res2..res5), got {list(r.DEFORM_ON_PER_STAGE)}")
+        raise ConfigValueError(
+            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 booleans (res2..res5), got {list(r.DEFORM_ON_PER_STAGE)}"
+        )
     if any(r.DEFORM_ON_PER_STAGE) and depth < 50:
-        raise ConfigValueError(f"MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions replace the bottleneck 3x3, "
-                               f"ResNet-{depth} has none (use DEPTH 50, 101 or 152)")
+        raise ConfigValueError(
+            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions replace the bottleneck 3x3, "
+            f"ResNet-{depth} has none (use DEPTH 50, 101 or 152)"
+        )
     if r.RES5_DILATION not in (1, 2):
         raise ConfigValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=norm, ws=ws)
@@ -226,7 +377,12 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         first_stride = 1 if idx == 0 or (idx == 3 and dilation == 2) else 2
         kwargs = dict(in_channels=in_channels, out_channels=out_channels, first_stride=first_stride, norm=norm, ws=ws)
         if depth >= 50:
-            kwargs.update(bottleneck_channels=bottleneck_channels, stride_in_1x1=r.STRIDE_IN_1X1, dilation=dilation, num_groups=r.NUM_GROUPS)
+            kwargs.update(
+                bottleneck_channels=bottleneck_channels,
+                stride_in_1x1=r.STRIDE_IN_1X1,
+                dilation=dilation,
+                num_groups=r.NUM_GROUPS,
+            )
             block = BottleneckBlock
             if r.DEFORM_ON_PER_STAGE[idx]:
                 kwargs.update(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)

@@ -1,4 +1,5 @@
 """META_ARCH_REGISTRY and build_model."""
+
 import logging
 
 import torch
@@ -28,5 +29,6 @@ def build_model(cfg):
     model.to(torch.device(device))
     if cfg.MODEL.COMPILE.PARTS:
         from detgn.modeling.compile import compile_parts
+
         compile_parts(model, cfg.MODEL.COMPILE.PARTS, mode=cfg.MODEL.COMPILE.MODE, backend=cfg.MODEL.COMPILE.BACKEND)
     return model

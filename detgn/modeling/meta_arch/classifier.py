@@ -5,6 +5,7 @@ detector's names (`backbone.bottom_up.*`), so a classifier checkpoint loads into
 with every backbone tensor matched and only `fc.*` unused. Input normalisation is the detector's
 (INPUT.FORMAT, MODEL.PIXEL_MEAN / PIXEL_STD), so fine-tuning sees the pixels pretraining saw.
 """
+
 from typing import Dict, List, Union
 
 import torch
@@ -34,7 +35,13 @@ def zero_init_last_norm(resnet: nn.Module) -> int:
     the GN paper's ImageNet recipe); returns how many were set. Norms without an affine weight are skipped."""
     n = 0
     for block in resnet.modules():
-        last = block.conv3 if isinstance(block, BottleneckBlock) else block.conv2 if isinstance(block, BasicBlock) else None
+        last = (
+            block.conv3
+            if isinstance(block, BottleneckBlock)
+            else block.conv2
+            if isinstance(block, BasicBlock)
+            else None
+        )
         norm = getattr(last, "norm", None)
         if norm is not None and getattr(norm, "weight", None) is not None:
             with torch.no_grad():
@@ -49,19 +56,30 @@ class ImageNetClassifier(nn.Module):
     Inference: the same list (labels ignored) -> (N, NUM_CLASSES) float logits. All images of a batch have one size."""
 
     @configurable
-    def __init__(self, *, bottom_up: nn.Module, num_classes: int, pixel_mean: List[float], pixel_std: List[float],
-                 zero_init_residual: bool = True):
+    def __init__(
+        self,
+        *,
+        bottom_up: nn.Module,
+        num_classes: int,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        zero_init_residual: bool = True,
+    ):
         super().__init__()
         if num_classes < 1:
-            raise ConfigValueError(f"CLASSIFIER.NUM_CLASSES must be >= 1 to build the classifier, got {num_classes} "
-                                   "(tools/train_classifier.py takes it from the class folders; elsewhere set it, e.g. 1000)")
+            raise ConfigValueError(
+                f"CLASSIFIER.NUM_CLASSES must be >= 1 to build the classifier, got {num_classes} "
+                "(tools/train_classifier.py takes it from the class folders; elsewhere set it, e.g. 1000)"
+            )
         self.backbone = _BackboneNames(bottom_up)
         channels = bottom_up.output_shape()["res5"].channels
         self.fc = nn.Linear(channels, num_classes)
         nn.init.normal_(self.fc.weight, std=0.01)
         nn.init.zeros_(self.fc.bias)
         self.num_zero_init = zero_init_last_norm(bottom_up) if zero_init_residual else 0
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False)
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), persistent=False
+        )
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), persistent=False)
 
     @classmethod
@@ -69,9 +87,13 @@ class ImageNetClassifier(nn.Module):
         c = cfg.clone()
         c.defrost()
         c.MODEL.RESNETS.OUT_FEATURES = ["res5"]
-        return dict(bottom_up=build_resnet_backbone(c, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
-                    num_classes=cfg.CLASSIFIER.NUM_CLASSES, pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
-                    zero_init_residual=cfg.CLASSIFIER.ZERO_INIT_RESIDUAL)
+        return dict(
+            bottom_up=build_resnet_backbone(c, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
+            num_classes=cfg.CLASSIFIER.NUM_CLASSES,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            zero_init_residual=cfg.CLASSIFIER.ZERO_INIT_RESIDUAL,
+        )
 
     @property
     def device(self) -> torch.device:

@@ -1,4 +1,5 @@
 """GeneralizedRCNN: backbone -> proposal generator -> ROI heads, with input normalisation."""
+
 from typing import Dict, List, Optional
 
 import torch
@@ -22,9 +23,17 @@ class GeneralizedRCNN(nn.Module):
     """Faster / Mask R-CNN. Inputs are per-image dicts; see META_ARCH_REGISTRY for the contract."""
 
     @configurable
-    def __init__(self, *, backbone: Backbone, proposal_generator: nn.Module, roi_heads: nn.Module,
-                 pixel_mean: List[float], pixel_std: List[float], input_format: str = "BGR",
-                 memory_format: str = "contiguous"):
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: nn.Module,
+        roi_heads: nn.Module,
+        pixel_mean: List[float],
+        pixel_std: List[float],
+        input_format: str = "BGR",
+        memory_format: str = "contiguous",
+    ):
         """memory_format: "channels_last" keeps images, conv weights and feature maps NHWC (faster
         oneDNN convolutions and GroupNorm on CPU); "contiguous" keeps NCHW. Same outputs either way."""
         super().__init__()
@@ -47,10 +56,15 @@ class GeneralizedRCNN(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         backbone = build_backbone(cfg)
-        return dict(backbone=backbone, proposal_generator=build_proposal_generator(cfg, backbone.output_shape()),
-                    roi_heads=build_roi_heads(cfg, backbone.output_shape()), pixel_mean=cfg.MODEL.PIXEL_MEAN,
-                    pixel_std=cfg.MODEL.PIXEL_STD, input_format=cfg.INPUT.FORMAT,
-                    memory_format=cfg.MODEL.MEMORY_FORMAT)
+        return dict(
+            backbone=backbone,
+            proposal_generator=build_proposal_generator(cfg, backbone.output_shape()),
+            roi_heads=build_roi_heads(cfg, backbone.output_shape()),
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            input_format=cfg.INPUT.FORMAT,
+            memory_format=cfg.MODEL.MEMORY_FORMAT,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -84,8 +98,12 @@ class GeneralizedRCNN(nn.Module):
         losses.update(detector_losses)
         return losses
 
-    def inference(self, batched_inputs: List[Dict], detected_instances: Optional[List[Instances]] = None,
-                  do_postprocess: bool = True):
+    def inference(
+        self,
+        batched_inputs: List[Dict],
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ):
         """With do_postprocess=False: raw Instances at the network input size (pred_masks (R, 1, 28, 28))."""
         assert not self.training
         images = self.preprocess_image(batched_inputs)

@@ -1,4 +1,5 @@
 """PROPOSAL_GENERATOR_REGISTRY and build_proposal_generator."""
+
 from fvcore.common.registry import Registry
 
 __all__ = ["PROPOSAL_GENERATOR_REGISTRY", "build_proposal_generator"]
@@ -17,6 +18,8 @@ def build_proposal_generator(cfg, input_shape):
     if name == "PrecomputedProposals":
         from detgn.config import UnsupportedConfigError
 
-        raise UnsupportedConfigError("MODEL.PROPOSAL_GENERATOR.NAME = 'PrecomputedProposals': detgn does not implement "
-                                     "precomputed proposals; set it back to its default 'RPN'")
+        raise UnsupportedConfigError(
+            "MODEL.PROPOSAL_GENERATOR.NAME = 'PrecomputedProposals': detgn does not implement "
+            "precomputed proposals; set it back to its default 'RPN'"
+        )
     return PROPOSAL_GENERATOR_REGISTRY.get(name)(cfg, input_shape)

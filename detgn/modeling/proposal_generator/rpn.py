@@ -3,6 +3,7 @@
 Shapes: N images, L levels, A anchors per location, Hi x Wi level sizes,
 Ri = Hi * Wi * A anchors of level i, G ground-truth boxes of an image.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -63,8 +64,12 @@ class StandardRPNHead(nn.Module):
         num_anchors = set(anchor_generator.num_anchors)
         if len(num_anchors) != 1:
             raise ValueError("RPN head needs the same number of anchors per location on every level")
-        return dict(in_channels=in_channels.pop(), num_anchors=num_anchors.pop(), box_dim=anchor_generator.box_dim,
-                    conv_dims=cfg.MODEL.RPN.CONV_DIMS)
+        return dict(
+            in_channels=in_channels.pop(),
+            num_anchors=num_anchors.pop(),
+            box_dim=anchor_generator.box_dim,
+            conv_dims=cfg.MODEL.RPN.CONV_DIMS,
+        )
 
     def forward(self, features: List[torch.Tensor]):
         logits, deltas = [], []
@@ -75,11 +80,16 @@ class StandardRPNHead(nn.Module):
         return logits, deltas
 
 
-
-
-def find_top_rpn_proposals(proposals: List[torch.Tensor], pred_objectness_logits: List[torch.Tensor],
-                           image_sizes: List[Tuple[int, int]], nms_thresh: float, pre_nms_topk: int,
-                           post_nms_topk: int, min_box_size: float, training: bool) -> List[Instances]:
+def find_top_rpn_proposals(
+    proposals: List[torch.Tensor],
+    pred_objectness_logits: List[torch.Tensor],
+    image_sizes: List[Tuple[int, int]],
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+    training: bool,
+) -> List[Instances]:
     """Per level top-k by logit, clip, drop small/empty, NMS within each level, per-image top-k.
 
     Args:
@@ -129,11 +139,25 @@ class RPN(nn.Module):
     """Region Proposal Network: anchors, head, labelling, losses and proposal selection."""
 
     @configurable
-    def __init__(self, *, in_features: List[str], head: nn.Module, anchor_generator: nn.Module, anchor_matcher: Matcher,
-                 box2box_transform: Box2BoxTransform, batch_size_per_image: int, positive_fraction: float,
-                 pre_nms_topk: Tuple[int, int], post_nms_topk: Tuple[int, int], nms_thresh: float = 0.7,
-                 min_box_size: float = 0.0, anchor_boundary_thresh: float = -1.0,
-                 loss_weight: Dict[str, float] = None, box_reg_loss_type: str = "smooth_l1", smooth_l1_beta: float = 0.0):
+    def __init__(
+        self,
+        *,
+        in_features: List[str],
+        head: nn.Module,
+        anchor_generator: nn.Module,
+        anchor_matcher: Matcher,
+        box2box_transform: Box2BoxTransform,
+        batch_size_per_image: int,
+        positive_fraction: float,
+        pre_nms_topk: Tuple[int, int],
+        post_nms_topk: Tuple[int, int],
+        nms_thresh: float = 0.7,
+        min_box_size: float = 0.0,
+        anchor_boundary_thresh: float = -1.0,
+        loss_weight: Dict[str, float] = None,
+        box_reg_loss_type: str = "smooth_l1",
+        smooth_l1_beta: float = 0.0,
+    ):
         super().__init__()
         self.in_features = in_features
         self.rpn_head = head
@@ -201,8 +225,14 @@ class RPN(nn.Module):
             matched_gt_boxes.append(matched)
         return gt_labels, matched_gt_boxes
 
-    def losses(self, anchors: List[Boxes], pred_objectness_logits: List[torch.Tensor], gt_labels: List[torch.Tensor],
-               pred_anchor_deltas: List[torch.Tensor], gt_boxes: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def losses(
+        self,
+        anchors: List[Boxes],
+        pred_objectness_logits: List[torch.Tensor],
+        gt_labels: List[torch.Tensor],
+        pred_anchor_deltas: List[torch.Tensor],
+        gt_boxes: List[torch.Tensor],
+    ) -> Dict[str, torch.Tensor]:
         """Sum of BCE over sampled anchors and L1 over positive deltas, each / (batch_size_per_image * N)."""
         num_images = len(gt_labels)
         gt_labels = torch.stack(gt_labels)  # (N, R)
@@ -215,15 +245,21 @@ class RPN(nn.Module):
         else:
             from torchvision.ops import generalized_box_iou_loss
 
-            pred_boxes = self.box2box_transform.apply_deltas(pred_deltas[pos_mask], anchors_t.expand(num_images, -1, -1)[pos_mask])
+            pred_boxes = self.box2box_transform.apply_deltas(
+                pred_deltas[pos_mask], anchors_t.expand(num_images, -1, -1)[pos_mask]
+            )
             loc = generalized_box_iou_loss(pred_boxes, torch.stack(gt_boxes)[pos_mask], reduction="sum")
         valid = gt_labels >= 0
-        cls = F.binary_cross_entropy_with_logits(cat(pred_objectness_logits, dim=1)[valid], gt_labels[valid].to(torch.float32), reduction="sum")
+        cls = F.binary_cross_entropy_with_logits(
+            cat(pred_objectness_logits, dim=1)[valid], gt_labels[valid].to(torch.float32), reduction="sum"
+        )
         normalizer = self.batch_size_per_image * num_images
         losses = {"loss_rpn_cls": cls / normalizer, "loss_rpn_loc": loc / normalizer}
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
 
-    def forward(self, images: ImageList, features: Dict[str, torch.Tensor], gt_instances: Optional[List[Instances]] = None):
+    def forward(
+        self, images: ImageList, features: Dict[str, torch.Tensor], gt_instances: Optional[List[Instances]] = None
+    ):
         features = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(features)
         logits, deltas = self.rpn_head(features)
@@ -246,9 +282,16 @@ class RPN(nn.Module):
     def predict_proposals(self, anchors, pred_objectness_logits, pred_anchor_deltas, image_sizes):
         """Decode deltas on their anchors and select proposals (no gradient flows to them)."""
         pred_proposals = self._decode_proposals(anchors, pred_anchor_deltas)
-        return find_top_rpn_proposals(pred_proposals, [x.detach().float() for x in pred_objectness_logits], image_sizes, self.nms_thresh,
-                                      self.pre_nms_topk[self.training], self.post_nms_topk[self.training],
-                                      self.min_box_size, self.training)
+        return find_top_rpn_proposals(
+            pred_proposals,
+            [x.detach().float() for x in pred_objectness_logits],
+            image_sizes,
+            self.nms_thresh,
+            self.pre_nms_topk[self.training],
+            self.post_nms_topk[self.training],
+            self.min_box_size,
+            self.training,
+        )
 
     def _decode_proposals(self, anchors: List[Boxes], pred_anchor_deltas: List[torch.Tensor]):
         n = pred_anchor_deltas[0].shape[0]

@@ -2,6 +2,7 @@
 
 "4conv1fc" with GN (the GN paper's head) = NUM_CONV 4, NUM_FC 1, NORM "GN".
 """
+
 from typing import List
 
 import numpy as np
@@ -26,15 +27,25 @@ class FastRCNNConvFCHead(nn.Sequential):
     """NUM_CONV 3x3 convs (each + norm + ReLU) then NUM_FC fully connected layers (+ReLU)."""
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm="", ws: bool = False):
+    def __init__(
+        self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm="", ws: bool = False
+    ):
         super().__init__()
         if len(conv_dims) + len(fc_dims) == 0:
             raise ValueError("A box head needs at least one conv or fc layer")
         self._output_size = (input_shape.channels, input_shape.height, input_shape.width)
         self.conv_norm_relus = []
         for k, dim in enumerate(conv_dims):
-            conv = Conv2d(self._output_size[0], dim, kernel_size=3, padding=1, bias=not conv_norm,
-                          norm=get_norm(conv_norm, dim), activation=nn.ReLU(inplace=True), weight_standardization=ws)
+            conv = Conv2d(
+                self._output_size[0],
+                dim,
+                kernel_size=3,
+                padding=1,
+                bias=not conv_norm,
+                norm=get_norm(conv_norm, dim),
+                activation=nn.ReLU(inplace=True),
+                weight_standardization=ws,
+            )
             self.add_module(f"conv{k + 1}", conv)
             self.conv_norm_relus.append(conv)
             self._output_size = (dim, self._output_size[1], self._output_size[2])
@@ -55,8 +66,13 @@ class FastRCNNConvFCHead(nn.Sequential):
     @classmethod
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.ROI_BOX_HEAD
-        return dict(input_shape=input_shape, conv_dims=[h.CONV_DIM] * h.NUM_CONV, fc_dims=[h.FC_DIM] * h.NUM_FC,
-                    conv_norm=norm_from_cfg(h.NORM, cfg), ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION))
+        return dict(
+            input_shape=input_shape,
+            conv_dims=[h.CONV_DIM] * h.NUM_CONV,
+            fc_dims=[h.FC_DIM] * h.NUM_FC,
+            conv_norm=norm_from_cfg(h.NORM, cfg),
+            ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
+        )
 
     def forward(self, x):
         for layer in self:

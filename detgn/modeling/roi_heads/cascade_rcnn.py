@@ -17,6 +17,7 @@ mask head then runs on those final boxes.
 
 Shapes: N images, Ri boxes of image i, K foreground classes (background is index K).
 """
+
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -56,15 +57,31 @@ class CascadeROIHeads(StandardROIHeads):
     """StandardROIHeads with S box stages; `box_head` and `box_predictor` are ModuleLists of length S."""
 
     @configurable
-    def __init__(self, *, box_in_features: List[str], box_pooler: ROIPooler, box_heads: Sequence[nn.Module],
-                 box_predictors: Sequence[nn.Module], proposal_matchers: Sequence[Matcher], **kwargs):
+    def __init__(
+        self,
+        *,
+        box_in_features: List[str],
+        box_pooler: ROIPooler,
+        box_heads: Sequence[nn.Module],
+        box_predictors: Sequence[nn.Module],
+        proposal_matchers: Sequence[Matcher],
+        **kwargs,
+    ):
         if "proposal_matcher" in kwargs:
             raise TypeError("CascadeROIHeads takes one matcher per stage (proposal_matchers=), not proposal_matcher=")
         if not (len(box_heads) == len(box_predictors) == len(proposal_matchers) >= 1):
-            raise ValueError(f"CascadeROIHeads needs as many box heads ({len(box_heads)}), predictors ({len(box_predictors)}) "
-                             f"and matchers ({len(proposal_matchers)}) as stages, at least one")
-        super().__init__(box_in_features=box_in_features, box_pooler=box_pooler, box_head=nn.ModuleList(box_heads),
-                         box_predictor=nn.ModuleList(box_predictors), proposal_matcher=proposal_matchers[0], **kwargs)
+            raise ValueError(
+                f"CascadeROIHeads needs as many box heads ({len(box_heads)}), predictors ({len(box_predictors)}) "
+                f"and matchers ({len(proposal_matchers)}) as stages, at least one"
+            )
+        super().__init__(
+            box_in_features=box_in_features,
+            box_pooler=box_pooler,
+            box_head=nn.ModuleList(box_heads),
+            box_predictor=nn.ModuleList(box_predictors),
+            proposal_matcher=proposal_matchers[0],
+            **kwargs,
+        )
         self.num_cascade_stages = len(box_heads)
         self.proposal_matchers = list(proposal_matchers)
 
@@ -80,26 +97,43 @@ class CascadeROIHeads(StandardROIHeads):
         bh, ch = cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_BOX_CASCADE_HEAD
         ious, reg_weights = list(ch.IOUS), [tuple(w) for w in ch.BBOX_REG_WEIGHTS]
         if len(ious) != len(reg_weights):
-            raise ConfigValueError(f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS has {len(reg_weights)} entries but IOUS has "
-                                   f"{len(ious)}: give one (wx, wy, ww, wh) per stage")
+            raise ConfigValueError(
+                f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS has {len(reg_weights)} entries but IOUS has "
+                f"{len(ious)}: give one (wx, wy, ww, wh) per stage"
+            )
         if not bh.CLS_AGNOSTIC_BBOX_REG:
-            raise ConfigValueError("CascadeROIHeads regresses boxes class-agnostically: set MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True")
+            raise ConfigValueError(
+                "CascadeROIHeads regresses boxes class-agnostically: set MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True"
+            )
         if ious[0] != cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]:
-            raise ConfigValueError(f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] = {ious[0]} must equal MODEL.ROI_HEADS.IOU_THRESHOLDS[0] "
-                                   f"= {cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]} (stage 0 samples the RPN proposals with it)")
+            raise ConfigValueError(
+                f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] = {ious[0]} must equal MODEL.ROI_HEADS.IOU_THRESHOLDS[0] "
+                f"= {cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]} (stage 0 samples the RPN proposals with it)"
+            )
         pooled = ShapeSpec(channels=c, height=bh.POOLER_RESOLUTION, width=bh.POOLER_RESOLUTION)
         heads, predictors, matchers = [], [], []
         for iou, weights in zip(ious, reg_weights):
             head = build_box_head(cfg, pooled)
             heads.append(head)
-            predictors.append(FastRCNNOutputLayers(cfg, head.output_shape, box2box_transform=Box2BoxTransform(weights=weights)))
+            predictors.append(
+                FastRCNNOutputLayers(cfg, head.output_shape, box2box_transform=Box2BoxTransform(weights=weights))
+            )
             matchers.append(Matcher([iou], [0, 1], allow_low_quality_matches=False))
-        return dict(box_in_features=in_features, box_pooler=ROIPooler(bh.POOLER_RESOLUTION, scales, bh.POOLER_SAMPLING_RATIO,
-                                                                       bh.POOLER_TYPE),
-                    box_heads=heads, box_predictors=predictors, proposal_matchers=matchers)
+        return dict(
+            box_in_features=in_features,
+            box_pooler=ROIPooler(bh.POOLER_RESOLUTION, scales, bh.POOLER_SAMPLING_RATIO, bh.POOLER_TYPE),
+            box_heads=heads,
+            box_predictors=predictors,
+            proposal_matchers=matchers,
+        )
 
-    def forward(self, images: ImageList, features: Dict[str, torch.Tensor], proposals: List[Instances],
-                targets: Optional[List[Instances]] = None):
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ):
         if self.training:
             if targets is None:
                 raise ValueError("CascadeROIHeads needs targets in training")
@@ -126,14 +160,22 @@ class CascadeROIHeads(StandardROIHeads):
         if self.training:
             losses = {}
             for k, (predictions, props) in enumerate(outputs):
-                losses.update({f"{name}_stage{k}": v for name, v in self.box_predictor[k].losses(predictions, props).items()})
+                losses.update(
+                    {f"{name}_stage{k}": v for name, v in self.box_predictor[k].losses(predictions, props).items()}
+                )
             return losses
         per_stage = [self.box_predictor[k].predict_probs(p, props) for k, (p, props) in enumerate(outputs)]
         scores = [sum(stage_scores) * (1.0 / self.num_cascade_stages) for stage_scores in zip(*per_stage)]
         last = self.box_predictor[-1]
         predictions, props = outputs[-1]
-        pred_instances, _ = fast_rcnn_inference(last.predict_boxes(predictions, props), scores, image_sizes,
-                                                last.test_score_thresh, last.test_nms_thresh, last.test_topk_per_image)
+        pred_instances, _ = fast_rcnn_inference(
+            last.predict_boxes(predictions, props),
+            scores,
+            image_sizes,
+            last.test_score_thresh,
+            last.test_nms_thresh,
+            last.test_topk_per_image,
+        )
         return pred_instances
 
     def _run_stage(self, feats: List[torch.Tensor], proposals: List[Instances], stage: int):
@@ -157,7 +199,9 @@ class CascadeROIHeads(StandardROIHeads):
         return out
 
     @torch.no_grad()
-    def _match_and_label_boxes(self, proposals: List[Instances], stage: int, targets: List[Instances]) -> List[Instances]:
+    def _match_and_label_boxes(
+        self, proposals: List[Instances], stage: int, targets: List[Instances]
+    ) -> List[Instances]:
         """Label every box with the stage's matcher: gt_classes (K when below the stage IoU), gt_boxes."""
         num_fg, num_bg = [], []
         for props, tgt in zip(proposals, targets):
@@ -173,6 +217,10 @@ class CascadeROIHeads(StandardROIHeads):
             num_fg.append((labels == 1).sum())  # stays on the device: read at the trainer's flush
             num_bg.append(labels.numel() - num_fg[-1])
         n = max(len(num_fg), 1)
-        put_model_stats(**{f"stage{stage}/roi_head/num_fg_samples": sum(num_fg) / n,
-                           f"stage{stage}/roi_head/num_bg_samples": sum(num_bg) / n})
+        put_model_stats(
+            **{
+                f"stage{stage}/roi_head/num_fg_samples": sum(num_fg) / n,
+                f"stage{stage}/roi_head/num_bg_samples": sum(num_bg) / n,
+            }
+        )
         return proposals

@@ -2,6 +2,7 @@
 
 Shapes: R ROIs over the batch, K foreground classes (background is index K, the last).
 """
+
 from typing import Dict, List, Tuple
 
 import torch
@@ -20,8 +21,14 @@ from ..box_regression import Box2BoxTransform, smooth_l1_loss
 __all__ = ["FastRCNNOutputLayers", "fast_rcnn_inference"]
 
 
-def fast_rcnn_inference(boxes: List[torch.Tensor], scores: List[torch.Tensor], image_shapes: List[Tuple[int, int]],
-                        score_thresh: float, nms_thresh: float, topk_per_image: int):
+def fast_rcnn_inference(
+    boxes: List[torch.Tensor],
+    scores: List[torch.Tensor],
+    image_shapes: List[Tuple[int, int]],
+    score_thresh: float,
+    nms_thresh: float,
+    topk_per_image: int,
+):
     """Per image: drop background, score > thresh, per-class NMS, keep top-k.
 
     Args:
@@ -65,10 +72,20 @@ class FastRCNNOutputLayers(nn.Module):
     """cls_score: Linear(D, K + 1); bbox_pred: Linear(D, 4K) (or 4 when class-agnostic)."""
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, box2box_transform: Box2BoxTransform, num_classes: int,
-                 test_score_thresh: float = 0.0, test_nms_thresh: float = 0.5, test_topk_per_image: int = 100,
-                 cls_agnostic_bbox_reg: bool = False, smooth_l1_beta: float = 0.0, box_reg_loss_type: str = "smooth_l1",
-                 loss_weight: Dict[str, float] = None):
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        box2box_transform: Box2BoxTransform,
+        num_classes: int,
+        test_score_thresh: float = 0.0,
+        test_nms_thresh: float = 0.5,
+        test_topk_per_image: int = 100,
+        cls_agnostic_bbox_reg: bool = False,
+        smooth_l1_beta: float = 0.0,
+        box_reg_loss_type: str = "smooth_l1",
+        loss_weight: Dict[str, float] = None,
+    ):
         super().__init__()
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         self.cls_score = nn.Linear(input_size, num_classes + 1)
@@ -85,7 +102,9 @@ class FastRCNNOutputLayers(nn.Module):
         self.test_nms_thresh = test_nms_thresh
         self.test_topk_per_image = test_topk_per_image
         if box_reg_loss_type not in ("smooth_l1", "giou"):
-            raise ConfigValueError(f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE must be smooth_l1 or giou, got '{box_reg_loss_type}'")
+            raise ConfigValueError(
+                f"MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE must be smooth_l1 or giou, got '{box_reg_loss_type}'"
+            )
         self.box_reg_loss_type = box_reg_loss_type
         self.loss_weight = loss_weight or {"loss_cls": 1.0, "loss_box_reg": 1.0}
 
@@ -115,13 +134,18 @@ class FastRCNNOutputLayers(nn.Module):
         """Softmax CE (mean over ROIs) and L1 over foreground deltas summed / number of ROIs."""
         scores, proposal_deltas = predictions
         gt_classes = cat([p.gt_classes for p in proposals], dim=0) if len(proposals) else torch.empty(0)
-        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0) if len(proposals) else torch.empty((0, 4))
+        proposal_boxes = (
+            cat([p.proposal_boxes.tensor for p in proposals], dim=0) if len(proposals) else torch.empty((0, 4))
+        )
         gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals], dim=0)
         if gt_classes.numel() == 0:
             loss_cls = scores.sum() * 0.0
         else:
             loss_cls = F.cross_entropy(scores, gt_classes, reduction="mean")
-        losses = {"loss_cls": loss_cls, "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes)}
+        losses = {
+            "loss_cls": loss_cls,
+            "loss_box_reg": self.box_reg_loss(proposal_boxes, gt_boxes, proposal_deltas, gt_classes),
+        }
         return {k: v * self.loss_weight.get(k, 1.0) for k, v in losses.items()}
 
     def box_reg_loss(self, proposal_boxes, gt_boxes, pred_deltas, gt_classes):
@@ -156,4 +180,6 @@ class FastRCNNOutputLayers(nn.Module):
         boxes = self.predict_boxes(predictions, proposals)
         scores = self.predict_probs(predictions, proposals)
         image_shapes = [x.image_size for x in proposals]
-        return fast_rcnn_inference(boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image)
+        return fast_rcnn_inference(
+            boxes, scores, image_shapes, self.test_score_thresh, self.test_nms_thresh, self.test_topk_per_image
+        )

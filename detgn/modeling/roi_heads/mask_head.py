@@ -2,6 +2,7 @@
 
 Shapes: R foreground ROIs, K classes (class-specific channels), M = 28 mask resolution.
 """
+
 from typing import List
 
 import torch
@@ -14,7 +15,13 @@ from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, cat, get_norm, norm_fr
 from detgn.layers.tracing import split_per_image
 from detgn.structures import Instances
 
-__all__ = ["ROI_MASK_HEAD_REGISTRY", "MaskRCNNConvUpsampleHead", "build_mask_head", "mask_rcnn_loss", "mask_rcnn_inference"]
+__all__ = [
+    "ROI_MASK_HEAD_REGISTRY",
+    "MaskRCNNConvUpsampleHead",
+    "build_mask_head",
+    "mask_rcnn_loss",
+    "mask_rcnn_inference",
+]
 
 ROI_MASK_HEAD_REGISTRY = Registry("ROI_MASK_HEAD")
 ROI_MASK_HEAD_REGISTRY.__doc__ = """
@@ -76,8 +83,16 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
     """NUM_CONV 3x3 convs (+norm, ReLU) -> 2x2/2 ConvTranspose (+ReLU) -> 1x1 predictor (K channels)."""
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, num_classes: int, conv_dims: List[int], conv_norm="",
-                 ws: bool = False, loss_weight: float = 1.0):
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        num_classes: int,
+        conv_dims: List[int],
+        conv_norm="",
+        ws: bool = False,
+        loss_weight: float = 1.0,
+    ):
         super().__init__()
         if len(conv_dims) < 1:
             raise ValueError("conv_dims must list the convs and the deconv (at least one entry)")
@@ -85,8 +100,16 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         self.conv_norm_relus = []
         cur = input_shape.channels
         for k, dim in enumerate(conv_dims[:-1]):
-            conv = Conv2d(cur, dim, kernel_size=3, padding=1, bias=not conv_norm, norm=get_norm(conv_norm, dim),
-                          activation=nn.ReLU(inplace=True), weight_standardization=ws)
+            conv = Conv2d(
+                cur,
+                dim,
+                kernel_size=3,
+                padding=1,
+                bias=not conv_norm,
+                norm=get_norm(conv_norm, dim),
+                activation=nn.ReLU(inplace=True),
+                weight_standardization=ws,
+            )
             self.add_module(f"mask_fcn{k + 1}", conv)
             self.conv_norm_relus.append(conv)
             cur = dim
@@ -101,10 +124,13 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
     @classmethod
     def from_config(cls, cfg, input_shape):
         h = cfg.MODEL.ROI_MASK_HEAD
-        return dict(input_shape=input_shape,
-                    num_classes=1 if h.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-                    conv_dims=[h.CONV_DIM] * (h.NUM_CONV + 1), conv_norm=norm_from_cfg(h.NORM, cfg),
-                    ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION))
+        return dict(
+            input_shape=input_shape,
+            num_classes=1 if h.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            conv_dims=[h.CONV_DIM] * (h.NUM_CONV + 1),
+            conv_norm=norm_from_cfg(h.NORM, cfg),
+            ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
+        )
 
     def layers(self, x):
         for layer in self:

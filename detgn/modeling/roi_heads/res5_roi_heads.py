@@ -9,6 +9,7 @@ the mask head (NUM_CONV 0: deconvolution + predictor) runs on the res5 output it
 
 Shapes: N images, R ROIs, K foreground classes.
 """
+
 from typing import Dict, List, Optional
 
 import torch
@@ -33,8 +34,16 @@ class Res5ROIHeads(ROIHeads):
     """pooler (one feature map) -> res5 -> mean -> box predictor; masks from the same res5 features."""
 
     @configurable
-    def __init__(self, *, in_features: List[str], pooler: ROIPooler, res5: nn.Module, box_predictor: nn.Module,
-                 mask_head: Optional[nn.Module] = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        in_features: List[str],
+        pooler: ROIPooler,
+        res5: nn.Module,
+        box_predictor: nn.Module,
+        mask_head: Optional[nn.Module] = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.in_features = in_features
         self.pooler = pooler
@@ -49,37 +58,63 @@ class Res5ROIHeads(ROIHeads):
         ret = super().from_config(cfg)
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         if len(in_features) != 1:
-            raise ConfigValueError(f"MODEL.ROI_HEADS.IN_FEATURES = {in_features}: Res5ROIHeads pools from one feature map "
-                                   "(['res4'] in C4 models)")
+            raise ConfigValueError(
+                f"MODEL.ROI_HEADS.IN_FEATURES = {in_features}: Res5ROIHeads pools from one feature map "
+                "(['res4'] in C4 models)"
+            )
         r, bh = cfg.MODEL.RESNETS, cfg.MODEL.ROI_BOX_HEAD
         if r.DEFORM_ON_PER_STAGE[-1]:
-            raise ConfigValueError("MODEL.RESNETS.DEFORM_ON_PER_STAGE[3] (res5) is not supported with Res5ROIHeads: its res5 "
-                                   "is the ROI head, built with plain bottlenecks (as in detectron2)")
-        factor = 2 ** 3  # res5 is 8x res2
+            raise ConfigValueError(
+                "MODEL.RESNETS.DEFORM_ON_PER_STAGE[3] (res5) is not supported with Res5ROIHeads: its res5 "
+                "is the ROI head, built with plain bottlenecks (as in detectron2)"
+            )
+        factor = 2**3  # res5 is 8x res2
         out_channels = r.RES2_OUT_CHANNELS * factor
         if input_shape[in_features[0]].channels != out_channels // 2:
-            raise ConfigValueError(f"Res5ROIHeads expects {out_channels // 2} channels on {in_features[0]} "
-                                   f"(MODEL.RESNETS.RES2_OUT_CHANNELS x 4), got {input_shape[in_features[0]].channels}")
-        blocks = ResNet.make_stage(BottleneckBlock, 3, in_channels=out_channels // 2, out_channels=out_channels, first_stride=2,
-                                   bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * factor, num_groups=r.NUM_GROUPS,
-                                   norm=norm_from_cfg(r.NORM, cfg), stride_in_1x1=r.STRIDE_IN_1X1,
-                                   ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BACKBONE, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION))
-        ret.update(in_features=in_features,
-                   pooler=ROIPooler(bh.POOLER_RESOLUTION, [1.0 / input_shape[in_features[0]].stride], bh.POOLER_SAMPLING_RATIO,
-                                    bh.POOLER_TYPE),
-                   res5=nn.Sequential(*blocks),
-                   box_predictor=FastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1)))
+            raise ConfigValueError(
+                f"Res5ROIHeads expects {out_channels // 2} channels on {in_features[0]} "
+                f"(MODEL.RESNETS.RES2_OUT_CHANNELS x 4), got {input_shape[in_features[0]].channels}"
+            )
+        blocks = ResNet.make_stage(
+            BottleneckBlock,
+            3,
+            in_channels=out_channels // 2,
+            out_channels=out_channels,
+            first_stride=2,
+            bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * factor,
+            num_groups=r.NUM_GROUPS,
+            norm=norm_from_cfg(r.NORM, cfg),
+            stride_in_1x1=r.STRIDE_IN_1X1,
+            ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BACKBONE, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
+        )
+        ret.update(
+            in_features=in_features,
+            pooler=ROIPooler(
+                bh.POOLER_RESOLUTION,
+                [1.0 / input_shape[in_features[0]].stride],
+                bh.POOLER_SAMPLING_RATIO,
+                bh.POOLER_TYPE,
+            ),
+            res5=nn.Sequential(*blocks),
+            box_predictor=FastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1)),
+        )
         if cfg.MODEL.MASK_ON:
-            ret["mask_head"] = build_mask_head(cfg, ShapeSpec(channels=out_channels, height=bh.POOLER_RESOLUTION,
-                                                              width=bh.POOLER_RESOLUTION))
+            ret["mask_head"] = build_mask_head(
+                cfg, ShapeSpec(channels=out_channels, height=bh.POOLER_RESOLUTION, width=bh.POOLER_RESOLUTION)
+            )
         return ret
 
     def _shared_roi_transform(self, features: List[torch.Tensor], boxes) -> torch.Tensor:
         """(R, C, P, P) pooled from res4 -> (R, 2048, P / 2, P / 2)."""
         return self.res5(self.pooler(features, boxes))
 
-    def forward(self, images: ImageList, features: Dict[str, torch.Tensor], proposals: List[Instances],
-                targets: Optional[List[Instances]] = None):
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ):
         if self.training:
             if targets is None:
                 raise ValueError("Res5ROIHeads needs targets in training")
@@ -96,7 +131,9 @@ class Res5ROIHeads(ROIHeads):
         pred_instances, _ = self.box_predictor.inference(predictions, proposals)
         return self.forward_with_given_boxes(features, pred_instances), {}
 
-    def forward_with_given_boxes(self, features: Dict[str, torch.Tensor], instances: List[Instances]) -> List[Instances]:
+    def forward_with_given_boxes(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> List[Instances]:
         """Masks of detected boxes (inference): res5 features of the final boxes."""
         assert not self.training
         if not self.mask_on:

@@ -2,6 +2,7 @@
 
 Shapes: N images, Ri proposals of image i, R = sum Ri, K foreground classes.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -31,12 +32,13 @@ targets: Optional[List[Instances]])` and returns (detections: List[Instances], l
 """
 
 
-
 def build_roi_heads(cfg, input_shape):
     return ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)(cfg, input_shape)
 
 
-def select_foreground_proposals(proposals: List[Instances], bg_label: int) -> Tuple[List[Instances], List[torch.Tensor]]:
+def select_foreground_proposals(
+    proposals: List[Instances], bg_label: int
+) -> Tuple[List[Instances], List[torch.Tensor]]:
     """Keep proposals whose gt_classes is a foreground class (not -1, not bg_label)."""
     fg_proposals, fg_masks = [], []
     for p in proposals:
@@ -62,8 +64,15 @@ def add_ground_truth_to_proposals(targets: List[Instances], proposals: List[Inst
 class ROIHeads(nn.Module):
     """Common part: label proposals against GT and sample the ROIs used in the losses."""
 
-    def __init__(self, *, num_classes: int, batch_size_per_image: int, positive_fraction: float,
-                 proposal_matcher: Matcher, proposal_append_gt: bool = True):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        batch_size_per_image: int,
+        positive_fraction: float,
+        proposal_matcher: Matcher,
+        proposal_append_gt: bool = True,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.batch_size_per_image = batch_size_per_image
@@ -74,15 +83,21 @@ class ROIHeads(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         h = cfg.MODEL.ROI_HEADS
-        return dict(num_classes=h.NUM_CLASSES, batch_size_per_image=h.BATCH_SIZE_PER_IMAGE, positive_fraction=h.POSITIVE_FRACTION,
-                    proposal_matcher=Matcher(h.IOU_THRESHOLDS, h.IOU_LABELS, allow_low_quality_matches=False),
-                    proposal_append_gt=h.PROPOSAL_APPEND_GT)
+        return dict(
+            num_classes=h.NUM_CLASSES,
+            batch_size_per_image=h.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=h.POSITIVE_FRACTION,
+            proposal_matcher=Matcher(h.IOU_THRESHOLDS, h.IOU_LABELS, allow_low_quality_matches=False),
+            proposal_append_gt=h.PROPOSAL_APPEND_GT,
+        )
 
     def _sample_proposals(self, matched_idxs, matched_labels, gt_classes):
         has_gt = gt_classes.numel() > 0
         if has_gt:
             gt_classes = gt_classes[matched_idxs]
-            gt_classes = gt_classes.masked_fill(matched_labels == 0, self.num_classes).masked_fill(matched_labels == -1, -1)
+            gt_classes = gt_classes.masked_fill(matched_labels == 0, self.num_classes).masked_fill(
+                matched_labels == -1, -1
+            )
         else:
             gt_classes = torch.zeros_like(matched_idxs) + self.num_classes
         fg, bg = subsample_labels(gt_classes, self.batch_size_per_image, self.positive_fraction, self.num_classes)
@@ -123,9 +138,18 @@ class StandardROIHeads(ROIHeads):
     """Box branch (pooler -> box head -> predictor) and mask branch on FPN levels."""
 
     @configurable
-    def __init__(self, *, box_in_features: List[str], box_pooler: ROIPooler, box_head: nn.Module, box_predictor: nn.Module,
-                 mask_in_features: Optional[List[str]] = None, mask_pooler: Optional[ROIPooler] = None,
-                 mask_head: Optional[nn.Module] = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        box_in_features: List[str],
+        box_pooler: ROIPooler,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        mask_in_features: Optional[List[str]] = None,
+        mask_pooler: Optional[ROIPooler] = None,
+        mask_head: Optional[nn.Module] = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.in_features = self.box_in_features = box_in_features
         self.box_pooler = box_pooler
@@ -161,19 +185,32 @@ class StandardROIHeads(ROIHeads):
         bh = cfg.MODEL.ROI_BOX_HEAD
         box_pooler = ROIPooler(bh.POOLER_RESOLUTION, scales, bh.POOLER_SAMPLING_RATIO, bh.POOLER_TYPE)
         box_head = build_box_head(cfg, ShapeSpec(channels=c, height=bh.POOLER_RESOLUTION, width=bh.POOLER_RESOLUTION))
-        return dict(box_in_features=in_features, box_pooler=box_pooler, box_head=box_head,
-                    box_predictor=FastRCNNOutputLayers(cfg, box_head.output_shape))
+        return dict(
+            box_in_features=in_features,
+            box_pooler=box_pooler,
+            box_head=box_head,
+            box_predictor=FastRCNNOutputLayers(cfg, box_head.output_shape),
+        )
 
     @classmethod
     def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
         in_features, scales, c = cls._pooled_input(cfg, input_shape)
         mh = cfg.MODEL.ROI_MASK_HEAD
-        return dict(mask_in_features=in_features,
-                    mask_pooler=ROIPooler(mh.POOLER_RESOLUTION, scales, mh.POOLER_SAMPLING_RATIO, mh.POOLER_TYPE),
-                    mask_head=build_mask_head(cfg, ShapeSpec(channels=c, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION)))
+        return dict(
+            mask_in_features=in_features,
+            mask_pooler=ROIPooler(mh.POOLER_RESOLUTION, scales, mh.POOLER_SAMPLING_RATIO, mh.POOLER_TYPE),
+            mask_head=build_mask_head(
+                cfg, ShapeSpec(channels=c, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION)
+            ),
+        )
 
-    def forward(self, images: ImageList, features: Dict[str, torch.Tensor], proposals: List[Instances],
-                targets: Optional[List[Instances]] = None):
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ):
         if self.training:
             if targets is None:
                 raise ValueError("StandardROIHeads needs targets in training")
@@ -185,7 +222,9 @@ class StandardROIHeads(ROIHeads):
         pred_instances = self.forward_with_given_boxes(features, pred_instances)
         return pred_instances, {}
 
-    def forward_with_given_boxes(self, features: Dict[str, torch.Tensor], instances: List[Instances]) -> List[Instances]:
+    def forward_with_given_boxes(
+        self, features: Dict[str, torch.Tensor], instances: List[Instances]
+    ) -> List[Instances]:
         """Run the mask head on detected boxes (inference)."""
         assert not self.training
         return self._forward_mask(features, instances)
