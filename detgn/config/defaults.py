@@ -238,8 +238,8 @@ _C.TEST.AUG.FLIP = True  # TTA flip (unsupported)
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics (unsupported)
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations for precise BN (unsupported)
-# COCOeval implementation: "faster_coco_eval" (same AP to 1e-17 at val2017 size, 2.6x faster, 42% less peak
-# memory: docs/benchmarks.md) or "pycocotools" (the reference implementation)
+# COCOeval implementation: "faster_coco_eval" (same AP as the reference, faster and smaller: docs/benchmarks.md)
+# or "pycocotools" (the reference implementation)
 _C.TEST.EVALUATOR_BACKEND = "faster_coco_eval"  # "faster_coco_eval" or "pycocotools" (above)
 _C.TEST.VIS_PERIOD_IMAGES = 0  # write this many prediction PNGs (input | GT | prediction) after the final evaluation
 _C.TEST.VIS_SCORE_THRESH = 0.5  # lowest score drawn in those PNGs

@@ -5,14 +5,13 @@ SOLVER.AMP.ENABLED False -> float32 everywhere. With ENABLED True, SOLVER.AMP.DT
   "auto"      CPU: bfloat16 where the CPU multiplies bf16 natively (AMX tiles), else float32.
               CUDA: bfloat16 where `torch.cuda.is_bf16_supported()`, else float16 (with loss scaling).
   "bfloat16"  as asked; on a CPU without AMX a WARNING names the expected slowdown (bf16 is
-              emulated there: measured 1.1-1.5x slower per training step with AVX-512-BF16 and no AMX,
-              and ~200x slower per convolution with AVX2 only). Refused on a CUDA device without bf16.
+              emulated there: slower per training step with AVX-512-BF16 and no AMX, and far slower per
+              convolution with AVX2 only; figures in docs/benchmarks.md). Refused on a CUDA device without bf16.
   "float16"   CUDA only, with a GradScaler; refused on CPU.
 
 Why AMX and not `torch.ops.mkldnn._is_mkldnn_bf16_supported()`: that probe is True on any AVX-512
-CPU, where oneDNN runs bf16 convolutions by emulation. Measured on 2 cores (docs/benchmarks.md):
-a 3x3 256->256 convolution on 2x64x80 takes 48 ms in fp32 and 72 ms in bf16 on a Xeon with
-AVX-512-BF16 but no AMX; on a Xeon with AMX bf16 makes the quick-start training step 4.6x faster.
+CPU, where oneDNN runs bf16 convolutions by emulation, slower than fp32; with AMX bf16 makes the
+training step several times faster (the measurements, their commands and machines: docs/benchmarks.md).
 
 GroupNorm statistics stay in float32 under every autocast dtype (layers/norm.py).
 """

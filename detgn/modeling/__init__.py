@@ -1,6 +1,6 @@
 """Models: backbones, RPN, ROI heads and the GeneralizedRCNN meta-architecture."""
 
-from .anchor_generator import DefaultAnchorGenerator, build_anchor_generator
+from .anchor_generator import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator
 from .backbone import (
     BACKBONE_REGISTRY,
     FPN,

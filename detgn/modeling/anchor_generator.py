@@ -7,6 +7,7 @@ import math
 from typing import List
 
 import torch
+from fvcore.common.registry import Registry
 from torch import nn
 
 from detgn.config import configurable
@@ -14,7 +15,14 @@ from detgn.layers import ShapeSpec
 from detgn.structures import Boxes
 from detgn.utils.errors import ConfigValueError
 
-__all__ = ["DefaultAnchorGenerator", "build_anchor_generator"]
+__all__ = ["ANCHOR_GENERATOR_REGISTRY", "DefaultAnchorGenerator", "build_anchor_generator"]
+
+ANCHOR_GENERATOR_REGISTRY = Registry("ANCHOR_GENERATOR")
+ANCHOR_GENERATOR_REGISTRY.__doc__ = """
+Registry for anchor generators. A registered class is called as `cls(cfg, input_shape)` with input_shape the
+list of ShapeSpec of the RPN's feature maps; its forward maps those L maps to L Boxes of anchors (location-major)
+and it exposes `num_anchors` (anchors per location, per level) and `box_dim`.
+"""
 
 
 def _broadcast(params, num_features, name):
@@ -42,6 +50,7 @@ class BufferList(nn.Module):
         return iter(self._buffers.values())
 
 
+@ANCHOR_GENERATOR_REGISTRY.register()
 class DefaultAnchorGenerator(nn.Module):
     """Cell anchors centred at 0 for each (size, aspect ratio), shifted over every level."""
 
@@ -105,7 +114,11 @@ class DefaultAnchorGenerator(nn.Module):
 
 
 def build_anchor_generator(cfg, input_shape: List[ShapeSpec]):
+    """The generator named by MODEL.ANCHOR_GENERATOR.NAME in ANCHOR_GENERATOR_REGISTRY, called (cfg, input_shape)."""
     name = cfg.MODEL.ANCHOR_GENERATOR.NAME
-    if name != "DefaultAnchorGenerator":
-        raise ConfigValueError(f"MODEL.ANCHOR_GENERATOR.NAME '{name}' is not supported; use DefaultAnchorGenerator")
-    return DefaultAnchorGenerator(cfg, input_shape)
+    if name not in ANCHOR_GENERATOR_REGISTRY:
+        raise ConfigValueError(
+            f"MODEL.ANCHOR_GENERATOR.NAME '{name}' is not registered; registered: "
+            f"{', '.join(sorted(k for k, _ in ANCHOR_GENERATOR_REGISTRY))}"
+        )
+    return ANCHOR_GENERATOR_REGISTRY.get(name)(cfg, input_shape)

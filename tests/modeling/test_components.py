@@ -142,3 +142,31 @@ def test_paste_chunked_full_image_path_equals_per_box_path():
         inside = (slice(i, i + 1), slice(int(y0) + 1, int(y1)), slice(int(x0) + 1, int(x1)))
         assert torch.equal(soft_full[inside], soft_box[inside])
     assert (soft_full.float() - soft_box.float()).abs().max() <= 128  # outside: below the 0.5 threshold
+
+
+def test_anchor_generators_come_from_a_registry():
+    """MODEL.ANCHOR_GENERATOR.NAME picks a registered generator (a user's own too); an unknown name is refused."""
+    import pytest
+
+    from detgn.config import get_cfg
+    from detgn.layers import ShapeSpec
+    from detgn.modeling import ANCHOR_GENERATOR_REGISTRY, DefaultAnchorGenerator, build_anchor_generator
+    from detgn.utils.errors import ConfigValueError
+
+    @ANCHOR_GENERATOR_REGISTRY.register()
+    class HalfOffsetAnchors(DefaultAnchorGenerator):
+        pass
+
+    try:
+        cfg = get_cfg()
+        shapes = [ShapeSpec(channels=8, stride=s) for s in (4, 8, 16, 32, 64)]
+        assert type(build_anchor_generator(cfg, shapes)) is DefaultAnchorGenerator
+        cfg.MODEL.ANCHOR_GENERATOR.NAME = "HalfOffsetAnchors"
+        assert type(build_anchor_generator(cfg, shapes)) is HalfOffsetAnchors
+        cfg.MODEL.ANCHOR_GENERATOR.NAME = "RotatedAnchorGenerator"
+        with pytest.raises(
+            ConfigValueError, match="RotatedAnchorGenerator' is not registered; registered: .*DefaultAnchorGenerator"
+        ):
+            build_anchor_generator(cfg, shapes)
+    finally:
+        ANCHOR_GENERATOR_REGISTRY._obj_map.pop("HalfOffsetAnchors")
