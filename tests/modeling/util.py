@@ -9,7 +9,7 @@ from detgn.structures import BitMasks, Boxes, Instances
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GN_CONFIG = os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml")
-KEYS_FILE = os.path.join(REPO, "tests", "data", "detectron2_gn_keys.txt")
+KEYS_FILE = os.path.join(REPO, "tests", "data", "detectron2_parity", "keys.txt")  # detectron2 GN R50-FPN, 3 classes
 
 
 def gn_cfg(num_classes=3):
