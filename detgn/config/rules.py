@@ -93,6 +93,25 @@ def _triton_ok(device: str) -> bool:
 
 NORMS = ("", "GN", "FrozenBN", "BN", "SyncBN", "NaiveSyncBN", "LN")
 
+
+def _norm_name(v) -> bool:
+    import re
+
+    return v in NORMS or (isinstance(v, str) and re.fullmatch(r"GN\([1-9][0-9]*\)", v) is not None)
+
+
+NORM_RULE = Rule(_norm_name, "one of " + ", ".join(repr(x) for x in NORMS) + " or 'GN(G)' (GroupNorm with G groups)")
+
+
+def _gn_groups(norm: str, cfg) -> Optional[int]:
+    """The groups of a component's GN layers ('GN' -> MODEL.GROUP_NORM.NUM_GROUPS, 'GN(G)' -> G), None without GN."""
+    if norm == "GN":
+        return cfg.MODEL.GROUP_NORM.NUM_GROUPS
+    if isinstance(norm, str) and norm.startswith("GN(") and _norm_name(norm):
+        return int(norm[3:-1])
+    return None
+
+
 # key -> rule. Zero is allowed only where it means something (documented in defaults.py).
 RULES: Dict[str, Rule] = {
     "MODEL.DEVICE": Rule(_device, "'cpu', 'cuda' or 'cuda:N'"),
@@ -108,7 +127,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.COMPILE.BACKEND": one_of("inductor", "aot_eager", "eager"),
     "MODEL.RESNETS.DEPTH": one_of(18, 34, 50, 101, 152),
     "MODEL.RESNETS.NUM_GROUPS": ge(1),
-    "MODEL.RESNETS.NORM": one_of(*NORMS),
+    "MODEL.RESNETS.NORM": NORM_RULE,
     "MODEL.RESNETS.WIDTH_PER_GROUP": ge(1),
     "MODEL.RESNETS.RES5_DILATION": one_of(1, 2),
     "MODEL.RESNETS.RES2_OUT_CHANNELS": ge(1),
@@ -116,7 +135,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.RESNETS.OUT_FEATURES": seq(one_of("stem", "res2", "res3", "res4", "res5")),
     "MODEL.FPN.IN_FEATURES": seq(one_of("res2", "res3", "res4", "res5")),
     "MODEL.FPN.OUT_CHANNELS": ge(1),
-    "MODEL.FPN.NORM": one_of(*NORMS),
+    "MODEL.FPN.NORM": NORM_RULE,
     "MODEL.FPN.FUSE_TYPE": one_of("sum", "avg"),
     "MODEL.ANCHOR_GENERATOR.SIZES": seq_of_seq(gt(0)),
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq_of_seq(gt(0)),
@@ -161,7 +180,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.ROI_BOX_HEAD.FC_DIM": ge(1),
     "MODEL.ROI_BOX_HEAD.NUM_CONV": ge(0),
     "MODEL.ROI_BOX_HEAD.CONV_DIM": ge(1),
-    "MODEL.ROI_BOX_HEAD.NORM": one_of(*NORMS),
+    "MODEL.ROI_BOX_HEAD.NORM": NORM_RULE,
     "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": seq(between(0.0, 1.0)),
     "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": seq_of_seq(gt(0)),
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": ge(1),
@@ -169,7 +188,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": one_of("ROIAlignV2", "ROIAlign"),
     "MODEL.ROI_MASK_HEAD.NUM_CONV": ge(0),
     "MODEL.ROI_MASK_HEAD.CONV_DIM": ge(1),
-    "MODEL.ROI_MASK_HEAD.NORM": one_of(*NORMS),
+    "MODEL.ROI_MASK_HEAD.NORM": NORM_RULE,
     "INPUT.MIN_SIZE_TRAIN": seq(ge(1)),
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": one_of("choice", "range"),
     "INPUT.MAX_SIZE_TRAIN": ge(1),
@@ -441,21 +460,40 @@ RELATIONS: List[Tuple[str, Callable]] = [
     ),
     (
         "GN groups divide every GN layer's channels",
-        lambda c: _rel(
-            all(
-                ch % c.MODEL.GROUP_NORM.NUM_GROUPS == 0
-                for norm, ch in (
-                    (c.MODEL.FPN.NORM, c.MODEL.FPN.OUT_CHANNELS),
-                    (c.MODEL.ROI_BOX_HEAD.NORM, c.MODEL.ROI_BOX_HEAD.CONV_DIM),
-                    (c.MODEL.ROI_MASK_HEAD.NORM, c.MODEL.ROI_MASK_HEAD.CONV_DIM),
-                    (c.MODEL.RESNETS.NORM, c.MODEL.RESNETS.STEM_OUT_CHANNELS),
+        lambda c: next(
+            (
+                (
+                    "MODEL.GROUP_NORM.NUM_GROUPS",
+                    c.MODEL.GROUP_NORM.NUM_GROUPS,
+                    f"a divisor of {ch} ({channels_key}, the channels of {key} 'GN'); or give that component its own "
+                    "groups with 'GN(G)'",
                 )
                 if norm == "GN"
+                else (key, norm, f"'GN(G)' with G a divisor of {ch} ({channels_key})")
+                for key, norm, ch, channels_key in (
+                    ("MODEL.FPN.NORM", c.MODEL.FPN.NORM, c.MODEL.FPN.OUT_CHANNELS, "MODEL.FPN.OUT_CHANNELS"),
+                    (
+                        "MODEL.ROI_BOX_HEAD.NORM",
+                        c.MODEL.ROI_BOX_HEAD.NORM,
+                        c.MODEL.ROI_BOX_HEAD.CONV_DIM,
+                        "MODEL.ROI_BOX_HEAD.CONV_DIM",
+                    ),
+                    (
+                        "MODEL.ROI_MASK_HEAD.NORM",
+                        c.MODEL.ROI_MASK_HEAD.NORM,
+                        c.MODEL.ROI_MASK_HEAD.CONV_DIM,
+                        "MODEL.ROI_MASK_HEAD.CONV_DIM",
+                    ),
+                    (
+                        "MODEL.RESNETS.NORM",
+                        c.MODEL.RESNETS.NORM,
+                        c.MODEL.RESNETS.STEM_OUT_CHANNELS,
+                        "MODEL.RESNETS.STEM_OUT_CHANNELS",
+                    ),
+                )
+                if _gn_groups(norm, c) and ch % _gn_groups(norm, c)
             ),
-            "MODEL.GROUP_NORM.NUM_GROUPS",
-            c.MODEL.GROUP_NORM.NUM_GROUPS,
-            "a divisor of the channels of every GN layer (FPN.OUT_CHANNELS, ROI_BOX_HEAD.CONV_DIM, ROI_MASK_HEAD.CONV_DIM, "
-            "RESNETS.STEM_OUT_CHANNELS)",
+            None,
         ),
     ),
 ]

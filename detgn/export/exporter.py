@@ -30,6 +30,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from detgn.layers.norm import gn_groups
 from detgn.utils.errors import UserInputError
 
 from .postprocess import resize_for_model
@@ -132,6 +133,8 @@ def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
         value = _get(cfg, key)
         if key.endswith(".NORM") and key.startswith("MODEL.ROI_MASK_HEAD") and not cfg.MODEL.MASK_ON:
             continue
+        if key.endswith(".NORM") and gn_groups(value):  # "GN(G)": a GroupNorm like "GN", with its own groups
+            value = "GN"
         if value not in allowed:
             hint = f"; {_NORM_HINT}" if key.endswith(".NORM") and "SyncBN" in str(value) else ""
             shown = "'' (none)" if "" in allowed else ""

@@ -6,7 +6,8 @@ and "" (no norm). A callable `f(channels) -> nn.Module` is accepted wherever a n
 """
 
 import functools
-from typing import Callable, Union
+import re
+from typing import Callable, Optional, Union
 
 import torch
 import torch.distributed as dist
@@ -179,7 +180,9 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
     if isinstance(norm, str):
         if len(norm) == 0:
             return None
-        if norm == "GN":
+        groups = gn_groups(norm)
+        if groups is not None:
+            num_groups = groups or num_groups
             if out_channels % num_groups != 0:
                 raise ConfigValueError(
                     f"GN: {out_channels} channels are not divisible by {num_groups} groups; set MODEL.GROUP_NORM.NUM_GROUPS"
@@ -204,10 +207,29 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
     return norm(out_channels)
 
 
-def norm_from_cfg(norm: NormSpec, cfg) -> NormSpec:
-    """Bind MODEL.GROUP_NORM settings to a "GN" norm name; other names pass through."""
+def gn_groups(norm) -> Optional[int]:
+    """For a GroupNorm name: the groups it names ("GN(16)" -> 16) or 0 for plain "GN" (the global setting);
+    None for any other norm. Raises ConfigValueError for a malformed "GN(...)"."""
+    if not isinstance(norm, str) or not norm.startswith("GN"):
+        return None
     if norm == "GN":
-        g, eps, impl = cfg.MODEL.GROUP_NORM.NUM_GROUPS, cfg.MODEL.GROUP_NORM.EPS, cfg.MODEL.GROUP_NORM.IMPL
+        return 0
+    m = re.fullmatch(r"GN\(([1-9][0-9]*)\)", norm)
+    if not m:
+        raise ConfigValueError(
+            f"Unknown norm '{norm}': GroupNorm is 'GN' (MODEL.GROUP_NORM.NUM_GROUPS groups) or 'GN(G)' "
+            "with G groups, e.g. 'GN(16)'"
+        )
+    return int(m.group(1))
+
+
+def norm_from_cfg(norm: NormSpec, cfg) -> NormSpec:
+    """Bind MODEL.GROUP_NORM settings to a "GN" or "GN(G)" norm name (G overrides NUM_GROUPS for that component);
+    other names pass through."""
+    groups = gn_groups(norm)
+    if groups is not None:
+        g = groups or cfg.MODEL.GROUP_NORM.NUM_GROUPS
+        eps, impl = cfg.MODEL.GROUP_NORM.EPS, cfg.MODEL.GROUP_NORM.IMPL
         if g != 32 or eps != 1e-5 or impl != "torch":
             fn = functools.partial(get_norm, "GN", num_groups=g, eps=eps, impl=impl)
             return lambda c: fn(c)

@@ -163,3 +163,49 @@ def test_group_norm_is_float32_under_bf16_autocast():
     ref = torch.nn.functional.group_norm(x.float(), 32, gn.weight, gn.bias, 1e-5)  # float32 maths on the same input
     # one rounding of the float32 result: at most half a bf16 ulp away
     assert torch.equal(y, ref.bfloat16()) or (y.float() - ref).abs().max() <= ref.abs().max() * 2**-8
+
+
+def test_per_component_group_norm_groups():
+    """NORM 'GN(G)' gives one component its own groups; plain 'GN' keeps MODEL.GROUP_NORM.NUM_GROUPS."""
+    from detgn.config import get_cfg
+    from detgn.config.rules import check_config
+    from detgn.export import check_exportable
+    from detgn.modeling import build_model
+    from detgn.utils.errors import ConfigValueError
+
+    cfg = get_cfg()
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE",
+            "cpu",
+            "MODEL.RESNETS.DEPTH",
+            18,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS",
+            64,
+            "MODEL.RESNETS.NORM",
+            "GN",
+            "MODEL.FPN.NORM",
+            "GN(16)",
+            "MODEL.ROI_BOX_HEAD.NAME",
+            "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_CONV",
+            2,
+            "MODEL.ROI_BOX_HEAD.NORM",
+            "GN(8)",
+            "MODEL.MASK_ON",
+            True,
+            "MODEL.ROI_MASK_HEAD.NORM",
+            "GN",
+        ]
+    )
+    check_config(cfg)
+    model = build_model(cfg)
+    groups = lambda m: {x.num_groups for x in m.modules() if isinstance(x, torch.nn.GroupNorm)}
+    assert groups(model.backbone.bottom_up) == {32} and groups(model.roi_heads.mask_head) == {32}
+    assert groups(model.backbone.fpn_lateral2) == {16} and groups(model.roi_heads.box_head) == {8}
+    check_exportable(cfg)  # a GroupNorm all the same to the exporter
+    cfg.MODEL.ROI_BOX_HEAD.NORM = "GN(12)"  # 256 channels
+    with pytest.raises(
+        ConfigValueError, match=r"MODEL.ROI_BOX_HEAD.NORM = 'GN\(12\)': must be 'GN\(G\)' with G a divisor of 256"
+    ):
+        check_config(cfg)
