@@ -253,10 +253,9 @@ class SimpleTrainer(TrainerBase):
     def _record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
         names = tuple(loss_dict)
         values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
-        roi = get_event_storage().pop_model_stats()
-        if (
-            roi
-        ):  # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
+        # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
+        roi = get_event_storage().pop_model_stats() or None
+        if roi is not None:
             roi = (
                 tuple(roi),
                 torch.stack(
