@@ -435,6 +435,7 @@ class DefaultTrainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.device = next(self.model.parameters()).device
+        self.trainer = None  # the SimpleTrainer / AMPTrainer loop, once train() has built it
         self.checkpointer = DetectionCheckpointer(
             self.model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler
         )
@@ -555,11 +556,11 @@ class DefaultTrainer:
         loader = self.build_train_loader()
         trainer = self.build_trainer(self._wrap(self.model), loader)
         trainer.register_hooks(self.build_hooks(trainer))
-        self._trainer = trainer
+        self.trainer = trainer  # the loop that ran (its storage, hooks and iteration), for callers after train()
         if self._rng_state is not None:  # exact resume: the RNG as it was right after the saved iteration
             set_rng_state(self._rng_state)
         trainer.train(self.start_iter, self.max_iter)
-        eval_hooks = [h for h in trainer._hooks if isinstance(h, hooks.EvalHook)]
+        eval_hooks = [h for h in trainer.hooks if isinstance(h, hooks.EvalHook)]
         return eval_hooks[0].last_results if eval_hooks else None
 
     @classmethod

@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 import weakref
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -99,6 +99,11 @@ class TrainerBase:
         self.max_iter = 0
         self.storage: Optional[EventStorage] = None
         self.interrupted = False  # set when Ctrl-C stopped the loop
+
+    @property
+    def hooks(self) -> Tuple[HookBase, ...]:
+        """The registered hooks, in the order they run."""
+        return tuple(self._hooks)
 
     def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
         for h in hooks:

@@ -355,3 +355,16 @@ def test_default_trainer_test_uses_the_evaluators_it_is_given():
     assert DefaultTrainer.test(cfg, model, evaluators=[Recorder()]) == {"recorded": {"images": 2}}
     with pytest.raises(ValueError, match="2 evaluator.* for 1 test dataset"):
         DefaultTrainer.test(cfg, model, evaluators=[Recorder(), Recorder()])
+
+
+def test_trainer_hooks_are_public_and_read_only():
+    from detgn.engine.train_loop import HookBase
+
+    a, b = HookBase(), HookBase()
+    trainer = SimpleTrainer(_ToyModel(), _loader(), torch.optim.SGD(_ToyModel().parameters(), lr=0.1))
+    trainer.register_hooks([a, None, b])
+    assert trainer.hooks == (a, b)
+    a.trainer.max_iter = 7  # each hook holds a (weak) reference to this trainer
+    assert trainer.max_iter == 7
+    with pytest.raises(AttributeError):
+        trainer.hooks.append(a)
