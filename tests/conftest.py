@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.util import REPO
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

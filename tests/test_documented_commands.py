@@ -13,11 +13,11 @@ import glob
 import os
 import re
 import shlex
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.util import REPO, tool_module
+
 DOCS = ["README.md", "GETTING_STARTED.md", "MODEL_ZOO.md", "datasets/README.md"] + sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md"))
 )
@@ -106,11 +106,7 @@ def test_the_docs_show_tool_commands():
 
 
 def _parse(tool, argv):
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    try:
-        module = __import__(tool)
-    finally:
-        sys.path.remove(os.path.join(REPO, "tools"))
+    module = tool_module(tool)
     if tool == "submit":
         return module.build_parser().parse_args(argv)
     return module.parse_args(argv)

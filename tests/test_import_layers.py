@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.util import REPO
+
 BOTTOM = ("utils", "structures", "layers")
 UPPER = ("engine", "data", "modeling")
 

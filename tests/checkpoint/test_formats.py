@@ -18,7 +18,8 @@ from detgn.checkpoint import paths as weight_paths
 from detgn.config import get_cfg
 from detgn.modeling import build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 GN = os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml")
 
 

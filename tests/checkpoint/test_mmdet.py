@@ -15,7 +15,8 @@ from detgn.config import get_cfg
 from detgn.layers import Conv2d
 from detgn.modeling import build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 LAYOUTS = os.path.join(REPO, "tests", "data", "mmdet_layouts")
 GN = os.path.join(REPO, "configs", "mmdet", "mask_rcnn_R_50_FPN_2x_gn.yaml")
 GN_WS = os.path.join(REPO, "configs", "mmdet", "mask_rcnn_R_50_FPN_2x_gn_ws.yaml")

@@ -13,7 +13,8 @@ from detgn.checkpoint import DetectionCheckpointer
 from detgn.checkpoint.formats import UnsafePickleError, load_any_file
 from detgn.config import CircularBaseError, UnsafeConfigError, get_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 
 

@@ -10,7 +10,8 @@ from detgn.config import get_cfg
 from detgn.layers.norm import FrozenBatchNorm2d, LayerNorm2d, NaiveSyncBatchNorm
 from detgn.modeling import build_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
 
 

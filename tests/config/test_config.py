@@ -6,7 +6,7 @@ import yaml
 
 from detgn.config import ConfigKeyError, get_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
 
 # detectron2's configs/Misc/mask_rcnn_R_50_FPN_3x_gn.yaml, written as users have it.
 D2_GN_YAML = """\

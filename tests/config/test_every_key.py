@@ -16,7 +16,7 @@ import pytest
 from detgn.config import UNSUPPORTED_KEYS, UnsupportedConfigError, check_supported, get_cfg
 from detgn.config.config import _FvCfgNode
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
 
 
 def _leaves(node, prefix=""):

@@ -13,7 +13,8 @@ from detgn.config.rules import check_config
 from detgn.modeling import build_model
 from detgn.structures import BitMasks, Boxes, Instances
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 RECIPES = [
     "GN/detectron_mask_rcnn_R_50_FPN_2x_gn.yaml",
     "GN/detectron_mask_rcnn_R_101_FPN_2x_gn.yaml",

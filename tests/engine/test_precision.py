@@ -10,7 +10,7 @@ from detgn.config import get_cfg
 from detgn.engine import precision as P
 from detgn.engine.train_loop import AMPTrainer, SimpleTrainer
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
 
 
 @pytest.fixture

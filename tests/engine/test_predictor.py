@@ -10,7 +10,8 @@ import torch
 from detgn.config import get_cfg
 from detgn.engine import DefaultPredictor
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 
 

@@ -13,7 +13,8 @@ from detgn.data import DatasetCatalog, MetadataCatalog
 from detgn.evaluation import COCOEvaluator
 from detgn.structures import Boxes, BoxMode, Instances
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 FIXTURE = os.path.join(REPO, "tests", "data", "coco_eval_fixture")
 sys.path.insert(0, os.path.join(REPO, "tools"))
 

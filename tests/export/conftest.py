@@ -11,7 +11,8 @@ from detgn.modeling import build_model
 
 from ..modeling.util import small_gn_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 PARITY = os.path.join(REPO, "tests", "data", "detectron2_parity")
 VAL = os.path.join(REPO, "datasets", "nuclei_mini", "val")
 

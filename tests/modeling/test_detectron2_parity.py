@@ -20,7 +20,8 @@ from detgn.layers.mask_ops import _paste_chunk
 from detgn.modeling import build_model
 from detgn.structures import Boxes, pairwise_iou
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity")
 CASCADE_FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity_cascade")
 

@@ -14,7 +14,8 @@ from detgn.layers import ShapeSpec
 
 from .util import gn_cfg, make_inputs, small_gn_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 
 

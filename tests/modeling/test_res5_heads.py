@@ -12,7 +12,7 @@ from detgn.utils.errors import ConfigValueError
 
 from .util import make_inputs
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
 
 
 def _c4_cfg():

@@ -7,7 +7,8 @@ import torch
 from detgn.config import get_cfg
 from detgn.structures import BitMasks, Boxes, Instances
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO
+
 GN_CONFIG = os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml")
 KEYS_FILE = os.path.join(REPO, "tests", "data", "detectron2_parity", "keys.txt")  # detectron2 GN R50-FPN, 3 classes
 

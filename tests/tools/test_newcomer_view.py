@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO, tool_module
+
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 TINY = [
     "MODEL.RESNETS.DEPTH",
@@ -371,8 +372,7 @@ def test_analyze_model_uses_the_config_size_module_paths_and_counts_the_mask_hea
 
 
 def test_benchmark_prints_one_unit_per_figure():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from benchmark import format_result
+    format_result = tool_module("benchmark").format_result
 
     text = format_result(
         {

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO, tool_module
+
 TOOL = os.path.join(REPO, "tools", "norm_study.py")
 
 
@@ -25,8 +26,7 @@ def _study(out, *extra):
 
 
 def test_cell_overrides_scale_batch_iterations_and_lr():
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from norm_study import cell_overrides, cells
+    cell_overrides, cells = tool_module("norm_study").cell_overrides, tool_module("norm_study").cells
 
     grid = cells(["BN", "GN"], [1, 2, 4], syncbn=True)
     assert [(c["norm"], c["workers"], c["ims"]) for c in grid][-3:] == [
@@ -71,8 +71,7 @@ def test_quick_study_writes_every_cell_table_and_plot_and_resumes(tmp_path):
 
 def test_table_and_plot_have_a_row_and_a_line_per_norm(tmp_path):
     """The SyncBN row (2 processes) next to the per-worker norms; an undefined AP is shown as n/a."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    from norm_study import write_plot, write_table
+    write_plot, write_table = tool_module("norm_study").write_plot, tool_module("norm_study").write_table
 
     results = [
         dict(norm=n, workers=w, ims=i, segm_AP=float(10 * i + k), bbox_AP=float("nan") if (n, i) == ("BN", 2) else 1.0)

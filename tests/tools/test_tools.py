@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.util import REPO, tool_module
+
 QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 TINY = [
     "MODEL.RESNETS.DEPTH",
@@ -190,8 +191,7 @@ def test_demo_never_overwrites(tmp_path, tiny_weights):
 
 def test_demo_output_plan_units(tmp_path):
     """plan_outputs / check_outputs without a model: unique stems, an output that is an input is refused."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import demo
+    demo = tool_module("demo")
 
     files = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), str(tmp_path / "x.jpg")]
     plan = demo.plan_outputs(files, str(tmp_path))
@@ -209,8 +209,7 @@ def test_demo_output_plan_units(tmp_path):
 def test_benchmark_tool_train_eval_data(tmp_path, capsys):
     """The command line once (train, in a subprocess); eval, data and the frozen-BN options in this process
     (benchmark.main, the same code the command runs, without paying torch's import four more times)."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import benchmark
+    benchmark = tool_module("benchmark")
 
     out = tmp_path / "bench.jsonl"
     common = [
@@ -335,8 +334,7 @@ def test_large_inputs_are_bounded(monkeypatch):
         paste_masks_in_image(masks, boxes, (64, 64))
     monkeypatch.delenv("DETGN_MAX_MASK_BYTES")
     assert paste_masks_in_image(masks, boxes, (64, 64)).shape == (100, 64, 64)
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import demo
+    demo = tool_module("demo")
 
     big = np.zeros((12000, 9000, 3), np.uint8)  # a large blank image
     small, scale = demo.fit_long_side(big, 4000)
