@@ -114,7 +114,7 @@ def _parse(tool, argv):
 
 @pytest.mark.parametrize("where, tool, argv", COMMANDS, ids=[f"{w} {t}" for w, t, _ in COMMANDS])
 def test_documented_command_parses_and_its_config_merges(where, tool, argv):
-    from detgn.config import get_cfg
+    from detgn.config import get_cfg, get_classifier_cfg
 
     argv = [STAND_IN_CONFIG if a in PLACEHOLDER_CONFIGS else a for a in argv]
     try:
@@ -126,7 +126,9 @@ def test_documented_command_parses_and_its_config_merges(where, tool, argv):
         args = _parse("train_net", train_argv)
     config = getattr(args, "config_file", "")
     if config and os.path.exists(os.path.join(REPO, config)):
-        cfg = get_cfg()
+        # the keys the tool reads: its default_cfg (train_classifier: the classifier's too); convert_weights takes both
+        tool_keys = get_classifier_cfg if tool == "convert_weights" else getattr(tool_module(tool), "default_cfg", None)
+        cfg = (tool_keys or get_cfg)()
         cfg.merge_from_file(os.path.join(REPO, config))
         opts = list(getattr(args, "opts", []) or [])
         cfg.merge_from_list(opts)  # an unknown key or a wrong type raises

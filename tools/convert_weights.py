@@ -97,7 +97,9 @@ def main(argv=None):
     from detgn.engine import setup_cfg_or_exit
     from detgn.modeling import build_model
 
-    cfg = setup_cfg_or_exit(args)
+    from detgn.config import get_classifier_cfg
+
+    cfg = setup_cfg_or_exit(args, get_classifier_cfg)  # the classifier's keys too: it converts classifiers as well
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     if args.to == "torchvision" and cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.RESNETS.DEPTH >= 50:

@@ -107,12 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _training_cfg(train_args):
-    """OUTPUT_DIR of the run these train_net arguments describe (their config checked here, before queueing)."""
+def _training_cfg(train_args, tool):
+    """The config of the run these training arguments describe (checked here, before queueing), with the keys
+    of the tool that will run them (its default_cfg(), the detector's get_cfg when it has none)."""
+    from detgn.config import get_cfg
     from detgn.engine.defaults import default_argument_parser, parse_with_overrides, setup_cfg
+    from detgn.engine.submit import load_tool
 
     args = parse_with_overrides(default_argument_parser(), train_args)
-    return setup_cfg(args)
+    return setup_cfg(args, getattr(load_tool(tool), "default_cfg", get_cfg))
 
 
 def main(argv=None) -> int:
@@ -135,7 +138,7 @@ def main(argv=None) -> int:
         if args.tool and not os.path.isfile(args.tool):
             raise SubmitError(f"--tool {args.tool}: no such file")
         check_training_args(train_args)
-        cfg = _training_cfg(train_args)
+        cfg = _training_cfg(train_args, os.path.abspath(args.tool) if args.tool else DEFAULT_TOOL)
         minutes = parse_time_minutes(args.time)
         params = slurm_parameters(
             nodes=args.nodes,

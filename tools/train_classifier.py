@@ -26,11 +26,18 @@ from detgn.engine.cli import run_training_cli  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
 
+def default_cfg():
+    """The keys this tool reads: the detector's defaults plus CLASSIFIER.* (tools/submit.py asks for them too)."""
+    from detgn.config import get_classifier_cfg
+
+    return get_classifier_cfg()
+
+
 def resolved_cfg(args):
     """The config with its data-dependent values resolved (classes, epochs -> iterations, LR scaling), and notes."""
     from detgn.data.classification import load_image_folder
 
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, default_cfg)
     train = load_image_folder(cfg.CLASSIFIER.TRAIN_DIR, "CLASSIFIER.TRAIN_DIR")
     val = load_image_folder(cfg.CLASSIFIER.VAL_DIR, "CLASSIFIER.VAL_DIR") if cfg.CLASSIFIER.VAL_DIR else None
     return prepare_classifier_cfg(cfg, train, val)
@@ -94,6 +101,7 @@ def cli(argv=None):
         tool="tools/train_classifier.py",
         check_cfg=check_classifier_cfg,
         launch_fn=launch,
+        default_cfg=default_cfg,
         description="Train detgn's ResNet backbone as an image classifier (GN ImageNet pretraining).",
     )
 

@@ -1,8 +1,12 @@
-from .config import CfgNode, CircularBaseError, ConfigKeyError, UnsafeConfigError, get_cfg
+from .classifier import add_classifier_config, get_classifier_cfg
+from .config import CfgNode, CircularBaseError, ConfigKeyError, UnsafeConfigError
+from .defaults import get_cfg
 from .configurable import configurable
 from .supported import UNSUPPORTED_KEYS, UnsupportedConfigError, check_supported
 
 __all__ = [
+    "add_classifier_config",
+    "get_classifier_cfg",
     "CfgNode",
     "CircularBaseError",
     "ConfigKeyError",

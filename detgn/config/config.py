@@ -9,7 +9,7 @@ from fvcore.common.config import CfgNode as _FvCfgNode
 
 from detgn.utils.errors import UserInputError
 
-__all__ = ["CfgNode", "get_cfg", "ConfigKeyError", "UnsafeConfigError", "CircularBaseError"]
+__all__ = ["CfgNode", "ConfigKeyError", "UnsafeConfigError", "CircularBaseError"]
 
 
 class UnsafeConfigError(UserInputError, ValueError):
@@ -48,6 +48,11 @@ class CfgNode(_FvCfgNode):
     """Config node. Unknown keys fail with `ConfigKeyError` naming the closest valid keys."""
 
     def _unknown(self, full_key, root):
+        if full_key.split(".")[0] == "CLASSIFIER" and "CLASSIFIER" not in root:
+            return ConfigKeyError(
+                f"Unknown config key '{full_key}': CLASSIFIER.* keys are the image classifier's; train it with "
+                "tools/train_classifier.py (from Python: detgn.config.get_classifier_cfg())"
+            )
         valid = _all_keys(root)
         close = difflib.get_close_matches(full_key, valid, n=3, cutoff=0.6)
         if not close:  # try matching the last component inside the same parent
@@ -146,10 +151,3 @@ def _ints_to_floats(loaded: dict, defaults) -> None:
             _ints_to_floats(v, defaults[k])
         elif isinstance(defaults[k], float) and isinstance(v, int) and not isinstance(v, bool):
             loaded[k] = float(v)
-
-
-def get_cfg() -> CfgNode:
-    """A fresh copy of detgn's default config (see defaults.py for every key)."""
-    from .defaults import _C
-
-    return _C.clone()

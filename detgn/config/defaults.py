@@ -7,6 +7,8 @@ in configs/ switch the norms to GN as in Wu & He (2018).
 
 from .config import CfgNode as CN
 
+__all__ = ["get_cfg"]
+
 _C = CN()
 _C.VERSION = 2  # config format version (detectron2 compatible)
 
@@ -244,23 +246,6 @@ _C.TEST.EVALUATOR_BACKEND = "faster_coco_eval"  # "faster_coco_eval" or "pycocot
 _C.TEST.VIS_PERIOD_IMAGES = 0  # write this many prediction PNGs (input | GT | prediction) after the final evaluation
 _C.TEST.VIS_SCORE_THRESH = 0.5  # lowest score drawn in those PNGs
 
-# ---------------------------------------------------------------------------- image classification
-# tools/train_classifier.py: detgn's ResNet backbone (MODEL.RESNETS.*, MODEL.META_ARCHITECTURE
-# "ImageNetClassifier") trained as an image classifier on ImageFolder-layout data (one folder per
-# class), so its checkpoint loads into the detector by construction. Ignored by tools/train_net.py.
-_C.CLASSIFIER = CN()
-_C.CLASSIFIER.TRAIN_DIR = ""  # ImageFolder root of the training images (TRAIN_DIR/<class>/<image>)
-_C.CLASSIFIER.VAL_DIR = ""  # ImageFolder root of the evaluation images (same class folders); "" = no evaluation
-_C.CLASSIFIER.NUM_CLASSES = 0  # classifier outputs; 0 = the number of class folders in TRAIN_DIR (else must equal it)
-_C.CLASSIFIER.EPOCHS = 0  # > 0: train this many epochs (sets the iterations; SOLVER.MAX_ITER and STEPS must stay unset)
-_C.CLASSIFIER.LR_STEP_EPOCHS = (30, 60, 90)  # with EPOCHS > 0: epochs where the LR is multiplied by SOLVER.GAMMA
-_C.CLASSIFIER.LR_REFERENCE_BATCH = 256  # BASE_LR is for this many images, scaled linearly to IMS_PER_BATCH; 0: as given
-_C.CLASSIFIER.TRAIN_CROP = 224  # RandomResizedCrop output side (pixels)
-_C.CLASSIFIER.MIN_CROP_SCALE = 0.08  # RandomResizedCrop smallest crop area (fraction of the image)
-_C.CLASSIFIER.TEST_RESIZE = 256  # evaluation: resize the short side to this ...
-_C.CLASSIFIER.TEST_CROP = 224  # ... then take the center crop of this side
-_C.CLASSIFIER.ZERO_INIT_RESIDUAL = True  # the last norm's gamma of each residual block starts at 0 (as the GN paper)
-
 # ---------------------------------------------------------------------------- misc
 _C.OUTPUT_DIR = "./output"  # where logs, checkpoints and results are written
 _C.SEED = -1  # random seed; negative picks one from time and pid
@@ -269,3 +254,9 @@ _C.CUDNN_BENCHMARK = False  # keep False for detection (ROI counts change every 
 _C.VIS_PERIOD = 0  # unused (detectron2 compatibility)
 _C.GLOBAL = CN()
 _C.GLOBAL.HACK = 1.0  # unused (detectron2 compatibility)
+
+
+def get_cfg() -> CN:
+    """A fresh copy of detgn's default config (every key above). Tools that train other models add their
+    keys to it (detgn.config.add_classifier_config for tools/train_classifier.py)."""
+    return _C.clone()

@@ -7,6 +7,8 @@ evaluation or a tool (engine.setup_cfg) and when a model or trainer is built fro
 
 from detgn.utils.errors import UserInputError
 
+from .defaults import _C
+
 __all__ = ["UNSUPPORTED_KEYS", "UnsupportedConfigError", "check_supported"]
 
 
@@ -56,8 +58,6 @@ def _same(a, b) -> bool:
 
 def check_supported(cfg) -> None:
     """Raise UnsupportedConfigError for the first key of UNSUPPORTED_KEYS that differs from its default."""
-    from .defaults import _C
-
     for key, what in UNSUPPORTED_KEYS.items():
         value, default = _get(cfg, key), _get(_C, key)
         if not _same(value, default):

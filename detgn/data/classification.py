@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.utils.data as torchdata
 
+from detgn.config import configurable
 from detgn.utils import comm
 from detgn.utils.errors import ConfigValueError
 
@@ -62,29 +63,52 @@ class ClassificationMapper:
     its seed; without one (evaluation) the transforms are deterministic.
     """
 
-    def __init__(self, cfg, is_train: bool):
+    @configurable
+    def __init__(
+        self,
+        *,
+        is_train: bool,
+        image_format: str = "BGR",
+        train_crop: int = 224,
+        min_crop_scale: float = 0.08,
+        test_resize: int = 256,
+        test_crop: int = 224,
+    ):
+        """image_format: "BGR" or "RGB" (INPUT.FORMAT); train_crop, test_resize, test_crop in pixels (sides);
+        min_crop_scale: the smallest crop area of RandomResizedCrop as a fraction of the image, in (0, 1]."""
         from torchvision import transforms as T
 
-        c = cfg.CLASSIFIER
-        if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
-            raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")
-        if not 0 < c.MIN_CROP_SCALE <= 1:
-            raise ConfigValueError(f"CLASSIFIER.MIN_CROP_SCALE must be in (0, 1], got {c.MIN_CROP_SCALE}")
+        if image_format not in ("BGR", "RGB"):
+            raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{image_format}'")
+        if not 0 < min_crop_scale <= 1:
+            raise ConfigValueError(f"CLASSIFIER.MIN_CROP_SCALE must be in (0, 1], got {min_crop_scale}")
         if is_train:
             self.transform = T.Compose(
                 [
-                    T.RandomResizedCrop(c.TRAIN_CROP, scale=(c.MIN_CROP_SCALE, 1.0), antialias=True),
+                    T.RandomResizedCrop(train_crop, scale=(min_crop_scale, 1.0), antialias=True),
                     T.RandomHorizontalFlip(),
                 ]
             )
         else:
-            if c.TEST_CROP > c.TEST_RESIZE:
+            if test_crop > test_resize:
                 raise ConfigValueError(
-                    f"CLASSIFIER.TEST_CROP {c.TEST_CROP} is larger than CLASSIFIER.TEST_RESIZE {c.TEST_RESIZE}"
+                    f"CLASSIFIER.TEST_CROP {test_crop} is larger than CLASSIFIER.TEST_RESIZE {test_resize}"
                 )
-            self.transform = T.Compose([T.Resize(c.TEST_RESIZE, antialias=True), T.CenterCrop(c.TEST_CROP)])
-        self.bgr = cfg.INPUT.FORMAT == "BGR"
+            self.transform = T.Compose([T.Resize(test_resize, antialias=True), T.CenterCrop(test_crop)])
+        self.bgr = image_format == "BGR"
         self.is_train = is_train
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        c = cfg.CLASSIFIER
+        return {
+            "is_train": is_train,
+            "image_format": cfg.INPUT.FORMAT,
+            "train_crop": c.TRAIN_CROP,
+            "min_crop_scale": c.MIN_CROP_SCALE,
+            "test_resize": c.TEST_RESIZE,
+            "test_crop": c.TEST_CROP,
+        }
 
     def __call__(self, record: Dict, rng: Optional[np.random.RandomState] = None) -> Dict:
         from PIL import Image, UnidentifiedImageError

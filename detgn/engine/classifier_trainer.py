@@ -5,7 +5,7 @@ an epoch-based schedule and top-1/top-5 evaluation."""
 import logging
 import math
 
-from detgn.config import get_cfg
+from detgn.config import get_classifier_cfg
 from detgn.data.classification import (
     build_classification_test_loader,
     build_classification_train_loader,
@@ -31,7 +31,7 @@ def prepare_classifier_cfg(cfg, train_folder, val_folder=None):
     OUTPUT_DIR/config.yaml written from it reproduces the run as it is."""
     cfg = cfg.clone()
     cfg.defrost()
-    c, s, default = cfg.CLASSIFIER, cfg.SOLVER, get_cfg()
+    c, s, default = cfg.CLASSIFIER, cfg.SOLVER, get_classifier_cfg()
     if cfg.MODEL.META_ARCHITECTURE != "ImageNetClassifier":
         raise ConfigError(
             f"tools/train_classifier.py trains MODEL.META_ARCHITECTURE ImageNetClassifier, not "

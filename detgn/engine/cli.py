@@ -75,9 +75,11 @@ def _auto_resume(args) -> bool:
     return auto
 
 
-def run_training_cli(main, argv=None, *, tool: str, description: str = None, check_cfg=None, launch_fn=launch) -> int:
+def run_training_cli(
+    main, argv=None, *, tool: str, description: str = None, check_cfg=None, launch_fn=launch, default_cfg=None
+) -> int:
     """Parse the training arguments, check the config before spawning anything (`check_cfg(cfg)` may raise
-    ConfigError), run `main(args)` in every process, and map failures to exit statuses:
+    ConfigError; `default_cfg()` gives the keys, get_cfg by default), run `main(args)` in every process, and map failures to exit statuses:
     2 a config/data/weights problem (one line), 3 a diverging run, 4 another process of the job stopped,
     128 + N stopped by signal N after saving a checkpoint (preemption.py), 130 Ctrl-C; a bug keeps its traceback
     (DETGN_TRACEBACK=1 shows it for user errors too)."""
@@ -89,7 +91,7 @@ def run_training_cli(main, argv=None, *, tool: str, description: str = None, che
         print(f"error: --dist-timeout must be a number of seconds > 0, got {args.dist_timeout}", file=sys.stderr)
         return 2
     try:
-        cfg = setup_cfg(args)
+        cfg = setup_cfg(args, default_cfg) if default_cfg is not None else setup_cfg(args)
         if check_cfg is not None:
             check_cfg(cfg)
         auto = _auto_resume(args)

@@ -36,7 +36,7 @@ from detgn.utils.logger import setup_logger
 
 from . import hooks
 from .precision import log_precision, resolve_inference_precision, resolve_precision
-from .train_loop import AMPTrainer, SimpleTrainer
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
     "default_argument_parser",
@@ -149,9 +149,10 @@ def parse_with_overrides(parser: argparse.ArgumentParser, argv=None) -> argparse
 _CONFIG_READ_ERRORS = (yaml.YAMLError, ValueError, TypeError, KeyError, AssertionError, OSError, UnicodeDecodeError)
 
 
-def setup_cfg(args):
-    """Config from --config-file and KEY VALUE overrides; problems become ConfigError (one line)."""
-    cfg = get_cfg()
+def setup_cfg(args, default_cfg=get_cfg):
+    """Config from --config-file and KEY VALUE overrides merged into `default_cfg()` (get_cfg for detectors,
+    get_classifier_cfg for tools/train_classifier.py); problems become ConfigError (one line)."""
+    cfg = default_cfg()
     if args.config_file:
         if not os.path.isfile(args.config_file):
             raise ConfigError(f"Config file not found: {args.config_file}")
@@ -186,10 +187,10 @@ def _training_world_size(args) -> Optional[int]:
     return args.num_gpus * getattr(args, "num_machines", 1)
 
 
-def setup_cfg_or_exit(args):
+def setup_cfg_or_exit(args, default_cfg=get_cfg):
     """setup_cfg for command-line tools: a config problem prints one line and exits with status 2."""
     try:
-        return setup_cfg(args)
+        return setup_cfg(args, default_cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -295,13 +296,14 @@ def describe_model(cfg, model, verbose: bool = False) -> None:
         os.replace(tmp, path)
     m = cfg.MODEL
     norms = f"norms: backbone {m.RESNETS.NORM}"
-    if hasattr(model, "roi_heads"):
+    detector = getattr(model, "task", "detection") == "detection"
+    if detector:
         norms += f", FPN {m.FPN.NORM or 'none'}, box head {m.ROI_BOX_HEAD.NORM or 'none'}"
         if m.MASK_ON:
             norms += f", mask head {m.ROI_MASK_HEAD.NORM or 'none'}"
     r = m.RESNETS
     net = f"ResNeXt-{r.DEPTH} {r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"ResNet-{r.DEPTH}"
-    if hasattr(model, "roi_heads"):
+    if detector:
         net += f" ({m.BACKBONE.NAME})"
     logging.getLogger("detgn.trainer").info(
         "Model: %s, %s, %s; %.2f M parameters (%.2f M trainable); structure in %s",
@@ -405,15 +407,22 @@ def _rng_state_of_this_rank(ckpt: dict, logger):
     return per_rank[rank] if rank < len(per_rank) else None
 
 
-class DefaultTrainer:
+class DefaultTrainer(TrainerBase):
     """Builds everything from the config and trains with the standard hooks.
 
     trainer = DefaultTrainer(cfg)
+    trainer.register_hooks([MyHook()])  # optional: they run before the checkpointer and the writers
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
+
+    It is the TrainerBase the hooks see (`hook.trainer`: iter, max_iter, storage, flush()); each step is
+    run by a SimpleTrainer or AMPTrainer (`build_trainer`, as the precision policy decides). Its
+    state_dict (the hooks' states and the loop's fp16 loss scale) is saved in every checkpoint under
+    "trainer" and given back to the hooks on resume.
     """
 
     def __init__(self, cfg, verbose: bool = False):
+        super().__init__()
         self.logger = logging.getLogger("detgn.trainer")
         cfg = rescale_for_world_size(cfg, comm.get_world_size())
         self.cfg = cfg
@@ -435,14 +444,14 @@ class DefaultTrainer:
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.device = next(self.model.parameters()).device
-        self.trainer = None  # the SimpleTrainer / AMPTrainer loop, once train() has built it
+        self._trainer = None  # the SimpleTrainer / AMPTrainer that runs each step, built by train()
         self.checkpointer = DetectionCheckpointer(
             self.model, cfg.OUTPUT_DIR, optimizer=self.optimizer, scheduler=self.scheduler
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.data_seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-        self._amp_state = None
+        self._resumed_state = None  # the checkpoint's "trainer" entry, given to the hooks and the loop in train()
         self._rng_state = None
 
     def load_train_data(self):
@@ -474,7 +483,8 @@ class DefaultTrainer:
                     f"{self.max_iter}; raise SOLVER.MAX_ITER to train on, or use --eval-only MODEL.WEIGHTS {path}"
                 )
             self.data_seed = ckpt.get("data_seed", self.data_seed)
-            self._amp_state = ckpt.get("amp")
+            # detgn before hooks had state saved the loop's loss scale alone, as "amp"
+            self._resumed_state = ckpt.get("trainer") or {"hooks": {}, "loop": ckpt.get("amp") or {}}
             self._rng_state = _rng_state_of_this_rank(ckpt, self.logger)
             _reapply_solver_settings(
                 self.optimizer, self.scheduler, *from_config, start_iter=self.start_iter, logger=self.logger
@@ -489,7 +499,7 @@ class DefaultTrainer:
             else:
                 self.logger.info("Resuming from iteration %d", self.start_iter)
 
-    def build_hooks(self, trainer):
+    def build_hooks(self):
         """Timer, LR schedule, evaluation, checkpoints, writers, in that order: an evaluation's
         results and the iteration's metrics row reach metrics.json before its checkpoint is saved."""
         cfg = self.cfg
@@ -510,7 +520,7 @@ class DefaultTrainer:
                 cfg.SOLVER.CHECKPOINT_PERIOD,
                 self.max_iter,
                 cfg.SOLVER.MAX_TO_KEEP,
-                extra_state=lambda: {"data_seed": self.data_seed, "amp": trainer.state_dict()},
+                extra_state=lambda: {"data_seed": self.data_seed, "trainer": self.state_dict()},
                 before_save=lambda: [w.write() for w in json_writers],
             )
         )
@@ -540,7 +550,7 @@ class DefaultTrainer:
         log_precision(precision, "training")
         if precision.dtype is None:
             return SimpleTrainer(model, loader, self.optimizer, flush_period=cfg.LOG_PERIOD)
-        trainer = AMPTrainer(
+        return AMPTrainer(
             model,
             loader,
             self.optimizer,
@@ -548,20 +558,47 @@ class DefaultTrainer:
             device_type=self.device.type,
             flush_period=cfg.LOG_PERIOD,
         )
-        if self._amp_state:
-            trainer.load_state_dict(self._amp_state)
-        return trainer
 
     def train(self):
-        loader = self.build_train_loader()
-        trainer = self.build_trainer(self._wrap(self.model), loader)
-        trainer.register_hooks(self.build_hooks(trainer))
-        self.trainer = trainer  # the loop that ran (its storage, hooks and iteration), for callers after train()
+        """Train from start_iter to SOLVER.MAX_ITER with the standard hooks (build_hooks) and those registered
+        before; returns the last evaluation's results (None without evaluation). Runs once."""
+        if self._trainer is not None:
+            raise RuntimeError("DefaultTrainer.train() runs once; build a new DefaultTrainer to train again")
+        self._trainer = self.build_trainer(self._wrap(self.model), self.build_train_loader())
+        # the hooks registered before train() run after the timer, LR and evaluation hooks and before the
+        # checkpointer, so that each checkpoint holds their state after the same iteration as the model's
+        registered, self._hooks = list(self._hooks), []
+        self.register_hooks(self.build_hooks())
+        at = next((i for i, h in enumerate(self._hooks) if isinstance(h, hooks.PeriodicCheckpointer)), len(self._hooks))
+        self._hooks[at:at] = registered
+        if self._resumed_state is not None:
+            self.load_state_dict(self._resumed_state)
         if self._rng_state is not None:  # exact resume: the RNG as it was right after the saved iteration
             set_rng_state(self._rng_state)
-        trainer.train(self.start_iter, self.max_iter)
-        eval_hooks = [h for h in trainer.hooks if isinstance(h, hooks.EvalHook)]
+        super().train(self.start_iter, self.max_iter)
+        eval_hooks = [h for h in self.hooks if isinstance(h, hooks.EvalHook)]
         return eval_hooks[0].last_results if eval_hooks else None
+
+    def run_step(self):
+        loop = self._trainer
+        loop.iter, loop.start_iter, loop.max_iter = self.iter, self.start_iter, self.max_iter
+        loop.run_step()
+
+    def flush(self) -> None:
+        """The loop's buffered losses to the event storage, and its finiteness check (SimpleTrainer.flush)."""
+        self._trainer.flush()
+
+    def state_dict(self) -> dict:
+        """TrainerBase's (iteration, the hooks' states) and "loop": the step runner's (the fp16 loss scale)."""
+        state = super().state_dict()
+        if self._trainer is not None:
+            state["loop"] = {k: v for k, v in self._trainer.state_dict().items() if k not in ("iteration", "hooks")}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self._trainer is not None and state.get("loop"):
+            self._trainer.load_state_dict(state["loop"])
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -55,7 +55,10 @@ class IterationTimer(HookBase):
 
 
 class LRScheduler(HookBase):
-    """Records the LR of the largest param group, then steps the scheduler, after every iteration."""
+    """Records the LR of the largest param group, then steps the scheduler, after every iteration.
+
+    Its state is the scheduler's, which the checkpointer saves itself (the checkpoint's "scheduler"), so
+    this hook's state_dict stays empty."""
 
     def __init__(self, optimizer, scheduler):
         self._optimizer = optimizer
@@ -68,9 +71,6 @@ class LRScheduler(HookBase):
         if comm.is_main_process():
             self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
         self.scheduler.step()
-
-    def state_dict(self):
-        return self.scheduler.state_dict()
 
 
 class PeriodicCheckpointer(HookBase):

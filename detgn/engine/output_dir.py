@@ -203,9 +203,9 @@ def config_differences(output_dir: str, cfg, limit: int = 3) -> Optional[str]:
     path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(path):
         return None
-    from detgn.config import get_cfg
+    from detgn.config import get_cfg, get_classifier_cfg
 
-    saved = get_cfg()
+    saved = get_classifier_cfg() if "CLASSIFIER" in cfg else get_cfg()
     try:
         saved.merge_from_file(path)
     except Exception as e:  # noqa: BLE001 - a broken or foreign file is reported as a difference

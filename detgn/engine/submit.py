@@ -139,7 +139,8 @@ def check_training_args(argv: List[str]) -> None:
             )
 
 
-def _load_tool(path: str):
+def load_tool(path: str):
+    """The training tool at `path` (tools/train_net.py or one like it) as a module; it must have cli(argv)."""
     spec = importlib.util.spec_from_file_location(f"detgn_job_tool_{os.path.splitext(os.path.basename(path))[0]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -184,7 +185,7 @@ class TrainingJob:
 
     def __call__(self) -> int:
         os.environ.update(self._join_environment())
-        status = _load_tool(self.tool).cli(self.argv + ["--auto-resume"])
+        status = load_tool(self.tool).cli(self.argv + ["--auto-resume"])
         if status == 0:
             return 0
         signum = status - 128

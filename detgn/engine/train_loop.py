@@ -44,8 +44,13 @@ class HookBase:
         after_step; a checkpointer saves here and returns the path."""
         return None
 
-    def state_dict(self):
+    def state_dict(self) -> dict:
+        """What this hook needs to continue exactly after a resume (an empty dict: nothing). The trainer's
+        checkpoints hold it under "trainer" -> "hooks" -> the hook's name (see TrainerBase.state_dict)."""
         return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned; called on resume, before before_train."""
 
 
 class _StopRequest:
@@ -204,6 +209,36 @@ class TrainerBase:
     def run_step(self):
         raise NotImplementedError
 
+    def _hook_names(self) -> List[str]:
+        """One name per hook: its class's qualified name, with "#2", "#3"... for repeats of a class."""
+        names, seen = [], {}
+        for h in self._hooks:
+            base = type(h).__qualname__
+            seen[base] = seen.get(base, 0) + 1
+            names.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+        return names
+
+    def state_dict(self) -> dict:
+        """{"iteration": last iteration run, "hooks": {name: state}} for the hooks whose state_dict is not empty."""
+        states = {}
+        for name, h in zip(self._hook_names(), self._hooks):
+            state = h.state_dict()
+            if state:
+                states[name] = state
+        return {"iteration": self.iter, "hooks": states}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Give each registered hook its saved state (by name). A saved state no hook takes, or a hook with
+        state that the checkpoint lacks (a hook added since), is logged and otherwise left alone."""
+        saved = dict(state.get("hooks", {}))
+        for name, h in zip(self._hook_names(), self._hooks):
+            if name in saved:
+                h.load_state_dict(saved.pop(name))
+            elif h.state_dict():
+                logger.warning("Resuming: the checkpoint has no state for hook %s; it starts afresh", name)
+        for name in saved:
+            logger.warning("Resuming: the checkpoint has state for hook %s, which this run does not have", name)
+
 
 class SimpleTrainer(TrainerBase):
     """One step = next batch -> loss dict -> sum -> backward -> optimizer step, in fp32, without waiting for
@@ -324,9 +359,6 @@ class SimpleTrainer(TrainerBase):
             f"Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume."
         )
 
-    def state_dict(self):
-        return {}
-
 
 def _by_names(pending):
     """Consecutive entries of `pending` with the same loss names, as (names, entries) groups."""
@@ -384,9 +416,14 @@ class AMPTrainer(SimpleTrainer):
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 
-    def state_dict(self):
-        return {"grad_scaler": self.grad_scaler.state_dict()} if self.grad_scaler is not None else {}
+    def state_dict(self) -> dict:
+        """TrainerBase's, plus the fp16 loss scale (GradScaler) when there is one."""
+        state = super().state_dict()
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
+        return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         if self.grad_scaler is not None and "grad_scaler" in state:
             self.grad_scaler.load_state_dict(state["grad_scaler"])

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from detgn.config import get_cfg
+from detgn.config import get_cfg, get_classifier_cfg
 from detgn.layers.norm import FrozenBatchNorm2d, LayerNorm2d, NaiveSyncBatchNorm
 from detgn.modeling import build_model
 
@@ -53,7 +53,8 @@ def _norm_types(modules):
 def test_config_builds(path):
     """The model a config builds has what the config says: the norm of each component, the frozen
     stages, weight standardisation, the head sizes and the number of classes."""
-    cfg = get_cfg()
+    classifier = os.path.relpath(path, REPO).startswith(os.path.join("configs", "ImageNet"))
+    cfg = get_classifier_cfg() if classifier else get_cfg()  # as tools/train_classifier.py and train_net.py read them
     cfg.merge_from_file(path)
     cfg.MODEL.DEVICE = "cpu"
     if (

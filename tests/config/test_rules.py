@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from detgn.config import UNSUPPORTED_KEYS, get_cfg
+from detgn.config import UNSUPPORTED_KEYS, get_cfg, get_classifier_cfg
 from detgn.config.rules import RELATIONS, RULES, check_config, rules_table
 from detgn.engine.defaults import ConfigError, setup_cfg
 
@@ -14,7 +14,7 @@ from .test_every_key import _leaves
 
 NUMERIC = [
     k
-    for k, v in _leaves(get_cfg())
+    for k, v in _leaves(get_classifier_cfg())  # the detector's keys and the classifier's
     if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in UNSUPPORTED_KEYS
 ]
 
@@ -64,7 +64,7 @@ MINUS1_OK = {"MODEL.RPN.BOUNDARY_THRESH", "SEED"}
 
 def _setup(opts, num_gpus=1):
     args = argparse.Namespace(config_file="", opts=list(opts), num_gpus=num_gpus, num_machines=1, eval_only=False)
-    return setup_cfg(args)
+    return setup_cfg(args, get_classifier_cfg)
 
 
 def test_every_numeric_key_is_in_the_table():

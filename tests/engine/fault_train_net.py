@@ -37,8 +37,8 @@ class _Fault(HookBase):
 _build_hooks = DefaultTrainer.build_hooks
 
 
-def _build_hooks_with_fault(self, trainer):
-    hooks = _build_hooks(self, trainer)
+def _build_hooks_with_fault(self):
+    hooks = _build_hooks(self)
     spec = os.environ.get("DETGN_TEST_FAULT")
     if spec:
         rank, iteration, name = spec.split(":")

@@ -102,7 +102,7 @@ def _command(args, killer):
             "class Kill(HookBase):\n"
             f"    def after_step(self):\n        if self.trainer.iter == {killer}: os.kill(os.getpid(), signal.SIGKILL)\n"
             "old = t.ClassifierTrainer.build_hooks\n"
-            "t.ClassifierTrainer.build_hooks = lambda self, tr: old(self, tr) + [Kill()]\n"
+            "t.ClassifierTrainer.build_hooks = lambda self: old(self) + [Kill()]\n"
             "sys.exit(t.cli())\n"
         )
         cmd = [sys.executable, "-c", code]
@@ -206,10 +206,10 @@ def test_converted_to_torchvision_names_gives_the_same_logits(tmp_path):
     import torchvision
 
     from detgn.checkpoint.formats import detgn_names_to_torchvision, torchvision_names_to_detgn
-    from detgn.config import get_cfg
+    from detgn.config import get_classifier_cfg
     from detgn.modeling import build_model
 
-    cfg = get_cfg()
+    cfg = get_classifier_cfg()
     cfg.merge_from_file(SMALL)
     cfg.CLASSIFIER.NUM_CLASSES = 3
     cfg.CLASSIFIER.ZERO_INIT_RESIDUAL = False
@@ -238,10 +238,10 @@ def _folder(classes, n):
 
 
 def test_prepare_classifier_cfg_resolves_and_refuses():
-    from detgn.config import get_cfg
+    from detgn.config import get_classifier_cfg
     from detgn.engine.classifier_trainer import prepare_classifier_cfg
 
-    base = get_cfg()
+    base = get_classifier_cfg()
     base.merge_from_file(os.path.join(REPO, "configs", "ImageNet", "R_50_GN_100ep.yaml"))
     cfg, notes = prepare_classifier_cfg(base, _folder([f"c{i}" for i in range(1000)], 1281167))
     assert cfg.CLASSIFIER.NUM_CLASSES == 1000
@@ -279,11 +279,11 @@ def test_prepare_classifier_cfg_resolves_and_refuses():
 
 
 def test_zero_init_and_deterministic_augmentation(crops):
-    from detgn.config import get_cfg
+    from detgn.config import get_classifier_cfg
     from detgn.data.classification import ClassificationMapper, load_image_folder
     from detgn.modeling import build_model
 
-    cfg = get_cfg()
+    cfg = get_classifier_cfg()
     cfg.merge_from_file(SMALL)
     cfg.CLASSIFIER.NUM_CLASSES = 2
     model = build_model(cfg)
@@ -305,37 +305,27 @@ def test_zero_init_and_deterministic_augmentation(crops):
         load_image_folder(str(crops / "missing"))
 
 
-def test_train_net_refuses_classifier_configs(tmp_path):
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "train_net.py"),
-            "--config-file",
-            SMALL,
-            "OUTPUT_DIR",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 2 and "trained with tools/train_classifier.py" in r.stderr
-    r = subprocess.run(
-        [
-            sys.executable,
-            TOOL,
-            "--config-file",
-            os.path.join(REPO, "configs", "nuclei_quickstart.yaml"),
-            "OUTPUT_DIR",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 2 and "trains MODEL.META_ARCHITECTURE ImageNetClassifier" in r.stderr
+def test_classifier_keys_belong_to_the_classifier_tool_only(tmp_path, capsys):
+    """The detector's defaults have no CLASSIFIER.* keys: train_net refuses a classifier config in one line naming
+    tools/train_classifier.py, train_classifier refuses a detector config, and the model names the missing keys."""
+    from detgn.config import get_cfg, get_classifier_cfg
+    from detgn.modeling import build_model
+    from detgn.utils.errors import ConfigValueError
+
+    from tests.util import tool_module
+
+    assert "CLASSIFIER" not in get_cfg() and "CLASSIFIER" in get_classifier_cfg()
+    assert tool_module("train_net").cli(["--config-file", SMALL, "OUTPUT_DIR", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown config key 'CLASSIFIER'" in err and "train it with tools/train_classifier.py" in err
+    quickstart = os.path.join(REPO, "configs", "nuclei_quickstart.yaml")
+    assert tool_module("train_classifier").cli(["--config-file", quickstart, "OUTPUT_DIR", str(tmp_path / "b")]) == 2
+    assert "trains MODEL.META_ARCHITECTURE ImageNetClassifier" in capsys.readouterr().err
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "ImageNetClassifier"
+    with pytest.raises(ConfigValueError, match="lacks: build it from detgn.config.get_classifier_cfg"):
+        build_model(cfg)
+    assert not os.listdir(tmp_path)  # nothing written by the refusals
 
 
 @pytest.mark.parametrize(
@@ -349,11 +339,11 @@ def test_train_net_refuses_classifier_configs(tmp_path):
     ids=["BN", "GN+WS", "NaiveSyncBN", "ResNeXt-50-GN"],
 )
 def test_other_norms_and_resnext_train_a_step(opts):
-    from detgn.config import get_cfg
+    from detgn.config import get_classifier_cfg
     from detgn.modeling import build_model
     from detgn.solver import build_optimizer
 
-    cfg = get_cfg()
+    cfg = get_classifier_cfg()
     cfg.merge_from_file(SMALL)
     cfg.merge_from_list(["CLASSIFIER.NUM_CLASSES", "3"] + opts)
     torch.manual_seed(0)

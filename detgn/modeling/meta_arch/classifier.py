@@ -55,6 +55,8 @@ class ImageNetClassifier(nn.Module):
     """Training: list of {"image": (3, H, W) uint8 in INPUT.FORMAT, "label": int} -> {"loss_cls": cross entropy}.
     Inference: the same list (labels ignored) -> (N, NUM_CLASSES) float logits. All images of a batch have one size."""
 
+    task = "classification"  # META_ARCH_REGISTRY's contract for this forward
+
     @configurable
     def __init__(
         self,
@@ -84,6 +86,11 @@ class ImageNetClassifier(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        if "CLASSIFIER" not in cfg:
+            raise ConfigValueError(
+                "MODEL.META_ARCHITECTURE ImageNetClassifier reads the CLASSIFIER.* keys, which this config lacks: "
+                "build it from detgn.config.get_classifier_cfg() (tools/train_classifier.py does)"
+            )
         c = cfg.clone()
         c.defrost()
         c.MODEL.RESNETS.OUT_FEATURES = ["res5"]

@@ -22,6 +22,8 @@ __all__ = ["GeneralizedRCNN"]
 class GeneralizedRCNN(nn.Module):
     """Faster / Mask R-CNN. Inputs are per-image dicts; see META_ARCH_REGISTRY for the contract."""
 
+    task = "detection"
+
     @configurable
     def __init__(
         self,
