@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from detgn.config import configurable
+from detgn.structures import BoxMode
 
 from . import detection_utils as utils
-from .transforms import Augmentation, apply_augmentations, build_augmentation
+from .transforms import AugInput, Augmentation, build_augmentation
 
 __all__ = ["DatasetMapper"]
 
@@ -53,7 +54,10 @@ class DatasetMapper:
             rng = np.random.RandomState(np.random.randint(2**31))
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
-        image, transforms = apply_augmentations(self.augmentations, image, rng)
+        # in training the augmentations may look at the boxes (XYXY pixels) of the objects a crop should keep
+        aug_input = AugInput(image, boxes=_xyxy_boxes(dataset_dict) if self.is_train else None)
+        transforms = aug_input.apply_augmentations(self.augmentations, rng)
+        image = aug_input.image
         image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if not self.is_train:
@@ -70,3 +74,13 @@ class DatasetMapper:
         instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
         dataset_dict["instances"] = instances[instances.gt_boxes.nonempty()]
         return dataset_dict
+
+
+def _xyxy_boxes(dataset_dict: Dict) -> np.ndarray:
+    """(N, 4) float64 XYXY pixel boxes of the record's non-crowd annotations (those the mapper keeps)."""
+    boxes = [
+        BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+        for a in dataset_dict.get("annotations", [])
+        if a.get("iscrowd", 0) == 0
+    ]
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)

@@ -7,7 +7,7 @@ Transform; a Transform applies the same geometry to the image (H, W, C) uint8, t
 arrays (polygons, box corners) in (x, y) pixels and to (H, W) masks.
 """
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -32,12 +32,14 @@ __all__ = [
     "CropTransform",
     "PadTransform",
     "NoOpTransform",
+    "AugInput",
     "Augmentation",
     "ResizeShortestEdge",
     "RandomFlip",
     "ResizeScale",
     "FixedSizeCrop",
     "RandomCrop",
+    "RandomCropWithInstance",
     "apply_augmentations",
     "build_augmentation",
 ]
@@ -90,10 +92,60 @@ class CropTransform(_FvcoreCropTransform):
 
 
 class Augmentation:
-    """Draws a Transform for an image of size (h, w) from `rng` (detectron2's name; fvcore has none)."""
+    """Draws a Transform from `rng` (detectron2's name; fvcore has none). get_transform takes the AugInput
+    fields named in `input_args`, then the RandomState: by default get_transform(image, rng)."""
+
+    input_args: Tuple[str, ...] = ("image",)
 
     def get_transform(self, image: np.ndarray, rng: np.random.RandomState) -> Transform:
         raise NotImplementedError
+
+
+class AugInput:
+    """What the augmentations of one image see and change together: `image` (H, W, C) uint8, `boxes` (N, 4)
+    float XYXY in pixels of the current image (None when the caller has none, e.g. at inference) and
+    `sem_seg` (H, W) or None. `transform(t)` applies one Transform to all of them;
+    `apply_augmentations(augs, rng)` runs augmentations in order, each seeing the fields as the previous
+    ones left them, and returns the TransformList that the caller applies to its polygons and masks.
+
+    An augmentation names the fields its get_transform takes in `input_args` (default ("image",)), followed
+    by the numpy RandomState it draws from: `input_args = ("image", "boxes")` -> get_transform(image, boxes,
+    rng). The boxes here are for deciding (e.g. a crop that keeps an object); the mapper transforms each
+    annotation's box and mask itself with the returned transforms.
+    """
+
+    def __init__(self, image: np.ndarray, *, boxes: Optional[np.ndarray] = None, sem_seg: Optional[np.ndarray] = None):
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+            raise ValueError(f"AugInput.image must be an (H, W) or (H, W, C) numpy array, got {type(image).__name__}")
+        self.image = image
+        self.boxes = None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.sem_seg = sem_seg
+
+    def transform(self, tfm: Transform) -> None:
+        """Apply `tfm` to the image and, when present, the boxes and the segmentation (in place)."""
+        self.image = tfm.apply_image(self.image)
+        if self.boxes is not None:
+            self.boxes = tfm.apply_box(self.boxes)
+        if self.sem_seg is not None:
+            self.sem_seg = tfm.apply_segmentation(self.sem_seg)
+
+    def apply_augmentations(self, augs: List["Augmentation"], rng: np.random.RandomState) -> TransformList:
+        transforms = []
+        for aug in augs:
+            args = []
+            for name in aug.input_args:
+                if not hasattr(self, name) or getattr(self, name) is None:
+                    raise ValueError(
+                        f"{type(aug).__name__} needs the input '{name}', which this AugInput does not have "
+                        "(the DatasetMapper gives boxes in training only)"
+                    )
+                args.append(getattr(self, name))
+            t = aug.get_transform(*args, rng)
+            if not isinstance(t, Transform):
+                raise TypeError(f"{type(aug).__name__}.get_transform returned {type(t).__name__}, not a Transform")
+            self.transform(t)
+            transforms.append(t)
+        return TransformList(transforms)
 
 
 def _shortest_edge_size(h, w, short, max_size):
@@ -194,29 +246,53 @@ class RandomCrop(Augmentation):
             raise ConfigValueError(f"INPUT.CROP.TYPE must be relative, relative_range or absolute, got '{crop_type}'")
         self.crop_type, self.crop_size = crop_type, crop_size
 
-    def get_transform(self, image, rng):
-        h, w = image.shape[:2]
+    def crop_hw(self, h: int, w: int, rng: np.random.RandomState) -> Tuple[int, int]:
+        """The crop's (height, width) in pixels for an image of (h, w)."""
         if self.crop_type == "relative":
-            ch, cw = int(h * self.crop_size[0] + 0.5), int(w * self.crop_size[1] + 0.5)
-        elif self.crop_type == "relative_range":
+            return int(h * self.crop_size[0] + 0.5), int(w * self.crop_size[1] + 0.5)
+        if self.crop_type == "relative_range":
             fh = self.crop_size[0] + rng.rand() * (1 - self.crop_size[0])
             fw = self.crop_size[1] + rng.rand() * (1 - self.crop_size[1])
-            ch, cw = int(h * fh + 0.5), int(w * fw + 0.5)
-        else:
-            ch, cw = min(self.crop_size[0], h), min(self.crop_size[1], w)
+            return int(h * fh + 0.5), int(w * fw + 0.5)
+        return min(self.crop_size[0], h), min(self.crop_size[1], w)
+
+    def get_transform(self, image, rng):
+        h, w = image.shape[:2]
+        ch, cw = self.crop_hw(h, w, rng)
         y0 = rng.randint(h - ch + 1)
         x0 = rng.randint(w - cw + 1)
         return CropTransform(x0, y0, cw, ch, orig_w=w, orig_h=h)
 
 
+class RandomCropWithInstance(Augmentation):
+    """A RandomCrop (same crop_type / crop_size) whose window contains the centre of one box drawn at random,
+    so that a crop never cuts every object away; with no box, a plain random crop. Sees the boxes (AugInput)."""
+
+    input_args = ("image", "boxes")
+
+    def __init__(self, crop_type: str, crop_size):
+        self._crop = RandomCrop(crop_type, crop_size)
+
+    def get_transform(self, image, boxes, rng):
+        h, w = image.shape[:2]
+        ch, cw = self._crop.crop_hw(h, w, rng)
+        if len(boxes) == 0:
+            y0, x0 = rng.randint(h - ch + 1), rng.randint(w - cw + 1)
+        else:
+            box = boxes[rng.randint(len(boxes))]
+            # the centre (clamped into the image) lies in [x0, x0 + cw) and [y0, y0 + ch)
+            cx = int(np.floor(min(max((box[0] + box[2]) / 2, 0), w - 1)))
+            cy = int(np.floor(min(max((box[1] + box[3]) / 2, 0), h - 1)))
+            x0 = rng.randint(max(0, cx - cw + 1), min(w - cw, cx) + 1)
+            y0 = rng.randint(max(0, cy - ch + 1), min(h - ch, cy) + 1)
+        return CropTransform(int(x0), int(y0), cw, ch, orig_w=w, orig_h=h)
+
+
 def apply_augmentations(augs: List[Augmentation], image: np.ndarray, rng: np.random.RandomState):
-    """Apply augmentations in order; returns (new image, TransformList)."""
-    transforms = []
-    for aug in augs:
-        t = aug.get_transform(image, rng)
-        image = t.apply_image(image)
-        transforms.append(t)
-    return image, TransformList(transforms)
+    """Apply augmentations that need only the image, in order; returns (new image, TransformList)."""
+    aug_input = AugInput(image)
+    transforms = aug_input.apply_augmentations(augs, rng)
+    return aug_input.image, transforms
 
 
 def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
