@@ -156,9 +156,10 @@ def main(argv=None):
             + (f"; {dropped} tensors (FPN, heads) have no torchvision name and were left out" if dropped else "")
         )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = args.output + ".tmp"
-    torch.save(out, tmp)
-    os.replace(tmp, args.output)
+    from detgn.utils.atomic import atomic_write
+
+    with atomic_write(args.output, "wb") as f:
+        torch.save(out, f)
     from detgn.checkpoint import format_load_report
 
     print(format_load_report(report))

@@ -273,11 +273,11 @@ def main(argv=None):
                     d["file_name"] = path
                     detections.append(d)
         if args.json:
-            tmp = f"{args.json}.tmp.{os.getpid()}"
+            from detgn.utils.atomic import atomic_write
+
             try:
-                with open(tmp, "w") as f:
+                with atomic_write(args.json) as f:
                     json.dump(detections, f)
-                os.replace(tmp, args.json)
             except OSError as e:
                 raise OutputError(f"could not write {args.json} ({e.strerror})") from None
     except (OutputError, MaskMemoryError) as e:

@@ -162,10 +162,10 @@ def run_cell(cell, args, root: str) -> Dict:
         bbox_AP50=m.get("bbox/AP50"),
         iterations=max(args.images_seen // (cell["ims"] * cell["workers"]), 1),
     )
-    tmp = done + ".tmp"
-    with open(tmp, "w") as f:
+    from detgn.utils.atomic import atomic_write
+
+    with atomic_write(done) as f:
         json.dump(result, f, indent=1)
-    os.replace(tmp, done)
     print(
         f"[{cell_name(cell)}] segm AP {result['segm_AP']:.2f}, bbox AP {result['bbox_AP']:.2f} in {result['seconds']:.0f} s",
         flush=True,

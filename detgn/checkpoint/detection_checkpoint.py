@@ -16,6 +16,7 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 
 from detgn.utils import comm
+from detgn.utils.atomic import atomic_write, atomic_write_text
 from detgn.utils.errors import UserInputError
 
 from .formats import convert_to_detgn, load_any_file
@@ -109,7 +110,7 @@ class DetectionCheckpointer(Checkpointer):
         return last
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        _atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     # ------------------------------------------------------------------ load
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -238,21 +239,13 @@ def format_load_report(report: Dict[str, Any], max_list: int = 12) -> str:
 def _atomic_torch_save(data, path: str) -> None:
     """torch.save to a temp file + fsync + rename. A full disk surfaces as OSError(ENOSPC) naming the file
     (torch's writer reports it as a RuntimeError "[enforce fail ...]"); the temp file is removed."""
-    tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            try:
-                torch.save(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            except (RuntimeError, OSError) as e:
-                if getattr(e, "errno", None) == errno.ENOSPC or _disk_full(os.path.dirname(path) or "."):
-                    raise OSError(errno.ENOSPC, f"No space left on device while writing {path}") from e
-                raise
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_write(path, "wb") as f:
+            torch.save(data, f)
+    except (RuntimeError, OSError) as e:
+        if getattr(e, "errno", None) == errno.ENOSPC or _disk_full(os.path.dirname(path) or "."):
+            raise OSError(errno.ENOSPC, f"No space left on device while writing {path}") from e
+        raise
 
 
 def _disk_full(folder: str) -> bool:
@@ -261,12 +254,3 @@ def _disk_full(folder: str) -> bool:
         return st.f_bavail * st.f_frsize < 2**20
     except OSError:
         return False
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

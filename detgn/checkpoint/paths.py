@@ -7,6 +7,7 @@ detectron2://<path>                        -> https://dl.fbaipublicfiles.com/det
 
 import os
 
+from detgn.utils.atomic import atomic_write
 from detgn.utils.errors import UserInputError
 
 __all__ = ["resolve_weights_path", "alias_to_url", "download", "WeightsNotFoundError", "cache_dir"]
@@ -66,31 +67,22 @@ def download(url: str, dest: str, timeout_s: float = 60.0, chunk: int = 1 << 20)
     server sends it). An interrupted or short download leaves no file at `dest`, so it is never
     taken for a cached copy. The file is not trusted for that: it is still read by load_any_file.
     """
-    import tempfile
     import urllib.request
 
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(dest) + ".", suffix=".part", dir=os.path.dirname(dest) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout_s) as r:
-            expected = r.headers.get("Content-Length")
-            got = 0
-            while True:
-                block = r.read(chunk)
-                if not block:
-                    break
-                f.write(block)
-                got += len(block)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_write(dest, "wb") as f, urllib.request.urlopen(url, timeout=timeout_s) as r:
+        expected = r.headers.get("Content-Length")
+        got = 0
+        while True:
+            block = r.read(chunk)
+            if not block:
+                break
+            f.write(block)
+            got += len(block)
         if expected is not None and got != int(expected):
             raise OSError(f"incomplete download: {got} of {expected} bytes")
         if got == 0:
             raise OSError("the server sent an empty file")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return dest
 
 

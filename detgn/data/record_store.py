@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from detgn.structures import BoxMode
+from detgn.utils.atomic import atomic_write
 from detgn.utils.errors import UserInputError
 
 try:
@@ -103,20 +104,12 @@ def write_records(path: str, records: Sequence[Dict], metadata: Optional[Dict] =
     for b in body:
         crc = zlib.crc32(b, crc)
     header = dumps({"num_records": n, "metadata": metadata or {}, "key": key, "crc32": crc, "data_bytes": pos})
-    tmp = f"{path}.tmp.{os.getpid()}"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(_PREFIX.pack(MAGIC, STORE_VERSION, len(header)))
-            f.write(header)
-            for b in body:
-                f.write(b)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_write(path, "wb") as f:
+        f.write(_PREFIX.pack(MAGIC, STORE_VERSION, len(header)))
+        f.write(header)
+        for b in body:
+            f.write(b)
 
 
 def _fix_record(r: Dict) -> Dict:

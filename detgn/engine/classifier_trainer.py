@@ -116,7 +116,7 @@ class ClassifierTrainer(DefaultTrainer):
         log_precision(precision, "evaluation")
         records = load_image_folder(cfg.CLASSIFIER.VAL_DIR, "CLASSIFIER.VAL_DIR")["records"]
         loader = build_classification_test_loader(cfg, records)
-        net = model.module if hasattr(model, "module") else model
+        net = comm.unwrap_model(model)
         evaluator = evaluator if evaluator is not None else ClassificationEvaluator(cfg.CLASSIFIER.NUM_CLASSES)
         results = inference_on_dataset(net, loader, evaluator, amp_dtype=precision.dtype)
         if comm.is_main_process() and results:

@@ -30,6 +30,7 @@ from detgn.evaluation.coco_evaluation import format_metric
 from detgn.modeling import build_model
 from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
 from detgn.utils import comm
+from detgn.utils.atomic import atomic_write_text
 from detgn.utils.errors import ConfigValueError, UserInputError
 from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 from detgn.utils.logger import setup_logger
@@ -258,10 +259,7 @@ def save_config(cfg, name: str = "config.yaml") -> str:
     the run's config.yaml as it was. Returns the path."""
     path = os.path.join(cfg.OUTPUT_DIR, name)
     if comm.is_main_process():
-        tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(cfg.dump())
-        os.replace(tmp, path)
+        atomic_write_text(path, cfg.dump())
     return path
 
 
@@ -290,10 +288,7 @@ def describe_model(cfg, model, verbose: bool = False) -> None:
     path = os.path.join(cfg.OUTPUT_DIR, "model.txt")
     if comm.is_main_process():
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(f"{model}\n\nparameters: {total} total, {trainable} trainable\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, f"{model}\n\nparameters: {total} total, {trainable} trainable\n")
     m = cfg.MODEL
     norms = f"norms: backbone {m.RESNETS.NORM}"
     detector = getattr(model, "task", "detection") == "detection"
@@ -633,9 +628,7 @@ class DefaultTrainer(TrainerBase):
         for idx, name in enumerate(cfg.DATASETS.TEST):
             loader = build_detection_test_loader(cfg, name)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
-            results[name] = inference_on_dataset(
-                model.module if isinstance(model, DistributedDataParallel) else model, loader, evaluator, amp_dtype=amp
-            )
+            results[name] = inference_on_dataset(comm.unwrap_model(model), loader, evaluator, amp_dtype=amp)
             if comm.is_main_process():
                 logging.getLogger("detgn.trainer").info("Evaluation results for %s in csv format:", name)
                 for task, metrics in results[name].items():

@@ -9,7 +9,6 @@ import weakref
 from typing import Dict, List, Optional, Tuple
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from detgn.utils import comm, interrupt
 
@@ -369,10 +368,6 @@ def _by_names(pending):
         else:
             groups.append((entry[1], [entry]))
     return groups
-
-
-def _unwrap(model):
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class AMPTrainer(SimpleTrainer):

@@ -29,6 +29,7 @@ from tabulate import tabulate
 from detgn.data import DatasetCatalog, MetadataCatalog
 from detgn.structures import BoxMode
 from detgn.utils import comm
+from detgn.utils.atomic import atomic_write
 from detgn.utils.errors import ConfigValueError
 
 from .evaluator import DatasetEvaluator
@@ -120,12 +121,10 @@ def convert_to_coco_json(dataset_name: str, output_file: str) -> str:
                 ann["area"] = float(bbox[2] * bbox[3])
             anns.append(ann)
     os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-    tmp = output_file + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(output_file) as f:
         json.dump(
             {"images": images, "annotations": anns, "categories": categories, "info": {"description": dataset_name}}, f
         )
-    os.replace(tmp, output_file)
     return output_file
 
 
@@ -275,10 +274,8 @@ class COCOEvaluator(DatasetEvaluator):
             r["category_id"] = self._reverse_id_map[cid]
         if self._output_dir:
             path = os.path.join(self._output_dir, "coco_instances_results.json")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_write(path) as f:
                 json.dump(results, f)
-            os.replace(tmp, path)
             logger.info("Saved %d detections to %s", len(results), path)
         if not self._do_evaluation:
             logger.info("Ground truth has no annotations: results written, no AP computed")

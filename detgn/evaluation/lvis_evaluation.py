@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from detgn.data import MetadataCatalog
+from detgn.utils.atomic import atomic_write
 
 from .coco_evaluation import COCOEvaluator, format_metric
 from .evaluator import DatasetEvaluator
@@ -95,9 +96,8 @@ class LVISEvaluator(DatasetEvaluator):
             os.makedirs(self._output_dir, exist_ok=True)
             torch.save(predictions, os.path.join(self._output_dir, "instances_predictions.pth"))
             path = os.path.join(self._output_dir, "lvis_instances_results.json")
-            with open(path + ".tmp", "w") as f:
+            with atomic_write(path) as f:
                 json.dump(results, f)
-            os.replace(path + ".tmp", path)
         return evaluate_lvis(self._gt, results, self._tasks, self._max_dets)
 
 

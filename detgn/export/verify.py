@@ -38,6 +38,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def match_detections(ref: Dict[str, np.ndarray], got: Dict[str, np.ndarray]) -> List[Tuple[int, int]]:
+    """Pairs (i, j) of reference detection i and detection j: for each reference detection in order, the unused
+    detection of the same class with the highest box IoU, when that IoU is > BOX_IOU (0.99). Inputs are
+    {"boxes": (N, 4) XYXY pixels, "classes": (N,) ints}. (Also the detectron2 parity test's matching.)"""
     iou = box_iou(ref["boxes"].astype(np.float64), got["boxes"].astype(np.float64))
     iou[ref["classes"][:, None] != got["classes"][None, :]] = -1
     pairs, used = [], np.zeros(len(got["boxes"]), dtype=bool)

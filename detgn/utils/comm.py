@@ -22,6 +22,7 @@ __all__ = [
     "PeerLostError",
     "is_peer_loss",
     "peer_loss_error",
+    "unwrap_model",
 ]
 
 _LOCAL_RANK = 0
@@ -29,6 +30,13 @@ _LOCAL_RANK = 0
 
 def _ready() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel (or DataParallel); any other model as it is."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 
 def get_world_size() -> int:

@@ -3,14 +3,16 @@ to metrics.json (one strict-JSON object per line; NaN and Inf are written as nul
 
 import datetime
 import json
-import math
 import logging
+import math
 import os
 from collections import defaultdict
 from typing import Dict, List, Optional
 
 import numpy as np
 import torch
+
+from .atomic import atomic_write
 
 __all__ = [
     "EventStorage",
@@ -121,10 +123,8 @@ class JSONWriter:
                             kept.append(line if line.endswith("\n") else line + "\n")
                     except json.JSONDecodeError:  # a line cut by a crash
                         continue
-            tmp = json_file + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_write(json_file) as f:
                 f.writelines(kept)
-            os.replace(tmp, json_file)
         self._handle = open(json_file, "a")
 
     def write(self) -> None:

@@ -8,9 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.util import REPO
-
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
+from tests.util import QUICK, REPO
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it

@@ -13,9 +13,7 @@ from detgn.checkpoint import DetectionCheckpointer
 from detgn.checkpoint.formats import UnsafePickleError, load_any_file
 from detgn.config import CircularBaseError, UnsafeConfigError, get_cfg
 
-from tests.util import REPO
-
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
+from tests.util import QUICK, REPO
 
 
 class _Payload:

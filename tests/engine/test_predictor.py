@@ -10,9 +10,7 @@ import torch
 from detgn.config import get_cfg
 from detgn.engine import DefaultPredictor
 
-from tests.util import REPO
-
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
+from tests.util import QUICK, REPO
 
 
 @pytest.fixture(scope="module")

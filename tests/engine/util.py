@@ -2,9 +2,8 @@ import os
 import subprocess
 import sys
 
-from tests.util import REPO
+from tests.util import QUICK, REPO, TINY_MODEL  # noqa: F401 - QUICK is re-exported to the engine tests
 
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 
 
@@ -31,19 +30,7 @@ def popen_train_net(args, env=None, capture=False):
 
 # a narrow GN Mask R-CNN (R-18, 64-channel FPN and heads, few proposals): the same code paths as QUICK at
 # a sixth of its step time, for the tests that train several runs to compare them bit for bit
-SMALL_MODEL = [
-    "MODEL.RESNETS.DEPTH",
-    "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "64",
-    "MODEL.FPN.OUT_CHANNELS",
-    "64",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "128",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "64",
+SMALL_MODEL = TINY_MODEL + [
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
     "32",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN",

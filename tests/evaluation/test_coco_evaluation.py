@@ -1,7 +1,6 @@
 import json
 import logging
 import os
-import sys
 import tempfile
 
 import numpy as np
@@ -13,14 +12,13 @@ from detgn.data import DatasetCatalog, MetadataCatalog
 from detgn.evaluation import COCOEvaluator
 from detgn.structures import Boxes, BoxMode, Instances
 
-from tests.util import REPO
+from tests.util import REPO, tool_module
 
 FIXTURE = os.path.join(REPO, "tests", "data", "coco_eval_fixture")
-sys.path.insert(0, os.path.join(REPO, "tools"))
 
 
 def test_fixture_matches_documented_numbers_exactly():
-    from evaluate_json import evaluate_json
+    evaluate_json = tool_module("evaluate_json").evaluate_json
 
     expected = json.load(open(os.path.join(FIXTURE, "expected_stats.json")))
     gt = os.path.join(FIXTURE, "instances_val2014_100.json")
@@ -34,7 +32,7 @@ def test_fixture_matches_documented_numbers_exactly():
 
 
 def test_evaluate_json_cli_errors(tmp_path, capsys):
-    from evaluate_json import main
+    main = tool_module("evaluate_json").main
 
     assert main(["--gt", str(tmp_path / "nope.json"), "--results", str(tmp_path / "r.json")]) == 2
     assert "File not found" in capsys.readouterr().err
@@ -191,7 +189,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
 
 def test_faster_coco_eval_backend_gives_the_same_numbers():
     pytest.importorskip("faster_coco_eval")
-    from evaluate_json import evaluate_json
+    evaluate_json = tool_module("evaluate_json").evaluate_json
 
     gt = os.path.join(FIXTURE, "instances_val2014_100.json")
     for t in ("bbox", "segm"):
@@ -242,7 +240,7 @@ def _small_gt(tmp_path):
     ],
 )
 def test_evaluate_json_refuses_bad_results(tmp_path, capsys, edit, words):
-    from evaluate_json import main
+    main = tool_module("evaluate_json").main
 
     gt, counts = _small_gt(tmp_path)
     (tmp_path / "gt.json").write_text(json.dumps(gt))
@@ -292,7 +290,7 @@ def _write(tmp_path, results):
     ],
 )
 def test_ground_truth_checked_before_pycocotools(tmp_path, capsys, edit, words):
-    from evaluate_json import main
+    main = tool_module("evaluate_json").main
 
     gt, counts = _small_gt(tmp_path)
     edit(gt)

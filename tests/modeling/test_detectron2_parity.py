@@ -18,6 +18,7 @@ import torch
 from detgn.config import get_cfg
 from detgn.layers.mask_ops import _paste_chunk
 from detgn.modeling import build_model
+from detgn.export.verify import match_detections
 from detgn.structures import Boxes, pairwise_iou
 
 from tests.util import REPO
@@ -52,22 +53,6 @@ def _model(reference, memory_format, config=os.path.join("GN", "mask_rcnn_R_50_F
     weights = make_weights([(k, v.shape) for k, v in model.state_dict().items()])
     model.load_state_dict(weights, strict=True)  # every key, no extra
     return model
-
-
-def _match(ref_boxes, ref_classes, boxes, classes):
-    """Greedy in reference order: the unused prediction of the same class with the highest IoU (> 0.99)."""
-    iou = pairwise_iou(Boxes(ref_boxes), Boxes(boxes))
-    iou[ref_classes[:, None] != classes[None, :]] = -1
-    used, pairs = set(), []
-    for i in range(len(ref_boxes)):
-        row = iou[i].clone()
-        if used:
-            row[list(used)] = -1
-        j = int(row.argmax())
-        if row[j] > 0.99:
-            used.add(j)
-            pairs.append((i, j))
-    return pairs
 
 
 def _pasted_probability(raw, j, height, width):
@@ -122,7 +107,11 @@ def _check_parity(model, reference, image):
         raw = model.inference([{"image": image, "height": 384, "width": 512}], do_postprocess=False)[0]
     assert torch.equal(raw.pred_boxes.tensor, inst.pred_boxes.tensor)  # no resize: input size == output size
 
-    pairs = _match(reference["boxes"], reference["classes"], inst.pred_boxes.tensor, inst.pred_classes)
+    # greedy in reference order: the unused detection of the same class with the highest box IoU (> 0.99)
+    pairs = match_detections(
+        {"boxes": reference["boxes"].numpy(), "classes": reference["classes"].numpy()},
+        {"boxes": inst.pred_boxes.tensor.numpy(), "classes": inst.pred_classes.numpy()},
+    )
     assert len(pairs) >= 0.98 * len(reference["boxes"]), f"{len(pairs)} of {len(reference['boxes'])} detections matched"
     ri, gi = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     score_diff = (reference["scores"][ri] - inst.scores[gi]).abs().max().item()

@@ -1,7 +1,6 @@
 """Options that had no test: GIoU losses, FPN "avg" fuse, RES5_DILATION, INPUT.CROP, LSJ (a train step), EVAL_PERIOD."""
 
 import json
-import os
 
 import pytest
 import torch
@@ -14,9 +13,7 @@ from detgn.layers import ShapeSpec
 
 from .util import gn_cfg, make_inputs, small_gn_cfg
 
-from tests.util import REPO
-
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
+from tests.util import QUICK
 
 
 def _small(cfg):

@@ -7,7 +7,7 @@ import torch
 from detgn.config import get_cfg
 from detgn.structures import BitMasks, Boxes, Instances
 
-from tests.util import REPO
+from tests.util import NARROW_MODEL, REPO
 
 GN_CONFIG = os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml")
 KEYS_FILE = os.path.join(REPO, "tests", "data", "detectron2_parity", "keys.txt")  # detectron2 GN R50-FPN, 3 classes
@@ -26,11 +26,7 @@ def small_gn_cfg(num_classes=3):
     """gn_cfg() made narrow for fast tests: ResNet-18, 64-channel FPN and heads, 64 ROIs per image
     (still GN everywhere, the 4conv1fc box head and the 4-conv mask head)."""
     cfg = gn_cfg(num_classes)
-    cfg.MODEL.RESNETS.DEPTH = 18
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-    cfg.MODEL.FPN.OUT_CHANNELS = 64
-    cfg.MODEL.ROI_BOX_HEAD.CONV_DIM = 64
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 64
+    cfg.merge_from_list(NARROW_MODEL)
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 64
     return cfg
 

@@ -11,23 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.util import REPO, tool_module
+from tests.util import QUICK, REPO, TINY_MODEL, tool_module
 
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
-TINY = [
-    "MODEL.RESNETS.DEPTH",
-    "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "64",
-    "MODEL.FPN.OUT_CHANNELS",
-    "64",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "128",
-]
+TINY = TINY_MODEL
 
 
 def _strict_json(line):
@@ -413,7 +399,7 @@ def test_demo_and_evaluation_share_one_precision_policy(monkeypatch):
 
 # ---------------------------------------------------------------- quick start overrides
 def test_quickstart_demo_passes_overrides_and_names_the_output(monkeypatch, capsys):
-    sys.path.insert(0, REPO)
+    monkeypatch.syspath_prepend(REPO)
     import quickstart
 
     cmd, out = quickstart.demo_command(["SOLVER.MAX_ITER", "10", "OUTPUT_DIR", "output/short"])

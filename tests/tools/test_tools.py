@@ -9,23 +9,9 @@ import sys
 import pytest
 import torch
 
-from tests.util import REPO, tool_module
+from tests.util import QUICK, REPO, TINY_MODEL, tool_module
 
-QUICK = os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml")
-TINY = [
-    "MODEL.RESNETS.DEPTH",
-    "18",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS",
-    "64",
-    "MODEL.FPN.OUT_CHANNELS",
-    "64",
-    "MODEL.ROI_BOX_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_MASK_HEAD.CONV_DIM",
-    "64",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
-    "128",
-]
+TINY = TINY_MODEL
 
 
 def _tool(name, *args, timeout=600, cwd=REPO):
