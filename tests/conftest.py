@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from tests.util import REPO
+from tests.util import QUICK_RUN_ARGS, REPO
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -11,6 +11,20 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def repo_root():
     return REPO
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """One finished `tools/train_net.py` run shared by the tests that only read a finished run (a subprocess
+    costs ~6 s of start-up alone): the quick-schedule config with the narrow model, 4 iterations, evaluation after
+    iteration 2 and after the last one, one prediction picture. Returns (OUTPUT_DIR, CompletedProcess). A test
+    that writes into it must leave it as it was (the tests that try to overwrite it check exactly that)."""
+    from tests.engine.util import QUICK, SMALL_MODEL, run_train_net
+
+    out = tmp_path_factory.mktemp("quick_run") / "run"
+    r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(out)] + QUICK_RUN_ARGS + SMALL_MODEL)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, r
 
 
 def pytest_configure(config):

@@ -28,6 +28,24 @@ NARROW_MODEL = [
 TINY_MODEL = NARROW_MODEL + ["MODEL.ROI_BOX_HEAD.FC_DIM", "128"]
 
 
+# tools/train_net.py arguments of the one finished run that several tests read (the quick_run fixture, conftest.py), and of any
+# later command on that run (--eval-only of its weights must use the same test sizes to give the same detections)
+QUICK_RUN_ARGS = [
+    "SOLVER.MAX_ITER",
+    "4",
+    "TEST.EVAL_PERIOD",
+    "2",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "100",
+    "TEST.VIS_PERIOD_IMAGES",
+    "1",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "INPUT.MAX_SIZE_TEST",
+    "160",
+]
+
+
 def tool_module(name: str):
     """tools/<name>.py imported as a module (tools/ is not a package), without leaving tools/ on sys.path."""
     if name in sys.modules:
@@ -37,3 +55,17 @@ def tool_module(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(TOOLS)
+
+
+def run_tool_here(name: str, argv, capsys):
+    """tools/<name>.py run in this process, as its command line would: main(argv) (cli(argv) for the training
+    tools). Returns (status, stdout, stderr); an argparse exit is its status. Saves the ~6 s a Python process
+    with torch takes to start; for tools that set up no logging of their own (train_net's refusals come first)."""
+    module = tool_module(name)
+    entry = getattr(module, "cli", None) or module.main
+    try:
+        status = entry(list(argv))
+    except SystemExit as e:
+        status = e.code
+    captured = capsys.readouterr()
+    return (0 if status is None else status), captured.out, captured.err

@@ -17,7 +17,7 @@ from detgn.utils import comm
 from detgn.utils.errors import ConfigValueError
 
 from .catalog import DatasetCatalog
-from .datasets.coco import DatasetFormatError
+from .errors import DatasetFormatError
 from .dataset_mapper import DatasetMapper
 from .detection_utils import ImageReadError, SizeMismatchError
 from .record_store import RecordList

@@ -22,7 +22,7 @@ from detgn.utils import comm
 from detgn.utils.errors import ConfigValueError
 
 from .build import MappedDataset, _SkipBatches, _trivial_batch_collator, _worker_init
-from .datasets.coco import DatasetFormatError, DatasetNotFoundError
+from .errors import DatasetFormatError, DatasetNotFoundError
 from .detection_utils import ImageReadError
 from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 

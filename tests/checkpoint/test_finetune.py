@@ -8,30 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from tests.util import QUICK, REPO
+from tests.util import QUICK, REPO, run_tool_here
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_finetune_from_converted_gn_imagenet_backbone(tmp_path):
+def test_finetune_from_converted_gn_imagenet_backbone(tmp_path, capsys):
     import torchvision
 
     torch.manual_seed(0)
     tv = torchvision.models.resnet50(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
     torch.save(tv.state_dict(), tmp_path / "resnet50_gn.pth")  # an ImageNet-style (torchvision/timm) GN file
-    conv = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "convert_weights.py"),
-            str(tmp_path / "resnet50_gn.pth"),
-            str(tmp_path / "r50_gn_detgn.pth"),
-            "--config-file",
-            QUICK,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert conv.returncode == 0, conv.stderr
-    assert "torchvision" in conv.stdout and "unused in file" in conv.stdout
+    argv = [str(tmp_path / "resnet50_gn.pth"), str(tmp_path / "r50_gn_detgn.pth"), "--config-file", QUICK]
+    status, stdout, err = run_tool_here("convert_weights", argv, capsys)
+    assert status == 0, err
+    assert "torchvision" in stdout and "unused in file" in stdout
     out = tmp_path / "ft"
     r = subprocess.run(
         [

@@ -5,8 +5,6 @@ import os
 import pickle
 import re
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from detgn.checkpoint import paths as weight_paths
 from detgn.config import get_cfg
 from detgn.modeling import build_model
 
-from tests.util import REPO
+from tests.util import REPO, run_tool_here
 
 GN = os.path.join(REPO, "configs", "GN", "mask_rcnn_R_50_FPN_3x_gn.yaml")
 
@@ -308,24 +306,14 @@ def test_aliases_and_offline_message(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_convert_weights_tool(tmp_path):
+def test_convert_weights_tool(tmp_path, capsys):
     model = _model()
     bb = {k: v for k, v in _random_like(model.state_dict(), 5).items() if k.startswith("backbone.bottom_up.")}
     _py2_dump({"blobs": {detgn_to_c2(k): v.numpy() for k, v in bb.items()}}, tmp_path / "R-50-GN.pkl")
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "convert_weights.py"),
-            str(tmp_path / "R-50-GN.pkl"),
-            str(tmp_path / "r50gn.pth"),
-            "--config-file",
-            GN,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    assert "matched" in r.stdout and "caffe2" in r.stdout
+    argv = [str(tmp_path / "R-50-GN.pkl"), str(tmp_path / "r50gn.pth"), "--config-file", GN]
+    status, stdout, err = run_tool_here("convert_weights", argv, capsys)
+    assert status == 0, err
+    assert "matched" in stdout and "caffe2" in stdout
     out = torch.load(tmp_path / "r50gn.pth", weights_only=True)["model"]
     assert set(out) == set(bb) and all(torch.equal(out[k], bb[k]) for k in bb)
 

@@ -2,8 +2,6 @@
 
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from detgn.checkpoint import DetectionCheckpointer
 from detgn.checkpoint.formats import UnsafePickleError, load_any_file
 from detgn.config import CircularBaseError, UnsafeConfigError, get_cfg
 
-from tests.util import QUICK, REPO
+from tests.util import QUICK, REPO, tool_module
 
 
 class _Payload:
@@ -68,50 +66,27 @@ def test_model_weights_refuses_payload(evil_files):
     assert not marker.exists()
 
 
-@pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-@pytest.mark.parametrize("tool", ["demo", "convert"])
-def test_tools_refuse_payload(tmp_path, evil_files, tool):
+@pytest.mark.parametrize("tool", ["demo", "convert_weights"])
+def test_tools_refuse_payload(tmp_path, evil_files, tool, capsys):
+    """tools/demo.py and tools/convert_weights.py (run in this process) refuse each file in one line naming it,
+    write nothing, and the payload never runs."""
     marker, files = evil_files
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = []
-    for f in files:  # one process per file, side by side (each refuses before writing anything)
+    val = os.path.join(REPO, "datasets", "nuclei_mini", "val")
+    img = os.path.join(val, sorted(os.listdir(val))[0])
+    for f in files:
         if tool == "demo":
-            img = os.path.join(
-                REPO,
-                "datasets",
-                "nuclei_mini",
-                "val",
-                sorted(os.listdir(os.path.join(REPO, "datasets", "nuclei_mini", "val")))[0],
-            )
-            cmd = [
-                sys.executable,
-                "tools/demo.py",
-                "--config-file",
-                QUICK,
-                "--input",
-                img,
-                "--output",
-                str(tmp_path / "vis"),
-                "MODEL.WEIGHTS",
-                str(f),
-            ]
+            argv = ["--config-file", QUICK, "--input", img, "--output", str(tmp_path / "vis"), "MODEL.WEIGHTS", str(f)]
         else:
-            cmd = [
-                sys.executable,
-                "tools/convert_weights.py",
-                str(f),
-                str(tmp_path / "out.pth"),
-                "--config-file",
-                QUICK,
-            ]
-        procs.append(
-            (f, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        )
-    for f, p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode != 0 and "Traceback" not in err, err[-1500:]
+            argv = [str(f), str(tmp_path / "out.pth"), "--config-file", QUICK]
+        try:
+            status = tool_module(tool).main(argv)
+        except SystemExit as e:
+            status = e.code
+        err = capsys.readouterr().err
+        assert status not in (0, None) and "Traceback" not in err, err[-1500:]
         assert os.path.basename(str(f)) in err
         assert not (tmp_path / "out.pth").exists()
+        assert not (tmp_path / "vis").exists() or not os.listdir(tmp_path / "vis")  # no picture written
     assert not marker.exists()
 
 
@@ -156,7 +131,7 @@ def test_python2_pickle_bytes(tmp_path):
     assert list(obj["blobs"]["conv1_w"]) == [0.0, 1.0, 2.0]
 
 
-def test_yaml_python_tag_is_refused(tmp_path):
+def test_yaml_python_tag_is_refused(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"SOLVER:\n  BASE_LR: !!python/object/apply:os.system ['touch {marker}']\n")
@@ -164,14 +139,9 @@ def test_yaml_python_tag_is_refused(tmp_path):
     with pytest.raises(UnsafeConfigError, match="bad.yaml .line 2.*safe_load"):
         cfg.merge_from_file(str(bad))
     assert not marker.exists()
-    r = subprocess.run(
-        [sys.executable, "tools/train_net.py", "--config-file", str(bad)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 2 and "safe_load" in r.stderr and "Traceback" not in r.stderr
+    assert tool_module("train_net").cli(["--config-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "safe_load" in err and "Traceback" not in err
     assert not marker.exists()
 
 

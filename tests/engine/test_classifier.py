@@ -13,7 +13,7 @@ import torch
 
 from detgn.utils.errors import UserInputError
 
-from .util import REPO
+from tests.util import REPO, tool_module
 
 SMALL = os.path.join(REPO, "configs", "ImageNet", "R_18_GN_nuclei_crops.yaml")
 TOOL = os.path.join(REPO, "tools", "train_classifier.py")
@@ -114,7 +114,7 @@ def _rows(path):
 
 
 @pytest.mark.slow  # three short training subprocesses
-def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_path, crops):
+def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_path, crops, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     r, killed = _side_by_side([(_args(crops, full), None), (_args(crops, part), 1)])
     assert r.returncode == 0, r.stderr[-3000:]
@@ -179,25 +179,9 @@ def test_classifier_trains_resumes_exactly_evaluates_and_fits_the_detector(tmp_p
     import torchvision
 
     tv_file = tmp_path / "r18_tv.pth"
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "convert_weights.py"),
-            str(full / "model_final.pth"),
-            str(tv_file),
-            "--to",
-            "torchvision",
-            "--config-file",
-            SMALL,
-            "CLASSIFIER.NUM_CLASSES",
-            "2",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0 and "torchvision.models.resnet18" in r.stdout, r.stderr[-2000:]
+    argv = [str(full / "model_final.pth"), str(tv_file), "--to", "torchvision", "--config-file", SMALL]
+    assert tool_module("convert_weights").main(argv + ["CLASSIFIER.NUM_CLASSES", "2"]) == 0
+    assert "torchvision.models.resnet18" in capsys.readouterr().out
     tv = torchvision.models.resnet18(num_classes=2, norm_layer=lambda c: torch.nn.GroupNorm(32, c))
     tv.load_state_dict(torch.load(tv_file, weights_only=True), strict=True)
 
@@ -311,8 +295,6 @@ def test_classifier_keys_belong_to_the_classifier_tool_only(tmp_path, capsys):
     from detgn.config import get_cfg, get_classifier_cfg
     from detgn.modeling import build_model
     from detgn.utils.errors import ConfigValueError
-
-    from tests.util import tool_module
 
     assert "CLASSIFIER" not in get_cfg() and "CLASSIFIER" in get_classifier_cfg()
     assert tool_module("train_net").cli(["--config-file", SMALL, "OUTPUT_DIR", str(tmp_path / "a")]) == 2

@@ -3,16 +3,28 @@ import os
 
 import pytest
 
+from tests.util import QUICK_RUN_ARGS, tool_module
+
 from .util import QUICK, SMALL_MODEL, popen_train_net, run_train_net
 
 
-def test_help_lists_every_option():
+def _cli(argv, capsys):
+    """tools/train_net.py's cli in this process (its refusals happen before any set-up): (status, stdout, stderr)."""
+    try:
+        status = tool_module("train_net").cli(argv)
+    except SystemExit as e:  # --help
+        status = e.code
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+def test_help_lists_every_option(capsys):
     """--help shows every option of the parser with its own description (not only its name)."""
     from detgn.engine import default_argument_parser
 
-    r = run_train_net(["--help"])
-    assert r.returncode == 0
-    text = " ".join(r.stdout.split())  # argparse wraps lines
+    status, stdout, _ = _cli(["--help"], capsys)
+    assert status == 0
+    text = " ".join(stdout.split())  # argparse wraps lines
     for action in default_argument_parser()._actions:  # argparse has no public list of its actions
         if action.dest == "help":
             continue
@@ -21,35 +33,30 @@ def test_help_lists_every_option():
         assert name in text and " ".join(action.help.split()[:4]) in text, name
 
 
-def test_wrong_config_path_is_one_line():
-    r = run_train_net(["--config-file", "configs/does_not_exist.yaml"])
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "Config file not found: configs/does_not_exist.yaml" in r.stderr
-    assert "Traceback" not in r.stderr
+def test_wrong_config_path_is_one_line(capsys):
+    status, _, err = _cli(["--config-file", "configs/does_not_exist.yaml"], capsys)
+    assert status == 2
+    assert err.strip().count("\n") == 0 and "Config file not found: configs/does_not_exist.yaml" in err
+    assert "Traceback" not in err
 
 
-def test_typo_in_override_is_one_line():
-    r = run_train_net(["--config-file", QUICK, "SOLVER.BASE_LRR", "0.1"])
-    assert r.returncode == 2
-    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
-    assert "SOLVER.BASE_LRR" in r.stderr and "SOLVER.BASE_LR" in r.stderr
+def test_typo_in_override_is_one_line(capsys):
+    status, _, err = _cli(["--config-file", QUICK, "SOLVER.BASE_LRR", "0.1"], capsys)
+    assert status == 2
+    assert "Traceback" not in err and err.strip().count("\n") == 0
+    assert "SOLVER.BASE_LRR" in err and "SOLVER.BASE_LR" in err
 
 
-def test_unwritable_output_dir(tmp_path):
+def test_unwritable_output_dir(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(blocker / "sub")])
-    assert r.returncode == 2 and "not writable" in r.stderr and "Traceback" not in r.stderr
+    status, _, err = _cli(["--config-file", QUICK, "OUTPUT_DIR", str(blocker / "sub")], capsys)
+    assert status == 2 and "not writable" in err and "Traceback" not in err
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_train_then_eval_only_end_to_end(tmp_path):
-    out = tmp_path / "run"
-    r = run_train_net(
-        ["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "TEST.VIS_PERIOD_IMAGES", "1", "OUTPUT_DIR", str(out)]
-        + SMALL_MODEL
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_train_then_eval_only_end_to_end(quick_run, tmp_path):
+    out, _ = quick_run
     for f in (
         "config.yaml",
         "log.txt",
@@ -83,12 +90,11 @@ def test_train_then_eval_only_end_to_end(tmp_path):
                 "OUTPUT_DIR",
                 str(ev),
             ]
+            + QUICK_RUN_ARGS
             + SMALL_MODEL,
             capture=True,
         ),
-        popen_train_net(
-            ["--config-file", QUICK, "SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(out)] + SMALL_MODEL, capture=True
-        ),
+        popen_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(out)] + QUICK_RUN_ARGS + SMALL_MODEL, capture=True),
     ]
     (_, err_eval), (_, err) = [p.communicate(timeout=600) for p in procs]
     assert procs[0].returncode == 0, err_eval[-3000:]

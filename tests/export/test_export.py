@@ -16,6 +16,8 @@ from detgn.export.verify import compare_detections, exported_predictor, instance
 from detgn.layers.mask_ops import paste_masks_in_image
 from detgn.modeling import build_model
 
+from tests.util import run_tool_here
+
 from .conftest import REPO, calibrate_batch_norms, export_cfg, synthetic_state_dict
 
 onnx = pytest.importorskip("onnx")  # `pip install -e .[dev]` (or [export]) installs onnx and onnxruntime
@@ -202,28 +204,12 @@ def test_old_opset_and_unknown_format_are_refused():
         check_exportable(cfg, "tflite")
 
 
-def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path):
+def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "export"
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "export_model.py"),
-            "--config-file",
-            os.path.join(REPO, "configs", "nuclei_quickstart.yaml"),
-            "--format",
-            "onnx",
-            "--output",
-            str(out),
-            "MODEL.FPN.NORM",
-            "SyncBN",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr[-2000:]
-    assert "MODEL.FPN.NORM 'SyncBN' cannot be exported" in r.stderr and "NORM BN" in r.stderr
+    argv = ["--config-file", os.path.join(REPO, "configs", "nuclei_quickstart.yaml"), "--format", "onnx"]
+    status, _, err = run_tool_here("export_model", argv + ["--output", str(out), "MODEL.FPN.NORM", "SyncBN"], capsys)
+    assert status == 2 and err.strip().count("\n") == 0, err[-2000:]
+    assert "MODEL.FPN.NORM 'SyncBN' cannot be exported" in err and "NORM BN" in err
     assert not out.exists()
 
 

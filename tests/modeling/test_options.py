@@ -148,29 +148,9 @@ def test_lsj_train_step():
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_eval_period_evaluates_during_training(tmp_path):
-    from ..engine.util import SMALL_MODEL, run_train_net
-
-    r = run_train_net(
-        [
-            "--config-file",
-            QUICK,
-            "OUTPUT_DIR",
-            str(tmp_path),
-            "SOLVER.MAX_ITER",
-            "4",
-            "TEST.EVAL_PERIOD",
-            "2",
-            "SOLVER.CHECKPOINT_PERIOD",
-            "100",
-            "INPUT.MIN_SIZE_TEST",
-            "96",
-            "INPUT.MAX_SIZE_TEST",
-            "160",
-        ]
-        + SMALL_MODEL
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = [json.loads(x) for x in open(tmp_path / "metrics.json")]
+def test_eval_period_evaluates_during_training(quick_run):
+    """TEST.EVAL_PERIOD 2 over 4 iterations (the shared run, QUICK_RUN_ARGS in tests/util.py)."""
+    out, _ = quick_run
+    rows = [json.loads(x) for x in open(out / "metrics.json")]
     evaluated = [row["iteration"] for row in rows if "segm/AP" in row]
     assert evaluated == [1, 4], evaluated  # after iteration 2 (index 1) and after training (iteration == MAX_ITER)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.util import QUICK, REPO, TINY_MODEL, tool_module
+from tests.util import QUICK, REPO, TINY_MODEL, run_tool_here, tool_module
 
 TINY = TINY_MODEL
 
@@ -95,7 +95,7 @@ def _tiny_coco(tmp_path):
     return gt, res
 
 
-def test_undefined_metric_is_nan_in_log_and_in_evaluate_json(tmp_path):
+def test_undefined_metric_is_nan_in_log_and_in_evaluate_json(tmp_path, capsys):
     from detgn.evaluation.coco_evaluation import coco_stat_to_percent, format_metric
 
     assert math.isnan(coco_stat_to_percent(-1.0)) and coco_stat_to_percent(0.25) == 25.0
@@ -105,11 +105,11 @@ def test_undefined_metric_is_nan_in_log_and_in_evaluate_json(tmp_path):
         and format_metric(12.34567, 4) == "12.3457"
     )
     gt, res = _tiny_coco(tmp_path)
-    r = _tool("evaluate_json.py", "--gt", str(gt), "--results", str(res))
-    assert r.returncode == 0, r.stderr
-    fields = dict(zip(r.stdout.split()[1::2], r.stdout.split()[2::2]))
+    status, out, err = run_tool_here("evaluate_json", ["--gt", str(gt), "--results", str(res)], capsys)
+    assert status == 0, err
+    fields = dict(zip(out.split()[1::2], out.split()[2::2]))
     assert fields["AP"] == "100.000" and fields["APs"] == "100.000"
-    assert fields["APm"] == "nan" and fields["APl"] == "nan" and "-100" not in r.stdout
+    assert fields["APm"] == "nan" and fields["APl"] == "nan" and "-100" not in out
 
 
 # ---------------------------------------------------------------- evaluation progress
@@ -228,12 +228,12 @@ def test_ap_plot_with_several_evaluations_is_a_curve(tmp_path, monkeypatch):
     assert running_median([5, 1, 3, 100, 2], 3).tolist() == [5, 3, 3, 3, 3]
 
 
-def test_plot_metrics_cli_options(tmp_path):
+def test_plot_metrics_cli_options(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text(json.dumps({"iteration": 0, "loss_cls": 1.0}) + "\n")
-    r = _tool("plot_metrics.py", str(tmp_path), "--log-scale", "on", "--window", "5")
-    assert r.returncode == 0 and "losses.png" in r.stdout, r.stderr
-    r = _tool("plot_metrics.py", str(tmp_path), "--window", "0")
-    assert r.returncode == 2 and "--window" in r.stderr
+    status, out, err = run_tool_here("plot_metrics", [str(tmp_path), "--log-scale", "on", "--window", "5"], capsys)
+    assert status == 0 and "losses.png" in out, err
+    status, _, err = run_tool_here("plot_metrics", [str(tmp_path), "--window", "0"], capsys)
+    assert status == 2 and "--window" in err
 
 
 # ---------------------------------------------------------------- pictures
@@ -309,7 +309,7 @@ def test_prediction_picture_has_input_gt_prediction_and_a_legend(tmp_path):
 
 
 # ---------------------------------------------------------------- tools that refuse to guess
-def test_convert_weights_needs_a_config_and_refuses_a_mismatching_one(tmp_path):
+def test_convert_weights_needs_a_config_and_refuses_a_mismatching_one(tmp_path, capsys):
     import torchvision
 
     torch.manual_seed(0)
@@ -317,43 +317,34 @@ def test_convert_weights_needs_a_config_and_refuses_a_mismatching_one(tmp_path):
     src = tmp_path / "r18_gn.pth"
     torch.save(tv.state_dict(), src)
     out = tmp_path / "out.pth"
-    # side by side: no config, a ResNet-50 config, the right depth (into another file)
-    r_none, r, r_ok = _tools(
-        ("convert_weights.py", str(src), str(out)),
-        ("convert_weights.py", str(src), str(out), "--config-file", QUICK),
-        ("convert_weights.py", str(src), str(tmp_path / "r18.pth"), "--config-file", QUICK, *TINY),
+    # no config, a ResNet-50 config, the right depth (into another file)
+    status, _, err = run_tool_here("convert_weights", [str(src), str(out)], capsys)
+    assert status == 2 and "--config-file" in err and not out.exists()
+    status, stdout, err = run_tool_here("convert_weights", [str(src), str(out), "--config-file", QUICK], capsys)
+    assert status == 2 and not out.exists(), stdout + err
+    assert "does not fit" in err and "another shape" in err and "--allow-partial" in err
+    status, _, err = run_tool_here(
+        "convert_weights", [str(src), str(tmp_path / "r18.pth"), "--config-file", QUICK, *TINY], capsys
     )
-    assert r_none.returncode == 2 and "--config-file" in r_none.stderr and not out.exists()
-    assert r.returncode == 2 and not out.exists(), r.stdout + r.stderr
-    assert "does not fit" in r.stderr and "another shape" in r.stderr and "--allow-partial" in r.stderr
-    assert r_ok.returncode == 0, r_ok.stderr
-    r = _tool("convert_weights.py", str(src), str(out), "--config-file", QUICK, "--allow-partial")
-    assert r.returncode == 0 and out.exists(), r.stderr
+    assert status == 0, err
+    argv = [str(src), str(out), "--config-file", QUICK, "--allow-partial"]
+    status, _, err = run_tool_here("convert_weights", argv, capsys)
+    assert status == 0 and out.exists(), err
     assert len(torch.load(tmp_path / "r18.pth", weights_only=True)["model"]) == len(tv.state_dict()) - 2  # all but fc
 
 
-def test_analyze_model_uses_the_config_size_module_paths_and_counts_the_mask_head():
-    r = _tool(
-        "analyze_model.py",
-        "--config-file",
-        QUICK,
-        "--tasks",
-        "flop",
-        "--depth",
-        "2",
-        *TINY,
-        "TEST.DETECTIONS_PER_IMAGE",
-        "20",
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "at 128x256 (height x width)" in r.stdout  # INPUT.MIN_SIZE_TEST x INPUT.MAX_SIZE_TEST of the config
-    assert "ROI heads on 20 detections" in r.stdout
+def test_analyze_model_uses_the_config_size_module_paths_and_counts_the_mask_head(capsys):
+    argv = ["--config-file", QUICK, "--tasks", "flop", "--depth", "2", *TINY, "TEST.DETECTIONS_PER_IMAGE", "20"]
+    status, stdout, err = run_tool_here("analyze_model", argv, capsys)
+    assert status == 0, err[-2000:]
+    assert "at 128x256 (height x width)" in stdout  # INPUT.MIN_SIZE_TEST x INPUT.MAX_SIZE_TEST of the config
+    assert "ROI heads on 20 detections" in stdout
     rows = {
         l.split("|")[1].strip(): l.split("|")[3].strip()
-        for l in r.stdout.splitlines()
+        for l in stdout.splitlines()
         if l.startswith("|") and l.count("|") >= 4
     }
-    assert "m" not in rows and " m." not in r.stdout
+    assert "m" not in rows and " m." not in stdout
     assert rows["roi_heads.mask_head"] not in ("", "0") and rows["backbone.bottom_up"] not in ("", "0")
 
 
@@ -423,11 +414,8 @@ def test_quickstart_demo_passes_overrides_and_names_the_output(monkeypatch, caps
 
 # ---------------------------------------------------------------- console
 @pytest.mark.slow  # two short training subprocesses
-def test_console_starts_with_a_short_header_and_files_hold_the_rest(tmp_path):
-    out = tmp_path / "run"
-    args = ["--config-file", QUICK, *TINY, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)]
-    r = _tool("train_net.py", *args)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_console_starts_with_a_short_header_and_files_hold_the_rest(quick_run, tmp_path):
+    out, r = quick_run  # the shared finished run (tests/conftest.py)
     lines = r.stdout.splitlines() + r.stderr.splitlines()
     log = open(out / "log.txt").read().splitlines()
     first_iter = next(i for i, l in enumerate(log) if "iter: 0" in l)
@@ -440,14 +428,15 @@ def test_console_starts_with_a_short_header_and_files_hold_the_rest(tmp_path):
         "test nuclei_mini_val: 12 images",
         "M parameters",
         "model.txt",
-        "Schedule: 1 iterations x 2 images",
+        "Schedule: 4 iterations x 2 images",
         "Precision for training",
     ):
         assert expected in head, expected
     assert "Running with config" not in "\n".join(lines) and "ResNet(" not in head
     assert "BasicBlock" in open(out / "model.txt").read() or "Bottleneck" in open(out / "model.txt").read()
     assert "SOLVER:" in open(out / "config.yaml").read()
-    r = _tool("train_net.py", "--verbose", *args[:-1], str(tmp_path / "verbose"))
+    args = ["--config-file", QUICK, *TINY, "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()"]
+    r = _tool("train_net.py", "--verbose", *args, "OUTPUT_DIR", str(tmp_path / "verbose"))
     assert r.returncode == 0, r.stderr[-2000:]
     verbose_log = open(tmp_path / "verbose" / "log.txt").read()
     assert "Running with config" in verbose_log and "roi_heads" in verbose_log

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.util import QUICK, REPO, TINY_MODEL, tool_module
+from tests.util import QUICK, REPO, TINY_MODEL, run_tool_here, tool_module
 
 TINY = TINY_MODEL
 
@@ -69,7 +69,7 @@ def tiny_weights(tmp_path_factory):
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
+def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights, capsys, monkeypatch):
     src = os.path.join(REPO, "datasets", "nuclei_mini", "val")
     inp = tmp_path / "in"
     inp.mkdir()
@@ -79,26 +79,13 @@ def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
     (inp / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "output" / "demo"  # the default --output, under the working directory
     # options after the overrides are options, not swallowed; --json into a folder that does not exist yet
-    r = _tool(
-        "demo.py",
-        "--config-file",
-        QUICK,
-        "--input",
-        str(inp),
-        "--input",
-        str(tmp_path / "missing.png"),
-        "MODEL.WEIGHTS",
-        tiny_weights,
-        *TINY,
-        "--json",
-        str(tmp_path / "new" / "det.json"),
-        "--confidence-threshold",
-        "0.3",
-        cwd=tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "precision for inference on cpu: float32" in r.stdout
-    assert "broken.png" in r.stderr and "missing.png" in r.stderr
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config-file", QUICK, "--input", str(inp), "--input", str(tmp_path / "missing.png")]
+    argv += ["MODEL.WEIGHTS", tiny_weights, *TINY, "--json", str(tmp_path / "new" / "det.json")]
+    status, stdout, err = run_tool_here("demo", argv + ["--confidence-threshold", "0.3"], capsys)
+    assert status == 0, err[-2000:]
+    assert "precision for inference on cpu: float32" in stdout
+    assert "broken.png" in err and "missing.png" in err
     written = sorted(os.listdir(out))
     assert written == sorted(os.path.splitext(n)[0] + "_pred.png" for n in names)
     dets = json.load(open(tmp_path / "new" / "det.json"))
@@ -108,7 +95,7 @@ def test_demo_on_folder_with_a_bad_file(tmp_path, tiny_weights):
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_demo_never_overwrites(tmp_path, tiny_weights):
+def test_demo_never_overwrites(tmp_path, tiny_weights, capsys):
     """Output next to its input; x.png and x.jpg; a rerun; no weights; an unwritable folder."""
     import cv2
 
@@ -129,50 +116,23 @@ def test_demo_never_overwrites(tmp_path, tiny_weights):
     base = ("--config-file", QUICK, "--input", str(tmp_path), "--output", str(tmp_path))  # results next to the inputs
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
-    # four independent runs side by side: an existing output, results next to the inputs, no weights, a read-only folder
-    r_exists, r, r_noweights, r_ro = _tools(
-        (
-            "demo.py",
-            "--config-file",
-            QUICK,
-            "--input",
-            str(tmp_path / "x.png"),
-            "--output",
-            str(tmp_path / "out"),
-            "MODEL.WEIGHTS",
-            tiny_weights,
-            *TINY,
-        ),
-        ("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY),
-        ("demo.py", "--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output", str(tmp_path / "o"), *TINY),
-        (
-            "demo.py",
-            "--config-file",
-            QUICK,
-            "--input",
-            str(tmp_path / "x.png"),
-            "--output",
-            str(ro),
-            "MODEL.WEIGHTS",
-            tiny_weights,
-            *TINY,
-        ),
-    )
-    assert r_exists.returncode == 2 and "x_pred.png exists" in r_exists.stderr and "--overwrite" in r_exists.stderr, (
-        r_exists.stderr[-1500:]
-    )
+    one = ["--config-file", QUICK, "--input", str(tmp_path / "x.png"), "--output"]
+    # an existing output, results next to the inputs, no weights, a read-only folder
+    r_exists = run_tool_here("demo", one + [str(tmp_path / "out"), "MODEL.WEIGHTS", tiny_weights, *TINY], capsys)
+    assert r_exists[0] == 2 and "x_pred.png exists" in r_exists[2] and "--overwrite" in r_exists[2], r_exists[2][-1500:]
     assert (tmp_path / "out" / "x_pred.png").read_bytes() == b"the user's own file"
-    assert (
-        r_noweights.returncode == 2 and "MODEL.WEIGHTS is empty" in r_noweights.stderr and not (tmp_path / "o").exists()
-    )
+    r_noweights = run_tool_here("demo", one + [str(tmp_path / "o"), *TINY], capsys)
+    assert r_noweights[0] == 2 and "MODEL.WEIGHTS is empty" in r_noweights[2] and not (tmp_path / "o").exists()
     if os.geteuid() != 0:  # root writes anywhere
-        assert r_ro.returncode == 2 and "cannot write into" in r_ro.stderr
-    assert r.returncode == 0, r.stderr[-1500:]
-    assert "wrote 2 result(s)" in r.stdout
+        r_ro = run_tool_here("demo", one + [str(ro), "MODEL.WEIGHTS", tiny_weights, *TINY], capsys)
+        assert r_ro[0] == 2 and "cannot write into" in r_ro[2]
+    status, stdout, err = run_tool_here("demo", [*base, "MODEL.WEIGHTS", tiny_weights, *TINY], capsys)
+    assert status == 0, err[-1500:]
+    assert "wrote 2 result(s)" in stdout
     assert {"x_pred.png", "x_2_pred.png"} <= set(os.listdir(tmp_path))  # x.png and x.jpg: two results
     assert {n: (tmp_path / n).read_bytes() for n in before} == before  # inputs untouched
-    r = _tool("demo.py", *base, "MODEL.WEIGHTS", tiny_weights, *TINY)  # a rerun: its outputs are now inputs
-    assert r.returncode == 2 and "is one of the inputs" in r.stderr
+    status, _, err = run_tool_here("demo", [*base, "MODEL.WEIGHTS", tiny_weights, *TINY], capsys)  # a rerun
+    assert status == 2 and "is one of the inputs" in err  # its outputs are now inputs
 
 
 def test_demo_output_plan_units(tmp_path):
@@ -267,42 +227,33 @@ def test_benchmark_tool_train_eval_data(tmp_path, capsys):
     assert "needs BN layers" in capsys.readouterr().err
 
 
-def test_analyze_model_tool():
-    r = _tool(
-        "analyze_model.py",
-        "--config-file",
-        QUICK,
-        "--tasks",
-        "parameter",
-        "flop",
-        "--size",
-        "64",
-        "--max-size",
-        "96",
-        *TINY,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "parameters:" in r.stdout and "total GFLOPs at 64x96" in r.stdout
-    assert "backbone" in r.stdout and "roi_heads" in r.stdout
+def test_analyze_model_tool(capsys):
+    argv = ["--config-file", QUICK, "--tasks", "parameter", "flop", "--size", "64", "--max-size", "96", *TINY]
+    status, stdout, err = run_tool_here("analyze_model", argv, capsys)
+    assert status == 0, err[-2000:]
+    assert "parameters:" in stdout and "total GFLOPs at 64x96" in stdout
+    assert "backbone" in stdout and "roi_heads" in stdout
 
 
 @pytest.mark.slow  # subprocess training; `pytest -m 'not slow'` skips it
-def test_plot_metrics_and_visualize_data(tmp_path):
+def test_plot_metrics_and_visualize_data(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text(
         "\n".join(json.dumps({"iteration": i, "loss_cls": 1.0 / (i + 1), "lr": 0.01}) for i in range(5))
         + "\n"
         + json.dumps({"iteration": 4, "segm/AP": 12.0})
         + "\n"
     )
-    r = _tool("plot_metrics.py", str(tmp_path))
-    assert r.returncode == 0, r.stderr
+    status, _, err = run_tool_here("plot_metrics", [str(tmp_path)], capsys)
+    assert status == 0, err
     for f in ("losses.png", "lr.png", "ap.png"):
         assert (tmp_path / f).stat().st_size > 1000
-    r = _tool("plot_metrics.py", str(tmp_path / "nope"))
-    assert r.returncode == 2 and "not found" in r.stderr
+    status, _, err = run_tool_here("plot_metrics", [str(tmp_path / "nope")], capsys)
+    assert status == 2 and "not found" in err
     vis = tmp_path / "vis"
-    r = _tool("visualize_data.py", "--config-file", QUICK, "--output", str(vis), "--num", "2")
-    assert r.returncode == 0, r.stderr
+    status, _, err = run_tool_here(
+        "visualize_data", ["--config-file", QUICK, "--output", str(vis), "--num", "2"], capsys
+    )
+    assert status == 0, err
     assert len(os.listdir(vis)) == 2
 
 

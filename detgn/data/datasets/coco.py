@@ -20,9 +20,9 @@ from detgn.structures import BoxMode
 from detgn.structures.rle import rle_problem
 
 from ..record_store import gc_paused as _gc_paused
-from detgn.utils.errors import UserInputError
 
 from ..catalog import DatasetCatalog, MetadataCatalog
+from ..errors import DatasetFormatError, DatasetNotFoundError  # noqa: F401 - also importable from here
 
 __all__ = [
     "load_coco_json",
@@ -33,14 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class DatasetNotFoundError(UserInputError, FileNotFoundError):
-    """The annotation file, the image folder or every image of a dataset is missing."""
-
-
-class DatasetFormatError(UserInputError, ValueError):
-    """The annotation file cannot be used; the message names the file and what is wrong."""
 
 
 try:

@@ -11,7 +11,8 @@ import os
 from typing import Dict, List, Optional
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .coco import DatasetFormatError, DatasetNotFoundError, _gc_paused, _read_json, coco_records_from_data
+from ..errors import DatasetFormatError, DatasetNotFoundError
+from .coco import _gc_paused, _read_json, coco_records_from_data
 
 __all__ = ["load_lvis_json", "register_lvis_instances"]
 
