@@ -231,7 +231,7 @@ def test_numpy_postprocessing_equals_detgn():
     assert ref.sum() > 1000 and np.array_equal(ref, got)
 
 
-def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path):
+def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path, capsys):
     """tools/demo.py --runtime onnxruntime / torchscript draws and writes the exported model's detections;
     a config that changes a setting traced into the graph is refused in one line."""
     cfg, _ = small_export_model
@@ -241,60 +241,28 @@ def test_demo_runs_exported_models(exports, small_export_model, images, tmp_path
 
     cv2.imwrite(str(tmp_path / "img.png"), images[1])
     expected = exported_predictor(exports["onnx"]["model"])(images[1])
+    common = ["--config-file", str(cfg_file), "--input", str(tmp_path / "img.png")]
     for runtime, fmt in (("onnxruntime", "onnx"), ("torchscript", "torchscript")):
         out = tmp_path / runtime
-        r = subprocess.run(
-            [
-                sys.executable,
-                os.path.join(REPO, "tools", "demo.py"),
-                "--config-file",
-                str(cfg_file),
-                "--runtime",
-                runtime,
-                "--input",
-                str(tmp_path / "img.png"),
-                "--output",
-                str(out),
-                "--json",
-                str(out / "det.json"),
-                "--confidence-threshold",
-                "0.05",
-                "MODEL.WEIGHTS",
-                exports[fmt]["model"],
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        argv = common + ["--runtime", runtime, "--output", str(out), "--json", str(out / "det.json")]
+        status, _, err = run_tool_here(
+            "demo", argv + ["--confidence-threshold", "0.05", "MODEL.WEIGHTS", exports[fmt]["model"]], capsys
         )
-        assert r.returncode == 0, r.stderr[-2000:]
+        assert status == 0, err[-2000:]
         assert os.path.isfile(out / "img_pred.png")
         dets = json.load(open(out / "det.json"))
         assert len(dets) == int((expected["scores"] >= 0.05).sum()) > 0
-    r = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "tools", "demo.py"),
-            "--config-file",
-            str(cfg_file),
-            "--runtime",
-            "onnxruntime",
-            "--input",
-            str(tmp_path / "img.png"),
-            "--output",
-            str(tmp_path / "x"),
-            "MODEL.WEIGHTS",
-            exports["onnx"]["model"],
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-            "0.3",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
-    assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 differs from the exported model's 0.05" in r.stderr
+    argv = common + [
+        "--runtime",
+        "onnxruntime",
+        "--output",
+        str(tmp_path / "x"),
+        "MODEL.WEIGHTS",
+        exports["onnx"]["model"],
+    ]
+    status, _, err = run_tool_here("demo", argv + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.3"], capsys)
+    assert status == 2 and err.strip().count("\n") == 0
+    assert "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.3 differs from the exported model's 0.05" in err
 
 
 def test_export_refuses_a_folder_holding_export_files(tmp_path):
