@@ -1,4 +1,5 @@
-"""Mutation check of the tests that issue 13 rewrote: break the code each one guards, run that test, expect it to fail.
+"""Mutation check of the tests that guard the most-broken code paths: break the code each one guards, run that
+test, expect it to fail.
 
 Each mutation is one literal text replacement in one source file; the file is restored afterwards
 (also on Ctrl-C). A mutation whose test still passes is a test that cannot fail: listed as SURVIVED.

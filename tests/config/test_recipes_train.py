@@ -1,4 +1,4 @@
-"""The recipe configs of issue 25 (Cascade, deformable, C4, R-101, scratch SyncBN 9x, Detectron's recipe,
+"""The recipe configs (Cascade, deformable, C4, R-101, scratch SyncBN 9x, Detectron's recipe,
 mmdetection's GN / GN+WS) each run one real training iteration (forward, backward, SGD step) on CPU.
 
 Tiny input (one 96x128 image, one box), few ROIs; the networks are the configs' own (norms, heads, depth), except
