@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.util import REPO, tool_module
+from tests.util import REPO, run_tool_here, tool_module
 
 TOOL = os.path.join(REPO, "tools", "norm_study.py")
 
@@ -51,10 +51,13 @@ def test_cell_overrides_scale_batch_iterations_and_lr():
 
 
 @pytest.mark.slow  # a few tiny training subprocesses
-def test_quick_study_writes_every_cell_table_and_plot_and_resumes(tmp_path):
+def test_quick_study_writes_every_cell_table_and_plot_and_resumes(tmp_path, capsys, monkeypatch):
+    """The study itself runs in this process (it only orchestrates); each cell is a real train_net subprocess."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     out = tmp_path / "study"
-    r = _study(out, "--ims", "1")
-    assert r.returncode == 0, r.stderr[-3000:]
+    argv = ["--quick", "--threads", "2", "--output", str(out), "--ims", "1"]
+    status, _, err = run_tool_here("norm_study", argv, capsys)
+    assert status == 0, err[-3000:]
     results = json.load(open(out / "results.json"))["cells"]
     assert sorted(c["name"] for c in results) == ["BN_1x1", "GN_1x1"]
     assert all(c["segm_AP"] is not None and c["bbox_AP"] is not None for c in results)
@@ -63,9 +66,9 @@ def test_quick_study_writes_every_cell_table_and_plot_and_resumes(tmp_path):
     assert (out / "norm_study.png").stat().st_size > 10000
     # resumable: a finished cell is not rerun; a cell without result.json continues from its checkpoint
     os.remove(out / "cells" / "GN_1x1" / "result.json")
-    r = _study(out, "--ims", "1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("done before; not rerun") == 1 and "[GN_1x1] resuming" in r.stdout
+    status, stdout, err = run_tool_here("norm_study", argv, capsys)
+    assert status == 0, err[-3000:]
+    assert stdout.count("done before; not rerun") == 1 and "[GN_1x1] resuming" in stdout
     assert len(json.load(open(out / "results.json"))["cells"]) == 2
 
 
