@@ -213,8 +213,16 @@ _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant"
 _C.SOLVER.RESCALE_INTERVAL = False  # unused (detectron2 compatibility)
 _C.SOLVER.CHECKPOINT_PERIOD = 5000  # save a checkpoint every this many iterations
 _C.SOLVER.MAX_TO_KEEP = 0  # periodic checkpoints kept on disk; 0 keeps all
-_C.SOLVER.IMS_PER_BATCH = 16  # images per iteration summed over all workers
-_C.SOLVER.REFERENCE_WORLD_SIZE = 0  # world size the LR/schedule were tuned for; 0 = no rescaling
+_C.SOLVER.IMS_PER_BATCH = 16  # images per optimizer step (iteration) summed over all processes
+# images per forward/backward on one process; IMS_PER_BATCH / (processes x IMS_PER_DEVICE) micro-batches are
+# accumulated per step, each the batch of one process of a larger job (detgn/engine/accumulation.py).
+# 0 = IMS_PER_BATCH / processes: one micro-batch, no accumulation
+_C.SOLVER.IMS_PER_DEVICE = 0
+_C.SOLVER.REFERENCE_WORLD_SIZE = 0  # processes the recipe was written for; 0 = the recipe fits any number
+# with REFERENCE_WORLD_SIZE R and W != R processes: "accumulate" keeps the recipe (IMS_PER_BATCH / R images per
+# micro-batch, R / W micro-batches per step), "rescale" applies the linear scaling rule (batch, LR and schedule x
+# W / R: another recipe), "auto" accumulates unless a norm key names BN/SyncBN (statistics per micro-batch)
+_C.SOLVER.REFERENCE_WORLD_SIZE_MODE = "auto"
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value", "norm" (each parameter) or "full_model" (joint norm)

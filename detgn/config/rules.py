@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from detgn.utils.errors import ConfigValueError
 
+from .batch import micro_batches
+
 __all__ = ["RULES", "RELATIONS", "check_config", "rules_table"]
 
 
@@ -228,7 +230,9 @@ RULES: Dict[str, Rule] = {
     "SOLVER.CHECKPOINT_PERIOD": ge(1),
     "SOLVER.MAX_TO_KEEP": ge(0),
     "SOLVER.IMS_PER_BATCH": ge(1),
+    "SOLVER.IMS_PER_DEVICE": ge(0),
     "SOLVER.REFERENCE_WORLD_SIZE": ge(0),
+    "SOLVER.REFERENCE_WORLD_SIZE_MODE": one_of("auto", "accumulate", "rescale"),
     "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": one_of("value", "norm", "full_model"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": gt(0),
     "SOLVER.CLIP_GRADIENTS.NORM_TYPE": Rule(
@@ -501,7 +505,8 @@ RELATIONS: List[Tuple[str, Callable]] = [
 
 def check_config(cfg, world_size: Optional[int] = None) -> None:
     """Raise ConfigValueError naming the first key whose value breaks RULES or RELATIONS. With
-    `world_size` (the number of training processes), also check that SOLVER.IMS_PER_BATCH divides by it."""
+    `world_size` (the number of training processes), also check that SOLVER.IMS_PER_BATCH divides into its
+    processes and their micro-batches of SOLVER.IMS_PER_DEVICE (config/batch.py)."""
     for key, rule in RULES.items():
         if key.split(".")[0] not in cfg:  # a section only some tools add (CLASSIFIER: add_classifier_config)
             continue
@@ -513,11 +518,8 @@ def check_config(cfg, world_size: Optional[int] = None) -> None:
         if bad:
             key, value, allowed = bad
             raise ConfigValueError(f"{key} = {value!r}: must be {allowed}")
-    if world_size and cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ConfigValueError(
-            f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: must be divisible by the number of processes "
-            f"({world_size}); use a multiple of {world_size} or another --num-gpus"
-        )
+    if world_size:
+        micro_batches(cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.IMS_PER_DEVICE, world_size)
 
 
 def rules_table() -> str:
@@ -525,7 +527,10 @@ def rules_table() -> str:
     lines = ["| key | allowed |", "|---|---|"]
     lines += [f"| `{k}` | {r.allowed} |" for k, r in RULES.items()]
     lines += ["", "Relations between keys:", ""] + [f"- {d}" for d, _ in RELATIONS]
-    lines += ["- SOLVER.IMS_PER_BATCH divisible by the number of training processes (--num-gpus x --num-machines)"]
+    lines += [
+        "- SOLVER.IMS_PER_BATCH divisible by the number of training processes (--num-gpus x --num-machines) and, "
+        "with SOLVER.IMS_PER_DEVICE > 0, by processes x IMS_PER_DEVICE"
+    ]
     return "\n".join(lines) + "\n"
 
 

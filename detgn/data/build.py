@@ -2,7 +2,8 @@
 
 Training: dataset dicts -> TrainingSampler (infinite, seeded, sharded) -> aspect-ratio grouped
 batches of (index, augmentation seed) decided in the main process -> DataLoader workers run the
-mapper. IMS_PER_BATCH is the total over all processes.
+mapper. IMS_PER_BATCH is the total over all processes; with SOLVER.IMS_PER_DEVICE each process's share
+comes as micro-batches, each the batch of one rank of a larger job (engine/accumulation.py).
 """
 
 import itertools
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.utils.data as torchdata
 
+from detgn.config.batch import micro_batches
 from detgn.utils import comm
 from detgn.utils.errors import ConfigValueError
 
@@ -139,19 +141,37 @@ def _worker_init(worker_id):
     np.random.seed(seed)
 
 
+class _MicroBatches:
+    """One step's batch: micro-batch j of this process is virtual rank `first_rank + j`'s batch of a job of
+    `virtual_world` ranks, concatenated in j order (engine/accumulation.py)."""
+
+    def __init__(self, samplers):
+        self.samplers = samplers
+
+    def __iter__(self):
+        if len(self.samplers) == 1:
+            yield from self.samplers[0]
+            return
+        for batches in zip(*self.samplers):
+            yield [item for b in batches for item in b]
+
+
 def build_detection_train_loader(
     cfg, mapper=None, *, start_iter: int = 0, seed: Optional[int] = None, dataset: Optional[List[Dict]] = None
 ):
-    """Infinite loader yielding lists of IMS_PER_BATCH / world_size mapped dicts.
+    """Infinite loader yielding, per optimizer step, lists of IMS_PER_BATCH / world_size mapped dicts.
 
-    `start_iter` skips that many batches of the deterministic stream (exact resume);
+    With SOLVER.IMS_PER_DEVICE m > 0 (gradient accumulation, engine/accumulation.py) a step's list holds k
+    micro-batches of m images, one after the other; micro-batch j of rank r is the batch that rank r * k + j
+    of a job of world_size * k processes would get (the same images, the same augmentations).
+    `start_iter` skips that many steps of the deterministic stream (exact resume);
     `seed` fixes the order and augmentations (default: cfg.SEED when >= 0).
     """
     world = comm.get_world_size()
     total = cfg.SOLVER.IMS_PER_BATCH
-    if total % world != 0:
-        raise ConfigValueError(f"SOLVER.IMS_PER_BATCH ({total}) must be divisible by the number of processes ({world})")
-    batch_size = total // world
+    k = micro_batches(total, cfg.SOLVER.IMS_PER_DEVICE, world)
+    batch_size = total // (world * k)
+    virtual_world = world * k
     if dataset is None:
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     if mapper is None:
@@ -159,9 +179,8 @@ def build_detection_train_loader(
     if seed is None:
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     name = cfg.DATALOADER.SAMPLER_TRAIN
-    if name == "TrainingSampler":
-        sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed)
-    elif name == "RepeatFactorTrainingSampler":
+    factors = None
+    if name == "RepeatFactorTrainingSampler":
         factors = repeat_factors_from_category_frequency(dataset, cfg.DATALOADER.REPEAT_THRESHOLD)
         logger.info(
             "RepeatFactorTrainingSampler (REPEAT_THRESHOLD %g): %d images, %.0f samples per epoch",
@@ -169,8 +188,7 @@ def build_detection_train_loader(
             len(factors),
             float(factors.sum()),
         )
-        sampler = RepeatFactorTrainingSampler(factors, shuffle=True, seed=seed)
-    else:
+    elif name != "TrainingSampler":
         raise ConfigValueError(
             f"DATALOADER.SAMPLER_TRAIN '{name}' is unknown; use TrainingSampler or RepeatFactorTrainingSampler"
         )
@@ -180,10 +198,16 @@ def build_detection_train_loader(
         group_ids = [0 if d["width"] > d["height"] else 1 for d in dataset]
     else:
         group_ids = [0] * len(dataset)
-    batches = _SkipBatches(
-        GroupedBatchSampler(sampler, group_ids, batch_size, seed=seed, rank=comm.get_rank(), world_size=world),
-        start_iter,
-    )
+    samplers = []
+    for v in range(comm.get_rank() * k, (comm.get_rank() + 1) * k):
+        if factors is None:
+            sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed, rank=v, world_size=virtual_world)
+        else:
+            sampler = RepeatFactorTrainingSampler(factors, shuffle=True, seed=seed, rank=v, world_size=virtual_world)
+        samplers.append(
+            GroupedBatchSampler(sampler, group_ids, batch_size, seed=seed, rank=v, world_size=virtual_world)
+        )
+    batches = _SkipBatches(_MicroBatches(samplers), start_iter)
     return torchdata.DataLoader(
         MappedDataset(dataset, mapper, skip_bad=True),
         batch_sampler=batches,

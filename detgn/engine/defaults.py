@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from detgn.checkpoint import DetectionCheckpointer, set_rng_state
+from detgn.checkpoint import DetectionCheckpointer
 from detgn.config import ConfigKeyError, UnsupportedConfigError, check_supported, get_cfg
 from detgn.config.rules import check_config
 from detgn.data import (
@@ -28,7 +28,7 @@ from detgn.data import (
 from detgn.evaluation import COCOEvaluator, inference_on_dataset
 from detgn.evaluation.coco_evaluation import format_metric
 from detgn.modeling import build_model
-from detgn.solver import build_lr_scheduler, build_optimizer, rescale_for_world_size
+from detgn.solver import build_lr_scheduler, build_optimizer
 from detgn.utils import comm
 from detgn.utils.atomic import atomic_write_text
 from detgn.utils.errors import ConfigValueError, UserInputError
@@ -36,6 +36,7 @@ from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWrite
 from detgn.utils.logger import setup_logger
 
 from . import hooks
+from .accumulation import VirtualRankStreams, accumulation_norm_warning, resolve_batch_layout, steps_note
 from .precision import log_precision, resolve_inference_precision, resolve_precision
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
@@ -173,7 +174,10 @@ def setup_cfg(args, default_cfg=get_cfg):
         raise ConfigError(f"command line override {args.opts}: {type(e).__name__}: {e}") from e
     try:
         check_supported(cfg)
-        check_config(cfg, world_size=_training_world_size(args) if cfg.SOLVER.REFERENCE_WORLD_SIZE == 0 else None)
+        check_config(cfg)
+        world = _training_world_size(args)
+        if world:  # the batch layout this job will train with: sizes that do not divide are refused now
+            resolve_batch_layout(cfg, world)
     except (UnsupportedConfigError, ConfigValueError) as e:
         raise ConfigError(str(e)) from e
     return cfg
@@ -383,23 +387,28 @@ def _check_every_rank_sees_the_checkpoint(output_dir: str) -> None:
 _DDP_ARGS = set(inspect.signature(DistributedDataParallel.__init__).parameters)
 
 
-def _rng_state_of_this_rank(ckpt: dict, logger):
-    """The RNG state this rank had at the checkpoint (rng_per_rank[rank]). With more processes than the
-    checkpoint had, the extra ranks keep their fresh seeds (SEED + rank); a checkpoint with one state only
-    (older detgn) restores it on rank 0 only, so no two ranks ever draw the same random numbers."""
-    rank, world = comm.get_rank(), comm.get_world_size()
+def _rng_states_of_this_process(ckpt: dict, first_rank: int, k: int, logger):
+    """The RNG states the k virtual ranks first_rank .. first_rank + k - 1 of this process had at the checkpoint
+    (its rng_per_rank[v]; accumulation.py), None for a rank the checkpoint has none of. A checkpoint of another
+    number of ranks resumes the streams it has: with more ranks now, the extra ones keep their fresh seeds
+    (SEED + rank); a checkpoint with one state only (older detgn) restores rank 0's only, so no two ranks ever draw
+    the same random numbers."""
     per_rank = ckpt.get("rng_per_rank")
     if not per_rank:
-        return ckpt.get("rng") if rank == 0 else None
-    if len(per_rank) != world and rank == 0:
+        per_rank = [ckpt["rng"]] if ckpt.get("rng") is not None else []
+    virtual_world = comm.get_world_size() * k
+    if len(per_rank) != virtual_world and comm.get_rank() == 0:
         logger.info(
-            "Resuming %d processes from a checkpoint of %d: the images and their augmentations continue as "
-            "before; the model's random sampling (anchors, proposals) continues the saved streams of ranks < %d only",
-            world,
+            "Resuming %d ranks (%d process(es) x %d micro-batches) from a checkpoint of %d: the images and their "
+            "augmentations continue as before; the model's random sampling (anchors, proposals) continues the saved "
+            "streams of ranks < %d only",
+            virtual_world,
+            comm.get_world_size(),
+            k,
             len(per_rank),
-            min(world, len(per_rank)),
+            min(virtual_world, len(per_rank)),
         )
-    return per_rank[rank] if rank < len(per_rank) else None
+    return [per_rank[v] if v < len(per_rank) else None for v in range(first_rank, first_rank + k)]
 
 
 class DefaultTrainer(TrainerBase):
@@ -419,17 +428,23 @@ class DefaultTrainer(TrainerBase):
     def __init__(self, cfg, verbose: bool = False):
         super().__init__()
         self.logger = logging.getLogger("detgn.trainer")
-        cfg = rescale_for_world_size(cfg, comm.get_world_size())
+        cfg, self.micro_batches = resolve_batch_layout(cfg, comm.get_world_size())
         self.cfg = cfg
+        # micro-batch j of this process is rank (rank x k + j) of a job of world x k processes (accumulation.py)
+        self.streams = VirtualRankStreams(self.micro_batches, comm.get_rank() * self.micro_batches)
         self.train_dicts = self.load_train_data()  # fail fast on bad data paths, before the model is built
         self.model = build_model(cfg)
         describe_model(cfg, self.model, verbose=verbose)
         s = cfg.SOLVER
+        warning = accumulation_norm_warning(self.model, self.micro_batches)
+        if warning:
+            self.logger.warning(warning)
         self.logger.info(
-            "Schedule: %d iterations x %d images, base LR %g, LR steps %s, warm-up %d iterations; "
+            "Schedule: %d iterations x %d images%s, base LR %g, LR steps %s, warm-up %d iterations; "
             "checkpoint every %d, evaluation %s",
             s.MAX_ITER,
             s.IMS_PER_BATCH,
+            steps_note(self.micro_batches, s.IMS_PER_BATCH // (comm.get_world_size() * self.micro_batches)),
             s.BASE_LR,
             tuple(s.STEPS),
             s.WARMUP_ITERS,
@@ -480,7 +495,9 @@ class DefaultTrainer(TrainerBase):
             self.data_seed = ckpt.get("data_seed", self.data_seed)
             # detgn before hooks had state saved the loop's loss scale alone, as "amp"
             self._resumed_state = ckpt.get("trainer") or {"hooks": {}, "loop": ckpt.get("amp") or {}}
-            self._rng_state = _rng_state_of_this_rank(ckpt, self.logger)
+            self._rng_state = _rng_states_of_this_process(
+                ckpt, self.streams.first_rank, self.micro_batches, self.logger
+            )
             _reapply_solver_settings(
                 self.optimizer, self.scheduler, *from_config, start_iter=self.start_iter, logger=self.logger
             )
@@ -504,7 +521,10 @@ class DefaultTrainer(TrainerBase):
         writers = []
         if comm.is_main_process():
             writers = [
-                CommonMetricPrinter(self.max_iter),
+                CommonMetricPrinter(
+                    self.max_iter,
+                    step_note=f"{self.micro_batches} micro-batches" if self.micro_batches > 1 else "",
+                ),
                 JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
                 TensorboardWriter(cfg.OUTPUT_DIR),
             ]
@@ -543,16 +563,14 @@ class DefaultTrainer(TrainerBase):
         cfg = self.cfg
         precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, self.device.type)
         log_precision(precision, "training")
+        steps = dict(flush_period=cfg.LOG_PERIOD, micro_batches=self.micro_batches, streams=self.streams)
         if precision.dtype is None:
-            return SimpleTrainer(model, loader, self.optimizer, flush_period=cfg.LOG_PERIOD)
-        return AMPTrainer(
-            model,
-            loader,
-            self.optimizer,
-            dtype=precision.name,
-            device_type=self.device.type,
-            flush_period=cfg.LOG_PERIOD,
-        )
+            return SimpleTrainer(model, loader, self.optimizer, **steps)
+        return AMPTrainer(model, loader, self.optimizer, dtype=precision.name, device_type=self.device.type, **steps)
+
+    def rng_states(self):
+        """The random states of this process's ranks (one per micro-batch), as checkpoints store them."""
+        return self.streams.states()
 
     def train(self):
         """Train from start_iter to SOLVER.MAX_ITER with the standard hooks (build_hooks) and those registered
@@ -568,8 +586,11 @@ class DefaultTrainer(TrainerBase):
         self._hooks[at:at] = registered
         if self._resumed_state is not None:
             self.load_state_dict(self._resumed_state)
-        if self._rng_state is not None:  # exact resume: the RNG as it was right after the saved iteration
-            set_rng_state(self._rng_state)
+        # each rank's random stream (ROI / anchor sampling) starts from SEED + rank, or, on resume, continues
+        # exactly as it was right after the saved iteration
+        self.streams.seed(None if self.cfg.SEED < 0 else self.cfg.SEED)
+        if self._rng_state is not None:
+            self.streams.load(self._rng_state)
         super().train(self.start_iter, self.max_iter)
         eval_hooks = [h for h in self.hooks if isinstance(h, hooks.EvalHook)]
         return eval_hooks[0].last_results if eval_hooks else None

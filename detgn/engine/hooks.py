@@ -108,7 +108,11 @@ class PeriodicCheckpointer(HookBase):
         if flush is not None:  # buffered metrics and the finiteness check first: no checkpoint holds Inf/NaN
             flush()
         self.before_save()
-        rngs = comm.gather(get_rng_state())  # every rank's RNG: each resumes its own stream (rank 0 writes them)
+        # every rank's RNG (each micro-batch's with accumulation: a list per process), so each resumes its own
+        # stream; rank 0 writes them, in rank order
+        states = getattr(self.trainer, "rng_states", None)
+        gathered = comm.gather(states() if states is not None else [get_rng_state()])
+        rngs = [state for per_process in gathered for state in per_process]
         self.checkpointer.save(
             name, iteration=iteration, rng=rngs[0] if rngs else None, rng_per_rank=rngs, **self.extra_state()
         )

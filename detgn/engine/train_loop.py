@@ -240,8 +240,14 @@ class TrainerBase:
 
 
 class SimpleTrainer(TrainerBase):
-    """One step = next batch -> loss dict -> sum -> backward -> optimizer step, in fp32, without waiting for
-    the device: the losses stay on it until `flush()`.
+    """One step = next batch -> for each micro-batch: loss dict -> sum -> backward -> one optimizer step, in
+    fp32, without waiting for the device: the losses stay on it until `flush()`.
+
+    `micro_batches` k > 1 (gradient accumulation, accumulation.py): the step's batch is k micro-batches, each
+    run on its virtual rank's random stream (`streams`, a VirtualRankStreams), its loss scaled by 1 / k, its
+    gradient accumulated; under DDP all but the last micro-batch run in `no_sync`, so gradients are
+    all-reduced once per step. The step's losses are the micro-batches' mean; the model's statistics
+    (put_model_stats) those of micro-batch 0, as a multi-process run logs rank 0's.
 
     `flush()` runs every `flush_period` iterations (and at the first and last one, and whenever a hook is
     about to use the weights: the checkpointer before a save, evaluation before it runs): one all-reduce and
@@ -252,8 +258,20 @@ class SimpleTrainer(TrainerBase):
     flush; no checkpoint ever holds them.
     """
 
-    def __init__(self, model, data_loader, optimizer, gather_metric_period: int = 1, flush_period: int = 20):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        gather_metric_period: int = 1,
+        flush_period: int = 20,
+        *,
+        micro_batches: int = 1,
+        streams=None,
+    ):
         super().__init__()
+        from .accumulation import VirtualRankStreams
+
         model.train()
         self.model = model
         self.data_loader = data_loader
@@ -261,6 +279,10 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.gather_metric_period = gather_metric_period
         self.flush_period = max(int(flush_period), 1)
+        self.micro_batches = max(int(micro_batches), 1)
+        self.streams = streams if streams is not None else VirtualRankStreams(self.micro_batches, 0)
+        if self.streams.k != self.micro_batches:
+            raise ValueError(f"{self.streams.k} random streams for {self.micro_batches} micro-batches")
         self._pending = []  # (iteration, loss names, stacked losses on the device, data_time, ROI sampling stats)
 
     @property
@@ -272,28 +294,52 @@ class SimpleTrainer(TrainerBase):
     def _forward(self, data):
         return self.model(data)
 
+    def _sync_context(self, last: bool):
+        """DDP's no_sync for every micro-batch but the last: one gradient all-reduce per optimizer step."""
+        if last or not hasattr(self.model, "no_sync"):
+            return contextlib.nullcontext()
+        return self.model.no_sync()
+
     def run_step(self):
+        from .accumulation import split_micro_batches
+
         assert self.model.training, "[SimpleTrainer] model was changed to eval mode!"
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        loss_dict = self._forward(data)
-        losses = sum(loss_dict.values())
+        k = self.micro_batches
+        parts = split_micro_batches(data, k)
         self.optimizer.zero_grad(set_to_none=True)
-        self._backward_and_step(losses)
-        self._record(loss_dict, data_time)
+        names, values, roi = None, [], None
+        for j, part in enumerate(parts):
+            with self.streams.of(j), self._sync_context(last=j == k - 1):
+                loss_dict = self._forward(part)
+                losses = sum(loss_dict.values())
+                # the 1/k of an average over k micro-batches (exact in floating point when k is a power of two)
+                self._backward(losses if k == 1 else losses * (1.0 / k))
+            if names is None:
+                names = tuple(loss_dict)
+            elif tuple(loss_dict) != names:
+                raise RuntimeError(f"micro-batch {j} returned losses {tuple(loss_dict)}, micro-batch 0 {names}")
+            values.append(torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()]))
+            stats = get_event_storage().pop_model_stats() or None
+            if j == 0:
+                roi = stats
+        self._step()
+        step_values = values[0] if k == 1 else torch.stack(values).sum(dim=0) / k
+        self._record(names, step_values, data_time, roi)
         if (self.iter + 1) % self.flush_period == 0 or self.iter in (self.start_iter, self.max_iter - 1):
             self.flush()
 
-    def _backward_and_step(self, losses):
+    def _backward(self, losses):
         losses.backward()
+
+    def _step(self):
         self.optimizer.step()
 
-    def _record(self, loss_dict: Dict[str, torch.Tensor], data_time: float) -> None:
-        names = tuple(loss_dict)
-        values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
+    def _record(self, names, values: torch.Tensor, data_time: float, roi: Optional[Dict[str, object]]) -> None:
+        """Buffer one step's losses (`values`, 0-d per name, on the device) and the model's statistics."""
         # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
-        roi = get_event_storage().pop_model_stats() or None
         if roi is not None:
             roi = (
                 tuple(roi),
@@ -387,8 +433,19 @@ class AMPTrainer(SimpleTrainer):
         device_type: str = "cuda",
         gather_metric_period: int = 1,
         flush_period: int = 20,
+        *,
+        micro_batches: int = 1,
+        streams=None,
     ):
-        super().__init__(model, data_loader, optimizer, gather_metric_period, flush_period)
+        super().__init__(
+            model,
+            data_loader,
+            optimizer,
+            gather_metric_period,
+            flush_period,
+            micro_batches=micro_batches,
+            streams=streams,
+        )
         if dtype not in ("float16", "bfloat16"):
             raise ConfigValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
         if device_type == "cpu" and dtype == "float16":
@@ -402,12 +459,19 @@ class AMPTrainer(SimpleTrainer):
             loss_dict = self.model(data)
         return {k: v.float() for k, v in loss_dict.items()}
 
-    def _backward_and_step(self, losses):
+    def _backward(self, losses):
         if self.grad_scaler is None:
-            super()._backward_and_step(losses)
+            losses.backward()
+        else:
+            self.grad_scaler.scale(losses).backward()
+
+    def _step(self):
+        if self.grad_scaler is None:
+            self.optimizer.step()
             return
-        # fp16: the scaler skips steps with Inf/NaN gradients (and lowers the scale) by design
-        self.grad_scaler.scale(losses).backward()
+        # fp16: once per step, after every micro-batch's backward: the scaler unscales the accumulated gradients
+        # (clipping, in the optimizer's step, sees them unscaled) and skips a step with Inf/NaN gradients (and
+        # lowers the scale), by design
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 

@@ -183,12 +183,15 @@ class TensorboardWriter:
 
 
 class CommonMetricPrinter:
-    """Console line: eta, iter, losses (median of the window), time, data_time, lr, peak memory."""
+    """Console line: eta, iter (an optimizer step), losses (median of the window), time (of a whole step, micro-batches
+    included, so the eta counts what is left honestly), data_time, lr, peak memory."""
 
-    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20):
+    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20, step_note: str = ""):
+        """step_note: what one iteration is made of, printed after its number (e.g. "8 micro-batches")."""
         self.logger = logging.getLogger("detgn.utils.events")
         self._max_iter = max_iter
         self._window_size = window_size
+        self._step_note = f" ({step_note})" if step_note else ""
 
     def _eta(self, storage) -> Optional[str]:
         """Remaining iterations x the running mean of the last 100 step times (the first step of
@@ -226,7 +229,7 @@ class CommonMetricPrinter:
                 mem = ""
         losses = "  ".join(f"{k}: {storage.median(k, self._window_size):.4g}" for k in sorted(hist) if "loss" in k)
         self.logger.info(
-            f"{'eta: ' + eta + '  ' if eta else ''}iter: {iteration}  {losses}  "
+            f"{'eta: ' + eta + '  ' if eta else ''}iter: {iteration}{self._step_note}  {losses}  "
             f"{'time: %.4f  ' % iter_time if iter_time is not None else ''}"
             f"{'data_time: %.4f  ' % data_time if data_time is not None else ''}"
             f"{'lr: %.6g  ' % lr if lr is not None else ''}{mem}"

@@ -21,6 +21,7 @@ NUMERIC = [
 # where 0 or -1 is a meaningful value (defaults.py says what it means)
 ZERO_OK = {
     "MODEL.BACKBONE.FREEZE_AT",
+    "SOLVER.IMS_PER_DEVICE",
     "MODEL.ANCHOR_GENERATOR.OFFSET",
     "MODEL.PROPOSAL_GENERATOR.MIN_SIZE",
     "MODEL.RPN.BOUNDARY_THRESH",
