@@ -181,6 +181,10 @@ class VirtualRankStreams:
 
         if self.k == 1:
             return [get_rng_state()]
+        for j, state in enumerate(self._states):
+            if state is None:
+                with self.of(j):
+                    pass
         return list(self._states)
 
     @contextmanager
@@ -191,7 +195,12 @@ class VirtualRankStreams:
         from detgn.checkpoint import get_rng_state, set_rng_state
 
         own = get_rng_state()
-        set_rng_state(self._states[j])
+        if self._states[j] is None:  # never seeded (a trainer built without DefaultTrainer): from torch's seed + rank
+            from .defaults import seed_all_rng
+
+            seed_all_rng((torch.initial_seed() + self.first_rank + j) % 2**31)
+        else:
+            set_rng_state(self._states[j])
         try:
             yield
         finally:

@@ -3,6 +3,9 @@
 DETGN_TEST_FAULT="RANK:ITER:SIGNAL" (e.g. "1:2:SIGKILL"): global rank RANK sends SIGNAL to itself after
 iteration ITER (after every other hook, so that iteration's periodic checkpoint is already saved), only in
 a run that started at iteration 0, so the restarted run goes through.
+DETGN_TEST_FAULT_FORWARD="N:SIGNAL" (e.g. "4:SIGTERM"): rank 0 sends SIGNAL to itself in the middle of a step, at its
+N-th model forward (0-based; with k micro-batches per step, forward N is micro-batch N % k of iteration N // k), only
+in a run that started at iteration 0.
 DETGN_TEST_RECORD=DIR: every rank appends, per iteration, the image ids of its batch with a checksum of
 each augmented image to DIR/rank<R>.jsonl (the sample stream, augmentations included).
 Runs as a script (torchrun, a subprocess) and provides `cli(argv)` for tests that import it.
@@ -21,7 +24,7 @@ sys.path.insert(0, REPO)
 import train_net  # noqa: E402
 
 from detgn.engine import DefaultTrainer  # noqa: E402
-from detgn.engine.train_loop import HookBase  # noqa: E402
+from detgn.engine.train_loop import HookBase, SimpleTrainer  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
 
@@ -70,6 +73,21 @@ def _build_recorded_train_loader(self):
     return _Recording(loader, self.start_iter, os.path.join(folder, f"rank{comm.get_rank()}.jsonl"))
 
 
+_forward = SimpleTrainer._forward
+_forwards = []
+
+
+def _forward_with_fault(self, data):
+    spec = os.environ.get("DETGN_TEST_FAULT_FORWARD")
+    if spec and self.start_iter == 0 and comm.get_rank() == 0:
+        n, name = spec.split(":")
+        if len(_forwards) == int(n):
+            os.kill(os.getpid(), getattr(signal, name))
+        _forwards.append(self.iter)
+    return _forward(self, data)
+
+
+SimpleTrainer._forward = _forward_with_fault
 DefaultTrainer.build_hooks = _build_hooks_with_fault
 DefaultTrainer.build_train_loader = _build_recorded_train_loader
 cli = train_net.cli
