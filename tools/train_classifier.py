@@ -85,6 +85,12 @@ def check_classifier_cfg(cfg):
             f"tools/train_classifier.py trains MODEL.META_ARCHITECTURE ImageNetClassifier, not "
             f"{cfg.MODEL.META_ARCHITECTURE}; start from configs/ImageNet/*.yaml"
         )
+    if cfg.SOLVER.IMS_PER_DEVICE or cfg.SOLVER.REFERENCE_WORLD_SIZE:
+        raise ConfigError(
+            "SOLVER.IMS_PER_DEVICE / SOLVER.REFERENCE_WORLD_SIZE (gradient accumulation, batch rescaling) are for "
+            "tools/train_net.py; the classifier's batch is SOLVER.IMS_PER_BATCH over the processes, its LR follows "
+            "CLASSIFIER.LR_REFERENCE_BATCH"
+        )
 
 
 def parse_args(argv=None):

@@ -34,6 +34,12 @@ _C.MODEL.COMPILE = CN()
 _C.MODEL.COMPILE.PARTS = []  # subset of ["backbone", "box_head", "mask_head"]; [] = eager
 _C.MODEL.COMPILE.MODE = "default"  # torch.compile mode: "default", "reduce-overhead" (CUDA graphs), "max-autotune"...
 _C.MODEL.COMPILE.BACKEND = "inductor"  # "inductor"; "aot_eager" / "eager" to debug tracing without code generation
+# activation checkpointing: recompute these parts' activations in the backward pass instead of keeping them
+# (less memory, one more forward of each part; bit-identical gradients). A subset of "stem", "res2".."res5" (each
+# block of the stage separately), "fpn" (the top-down pathway), "box_head" and "mask_head" (each tower as a whole);
+# frozen parts hold no activations and are refused. detgn/layers/activation_checkpoint.py
+_C.MODEL.ACTIVATION_CHECKPOINT = CN()
+_C.MODEL.ACTIVATION_CHECKPOINT.PARTS = []  # parts (above) whose activations are recomputed; [] = none
 
 _C.MODEL.BACKBONE = CN()
 _C.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"  # name in BACKBONE_REGISTRY
@@ -217,12 +223,12 @@ _C.SOLVER.IMS_PER_BATCH = 16  # images per optimizer step (iteration) summed ove
 # images per forward/backward on one process; IMS_PER_BATCH / (processes x IMS_PER_DEVICE) micro-batches are
 # accumulated per step, each the batch of one process of a larger job (detgn/engine/accumulation.py).
 # 0 = IMS_PER_BATCH / processes: one micro-batch, no accumulation
-_C.SOLVER.IMS_PER_DEVICE = 0
+_C.SOLVER.IMS_PER_DEVICE = 0  # images per forward/backward on one process (above); 0 = no accumulation
 _C.SOLVER.REFERENCE_WORLD_SIZE = 0  # processes the recipe was written for; 0 = the recipe fits any number
 # with REFERENCE_WORLD_SIZE R and W != R processes: "accumulate" keeps the recipe (IMS_PER_BATCH / R images per
 # micro-batch, R / W micro-batches per step), "rescale" applies the linear scaling rule (batch, LR and schedule x
 # W / R: another recipe), "auto" accumulates unless a norm key names BN/SyncBN (statistics per micro-batch)
-_C.SOLVER.REFERENCE_WORLD_SIZE_MODE = "auto"
+_C.SOLVER.REFERENCE_WORLD_SIZE_MODE = "auto"  # "auto", "accumulate" or "rescale" (above)
 _C.SOLVER.CLIP_GRADIENTS = CN()
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False  # clip gradients
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value", "norm" (each parameter) or "full_model" (joint norm)

@@ -125,6 +125,9 @@ RULES: Dict[str, Rule] = {
     "MODEL.GROUP_NORM.EPS": gt(0),
     "MODEL.GROUP_NORM.IMPL": one_of("torch", "triton"),
     "MODEL.COMPILE.PARTS": seq(one_of("backbone", "box_head", "mask_head"), min_len=0, max_len=3),
+    "MODEL.ACTIVATION_CHECKPOINT.PARTS": seq(
+        one_of("stem", "res2", "res3", "res4", "res5", "fpn", "box_head", "mask_head"), min_len=0, max_len=8
+    ),
     "MODEL.COMPILE.MODE": one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
     "MODEL.COMPILE.BACKEND": one_of("inductor", "aot_eager", "eager"),
     "MODEL.RESNETS.DEPTH": one_of(18, 34, 50, 101, 152),
@@ -271,6 +274,35 @@ def _get(cfg, key):
 
 def _rel(ok: bool, key: str, value, why: str) -> Optional[Tuple[str, Any, str]]:
     return None if ok else (key, value, why)
+
+
+_COMPILED_BY = {"stem": "backbone", "res2": "backbone", "res3": "backbone", "res4": "backbone", "res5": "backbone"}
+_COMPILED_BY.update(fpn="backbone", box_head="box_head", mask_head="mask_head")
+
+
+def _checkpoint_parts_problem(c) -> Optional[Tuple[str, Any, str]]:
+    """MODEL.ACTIVATION_CHECKPOINT.PARTS: each part must exist, train (a frozen part keeps no activations) and not be
+    compiled (torch.compile of checkpointed code is not what detgn tests)."""
+    parts = list(c.MODEL.ACTIVATION_CHECKPOINT.PARTS)
+    key = "MODEL.ACTIVATION_CHECKPOINT.PARTS"
+    freeze = c.MODEL.BACKBONE.FREEZE_AT
+    for p in parts:
+        frozen = (p == "stem" and freeze >= 1) or (p.startswith("res") and freeze >= int(p[3:]))
+        if frozen:
+            return (
+                key,
+                parts,
+                f"parts that train: '{p}' is frozen by MODEL.BACKBONE.FREEZE_AT {freeze} (no activations kept)",
+            )
+        if p == "mask_head" and not c.MODEL.MASK_ON:
+            return (key, parts, "without 'mask_head' when MODEL.MASK_ON is False")
+        if p == "fpn" and "fpn" not in c.MODEL.BACKBONE.NAME:
+            return (key, parts, f"without 'fpn': MODEL.BACKBONE.NAME {c.MODEL.BACKBONE.NAME} has no FPN")
+        if p in ("box_head", "res5") and c.MODEL.ROI_HEADS.NAME == "Res5ROIHeads":
+            return (key, parts, f"without '{p}' for C4 models (Res5ROIHeads runs res5 as the box head)")
+        if _COMPILED_BY[p] in c.MODEL.COMPILE.PARTS:
+            return (key, parts, f"parts not compiled: '{p}' is inside MODEL.COMPILE.PARTS '{_COMPILED_BY[p]}'")
+    return None
 
 
 # relations between keys: (description, check(cfg) -> None or (key, value, what is allowed))
@@ -452,6 +484,10 @@ RELATIONS: List[Tuple[str, Callable]] = [
             c.MODEL.COMPILE.MODE,
             f"'default' with MODEL.COMPILE.BACKEND {c.MODEL.COMPILE.BACKEND}",
         ),
+    ),
+    (
+        "activation checkpointing of parts the model trains and has, none of them compiled",
+        lambda c: _checkpoint_parts_problem(c),
     ),
     (
         "float16 autocast needs CUDA",

@@ -303,6 +303,9 @@ def test_classifier_keys_belong_to_the_classifier_tool_only(tmp_path, capsys):
     quickstart = os.path.join(REPO, "configs", "nuclei_quickstart.yaml")
     assert tool_module("train_classifier").cli(["--config-file", quickstart, "OUTPUT_DIR", str(tmp_path / "b")]) == 2
     assert "trains MODEL.META_ARCHITECTURE ImageNetClassifier" in capsys.readouterr().err
+    accumulate = ["--config-file", SMALL, "SOLVER.IMS_PER_DEVICE", "1", "OUTPUT_DIR", str(tmp_path / "c")]
+    assert tool_module("train_classifier").cli(accumulate) == 2
+    assert "SOLVER.IMS_PER_DEVICE / SOLVER.REFERENCE_WORLD_SIZE (gradient accumulation" in capsys.readouterr().err
     cfg = get_cfg()
     cfg.MODEL.META_ARCHITECTURE = "ImageNetClassifier"
     with pytest.raises(ConfigValueError, match="lacks: build it from detgn.config.get_classifier_cfg"):

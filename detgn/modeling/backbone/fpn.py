@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from detgn.layers import Conv2d, ShapeSpec, c2_xavier_fill, get_norm, norm_from_cfg, ws_setting
+from detgn.layers import Conv2d, ShapeSpec, c2_xavier_fill, get_norm, norm_from_cfg, run_checkpointed, ws_setting
 from detgn.utils.errors import ConfigValueError
 
 from .backbone import BACKBONE_REGISTRY, Backbone
@@ -42,8 +42,12 @@ class FPN(Backbone):
         top_block=None,
         fuse_type: str = "sum",
         ws: bool = False,
+        checkpoint: bool = False,
     ):
+        """checkpoint: recompute the top-down pathway's activations (laterals, merges, outputs, top block) in the
+        backward pass instead of keeping them (layers/activation_checkpoint.py); the bottom-up has its own."""
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         input_shapes = bottom_up.output_shape()
         strides = [input_shapes[f].stride for f in in_features]
         in_channels_per_feature = [input_shapes[f].channels for f in in_features]
@@ -97,6 +101,14 @@ class FPN(Backbone):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """x: (N, C, H, W) -> {"p2": (N, 256, H/4, W/4), ..., "p6": (N, 256, H/64, W/64)}."""
         bottom_up_features = self.bottom_up(x)
+        if not self.checkpoint:
+            return self._top_down(*[bottom_up_features[f] for f in self.in_features])
+        features = [bottom_up_features[f] for f in self.in_features]
+        return run_checkpointed(self._top_down, *features, modules=self.lateral_convs + self.output_convs)
+
+    def _top_down(self, *features: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The bottom-up features of in_features, in order -> {"p2": ..., "p6": ...}."""
+        bottom_up_features = dict(zip(self.in_features, features))
         results = []
         prev = self.lateral_convs[0](bottom_up_features[self.in_features[-1]])
         results.append(self.output_convs[0](prev))
@@ -127,4 +139,5 @@ def build_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
         ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.FPN, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
+        checkpoint="fpn" in cfg.MODEL.ACTIVATION_CHECKPOINT.PARTS,
     )

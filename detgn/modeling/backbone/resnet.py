@@ -4,13 +4,14 @@ Parameter names follow detectron2: stem.conv1(.norm), res{2..5}.{i}.conv{1,2,3}(
 res{k}.0.shortcut(.norm).
 """
 
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from detgn.layers import (
+    run_checkpointed,
     Conv2d,
     DeformConv2d,
     FrozenBatchNorm2d,
@@ -271,7 +272,10 @@ class ResNet(Backbone):
         stages: List[List[CNNBlockBase]],
         out_features: Optional[List[str]] = None,
         freeze_at: int = 0,
+        checkpoint: Sequence[str] = (),
     ):
+        """checkpoint: "stem" and stage names ("res2".."res5") whose activations are recomputed in the backward pass
+        (each block of a stage separately; layers/activation_checkpoint.py)."""
         super().__init__()
         self.stem = stem
         current_stride = stem.stride
@@ -301,17 +305,28 @@ class ResNet(Backbone):
                 raise ValueError(
                     f"ResNet out_features has unknown stage '{f}'; available: {list(self._out_feature_channels)}"
                 )
+        unknown = [c for c in checkpoint if c != "stem" and c not in self.stage_names]
+        if unknown:
+            raise ConfigValueError(
+                f"MODEL.ACTIVATION_CHECKPOINT.PARTS names {unknown}, which this ResNet does not have "
+                f"(it has stem, {', '.join(self.stage_names)})"
+            )
+        self.checkpoint = tuple(checkpoint)
         self.freeze(freeze_at)
 
     def forward(self, x):
         if x.dim() != 4:
             raise ValueError(f"ResNet takes an (N, C, H, W) input, got shape {tuple(x.shape)}")
         outputs = {}
-        x = self.stem(x)
+        x = run_checkpointed(self.stem, x, modules=[self.stem]) if "stem" in self.checkpoint else self.stem(x)
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name, stage in zip(self.stage_names, self.stages):
-            x = stage(x)
+            if name in self.checkpoint:
+                for block in stage:
+                    x = run_checkpointed(block, x, modules=[block])
+            else:
+                x = stage(x)
             if name in self._out_features:
                 outputs[name] = x
         return outputs
@@ -393,4 +408,10 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         in_channels = out_channels
         out_channels *= 2
         bottleneck_channels *= 2
-    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+    return ResNet(
+        stem,
+        stages,
+        out_features=r.OUT_FEATURES,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
+        checkpoint=[p for p in cfg.MODEL.ACTIVATION_CHECKPOINT.PARTS if p == "stem" or p.startswith("res")],
+    )

@@ -10,7 +10,16 @@ from fvcore.common.registry import Registry
 from torch import nn
 
 from detgn.config import configurable
-from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, c2_xavier_fill, get_norm, norm_from_cfg, ws_setting
+from detgn.layers import (
+    Conv2d,
+    ShapeSpec,
+    c2_msra_fill,
+    c2_xavier_fill,
+    get_norm,
+    norm_from_cfg,
+    run_checkpointed,
+    ws_setting,
+)
 
 __all__ = ["FastRCNNConvFCHead", "ROI_BOX_HEAD_REGISTRY", "build_box_head"]
 
@@ -28,9 +37,19 @@ class FastRCNNConvFCHead(nn.Sequential):
 
     @configurable
     def __init__(
-        self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm="", ws: bool = False
+        self,
+        input_shape: ShapeSpec,
+        *,
+        conv_dims: List[int],
+        fc_dims: List[int],
+        conv_norm="",
+        ws: bool = False,
+        checkpoint: bool = False,
     ):
+        """checkpoint: recompute the head's activations in the backward pass (the whole head as one segment; only
+        its input, the pooled ROI features, is kept; layers/activation_checkpoint.py)."""
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         if len(conv_dims) + len(fc_dims) == 0:
             raise ValueError("A box head needs at least one conv or fc layer")
         self._output_size = (input_shape.channels, input_shape.height, input_shape.width)
@@ -72,9 +91,15 @@ class FastRCNNConvFCHead(nn.Sequential):
             fc_dims=[h.FC_DIM] * h.NUM_FC,
             conv_norm=norm_from_cfg(h.NORM, cfg),
             ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BOX_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
+            checkpoint="box_head" in cfg.MODEL.ACTIVATION_CHECKPOINT.PARTS,
         )
 
     def forward(self, x):
+        if self.checkpoint:
+            return run_checkpointed(self._layers, x, modules=[self])
+        return self._layers(x)
+
+    def _layers(self, x):
         for layer in self:
             x = layer(x)
         return x

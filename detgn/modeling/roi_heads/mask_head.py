@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from detgn.config import configurable
-from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, cat, get_norm, norm_from_cfg, ws_setting
+from detgn.layers import Conv2d, ShapeSpec, c2_msra_fill, cat, get_norm, norm_from_cfg, run_checkpointed, ws_setting
 from detgn.layers.tracing import split_per_image
 from detgn.structures import Instances
 
@@ -92,8 +92,12 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         conv_norm="",
         ws: bool = False,
         loss_weight: float = 1.0,
+        checkpoint: bool = False,
     ):
+        """checkpoint: recompute the tower's activations (convs, deconv, predictor) in the backward pass, keeping only
+        its input, the pooled ROI features (layers/activation_checkpoint.py)."""
         super().__init__()
+        self.checkpoint = bool(checkpoint)
         if len(conv_dims) < 1:
             raise ValueError("conv_dims must list the convs and the deconv (at least one entry)")
         self.loss_weight = loss_weight
@@ -130,6 +134,7 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
             conv_dims=[h.CONV_DIM] * (h.NUM_CONV + 1),
             conv_norm=norm_from_cfg(h.NORM, cfg),
             ws=ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.MASK_HEAD, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION),
+            checkpoint="mask_head" in cfg.MODEL.ACTIVATION_CHECKPOINT.PARTS,
         )
 
     def layers(self, x):
@@ -138,7 +143,7 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         return x
 
     def forward(self, x: torch.Tensor, instances: List[Instances]):
-        x = self.layers(x)
+        x = run_checkpointed(self.layers, x, modules=[self]) if self.checkpoint else self.layers(x)
         if self.training:
             return {"loss_mask": mask_rcnn_loss(x, instances) * self.loss_weight}
         mask_rcnn_inference(x, instances)
