@@ -226,6 +226,8 @@ def run(args):
         "cpu": f"{cpu_model()} ({cpu_description()})",
         "warmup_s": warm,
         "compiled_parts": list(cfg.MODEL.COMPILE.PARTS),
+        "checkpointed_parts": list(cfg.MODEL.ACTIVATION_CHECKPOINT.PARTS),
+        "opts": list(args.opts),
     }
     return result
 
