@@ -236,9 +236,9 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0  # clip threshold
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0  # p of the norm for "norm" clipping
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False  # mixed precision (autocast) for training and evaluation; False = float32
-# autocast dtype when ENABLED: "auto" (CPU: bf16 only where the CPU has AMX, else float32; CUDA: bf16
-# where supported, else fp16), "float16" (CUDA only, with loss scaling) or "bfloat16" (warns on a CPU
-# without AMX, where bf16 is emulated and slower than fp32). See detgn/engine/precision.py.
+# autocast dtype when ENABLED: "auto" (CPU: bf16 where the CPU has AMX, or AVX-512-BF16 and a bf16 step
+# measured faster, once per CPU kind and cached; else float32. CUDA: bf16 where supported, else fp16), "float16"
+# (CUDA only, with loss scaling) or "bfloat16" (warns where auto would pick float32). See detgn/engine/precision.py.
 _C.SOLVER.AMP.DTYPE = "float16"  # "auto", "float16" or "bfloat16" (above)
 
 # ---------------------------------------------------------------------------- test

@@ -561,7 +561,14 @@ class DefaultTrainer(TrainerBase):
     def build_trainer(self, model, loader):
         """SimpleTrainer (float32) or AMPTrainer, as the precision policy decides for this config and machine."""
         cfg = self.cfg
+        # rank 0 first: where the CPU's bf16 speed is measured (precision.py), it measures and caches once, and the
+        # other ranks read its decision instead of timing side by side
+        several = comm.get_world_size() > 1
+        if several and not comm.is_main_process():
+            comm.synchronize()
         precision = resolve_precision(cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.AMP.DTYPE, self.device.type)
+        if several and comm.is_main_process():
+            comm.synchronize()
         log_precision(precision, "training")
         steps = dict(flush_period=cfg.LOG_PERIOD, micro_batches=self.micro_batches, streams=self.streams)
         if precision.dtype is None:

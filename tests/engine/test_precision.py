@@ -1,5 +1,6 @@
 """Precision policy: autocast dtype from SOLVER.AMP.* and the hardware, with the probes patched both ways."""
 
+import json
 import logging
 import os
 
@@ -14,25 +15,69 @@ from tests.util import REPO
 
 
 @pytest.fixture
-def amx(monkeypatch):
-    """Patch the CPU probes: amx(True) = an AMX CPU, amx(False) = AVX-512/AVX2 without AMX."""
+def amx(monkeypatch, tmp_path):
+    """Patch the CPU probes: amx(True) = an AMX CPU, amx(False) = AVX-512/AVX2 without AMX or AVX-512-BF16."""
+    monkeypatch.setenv("DETGN_PRECISION_CACHE", str(tmp_path / "cpu_precision.json"))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
 
     def set_(has_amx: bool):
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: has_amx)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: has_amx)
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
 
     return set_
 
 
-def test_probe_needs_amx_and_onednn_bf16(monkeypatch):
+def test_probe_needs_native_bf16_units(monkeypatch, tmp_path):
+    monkeypatch.setenv("DETGN_PRECISION_CACHE", str(tmp_path / "cache.json"))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda: pytest.fail("AMX or no bf16 units: nothing to measure"))
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    assert P.cpu_bf16_is_fast()
+    assert P.cpu_bf16_units() == "AMX" and P.cpu_bf16_is_fast()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below its bf16 kernels: emulated
+    assert P.cpu_bf16_units() is None and not P.cpu_bf16_is_fast()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # AVX-512-BF16 kernels, no AMX
+    assert P.cpu_bf16_units() == "AVX512_BF16"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert not P.cpu_bf16_is_fast()
+    assert P.cpu_bf16_units() is None and not P.cpu_bf16_is_fast()
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # AVX-512-BF16 only: emulated
-    assert not P.cpu_bf16_is_fast()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)  # AVX-512 or AVX2 only
+    assert P.cpu_bf16_units() is None and not P.cpu_bf16_is_fast()
+
+
+@pytest.mark.parametrize("fp32_s, bf16_s, picks_bf16", [(0.40, 0.29, True), (0.30, 0.40, False), (0.30, 0.28, False)])
+def test_avx512_bf16_without_amx_is_measured_once_per_cpu_kind(monkeypatch, tmp_path, fp32_s, bf16_s, picks_bf16):
+    """Zen 4/5-like CPU (AVX-512-BF16, no AMX): one timed step each way decides (bf16 when >= 10% faster), and the
+    decision is cached for this CPU kind; another kind (a dispatch cap) is measured again; a broken cache is rewritten."""
+    cache = tmp_path / "sub" / "cpu_precision.json"
+    monkeypatch.setenv("DETGN_PRECISION_CACHE", str(cache))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    runs = []
+    monkeypatch.setattr(P, "measure_bf16_speedup", lambda: runs.append(1) or (fp32_s, bf16_s))
+    first = P.resolve_precision(True, "auto", "cpu")
+    assert (first.dtype == torch.bfloat16) == picks_bf16 and "measured now, cached in" in first.reason
+    again = P.resolve_precision(True, "auto", "cpu")
+    assert again.dtype == first.dtype and "measured on this CPU kind earlier" in again.reason and len(runs) == 1
+    assert json.loads(cache.read_text())[P.cpu_kind()]["bf16"] is picks_bf16
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    P.resolve_precision(True, "auto", "cpu")
+    assert len(runs) == 2 and len(json.loads(cache.read_text())) == 2
+    cache.write_text("{not json")
+    P.resolve_precision(True, "auto", "cpu")
+    assert len(runs) == 3 and json.loads(cache.read_text())[P.cpu_kind()]["bf16"] is picks_bf16
+
+
+def test_the_measurement_times_both_precisions():
+    fp32_s, bf16_s = P.measure_bf16_speedup(repeats=1)
+    assert fp32_s > 0 and bf16_s > 0
 
 
 def test_auto_on_cpu_follows_the_hardware(amx):
@@ -41,7 +86,7 @@ def test_auto_on_cpu_follows_the_hardware(amx):
     assert p.dtype == torch.bfloat16 and "natively" in p.reason and not p.needs_grad_scaler
     amx(False)
     p = P.resolve_precision(True, "auto", "cpu")
-    assert p.dtype is None and p.name == "float32" and "no AMX" in p.reason
+    assert p.dtype is None and p.name == "float32" and "no native bf16 units" in p.reason
 
 
 def test_disabled_is_float32_everywhere(amx):

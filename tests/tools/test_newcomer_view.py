@@ -382,7 +382,7 @@ def test_demo_and_evaluation_share_one_precision_policy(monkeypatch):
     cfg.merge_from_file(QUICK)
     cfg.merge_from_list(TINY + ["SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.DTYPE", "auto"])
     for fast in (True, False):
-        monkeypatch.setattr(prec, "cpu_bf16_is_fast", lambda fast=fast: fast)
+        monkeypatch.setattr(prec, "cpu_bf16_decision", lambda fast=fast: (fast, "patched"))
         p = DefaultPredictor(cfg).precision
         assert p == prec.resolve_inference_precision(True, "auto", "cpu")
         assert p.dtype == (torch.bfloat16 if fast else None)
