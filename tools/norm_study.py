@@ -5,6 +5,7 @@ for the same number of images seen, each evaluated with COCO AP on the bundled n
 
     python tools/norm_study.py                        # BN and GN x 1, 2, 4 images per worker
     python tools/norm_study.py --syncbn               # + SyncBN across 2 processes (gloo on CPU)
+    python tools/norm_study.py --accumulate           # + BN and GN with each step of N images as N micro-batches of 1
     python tools/norm_study.py --quick                # tiny settings, about a minute: checks the machinery only
 
 Every cell is tools/train_net.py on configs/nuclei_quickstart.yaml with all four norms (backbone, FPN,
@@ -12,7 +13,9 @@ box head, mask head) set to the cell's norm, SOLVER.IMS_PER_BATCH = images per w
 iterations = --images-seen / IMS_PER_BATCH, the LR scaled linearly with the batch (--lr-per-image), the
 LR step and warm-up at the quick start's fractions of the schedule, and SEED 0. BN normalises with each
 worker's own batch (as in the paper's BN rows); SyncBN computes the statistics over both processes'
-images (NaiveSyncBN on CPU, where torch's SyncBatchNorm does not run; SyncBN on CUDA).
+images (NaiveSyncBN on CPU, where torch's SyncBatchNorm does not run; SyncBN on CUDA). With --accumulate, a step of
+N images is N micro-batches of 1 image (SOLVER.IMS_PER_DEVICE 1): GN's model is then the N-image batch's (its
+statistics are per image anyway), BN normalises each image alone, as with a batch of 1.
 
 Writes OUTPUT/cells/<norm>_<workers>x<images>/ (train_net's output, and result.json when the cell is
 done), OUTPUT/results.json (every cell's AP and time), OUTPUT/norm_study.md (the table) and
@@ -66,16 +69,28 @@ QUICK_OPTS = [
 ]
 
 
-def cells(norms: List[str], ims: List[int], syncbn: bool) -> List[Dict]:
-    """The grid: {"norm": label, "layer": the NORM value, "workers", "ims"} per cell, in run order."""
-    out = [{"norm": n, "layer": n, "workers": 1, "ims": i} for n in norms for i in ims]
+def cells(norms: List[str], ims: List[int], syncbn: bool, accumulate: bool = False) -> List[Dict]:
+    """The grid: {"norm": label, "layer": the NORM value, "workers", "ims", "per_device"} per cell, in run order.
+    ims = images per worker per optimizer step; per_device = images per forward (micro-batch), None = all of them."""
+    out = [{"norm": n, "layer": n, "workers": 1, "ims": i, "per_device": None} for n in norms for i in ims]
     if syncbn:
-        out += [{"norm": "SyncBN", "layer": None, "workers": 2, "ims": i} for i in ims]
+        out += [{"norm": "SyncBN", "layer": None, "workers": 2, "ims": i, "per_device": None} for i in ims]
+    if accumulate:  # the same steps, each as micro-batches of 1 image (gradient accumulation)
+        out += [{"norm": n, "layer": n, "workers": 1, "ims": i, "per_device": 1} for n in norms for i in ims if i > 1]
     return out
 
 
 def cell_name(cell) -> str:
-    return f"{cell['norm']}_{cell['workers']}x{cell['ims']}"
+    micro = f"_micro{cell['per_device']}" if cell.get("per_device") else ""
+    return f"{cell['norm']}_{cell['workers']}x{cell['ims']}{micro}"
+
+
+def row_label(cell) -> str:
+    """The table's and the plot's name of a cell's row."""
+    label = cell["norm"] + ("" if cell["workers"] == 1 else f" ({cell['workers']} processes)")
+    if cell.get("per_device"):
+        label += f", micro-batches of {cell['per_device']}"
+    return label
 
 
 def cell_overrides(cell, images_seen: int, lr_per_image: float, out_dir: str, quick: bool, device: str) -> List[str]:
@@ -87,6 +102,8 @@ def cell_overrides(cell, images_seen: int, lr_per_image: float, out_dir: str, qu
     opts += [
         "SOLVER.IMS_PER_BATCH",
         str(batch),
+        "SOLVER.IMS_PER_DEVICE",
+        str(cell.get("per_device") or 0),
         "SOLVER.MAX_ITER",
         str(iters),
         "SOLVER.BASE_LR",
@@ -180,14 +197,8 @@ def _fmt(v) -> str:
 def write_table(results: List[Dict], path: str, header: str) -> None:
     ims = sorted({r["ims"] for r in results})
     rows = []
-    for label in dict.fromkeys(
-        r["norm"] + ("" if r["workers"] == 1 else f" ({r['workers']} processes)") for r in results
-    ):
-        by_ims = {
-            r["ims"]: r
-            for r in results
-            if r["norm"] + ("" if r["workers"] == 1 else f" ({r['workers']} processes)") == label
-        }
+    for label in dict.fromkeys(row_label(r) for r in results):
+        by_ims = {r["ims"]: r for r in results if row_label(r) == label}
         rows.append(
             f"| {label} | "
             + " | ".join(
@@ -200,7 +211,7 @@ def write_table(results: List[Dict], path: str, header: str) -> None:
         "",
         "segm AP / bbox AP (COCO AP, percent) on nuclei_mini_val (12 images)",
         "",
-        "| norm | " + " | ".join(f"{i} image{'s' if i > 1 else ''} per worker" for i in ims) + " |",
+        "| norm | " + " | ".join(f"{i} image{'s' if i > 1 else ''} per worker and step" for i in ims) + " |",
         "|---|" + "---|" * len(ims),
     ] + rows
     with open(path, "w") as f:
@@ -216,10 +227,9 @@ def write_plot(results: List[Dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     styles = {"BN": ("C0", "s"), "GN": ("C3", "o"), "SyncBN": ("C2", "^")}
     for ax, task in zip(axes, ("segm", "bbox")):
-        for norm in dict.fromkeys(r["norm"] for r in results):
-            rs = sorted((r for r in results if r["norm"] == norm), key=lambda r: r["ims"])
-            color, marker = styles.get(norm, ("C7", "x"))
-            label = norm + (" (2 processes)" if rs and rs[0]["workers"] > 1 else "")
+        for label in dict.fromkeys(row_label(r) for r in results):
+            rs = sorted((r for r in results if row_label(r) == label), key=lambda r: r["ims"])
+            color, marker = styles.get(rs[0]["norm"], ("C7", "x"))
             ax.plot(
                 [r["ims"] for r in rs],
                 [r[f"{task}_AP"] for r in rs],
@@ -227,10 +237,12 @@ def write_plot(results: List[Dict], path: str, title: str) -> None:
                 color=color,
                 label=label,
                 linewidth=2,
+                linestyle="--" if rs[0].get("per_device") else "-",
+                markerfacecolor="none" if rs[0].get("per_device") else color,
             )
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["ims"] for r in results}), [str(i) for i in sorted({r["ims"] for r in results})])
-        ax.set_xlabel("images per worker")
+        ax.set_xlabel("images per worker and optimizer step")
         ax.set_title(f"{task} AP")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("COCO AP (%)")
@@ -250,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--ims", nargs="+", type=int, default=[1, 2, 4], help="images per worker")
     ap.add_argument("--syncbn", action="store_true", help="add a SyncBN row: 2 processes, statistics over both")
+    ap.add_argument(
+        "--accumulate",
+        action="store_true",
+        help="add a row per norm whose steps of N > 1 images are N micro-batches of 1 image (gradient accumulation)",
+    )
     ap.add_argument("--images-seen", type=int, default=600, help="training images per cell (the quick start's 300 x 2)")
     ap.add_argument(
         "--lr-per-image", type=float, default=0.01, help="LR per image of the batch (the quick start's 0.02 at 2)"
@@ -282,7 +299,7 @@ def main(argv=None):
 
     started = time.time()
     try:
-        results = [run_cell(c, args, root) for c in cells(args.norms, args.ims, args.syncbn)]
+        results = [run_cell(c, args, root) for c in cells(args.norms, args.ims, args.syncbn, args.accumulate)]
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

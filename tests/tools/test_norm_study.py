@@ -48,6 +48,18 @@ def test_cell_overrides_scale_batch_iterations_and_lr():
     assert (
         gn1["SOLVER.MAX_ITER"] == "600" and gn1["SOLVER.BASE_LR"] == "0.01" and gn1["MODEL.ROI_BOX_HEAD.NORM"] == "GN"
     )
+    assert gn1["SOLVER.IMS_PER_DEVICE"] == "0"
+    # --accumulate: the N-image steps again, as N micro-batches of 1 image; same iterations and LR as N per batch
+    acc = cells(["BN", "GN"], [1, 2, 4], syncbn=False, accumulate=True)[6:]
+    assert [tool_module("norm_study").cell_name(c) for c in acc] == [
+        "BN_1x2_micro1",
+        "BN_1x4_micro1",
+        "GN_1x2_micro1",
+        "GN_1x4_micro1",
+    ]
+    gn4 = dict(zip(*[iter(cell_overrides(acc[-1], 600, 0.01, "/x", quick=False, device="cpu"))] * 2))
+    assert (gn4["SOLVER.IMS_PER_BATCH"], gn4["SOLVER.IMS_PER_DEVICE"], gn4["SOLVER.MAX_ITER"]) == ("4", "1", "150")
+    assert gn4["SOLVER.BASE_LR"] == "0.04"
 
 
 @pytest.mark.slow  # a few tiny training subprocesses
@@ -62,7 +74,7 @@ def test_quick_study_writes_every_cell_table_and_plot_and_resumes(tmp_path, caps
     assert sorted(c["name"] for c in results) == ["BN_1x1", "GN_1x1"]
     assert all(c["segm_AP"] is not None and c["bbox_AP"] is not None for c in results)
     table = open(out / "norm_study.md").read()
-    assert "| BN |" in table and "| GN |" in table and "1 image per worker" in table
+    assert "| BN |" in table and "| GN |" in table and "1 image per worker and step" in table
     assert (out / "norm_study.png").stat().st_size > 10000
     # resumable: a finished cell is not rerun; a cell without result.json continues from its checkpoint
     os.remove(out / "cells" / "GN_1x1" / "result.json")
@@ -80,9 +92,10 @@ def test_table_and_plot_have_a_row_and_a_line_per_norm(tmp_path):
         dict(norm=n, workers=w, ims=i, segm_AP=float(10 * i + k), bbox_AP=float("nan") if (n, i) == ("BN", 2) else 1.0)
         for k, (n, w) in enumerate([("BN", 1), ("GN", 1), ("SyncBN", 2)])
         for i in (1, 2)
-    ]
+    ] + [dict(norm="GN", workers=1, ims=2, per_device=1, segm_AP=19.0, bbox_AP=2.0)]
     write_table(results, str(tmp_path / "t.md"), "# header")
     table = open(tmp_path / "t.md").read().splitlines()
     assert "| BN | 10.0 / 1.0 | 20.0 / n/a |" in table and "| SyncBN (2 processes) | 12.0 / 1.0 | 22.0 / 1.0 |" in table
+    assert "| GN, micro-batches of 1 | - | 19.0 / 2.0 |" in table
     write_plot(results, str(tmp_path / "p.png"), "title")
     assert (tmp_path / "p.png").stat().st_size > 10000
