@@ -7,7 +7,8 @@
 # (--calibrate-bn 3), then freezes them (a random network has none; docs/benchmarks.md, "GN overhead").
 #
 #   bash benchmarks/activation_checkpoint.sh [cpu|cuda] [fp32|bf16]     (JSON lines: $OUT/activation_checkpoint.jsonl)
-# ITERS / WARMUP set the timed and untimed steps (default 3 / 1); PYTHON the interpreter (default .venv/bin/python).
+# ITERS / WARMUP set the timed and untimed steps (default 3 / 1); PYTHON the interpreter (default .venv/bin/python);
+# ONLY=N runs row N alone (0-based, in the order below).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${1:-cpu}
@@ -19,9 +20,12 @@ RESULTS=${OUT:-/tmp}/activation_checkpoint.jsonl
 GN=configs/GN/mask_rcnn_R_50_FPN_3x_gn.yaml
 CASCADE=configs/Misc/cascade_mask_rcnn_R_50_FPN_3x_gn.yaml
 FROZEN=configs/Misc/mask_rcnn_R_50_FPN_1x_frozenbn.yaml
-CKPT="MODEL.ACTIVATION_CHECKPOINT.PARTS ['res3','res4','res5','fpn','box_head','mask_head']"
-ROWS=("GN R50-FPN|$GN|" "GN R50-FPN, checkpointed|$GN|$CKPT" "GN Cascade|$CASCADE|" "GN Cascade, checkpointed|$CASCADE|$CKPT"
-      "frozen-BN R50-FPN|$FROZEN|--calibrate-bn 3 MODEL.RESNETS.NORM BN")
+BACKBONE="MODEL.ACTIVATION_CHECKPOINT.PARTS ['res3','res4','res5','fpn']"
+ALL="MODEL.ACTIVATION_CHECKPOINT.PARTS ['res3','res4','res5','fpn','box_head','mask_head']"
+ROWS=("GN R50-FPN|$GN|" "GN R50-FPN, res3-5 + FPN checkpointed|$GN|$BACKBONE" "GN R50-FPN, all checkpointed|$GN|$ALL"
+      "GN Cascade|$CASCADE|" "GN Cascade, res3-5 + FPN checkpointed|$CASCADE|$BACKBONE"
+      "GN Cascade, all checkpointed|$CASCADE|$ALL" "frozen-BN R50-FPN|$FROZEN|--calibrate-bn 3 MODEL.RESNETS.NORM BN")
+if [[ -n "${ONLY:-}" ]]; then ROWS=("${ROWS[@]:$ONLY:1}"); fi  # ONLY=N: row N alone (0-based)
 for ROW in "${ROWS[@]}"; do
   NAME=${ROW%%|*}; REST=${ROW#*|}; CFG=${REST%%|*}; OPTS=${REST#*|}
   echo "-- $NAME: $CFG $OPTS"

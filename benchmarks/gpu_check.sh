@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One-call GPU check (< 8 minutes on one H100/H200): CUDA tests, host syncs per step, then detgn vs torchvision's
+# One-call GPU check (< 10 minutes on one H100/H200): CUDA tests, host syncs per step, then detgn vs torchvision's
 # same-architecture GN Mask R-CNN at 800x1333, 2 images: training step fp32 / bf16 AMP / fp16 AMP
-# and inference, printed as a table. Also runs on CPU: bash benchmarks/gpu_check.sh --device cpu
+# and inference, printed as a table; detgn variants; peak memory with and without activation checkpointing
+# (benchmarks/activation_checkpoint.sh, JSON in $OUT/activation_checkpoint.jsonl). Also runs on CPU:
+# bash benchmarks/gpu_check.sh --device cpu
 #
 # On a bare CUDA machine (torch, torchvision, triton only) detgn's pure-Python dependencies are
 # installed from benchmarks/wheels/ (fill it first with: bash benchmarks/fetch_gpu_wheels.sh).
@@ -71,6 +73,12 @@ for V in "${VARIANTS[@]}"; do
   timeout 150 $PY tools/benchmark.py --config-file "$CFG" --task train --precision bf16 --size 800 --max-size 1333 --images 2 \
       --iters "$ITERS" --warmup "$WARMUP" --json "${OUT:-/tmp}/gpu_variants.jsonl" MODEL.DEVICE "$DEVICE" $OPTS 2>&1 \
       | grep -E "seconds per iteration|peak memory|warm-up|error" | head -4
+done
+
+echo "== activation checkpointing: peak memory (CUDA max allocated) and step time, fp32 and bf16, 800x1333, 2 images =="
+for PREC in fp32 bf16; do
+  PYTHON=$PY ITERS=5 WARMUP=2 OUT=${OUT:-/tmp} timeout 240 bash benchmarks/activation_checkpoint.sh "$DEVICE" "$PREC" 2>&1 \
+      | grep -v "^W\|Warning"
 done
 
 if [[ "${QUICKSTART:-0}" == "1" ]]; then
