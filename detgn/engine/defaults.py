@@ -398,13 +398,15 @@ def _rng_states_of_this_process(ckpt: dict, first_rank: int, k: int, logger):
         per_rank = [ckpt["rng"]] if ckpt.get("rng") is not None else []
     virtual_world = comm.get_world_size() * k
     if len(per_rank) != virtual_world and comm.get_rank() == 0:
+        ranks = (
+            f"{virtual_world} processes"
+            if k == 1
+            else f"{virtual_world} ranks ({comm.get_world_size()} x {k} micro-batches)"
+        )
         logger.info(
-            "Resuming %d ranks (%d process(es) x %d micro-batches) from a checkpoint of %d: the images and their "
-            "augmentations continue as before; the model's random sampling (anchors, proposals) continues the saved "
-            "streams of ranks < %d only",
-            virtual_world,
-            comm.get_world_size(),
-            k,
+            "Resuming %s from a checkpoint of %d: the images and their augmentations continue as before; the model's "
+            "random sampling (anchors, proposals) continues the saved streams of ranks < %d only",
+            ranks,
             len(per_rank),
             min(virtual_world, len(per_rank)),
         )

@@ -3,8 +3,8 @@
 k micro-batches of m images on one process train the same weights as k processes with m images each: the same
 images and augmentations, the same random ROI / anchor sampling, per-rank loss normalisation, averaged gradients.
 
-- 1 process x 2 micro-batches == 2 processes x 1 image, bit for bit (weights and every logged loss): a sum of two
-  gradients is the same in either order, and the 1/2 weights are exact.
+- 1 process x 2 micro-batches == 2 processes x 1 image (on 2 "machines": launches on 127.0.0.1), bit for bit (weights
+  and every logged loss): a sum of two gradients is the same in either order, and the 1/2 weights are exact.
 - 2 processes x 2 micro-batches vs 4 processes x 1 image: gloo's ring all-reduce adds the four ranks' gradients in
   another order than (micro-batch 0 + micro-batch 1) + (the other process's pair), so they differ in the last bits
   of float32 sums; measured after 3 steps: 2.9e-6 of the update, 1.7e-6 of a tensor's largest weight (the bounds
@@ -26,6 +26,8 @@ import torch
 
 from detgn.config import get_cfg
 from detgn.modeling import build_model
+
+from detgn.engine.launch import find_free_port
 
 from .util import QUICK, REPO, SMALL_MODEL, popen_train_net
 
@@ -57,8 +59,9 @@ LOSSES = ("loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc
 ENV = {"OMP_NUM_THREADS": "1"}  # the same kernels in every run, whatever the number of processes
 
 
-def _start(out, *extra, env=None):
-    return popen_train_net(list(extra) + ARGS + ["OUTPUT_DIR", str(out)], env=dict(ENV, **(env or {})), capture=True)
+def _start(out, *extra, last=()):
+    """train_net with `extra` before ARGS and `last` after them (overriding them)."""
+    return popen_train_net(list(extra) + ARGS + list(last) + ["OUTPUT_DIR", str(out)], env=ENV, capture=True)
 
 
 def _wait(*procs, status=0):
@@ -100,8 +103,21 @@ def test_accumulation_equals_more_processes(tmp_path):
     torch.save({"model": init}, tmp_path / "init.pth")
     w = ["MODEL.WEIGHTS", str(tmp_path / "init.pth")]
     a = _start(tmp_path / "1x2", *w, "SOLVER.IMS_PER_BATCH", "2", "SOLVER.IMS_PER_DEVICE", "1")
-    b = _start(tmp_path / "2x1", "--num-gpus", "2", *w, "SOLVER.IMS_PER_BATCH", "2")
-    _wait(a, b)
+    # 2 processes x 1 image as 2 machines x 1 process (two launches on 127.0.0.1, --machine-rank 0 and 1), which also
+    # evaluate the 12 validation images: 6 per process, gathered and scored once, on global rank 0
+    port = str(find_free_port())
+    b = [
+        _start(
+            tmp_path / f"machine{r}",
+            *["--num-machines", "2", "--machine-rank", str(r), "--dist-url", f"tcp://127.0.0.1:{port}"],
+            *w,
+            "SOLVER.IMS_PER_BATCH",
+            "2",
+            last=["DATASETS.TEST", "('nuclei_mini_val',)"],
+        )
+        for r in (0, 1)
+    ]
+    _wait(a, *b)
     c = _start(tmp_path / "2x2", "--num-gpus", "2", *w, "SOLVER.IMS_PER_BATCH", "4", "SOLVER.IMS_PER_DEVICE", "1")
     d = _start(tmp_path / "4x1", "--num-gpus", "4", *w, "SOLVER.IMS_PER_BATCH", "4")
     # preempted in the middle of step 0 (SIGTERM at its first micro-batch's forward): stops after step 0, saved
@@ -120,16 +136,25 @@ def test_accumulation_equals_more_processes(tmp_path):
     _wait(p, status=128 + signal.SIGTERM)
 
     # 1 process x 2 micro-batches == 2 processes x 1 image, bit for bit
-    one, two = _weights(tmp_path / "1x2"), _weights(tmp_path / "2x1")
+    one, two = _weights(tmp_path / "1x2"), _weights(tmp_path / "machine0")
     assert all(torch.equal(one[k], two[k]) for k in two), [k for k in two if not torch.equal(one[k], two[k])][:5]
-    rows_a, rows_b = _rows(tmp_path / "1x2"), _rows(tmp_path / "2x1")
-    assert len(rows_a) == len(rows_b) == 3
+    rows_a, rows_b = _rows(tmp_path / "1x2"), _rows(tmp_path / "machine0")
+    evaluation = rows_b.pop()  # the final evaluation's row (iteration 3)
+    assert len(rows_a) == len(rows_b) == 3 and "bbox/AP" in evaluation
     for ra, rb in zip(rows_a, rows_b):
         assert {k: ra[k] for k in LOSSES + ("lr",)} == {k: rb[k] for k in LOSSES + ("lr",)}
         assert {k: v for k, v in ra.items() if k.startswith("roi_head")} == {
             k: v for k, v in rb.items() if k.startswith("roi_head")
         }
     assert sum((one[k] != init[k]).any().item() for k in init) > 60  # it trained
+    # only global rank 0 wrote files and evaluated, once, on both machines' images
+    assert not (tmp_path / "machine1").exists() or not any(
+        f.endswith(".pth") for f in os.listdir(tmp_path / "machine1")
+    )
+    log0 = open(tmp_path / "machine0" / "log.txt").read()
+    assert "Rank 0 of 2" in log0 and "Rank 1 of 2" not in log0
+    assert "Start inference on 6 images" in log0 and log0.count("Evaluation results for bbox") == 1
+    assert (tmp_path / "machine0" / "inference" / "nuclei_mini_val" / "coco_instances_results.json").exists()
     log = open(tmp_path / "1x2" / "log.txt").read()
     assert "iterations x 2 images (2 micro-batches x 1 images per process)" in log
     assert "iter: 2 (2 micro-batches)" in log
