@@ -6,7 +6,7 @@ Trains the test's narrow GN Mask R-CNN (nuclei_mini, random flip, two sizes, ran
 processes on gloo, 1 thread each) from the same initial weights as 1 process x 2 micro-batches, 2 processes x 1 image,
 2 processes x 2 micro-batches and 4 processes x 1 image, and resumes the 4-process checkpoint of step 1 as
 2 processes x 2 micro-batches. Prints, per comparison: identical tensors, ||a - b|| / ||b - init|| over all weights,
-max over tensors of max|a - b| / max|b|, and the largest relative difference of a logged loss.
+max|a - b| / max|b - init| over all weights, and the largest relative difference of a logged loss.
 """
 
 import argparse
@@ -71,7 +71,9 @@ def main(argv=None):
     from detgn.engine.precision import cpu_description, cpu_model
 
     print(f"{cpu_model()} ({cpu_description()})")
-    print("| comparison | identical tensors | diff / update | diff / weight | logged losses, max rel. diff |")
+    print(
+        "| comparison | identical tensors | diff / update (norms) | largest diff / largest update | logged losses, max rel. diff |"
+    )
     print("|---|---|---|---|---|")
     for a, b, label in (
         ("1x2", "2x1", "1 process x 2 micro-batches vs 2 processes x 1 image"),

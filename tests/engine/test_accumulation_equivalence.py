@@ -6,9 +6,9 @@ images and augmentations, the same random ROI / anchor sampling, per-rank loss n
 - 1 process x 2 micro-batches == 2 processes x 1 image (on 2 "machines": launches on 127.0.0.1), bit for bit (weights
   and every logged loss): a sum of two gradients is the same in either order, and the 1/2 weights are exact.
 - 2 processes x 2 micro-batches vs 4 processes x 1 image: gloo's ring all-reduce adds the four ranks' gradients in
-  another order than (micro-batch 0 + micro-batch 1) + (the other process's pair), so they differ in the last bits
-  of float32 sums; measured after 3 steps: 2.9e-6 of the update, 1.7e-6 of a tensor's largest weight (the bounds
-  below).
+  another order than (micro-batch 0 + micro-batch 1) + (the other process's pair), so the weights differ in the last
+  bits of float32 sums, and later steps can amplify that a little (a near-zero activation on the other side of a
+  ReLU); measured and bounded below (MAX_UPDATE_DIFF).
 - A run checkpointed on 4 processes and resumed on 2 processes x 2 micro-batches continues within the same bound.
 - SIGTERM in the middle of an accumulating step stops after that step with a checkpoint; the resumed run ends with
   the uninterrupted run's weights, bit for bit.
@@ -50,11 +50,13 @@ ARGS = [
     "INPUT.MIN_SIZE_TRAIN",
     "(112, 128)",
 ] + SMALL_MODEL
-# float32 summation order (2x2 vs 4x1) after 3 steps, measured on CPU-AMX-2 (docs/benchmarks.md): the difference
-# is 2.9e-6 of the training's update (norms over all weights) and at most 1.7e-6 of a tensor's largest weight (a
-# float32 rounding of the weight); ~30x margin for other CPUs' kernels
-MAX_UPDATE_DIFF = 1e-4
-MAX_WEIGHT_DIFF = 5e-5
+# 2x2 vs 4x1 after 3 steps (benchmarks/accumulation_equivalence.py, CPU-AMX-2; docs/benchmarks.md): ||a - b|| over
+# ||update|| (all weights) 2.9e-6 with the native kernels, 7.1e-4 under AVX2 dispatch, where the last bits of step
+# 2's forward differ enough to flip a few near-zero ReLUs / GN terms in its backward; the largest weight difference
+# is 3e-6 / 1.7e-4 of the largest update. Two runs with different seeds differ by 0.42 and 0.25: the bounds sit
+# ~15x above the measured differences and ~40x below another run's.
+MAX_UPDATE_DIFF = 1e-2
+MAX_WEIGHT_DIFF = 5e-3
 LOSSES = ("loss_cls", "loss_box_reg", "loss_mask", "loss_rpn_cls", "loss_rpn_loc", "total_loss")
 ENV = {"OMP_NUM_THREADS": "1"}  # the same kernels in every run, whatever the number of processes
 
@@ -79,13 +81,12 @@ def _rows(out):
 
 
 def _differences(a, b, init):
-    """(||a - b|| / ||b - init|| over all tensors, max over tensors of max|a - b| / max|b|)."""
+    """(||a - b|| / ||b - init|| over all weights, max|a - b| / max|b - init| over all weights)."""
     diff = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in b) ** 0.5
     update = sum(float(((b[k].double() - init[k].double()) ** 2).sum()) for k in b) ** 0.5
-    per_tensor = max(
-        float((a[k].double() - b[k].double()).abs().max() / b[k].double().abs().max().clamp_min(1e-30)) for k in b
-    )
-    return diff / update, per_tensor
+    largest = max(float((a[k].double() - b[k].double()).abs().max()) for k in b)
+    largest_update = max(float((b[k].double() - init[k].double()).abs().max()) for k in b)
+    return diff / update, largest / largest_update
 
 
 def _within_summation_bound(a, b, init):
