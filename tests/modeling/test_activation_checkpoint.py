@@ -76,24 +76,19 @@ def test_inference_and_frozen_parts_build_no_checkpoint():
 @pytest.mark.parametrize(
     "opts, why",
     [
-        ({"MODEL.ACTIVATION_CHECKPOINT.PARTS": ["res2"]}, "'res2' is frozen by MODEL.BACKBONE.FREEZE_AT 2"),
-        ({"MODEL.ACTIVATION_CHECKPOINT.PARTS": ["stem"]}, "'stem' is frozen by MODEL.BACKBONE.FREEZE_AT 2"),
-        ({"MODEL.ACTIVATION_CHECKPOINT.PARTS": ["mask_head"], "MODEL.MASK_ON": False}, "MODEL.MASK_ON is False"),
+        (["MODEL.ACTIVATION_CHECKPOINT.PARTS", "['res2']"], "'res2' is frozen by MODEL.BACKBONE.FREEZE_AT 2"),
+        (["MODEL.ACTIVATION_CHECKPOINT.PARTS", "['stem']"], "'stem' is frozen by MODEL.BACKBONE.FREEZE_AT 2"),
+        (["MODEL.ACTIVATION_CHECKPOINT.PARTS", "['mask_head']", "MODEL.MASK_ON", "False"], "MODEL.MASK_ON is False"),
         (
-            {"MODEL.ACTIVATION_CHECKPOINT.PARTS": ["res4"], "MODEL.COMPILE.PARTS": ["backbone"]},
+            ["MODEL.ACTIVATION_CHECKPOINT.PARTS", "['res4']", "MODEL.COMPILE.PARTS", "['backbone']"],
             "'res4' is inside MODEL.COMPILE.PARTS 'backbone'",
         ),
-        ({"MODEL.ACTIVATION_CHECKPOINT.PARTS": ["res6"]}, "must be a list of 0 to 8 value"),
+        (["MODEL.ACTIVATION_CHECKPOINT.PARTS", "['res6']"], "must be a list of 0 to 8 value"),
     ],
 )
 def test_parts_that_would_do_nothing_are_refused(opts, why):
     cfg = gn_cfg()
-    for k, v in opts.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
+    cfg.merge_from_list(opts)
     with pytest.raises(ConfigValueError, match=r"^MODEL.ACTIVATION_CHECKPOINT.PARTS = .*") as e:
         check_config(cfg)
     assert why in str(e.value)
