@@ -210,4 +210,4 @@ class VirtualRankStreams:
 
 def steps_note(k: int, per_device: int) -> str:
     """'' without accumulation, else ' (k micro-batches x m images per process)' for log lines."""
-    return "" if k <= 1 else f" ({k} micro-batches x {per_device} images per process)"
+    return "" if k <= 1 else f" ({k} micro-batches x {per_device} image{'s' if per_device != 1 else ''} per process)"

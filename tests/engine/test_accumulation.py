@@ -380,3 +380,22 @@ def test_one_gradient_all_reduce_per_optimizer_step(tmp_path):
     launch(_count_all_reduces, 2, args=(str(out),), use_cuda=False)
     # 3 steps: 3 all-reduces (one bucket) with 1 or 2 micro-batches; 3 or 6 forwards
     assert json.loads(out.read_text()) == {"1": [3, 3], "2": [3, 6]}
+
+
+def test_the_trainer_warns_once_about_bn_with_micro_batches(tmp_path, caplog):
+    import logging
+
+    from detgn.engine import DefaultTrainer
+
+    from tests.util import NARROW_MODEL
+
+    cfg = _train_cfg(IMS_PER_BATCH=2, IMS_PER_DEVICE=1)
+    cfg.merge_from_list(NARROW_MODEL + ["MODEL.RESNETS.NORM", "BN", "OUTPUT_DIR", str(tmp_path)])
+    with caplog.at_level(logging.INFO, logger="detgn.trainer"):
+        trainer = DefaultTrainer(cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert trainer.micro_batches == 2 and len(warnings) == 1
+    assert warnings[0].startswith("BatchNorm2d with 2 micro-batches per step: these norms take their statistics")
+    assert any(
+        "iterations x 2 images (2 micro-batches x 1 image per process)" in r.getMessage() for r in caplog.records
+    )

@@ -157,7 +157,7 @@ def test_accumulation_equals_more_processes(tmp_path):
     assert "Start inference on 6 images" in log0 and log0.count("Evaluation results for bbox") == 1
     assert (tmp_path / "machine0" / "inference" / "nuclei_mini_val" / "coco_instances_results.json").exists()
     log = open(tmp_path / "1x2" / "log.txt").read()
-    assert "iterations x 2 images (2 micro-batches x 1 images per process)" in log
+    assert "iterations x 2 images (2 micro-batches x 1 image per process)" in log
     assert "iter: 2 (2 micro-batches)" in log
 
     # 2 processes x 2 micro-batches vs 4 processes: float32 summation order only
