@@ -129,7 +129,7 @@ def _read_cache(path: str) -> dict:
 def measure_bf16_speedup(repeats: int = 5) -> Tuple[float, float]:
     """Median seconds of a training step (forward + backward) of a small GN conv net in fp32 and under bf16 autocast,
     interleaved: (fp32, bf16). The net is shaped like the quick start's heads (128-channel 3x3 convs with GN + ReLU on
-    2 x 64x64 maps, then a linear layer); about a second on a 2-core CPU."""
+    2 x 64x64 maps, then a linear layer); 2-5 s on a 2-core CPU."""
     from torch import nn
 
     g = torch.Generator().manual_seed(0)
