@@ -8,6 +8,22 @@ from tests.util import QUICK_RUN_ARGS, REPO
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _restore_detgn_logging():
+    """A tool run in-process (setup_logger) leaves handlers on the "detgn" logger whose stream is this test's
+    captured stdout: they are closed after the test, so a later test's log lines never go to a closed file."""
+    import logging
+
+    names = ("detgn", "fvcore")
+    before = {n: list(logging.getLogger(n).handlers) for n in names}
+    yield
+    for n in names:
+        log = logging.getLogger(n)
+        for h in [h for h in log.handlers if h not in before[n]]:
+            log.removeHandler(h)
+            h.close()
+
+
 @pytest.fixture
 def repo_root():
     return REPO

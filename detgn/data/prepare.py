@@ -30,7 +30,12 @@ def main(argv=None) -> int:
     from detgn.data.record_cache import cache_dir, cache_enabled
     from detgn.utils.errors import UserInputError
 
-    if not cache_enabled():
+    try:
+        enabled = cache_enabled()
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not enabled:
         print("error: DETGN_RECORD_CACHE is off; unset it to build the cache", file=sys.stderr)
         return 2
     names = list(args.names)
@@ -45,6 +50,11 @@ def main(argv=None) -> int:
         except UserInputError as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(
+                f"interrupted while caching {name}: no partial record file was left in {cache_dir()}", file=sys.stderr
+            )
+            return 130
         where = ", ".join(s.path for s in getattr(records, "stores", [])) or "(not cached)"
         print(f"{name}: {len(records)} records in {where} ({time.perf_counter() - started:.1f} s)")
     print(f"cache folder: {cache_dir()}")

@@ -84,11 +84,17 @@ def run_training_cli(
     128 + N stopped by signal N after saving a checkpoint (preemption.py), 130 Ctrl-C; a bug keeps its traceback
     (DETGN_TRACEBACK=1 shows it for user errors too)."""
     args = parse_with_overrides(default_argument_parser(description), argv)
+    from .launch_checks import check_launch_args
     from .slurm import apply_slurm_environment
 
-    apply_slurm_environment()  # an srun task: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from SLURM (torchrun's own win)
     if not args.dist_timeout > 0:
         print(f"error: --dist-timeout must be a number of seconds > 0, got {args.dist_timeout}", file=sys.stderr)
+        return 2
+    try:  # before anything starts: a wrong layout would otherwise wait --dist-timeout for machines that cannot join
+        apply_slurm_environment()  # an srun task: RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* from SLURM (torchrun's own win)
+        check_launch_args(args)
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         cfg = setup_cfg(args, default_cfg) if default_cfg is not None else setup_cfg(args)

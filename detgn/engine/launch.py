@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from datetime import timedelta
 
 import torch
@@ -27,6 +28,7 @@ __all__ = ["launch", "find_free_port", "started_by_torchrun", "JoinError", "Work
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+INTERRUPTED_EXIT = 130  # exit status of a process stopped by Ctrl-C
 PEER_LOST_EXIT = 4  # exit status of a process whose collective failed because another process stopped
 
 
@@ -71,6 +73,31 @@ def _warn_about_shared_store_restarts() -> None:
         )
 
 
+def _join_error(e: Exception, who: str, where: str, started: float, timeout: timedelta) -> JoinError:
+    """What went wrong while joining, in one line: a port already taken, an early failure with its cause, or the
+    other processes that never came within the timeout."""
+    import time
+
+    first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+    elapsed = time.monotonic() - started
+    text = str(e).lower()
+    if "address already in use" in text or "eaddrinuse" in text:
+        return JoinError(
+            f"{who} could not open {where}: the port is already in use on this machine (another job or program holds "
+            "it); choose a free port in --dist-url (or MASTER_PORT), or --dist-url auto on one machine"
+        )
+    if elapsed < 0.9 * timeout.total_seconds():
+        return JoinError(
+            f"{who} could not join the process group at {where}: it failed after {elapsed:.0f} s ({first}); check the "
+            "address and port (--dist-url / MASTER_ADDR, MASTER_PORT) and that this machine can reach it"
+        )
+    return JoinError(
+        f"{who} could not join the process group at {where} within {timeout.total_seconds():.0f} s ({first}): the "
+        "other machine(s) did not start or cannot reach that address; check --dist-url, --machine-rank and "
+        "--num-machines on every machine, or wait longer with --dist-timeout"
+    )
+
+
 def _backend(use_cuda: bool) -> str:
     """nccl on CUDA, with asynchronous error handling on (unless the user set it): a collective that fails, or
     waits longer than --dist-timeout for a process that is gone, aborts this process instead of hanging it."""
@@ -98,13 +125,16 @@ def launch(
         local_rank = int(os.environ["LOCAL_RANK"])
         if use_cuda:
             torch.cuda.set_device(local_rank)
+        started = time.monotonic()
         try:
             dist.init_process_group(backend=_backend(use_cuda), init_method="env://", timeout=timeout)
         except Exception as e:
-            raise JoinError(
-                f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']} could not join the process group at "
-                f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')} within {timeout.total_seconds():.0f} s "
-                f"({str(e).splitlines()[0][:200]}); check that every task started and can reach that address"
+            raise _join_error(
+                e,
+                f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}",
+                f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT')}",
+                started,
+                timeout,
             ) from None
         comm.set_local_rank(local_rank)
         try:
@@ -155,6 +185,8 @@ def launch(
                 f"process {machine_rank * num_gpus_per_machine + e.error_index} of {world_size} lost contact "
                 "with the others (above); the others on this machine were stopped."
             ) from None
+        if e.exit_code == INTERRUPTED_EXIT:
+            raise KeyboardInterrupt from None
         if e.exit_code is not None and e.exit_code - 128 in CHECKPOINT_SIGNALS:  # all stopped after saving a checkpoint
             raise TrainingPreempted(e.exit_code - 128) from None
         if e.signal_name:
@@ -199,6 +231,7 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
     if use_cuda:
         torch.cuda.set_device(local_rank)
     try:
+        started = time.monotonic()
         try:
             dist.init_process_group(
                 backend=_backend(use_cuda),
@@ -208,12 +241,7 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
                 timeout=timeout,
             )
         except Exception as e:
-            raise JoinError(
-                f"rank {global_rank} of {world_size} could not join the process group at {dist_url} within "
-                f"{timeout.total_seconds():.0f} s ({str(e).splitlines()[0][:200]}): the other machine(s) did not start "
-                "or cannot reach that address; check --dist-url, --machine-rank and --num-machines on every machine, "
-                "or wait longer with --dist-timeout"
-            ) from None
+            raise _join_error(e, f"rank {global_rank} of {world_size}", dist_url, started, timeout) from None
         comm.set_local_rank(local_rank)
         comm.synchronize()
         try:
@@ -233,3 +261,5 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
     except comm.PeerLostError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(PEER_LOST_EXIT)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal: the launcher says it once
+        sys.exit(INTERRUPTED_EXIT)

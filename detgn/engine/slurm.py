@@ -16,27 +16,51 @@ import os
 import re
 from typing import List, Optional
 
-__all__ = ["expand_hostlist", "slurm_environment", "apply_slurm_environment"]
+from .launch_checks import LaunchError
+
+__all__ = ["expand_hostlist", "slurm_environment", "apply_slurm_environment", "SlurmEnvError"]
 
 
-def _expand_one(host: str) -> List[str]:
+class SlurmEnvError(LaunchError):
+    """A SLURM variable that cannot be read (a malformed host list, an empty task count)."""
+
+
+def _bad_hostlist(hostlist: str, why: str) -> SlurmEnvError:
+    shown = hostlist if len(hostlist) <= 80 else hostlist[:80] + "..."
+    return SlurmEnvError(
+        f"SLURM host list {shown!r} is malformed ({why}); set MASTER_ADDR to the host of rank 0 (e.g. "
+        "MASTER_ADDR=$(scontrol show hostnames | head -n1)) and start again"
+    )
+
+
+def _expand_one(host: str, whole: str) -> List[str]:
     m = re.search(r"\[([^\]]*)\]", host)
     if not m:
+        if "[" in host or "]" in host:
+            raise _bad_hostlist(whole, f"unbalanced bracket in {host!r}")
         return [host]
     head, tail = host[: m.start()], host[m.end() :]
     out = []
     for part in m.group(1).split(","):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
+        bounds = part.split("-")
+        if not all(re.fullmatch(r"\d+", b) for b in bounds) or len(bounds) > 2:
+            raise _bad_hostlist(whole, f"{part!r} is not a number or a range of numbers")
+        if len(bounds) == 2:
+            lo, hi = bounds
+            if int(hi) < int(lo):
+                raise _bad_hostlist(whole, f"range {part!r} runs backwards")
+            if int(hi) - int(lo) > 100000:
+                raise _bad_hostlist(whole, f"range {part!r} names more than 100000 hosts")
             out += [f"{head}{str(i).zfill(len(lo))}" for i in range(int(lo), int(hi) + 1)]
         else:
             out.append(head + part)
-    return [h for x in out for h in _expand_one(x + tail)]
+    return [h for x in out for h in _expand_one(x + tail, whole)]
 
 
 def expand_hostlist(hostlist: str) -> List[str]:
     """'gpu[003-004,010],login1' -> ['gpu003', 'gpu004', 'gpu010', 'login1'] (SLURM's compressed form, zero
-    padding kept, several bracket groups per name), without calling `scontrol`, which may be absent."""
+    padding kept, several bracket groups per name), without calling `scontrol`, which may be absent. A list that
+    is not of that form (an unclosed bracket, letters in a range) raises SlurmEnvError in one line."""
     hosts, depth, cur = [], 0, ""
     for ch in hostlist:
         if ch == "," and depth == 0:
@@ -44,27 +68,55 @@ def expand_hostlist(hostlist: str) -> List[str]:
             cur = ""
             continue
         depth += (ch == "[") - (ch == "]")
+        if depth not in (0, 1):
+            raise _bad_hostlist(hostlist, "nested or unbalanced brackets")
         cur += ch
+    if depth != 0:
+        raise _bad_hostlist(hostlist, "a bracket is not closed")
     if cur:
         hosts.append(cur)
-    return [h for x in hosts if x for h in _expand_one(x.strip())]
+    out = [h for x in hosts if x.strip() for h in _expand_one(x.strip(), hostlist)]
+    if not out:
+        raise _bad_hostlist(hostlist, "no host")
+    return out
+
+
+def _task_count(env) -> int:
+    for name in ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"):
+        raw = (env.get(name) or "").strip()
+        if raw:
+            if not re.fullmatch(r"\d+", raw) or int(raw) < 1:
+                raise SlurmEnvError(
+                    f"{name}={raw!r} is not a number of tasks >= 1; start the job with srun, which sets it"
+                )
+            return int(raw)
+    raise SlurmEnvError(
+        "SLURM_STEP_NUM_TASKS and SLURM_NTASKS are empty: the number of tasks is unknown; start the step with srun "
+        "(which sets them) or launch with torchrun"
+    )
 
 
 def slurm_environment(env=None) -> Optional[dict]:
-    """The torchrun-style variables for an srun task (None when not in an srun step, or under torchrun)."""
+    """The torchrun-style variables for an srun task (None when not in an srun step, or under torchrun). A
+    one-task step joins on 127.0.0.1 without reading the host list."""
     env = os.environ if env is None else env
     if "RANK" in env and "WORLD_SIZE" in env:
         return None
     if "SLURM_PROCID" not in env or "SLURM_STEP_NUM_TASKS" not in env:
         return None
-    world = int(env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS"))
-    nodes = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1")
-    job = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0")) or 0)
+    world = _task_count(env)
+    if env.get("MASTER_ADDR"):
+        master = env["MASTER_ADDR"]
+    elif world == 1:
+        master = "127.0.0.1"
+    else:
+        master = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1")[0]
+    job = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0"))[:18] or 0)
     return {
         "RANK": env["SLURM_PROCID"],
         "WORLD_SIZE": str(world),
         "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-        "MASTER_ADDR": env.get("MASTER_ADDR") or nodes[0],
+        "MASTER_ADDR": master,
         "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job % 20000),
     }
 
