@@ -41,6 +41,14 @@ def fit_problems(report) -> list:
     lacking = [k for k in report["missing"] if k.startswith(backbone)]
     if file_has_backbone and lacking:
         problems.append(f"the file lacks {len(lacking)} backbone tensors ({_examples(lacking)}): a smaller network")
+    heads = ("roi_heads.", "proposal_generator.", "sem_seg_head.")
+    heads_missing = [k for k in report["missing"] if k.startswith(heads)]
+    heads_unused = [k for k in report["unused"] if k.startswith(heads)]
+    if heads_missing and heads_unused:  # the file has heads, not this model's: another family (Mask R-CNN vs Cascade)
+        problems.append(
+            f"the model's {len(heads_missing)} head tensors ({_examples(heads_missing)}) are not in the file, which "
+            f"has {len(heads_unused)} other head tensors ({_examples(heads_unused)}): another architecture"
+        )
     extra = [k for k in report["unused"] if k.startswith(backbone)]
     if extra:
         problems.append(

@@ -55,6 +55,11 @@ def parse_args(argv=None):
         "--overwrite", action="store_true", help="replace output files that exist already (else refused before the run)"
     )
     ap.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="run even when MODEL.WEIGHTS leaves parameters of the model random (weights of another architecture)",
+    )
+    ap.add_argument(
         "--random-weights", action="store_true", help="allow running without MODEL.WEIGHTS (an untrained model)"
     )
     ap.add_argument(
@@ -204,7 +209,10 @@ def main(argv=None):
     from detgn.engine import DefaultPredictor
 
     try:
-        predictor = DefaultPredictor(cfg) if args.runtime == "eager" else _exported_predictor(cfg, args.runtime)
+        if args.runtime == "eager":
+            predictor = DefaultPredictor(cfg, allow_partial_weights=args.allow_partial_weights)
+        else:
+            predictor = _exported_predictor(cfg, args.runtime)
     except (
         UserInputError,
         ImportError,

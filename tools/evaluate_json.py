@@ -48,7 +48,14 @@ def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str
         res = [r for r in results if t == "bbox" or not isinstance(r, dict) or "segmentation" in r]
         check_results(res, gt, t, source=results_file)
         if not res:
-            out[t] = [0.0] * 12  # as COCOEvaluator reports a task without predictions
+            from detgn.evaluation.coco_evaluation import empty_results_stats
+
+            print(
+                f"warning: {results_file} has no {t} results: AP/AR 0 where the ground truth has objects, nan where it "
+                "has none",
+                file=sys.stderr,
+            )
+            out[t] = empty_results_stats(gt)
             continue
         ev = evaluate_predictions_on_coco(gt, res, t, backend=backend)
         out[t] = [float(x) for x in ev.stats]

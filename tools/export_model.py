@@ -45,6 +45,11 @@ def parse_args(argv=None):
         "--overwrite", action="store_true", help="replace the export files already in --output (else refused)"
     )
     ap.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="export even when MODEL.WEIGHTS leaves parameters of the model random (weights of another architecture)",
+    )
+    ap.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)"
     )
     from detgn.engine.defaults import parse_with_overrides
@@ -89,7 +94,9 @@ def main(argv=None):
         image, sample_path = _sample_image(cfg, args.sample_image)
         from detgn.engine import DefaultPredictor
 
-        predictor = DefaultPredictor(cfg)  # eager detgn, weights loaded (the reference)
+        predictor = DefaultPredictor(
+            cfg, allow_partial_weights=args.allow_partial_weights
+        )  # eager detgn, weights loaded (the reference)
         thing_classes = None
         if cfg.DATASETS.TEST:
             from detgn.data import MetadataCatalog

@@ -40,7 +40,9 @@ def main(args):
         log_data_summary(cfg)
         model = build_model(cfg)
         describe_model(cfg, model, verbose=args.verbose)
-        DetectionCheckpointer(model, cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        ck = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
+        path = ck.get_checkpoint_file() if args.resume and ck.has_checkpoint() else cfg.MODEL.WEIGHTS
+        ck.load_for_inference(path, allow_partial=args.allow_partial_weights)
         return DefaultTrainer.test(cfg, model)
     trainer = DefaultTrainer(cfg, verbose=args.verbose)
     trainer.resume_or_load(resume=args.resume)

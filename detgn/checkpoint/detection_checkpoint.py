@@ -118,6 +118,25 @@ class DetectionCheckpointer(Checkpointer):
             path = resolve_weights_path(path)
         return super().load(path, checkpointables)
 
+    def load_for_inference(self, path: str, allow_partial: bool = False, flag: str = "--allow-partial-weights"):
+        """Load the model's weights from `path` (no optimizer or trainer state) for inference: a file that leaves
+        parameters of the model unset is refused (checkpoint/inference_weights.py), unless `allow_partial`, which
+        warns instead. Returns the load report."""
+        from .inference_weights import check_inference_weights
+
+        self.last_report = None
+        self.load(path, checkpointables=[])
+        report = self.last_report or {"missing": [], "shape_mismatch": [], "unused": []}
+        left = check_inference_weights(report, self.model, f"MODEL.WEIGHTS {path}", allow=allow_partial, flag=flag)
+        if left:
+            self.logger.warning(
+                "%s: %d parameters keep their random initialisation (%s); results are not meaningful",
+                flag,
+                len(left),
+                ", ".join(_group_keys(left)[:6]),
+            )
+        return report
+
     def _load_file(self, filename: str) -> Dict[str, Any]:
         obj = load_any_file(filename)
         converted = convert_to_detgn(obj, self.model.state_dict(), source=filename, fmt=self.weights_format)

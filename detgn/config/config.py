@@ -24,6 +24,12 @@ class CircularBaseError(UserInputError, ValueError):
     """A chain of _BASE_ links comes back to a file already being loaded."""
 
 
+# The largest config file and the most values (aliases expanded) one may hold: detgn's own are under 5 KB and a
+# few hundred values; a bigger file is a mistake (a dataset or log given as --config-file) or an attack (a 430-byte
+# YAML alias bomb expands to billions of values), refused before it takes the machine's memory.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000
+
 _loading = threading.local()  # stack of config files being loaded, for cycle detection
 
 
@@ -87,9 +93,16 @@ class CfgNode(_FvCfgNode):
         if key in stack:
             chain = stack[stack.index(key) :] + [key]
             raise CircularBaseError("circular _BASE_: " + " -> ".join(os.path.basename(str(p)) for p in chain))
+        if isinstance(filename, str) and os.path.isfile(filename) and os.path.getsize(filename) > MAX_CONFIG_BYTES:
+            raise ConfigFileError(
+                f"{filename}: {os.path.getsize(filename) / 2**20:.1f} MB is not a config (at most "
+                f"{MAX_CONFIG_BYTES >> 20} MB; detgn's configs are a few KB): check --config-file / _BASE_"
+            )
         stack.append(key)
         try:
-            return super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
+            loaded = super().load_yaml_with_base(filename, allow_unsafe=allow_unsafe)
+            _check_expanded_size(loaded, filename)
+            return loaded
         except TypeError as e:  # fvcore looks for _BASE_ in what safe_load returned: None for an empty file
             if "is not iterable" not in str(e):
                 raise
@@ -140,6 +153,35 @@ class CfgNode(_FvCfgNode):
                 except ValueError:
                     pass
         return super().merge_from_list(cfg_list)
+
+
+def _check_expanded_size(loaded, filename) -> None:
+    """Refuse a loaded YAML whose values, with every alias expanded, exceed MAX_CONFIG_VALUES. Counted over the
+    shared nodes (memoised by identity), so an alias bomb is measured without being expanded."""
+    memo = {}
+
+    def size(x, depth=0):
+        if depth > 100:
+            raise ConfigFileError(f"{filename}: values nested more than 100 levels deep; a config is a few levels")
+        if not isinstance(x, (list, tuple, dict)):
+            return 1
+        if id(x) in memo:
+            return memo[id(x)]
+        items = x.values() if isinstance(x, dict) else x
+        n = 1
+        for item in items:
+            n += size(item, depth + 1)
+            if n > MAX_CONFIG_VALUES:
+                break
+        memo[id(x)] = n
+        return n
+
+    n = size(loaded)
+    if n > MAX_CONFIG_VALUES:
+        raise ConfigFileError(
+            f"{filename}: more than {MAX_CONFIG_VALUES} values once YAML aliases are expanded; a config holds a few "
+            "hundred (an alias bomb, or a data file given as a config?)"
+        )
 
 
 def _ints_to_floats(loaded: dict, defaults) -> None:

@@ -14,7 +14,7 @@ The table is printed by `python -m detgn.config.rules` (docs/config_rules.md hol
 import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from detgn.utils.errors import ConfigValueError
+from detgn.utils.errors import ConfigValueError, short_repr
 
 from .batch import micro_batches
 
@@ -490,6 +490,17 @@ RELATIONS: List[Tuple[str, Callable]] = [
         lambda c: _checkpoint_parts_problem(c),
     ),
     (
+        "each test dataset listed once (its results go to OUTPUT_DIR/inference/<name>)",
+        lambda c: _rel(
+            len(set(c.DATASETS.TEST)) == len(c.DATASETS.TEST),
+            "DATASETS.TEST",
+            c.DATASETS.TEST,
+            "each dataset once: "
+            + ", ".join(sorted({n for n in c.DATASETS.TEST if list(c.DATASETS.TEST).count(n) > 1}))
+            + " is listed twice (it would be evaluated twice into one folder)",
+        ),
+    ),
+    (
         "float16 autocast needs CUDA",
         lambda c: _rel(
             not (c.SOLVER.AMP.ENABLED and c.SOLVER.AMP.DTYPE == "float16" and c.MODEL.DEVICE == "cpu"),
@@ -548,12 +559,12 @@ def check_config(cfg, world_size: Optional[int] = None) -> None:
             continue
         value = _get(cfg, key)
         if not rule.ok(value):
-            raise ConfigValueError(f"{key} = {value!r}: must be {rule.allowed}")
+            raise ConfigValueError(f"{key} = {short_repr(value)}: must be {rule.allowed}")
     for _, relation in RELATIONS:
         bad = relation(cfg)
         if bad:
             key, value, allowed = bad
-            raise ConfigValueError(f"{key} = {value!r}: must be {allowed}")
+            raise ConfigValueError(f"{key} = {short_repr(value)}: must be {allowed}")
     if world_size:
         micro_batches(cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.IMS_PER_DEVICE, world_size)
 

@@ -5,7 +5,7 @@ being accepted and ignored. `check_supported(cfg)` runs when a config is set up 
 evaluation or a tool (engine.setup_cfg) and when a model or trainer is built from it.
 """
 
-from detgn.utils.errors import UserInputError
+from detgn.utils.errors import UserInputError, short_repr
 
 from .defaults import _C
 
@@ -62,6 +62,6 @@ def check_supported(cfg) -> None:
         value, default = _get(cfg, key), _get(_C, key)
         if not _same(value, default):
             raise UnsupportedConfigError(
-                f"{key} = {value!r}: detgn does not implement {what}; remove the key or set it back to "
-                f"its default {default!r}"
+                f"{key} = {short_repr(value)}: detgn does not implement {what}; remove the key or set it back to "
+                f"its default {short_repr(default)}"
             )

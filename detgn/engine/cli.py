@@ -118,6 +118,10 @@ def run_training_cli(
             moved = claim_output_dir(cfg.OUTPUT_DIR, resume=args.resume, overwrite=args.overwrite)
             if moved:
                 print(f"--overwrite: the previous run in {cfg.OUTPUT_DIR} was moved to {moved}", file=sys.stderr)
+        if args.eval_only and _hosts_global_rank0(args):
+            from .output_dir import lock_for_evaluation
+
+            lock_for_evaluation(cfg.OUTPUT_DIR)  # not into the folder of a training that is still running
     except UserInputError as e:  # ConfigError, OutputDirError
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -88,6 +88,12 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on DATASETS.TEST and exit")
     p.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="with --eval-only: evaluate even when MODEL.WEIGHTS leaves parameters of the model at their random "
+        "initialisation (weights of another architecture or class count; refused without this flag)",
+    )
+    p.add_argument(
         "--num-gpus",
         type=int,
         default=1,

@@ -153,9 +153,24 @@ class PeriodicCheckpointer(HookBase):
             self._save("model_final", iteration)
 
 
+def flatten_results(results: dict, prefix: str = "") -> dict:
+    """{task: {metric: value}} -> {"task/metric": float}; with several test datasets, {dataset: {task: {metric}}}
+    -> {"dataset/task/metric": float}. Values that are not numbers (per-class tables as text) are left out."""
+    flat = {}
+    for k, v in results.items():
+        if isinstance(v, dict):
+            flat.update(flatten_results(v, f"{prefix}{k}/"))
+        elif prefix:
+            try:
+                flat[f"{prefix}{k}"] = float(v)
+            except (TypeError, ValueError):
+                pass
+    return flat
+
+
 class EvalHook(HookBase):
-    """Runs `eval_function()` every `period` iterations and after the last one; puts its
-    {task: {metric: value}} results in the storage as "task/metric"."""
+    """Runs `eval_function()` every `period` iterations and after the last one; puts its results in the storage
+    as "task/metric" (one test dataset) or "dataset/task/metric" (several): flatten_results."""
 
     def __init__(self, period: int, eval_function: Callable, eval_after_train: bool = True):
         self._period = period
@@ -169,14 +184,7 @@ class EvalHook(HookBase):
             flush()
         results = self._func()
         if results:
-            flat = {}
-            for task, metrics in results.items():
-                if isinstance(metrics, dict):
-                    for k, v in metrics.items():
-                        try:
-                            flat[f"{task}/{k}"] = float(v)
-                        except (TypeError, ValueError):
-                            pass
+            flat = flatten_results(results)
             if comm.is_main_process():
                 self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
         self.last_results = results

@@ -74,7 +74,7 @@ def _describe(holder: dict) -> str:
     return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} (started {started}: {holder.get('command', '?')})"
 
 
-def _lock(output_dir: str) -> None:
+def _lock(output_dir: str, in_use_hint: str = "wait for it to finish or choose another OUTPUT_DIR") -> None:
     key = os.path.realpath(output_dir)
     if key in _held:
         return
@@ -89,8 +89,7 @@ def _lock(output_dir: str) -> None:
             holder = _read_holder(path)
             f.close()
             raise OutputDirError(
-                f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; wait for it to "
-                f"finish or choose another OUTPUT_DIR"
+                f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; {in_use_hint}"
             ) from None
         holder = _read_holder(path)  # no flock here (some network file systems): trust a live pid on this host
         if (
@@ -100,8 +99,7 @@ def _lock(output_dir: str) -> None:
         ):
             f.close()
             raise OutputDirError(
-                f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; wait for it to "
-                f"finish or choose another OUTPUT_DIR"
+                f"OUTPUT_DIR {output_dir} is in use by another run: {_describe(holder)}; {in_use_hint}"
             ) from None
         logger.warning(
             "OUTPUT_DIR %s: file locking is not available (%s); only a run on this host is detected", output_dir, e
@@ -135,6 +133,32 @@ def _remove_stale_tmp(output_dir: str) -> None:
                 pass
 
 
+def _check_movable(output_dir: str) -> None:
+    """--overwrite renames OUTPUT_DIR: not possible for the current folder, one of its parents, or a mount point."""
+    here, target = os.path.realpath(os.getcwd()), os.path.realpath(output_dir)
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep) or os.path.ismount(target):
+        what = (
+            "the current folder"
+            if here == target
+            else ("a mount point" if os.path.ismount(target) else "a parent of the current folder")
+        )
+        raise OutputDirError(
+            f"--overwrite cannot move OUTPUT_DIR {output_dir} aside: it is {what}; choose a subfolder as OUTPUT_DIR "
+            "(e.g. OUTPUT_DIR output/run2)"
+        )
+
+
+def lock_for_evaluation(output_dir: str) -> None:
+    """--eval-only writes its log, config_eval.yaml and inference/ into OUTPUT_DIR: not into the folder of a run that
+    is still going (its log.txt would interleave, its evaluation files be replaced). Holds the lock while it runs."""
+    os.makedirs(output_dir, exist_ok=True)
+    _lock(
+        output_dir,
+        in_use_hint="--eval-only would mix its log and results into that run's files; evaluate into another folder "
+        f"(e.g. OUTPUT_DIR {output_dir.rstrip(os.sep)}/eval) - MODEL.WEIGHTS can stay where it is",
+    )
+
+
 def claim_output_dir(
     output_dir: str, *, resume: bool, overwrite: bool = False, now: Optional[float] = None
 ) -> Optional[str]:
@@ -154,6 +178,7 @@ def claim_output_dir(
                 f"OUTPUT_DIR {output_dir} holds another run ({shown}); continue it with --resume, choose a new "
                 f"OUTPUT_DIR, or pass --overwrite to move it to {output_dir.rstrip(os.sep)}.old-<time> first"
             )
+        _check_movable(output_dir)
         _lock(output_dir)  # not while another run uses it
         release_output_dir(output_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
@@ -162,7 +187,13 @@ def claim_output_dir(
         while os.path.exists(moved):
             moved = f"{output_dir.rstrip(os.sep)}.old-{stamp}-{k}"
             k += 1
-        os.rename(output_dir, moved)
+        try:
+            os.rename(output_dir, moved)
+        except OSError as e:
+            raise OutputDirError(
+                f"--overwrite could not move OUTPUT_DIR {output_dir} to {moved} ({e.strerror}); move it yourself or "
+                "choose another OUTPUT_DIR"
+            ) from None
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as e:

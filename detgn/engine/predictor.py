@@ -25,11 +25,11 @@ class DefaultPredictor:
     precision policy picks bf16 for this config and device (engine/precision.py).
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, allow_partial_weights: bool = False):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg).eval()
-        if cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        if cfg.MODEL.WEIGHTS:  # weights that leave heads random are refused unless allow_partial_weights
+            DetectionCheckpointer(self.model).load_for_inference(cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
         self.aug = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
         if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
             raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")

@@ -143,6 +143,50 @@ def _cocoeval_class(backend: str):
     return COCOeval
 
 
+def empty_results_stats(coco_gt: COCO, img_ids: Optional[Sequence[int]] = None) -> List[float]:
+    """The 12 COCOeval summary numbers of no detections at all: 0 where the ground truth has objects to find (all,
+    small < 32^2, medium, large > 96^2 pixels of area, crowds excluded), -1 (undefined, as COCOeval says) where it
+    has none, e.g. APl/ARl without large objects."""
+    keep = None if img_ids is None else set(img_ids)
+    areas = [
+        a.get("area", 0)
+        for a in coco_gt.dataset.get("annotations", [])
+        if not a.get("iscrowd", 0) and (keep is None or a["image_id"] in keep)
+    ]
+    has = [
+        bool(areas),
+        any(a < 32**2 for a in areas),
+        any(32**2 <= a < 96**2 for a in areas),
+        any(a >= 96**2 for a in areas),
+    ]
+    ap = [has[0], has[0], has[0], has[1], has[2], has[3]]
+    ar = [has[0], has[0], has[0], has[1], has[2], has[3]]
+    return [0.0 if h else -1.0 for h in ap + ar]
+
+
+def count_duplicates(results: Sequence[Dict]) -> int:
+    """How many results repeat an earlier one exactly (image, category, score, box or mask): COCOeval scores each
+    copy as a false positive, roughly halving AP for a file merged twice."""
+    seen, dup = set(), 0
+    for r in results:
+        seg = r.get("segmentation")
+        key = (
+            r.get("image_id"),
+            r.get("category_id"),
+            r.get("score"),
+            tuple(r["bbox"]) if isinstance(r.get("bbox"), (list, tuple)) else None,
+            (seg.get("counts") if isinstance(seg, dict) else repr(seg)) if seg is not None else None,
+        )
+        try:
+            if key in seen:
+                dup += 1
+            else:
+                seen.add(key)
+        except TypeError:  # an unhashable field: not an exact copy this check can see
+            continue
+    return dup
+
+
 def evaluate_predictions_on_coco(
     coco_gt: COCO,
     results: List[Dict],
@@ -150,8 +194,19 @@ def evaluate_predictions_on_coco(
     img_ids: Optional[Sequence[int]] = None,
     backend: str = "pycocotools",
 ):
-    """Run COCOeval; returns the evaluator (its .stats holds the 12 summary numbers)."""
+    """Run COCOeval; returns the evaluator (its .stats holds the 12 summary numbers). Exact duplicate results are
+    scored as COCO scores them (false positives), with a WARNING giving their count."""
     assert len(results) > 0
+    dup = count_duplicates(results)
+    if dup:
+        logger.warning(
+            "%d of the %d %s results are exact duplicates of another (same image, category, score and %s): COCOeval "
+            "counts each copy as a false positive, lowering AP; were results merged twice?",
+            dup,
+            len(results),
+            iou_type,
+            "box" if iou_type == "bbox" else "mask",
+        )
     results = copy.deepcopy(results)
     if iou_type == "segm":
         for r in results:
@@ -286,9 +341,22 @@ class COCOEvaluator(DatasetEvaluator):
         for task in tasks:
             task_results = [r for r in results if task != "segm" or "segmentation" in r]
             if len(task_results) == 0:
-                logger.warning("No %s predictions on %s: reporting AP 0", task, self._dataset_name)
-                out[task] = {m: 0.0 for m in METRIC_NAMES}
-                out[task].update({f"AP-{n}": 0.0 for n in self._class_names})
+                logger.warning(
+                    "No %s predictions on %s: AP 0 where the ground truth has objects, nan where it has none",
+                    task,
+                    self._dataset_name,
+                )
+                stats = empty_results_stats(self._coco_api, img_ids)
+                out[task] = {m: coco_stat_to_percent(stats[i]) for i, m in enumerate(METRIC_NAMES)}
+                with_gt = {
+                    a["category_id"] for a in self._coco_api.dataset.get("annotations", []) if not a.get("iscrowd", 0)
+                }
+                out[task].update(
+                    {
+                        f"AP-{n}": 0.0 if self._reverse_id_map.get(i) in with_gt else float("nan")
+                        for i, n in enumerate(self._class_names)
+                    }
+                )
                 continue
             ev = evaluate_predictions_on_coco(self._coco_api, task_results, task, img_ids, self._backend)
             out[task] = self._derive_metrics(ev, task)

@@ -11,7 +11,7 @@ import math
 from typing import Dict, Sequence
 
 from detgn.structures.rle import rle_problem
-from detgn.utils.errors import UserInputError
+from detgn.utils.errors import UserInputError, short_repr
 
 __all__ = ["CocoInputError", "load_checked_coco_gt", "check_results"]
 
@@ -22,6 +22,29 @@ class CocoInputError(UserInputError, ValueError):
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_gt_fields(json_file: str, i: int, ann: dict) -> None:
+    """The fields COCOeval computes with, where present: bbox 4 finite numbers with width, height >= 0, area a finite
+    number >= 0, iscrowd 0 or 1. In ground truth a bad one is refused (skipping it would change AP)."""
+    where = f"{json_file}: annotations[{i}] (id {ann['id']})"
+    b = ann.get("bbox")
+    if "bbox" in ann and not (
+        isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b) and b[2] >= 0 and b[3] >= 0
+    ):
+        raise CocoInputError(
+            f"{where}: 'bbox' = {short_repr(b, 60)} is not [x, y, width, height] of finite numbers with width, "
+            "height >= 0"
+        )
+    if "area" in ann and not (_finite(ann["area"]) and ann["area"] >= 0):
+        raise CocoInputError(f"{where}: 'area' = {short_repr(ann['area'], 60)} is not a finite number >= 0")
+    if "iscrowd" in ann and not (type(ann["iscrowd"]) in (int, bool) and ann["iscrowd"] in (0, 1)):
+        raise CocoInputError(f"{where}: 'iscrowd' = {short_repr(ann['iscrowd'], 60)} is not 0 or 1")
+    seg = ann.get("segmentation")
+    if seg is not None and not isinstance(seg, (dict, list)):
+        raise CocoInputError(
+            f"{where}: 'segmentation' is {type(seg).__name__}; expected polygons (a list) or an RLE (an object)"
+        )
 
 
 def load_checked_coco_gt(json_file: str):
@@ -35,6 +58,7 @@ def load_checked_coco_gt(json_file: str):
     check_coco_structure(json_file, data)
     images = {img["id"]: img for img in data["images"]}
     for i, ann in enumerate(data["annotations"]):
+        _check_gt_fields(json_file, i, ann)
         seg = ann.get("segmentation")
         img = images.get(ann["image_id"])
         if isinstance(seg, dict) and img is not None:
@@ -65,17 +89,23 @@ def check_results(results: Sequence[Dict], coco_gt, iou_type: str, source: str =
                     f"{where} has no '{key}'; every result needs image_id, category_id, score and "
                     f"{'bbox' if iou_type == 'bbox' else 'segmentation'}"
                 )
+        for key in ("image_id", "category_id"):
+            v = r[key]
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise CocoInputError(
+                    f"{where}: {key} {short_repr(v)} is a {type(v).__name__}, not an integer id of the ground truth"
+                )
         if r["image_id"] not in coco_gt.imgs:
             raise CocoInputError(
-                f"{where}: image_id {r['image_id']!r} is not an image of the ground truth; results must use its image ids"
+                f"{where}: image_id {r['image_id']} is not an image of the ground truth; results must use its image ids"
             )
         if r["category_id"] not in coco_gt.cats:
             raise CocoInputError(
-                f"{where}: category_id {r['category_id']!r} is not a category of the ground truth "
+                f"{where}: category_id {r['category_id']} is not a category of the ground truth "
                 f"(known: {sorted(coco_gt.cats)[:10]})"
             )
         if not _finite(r["score"]):
-            raise CocoInputError(f"{where}: score {r['score']!r} is not a finite number")
+            raise CocoInputError(f"{where}: score {short_repr(r['score'])} is not a finite number")
         if iou_type == "bbox":
             b = r["bbox"]
             if (
@@ -86,10 +116,15 @@ def check_results(results: Sequence[Dict], coco_gt, iou_type: str, source: str =
                 or b[3] < 0
             ):
                 raise CocoInputError(
-                    f"{where}: bbox {b!r} is not [x, y, width, height] with finite numbers and width, height >= 0"
+                    f"{where}: bbox {short_repr(b)} is not [x, y, width, height] with finite numbers and width, height >= 0"
                 )
         else:
             img = coco_gt.imgs[r["image_id"]]
+            if not isinstance(r["segmentation"], dict):
+                raise CocoInputError(
+                    f"{where}: segmentation is a {type(r['segmentation']).__name__}, not an RLE object "
+                    "{'size': [h, w], 'counts': ...}"
+                )
             why = rle_problem(r["segmentation"], img.get("height", -1), img.get("width", -1))
             if why:
-                raise CocoInputError(f"{where} (image_id {r['image_id']}): {why}")
+                raise CocoInputError(f"{where} (image_id {r['image_id']}): segmentation: {why}")

@@ -6,7 +6,21 @@ KeyError, FileNotFoundError...). Command-line tools print such an error on one l
 with status 2; any other exception is a bug or an environment failure and keeps its traceback.
 """
 
-__all__ = ["UserInputError", "ConfigValueError"]
+import reprlib
+
+__all__ = ["UserInputError", "ConfigValueError", "short_repr"]
+
+_repr = reprlib.Repr()
+_repr.maxlevel = 3
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+_repr.maxstring = _repr.maxother = 60
+
+
+def short_repr(value, limit: int = 160) -> str:
+    """repr(value) cut to a few items per level, three levels and `limit` characters: an error message never prints
+    a user's value whole (a YAML alias bomb's repr alone would not fit in memory)."""
+    text = _repr.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UserInputError(Exception):

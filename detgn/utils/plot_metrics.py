@@ -86,7 +86,7 @@ def _plot_lr(plt, s, out):
 
 
 def _plot_ap(plt, s, out):
-    tasks = sorted({k.split("/")[0] for k in s if k.endswith("/AP")})
+    tasks = sorted({k.rsplit("/", 1)[0] for k in s if k.endswith("/AP")})
     curves = [f"{t}/{m}" for t in tasks for m in ("AP", "AP50", "AP75") if f"{t}/{m}" in s]
     evaluations = max(len(s[k]) for k in curves)
     fig, ax = plt.subplots(figsize=(8, 4.5))

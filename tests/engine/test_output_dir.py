@@ -92,3 +92,53 @@ def test_resume_hint_is_shell_quoted_and_broken_tag_named(tmp_path):
     (tmp_path / "last_checkpoint").write_text("model_0000199.pth")
     hint = last_checkpoint_hint(cfg, args, "tools/train_net.py")
     assert hint.endswith("tools/train_net.py --config-file 'my cfg.yaml' --resume INPUT.MIN_SIZE_TRAIN '(128,)'")
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent"])
+def test_overwrite_of_the_current_folder_is_one_line(tmp_path, monkeypatch, where):
+    out = tmp_path / "run"
+    (out / "sub").mkdir(parents=True)
+    (out / "model_final.pth").write_text("x")
+    monkeypatch.chdir(out if where == "cwd" else out / "sub")
+    with pytest.raises(OutputDirError, match="cannot move OUTPUT_DIR .* aside: it is") as e:
+        claim_output_dir("." if where == "cwd" else "..", resume=False, overwrite=True)
+    assert "\n" not in str(e.value) and (out / "model_final.pth").read_text() == "x"
+
+
+def test_overwrite_dot_through_train_net(tmp_path, monkeypatch, capsys):
+    from tests.util import QUICK, tool_module
+
+    (tmp_path / "metrics.json").write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    status = tool_module("train_net").cli(["--config-file", QUICK, "--overwrite", "OUTPUT_DIR", "."])
+    err = capsys.readouterr().err
+    assert status == 2 and "it is the current folder" in err and "Traceback" not in err
+    assert (tmp_path / "metrics.json").read_text() == "{}\n"
+
+
+def test_eval_only_into_a_live_training_is_refused(quick_run, tmp_path, capsys):
+    """A training holds OUTPUT_DIR's lock (here: this test, as a second open file, which flock treats as another
+    holder); --eval-only into that folder is refused and leaves its log.txt as it was."""
+    import fcntl
+    import shutil
+
+    from tests.util import QUICK, QUICK_RUN_ARGS, tool_module
+    from tests.engine.util import SMALL_MODEL
+
+    src, _ = quick_run
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(src / "log.txt", live / "log.txt")
+    lock = open(live / LOCK_FILE, "a+")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.write('{"pid": 1234, "host": "trainer-host"}')
+    lock.flush()
+    before = (live / "log.txt").read_bytes()
+    try:
+        status = tool_module("train_net").cli(["--config-file", QUICK, "--eval-only", *QUICK_RUN_ARGS, *SMALL_MODEL,
+                                               "MODEL.WEIGHTS", str(src / "model_final.pth"), "OUTPUT_DIR", str(live)])
+    finally:
+        lock.close()
+    err = capsys.readouterr().err
+    assert status == 2 and "in use by another run" in err and f"OUTPUT_DIR {live}/eval" in err
+    assert (live / "log.txt").read_bytes() == before and not (live / "inference").exists()

@@ -18,6 +18,7 @@ from typing import Dict, List, Optional
 
 from detgn.structures import BoxMode
 from detgn.structures.rle import rle_problem
+from detgn.utils.errors import short_repr
 
 from ..record_store import gc_paused as _gc_paused
 
@@ -135,7 +136,18 @@ def coco_records_from_data(
         record = {"file_name": file_name, "height": img["height"], "width": img["width"], "image_id": img_id}
         objs = []
         for ann in img_to_anns.get(img_id, ()):
-            if ann.get("ignore", 0) != 0:
+            ignore, crowd = ann.get("ignore", 0), ann.get("iscrowd", 0)
+            if type(ignore) not in _FLAG_TYPES or ignore not in (0, 1):
+                problems["'ignore' that is not 0 or 1"].append(
+                    f"{_where(json_file, img_id, ann)} (ignore {short_repr(ignore, 40)})"
+                )
+                continue
+            if ignore:
+                continue
+            if type(crowd) not in _FLAG_TYPES or crowd not in (0, 1):
+                problems["'iscrowd' that is not 0 or 1"].append(
+                    f"{_where(json_file, img_id, ann)} (iscrowd {short_repr(crowd, 40)})"
+                )
                 continue
             if ann.get("category_id") not in id_map:
                 problems["category id not in 'categories'"].append(
@@ -145,7 +157,7 @@ def coco_records_from_data(
             bbox = _float_list(ann.get("bbox"))
             if bbox is None or len(bbox) != 4:
                 problems["bbox that is not 4 finite numbers"].append(
-                    f"{_where(json_file, img_id, ann)} (bbox {ann.get('bbox')})"
+                    f"{_where(json_file, img_id, ann)} (bbox {short_repr(ann.get('bbox'), 60)})"
                 )
                 continue
             if bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] < -1 or bbox[1] < -1:
@@ -155,7 +167,7 @@ def coco_records_from_data(
                 "bbox": bbox,
                 "bbox_mode": xywh,
                 "category_id": id_map[ann["category_id"]],
-                "iscrowd": int(ann.get("iscrowd", 0)),
+                "iscrowd": int(crowd),
             }
             seg = ann.get("segmentation")
             if seg is not None:
@@ -215,7 +227,7 @@ def _where(json_file: str, img_id, ann: dict) -> str:
 
 
 _NUMBER_TYPES = frozenset((int, float))
-_ID_TYPES = frozenset((int, str))
+_FLAG_TYPES = frozenset((int, bool))
 
 
 _FLOAT_ONLY = frozenset((float,))
@@ -254,6 +266,17 @@ def _clean_polygons(seg: list):
     return good, None
 
 
+def _fast_ok(entries, field: str, required: bool, ok) -> bool:
+    """True when every entry's `field` passes `ok`, tested type by type in C loops where it can be."""
+    values = [e[field] for e in entries if field in e] if not required else list(map(itemgetter(field), entries))
+    types = set(map(type, values))
+    if ok is _is_int:
+        return types <= {int}
+    if ok is _positive_int:
+        return types <= {int} and (not values or min(values) > 0)
+    return all(map(ok, values))
+
+
 def _check_unique_annotation_ids(json_file: str, data: dict) -> None:
     """Duplicate annotation ids make pycocotools keep one of them silently (and evaluation of
     the ground truth against itself scores AP ~0): refuse, naming the ids."""
@@ -286,37 +309,84 @@ def _checked_rle(seg: dict, height: int, width: int):
     return {"size": [int(height), int(width)], "counts": seg["counts"].decode("ascii")}, None
 
 
+def _type_name(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a non-finite number"
+    return {bool: "a boolean", str: "a string", list: "a list", dict: "an object", float: "a fraction"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _bad_field(json_file: str, key: str, i: int, entry: dict, field: str, expected: str) -> DatasetFormatError:
+    value = entry[field]
+    ident = f" (id {entry['id']})" if field != "id" and isinstance(entry.get("id"), int) else ""
+    return DatasetFormatError(
+        f"{json_file}: {key}[{i}]{ident}: '{field}' = {short_repr(value, 60)} is {_type_name(value)}; expected "
+        f"{expected}"
+    )
+
+
+def _is_int(v) -> bool:
+    return type(v) is int
+
+
+def _positive_int(v) -> bool:
+    return type(v) is int and v > 0
+
+
+# per list: (field, required, test, what is expected); an entry failing one is refused, naming file, entry, field
+_ENTRY_FIELDS = {
+    "images": (
+        ("id", True, _is_int, "an integer id"),
+        ("file_name", False, lambda v: type(v) is str and v != "", "a file name (a non-empty string)"),
+        ("height", False, _positive_int, "the image height in pixels (an integer > 0)"),
+        ("width", False, _positive_int, "the image width in pixels (an integer > 0)"),
+    ),
+    "annotations": (
+        ("id", True, _is_int, "an integer id"),
+        ("image_id", True, _is_int, "the integer id of an image"),
+        ("category_id", True, _is_int, "the integer id of a category"),
+    ),
+    "categories": (
+        ("id", True, _is_int, "an integer id"),
+        ("name", True, lambda v: type(v) is str, "the category name (a string)"),
+    ),
+}
+
+
 def check_coco_structure(json_file: str, data: dict) -> None:
     """The keys pycocotools indexes, with the right types, before it sees them: 'images', 'annotations' and
-    'categories' are lists of objects; images have unique ids; annotations have 'id', 'image_id' and
-    'category_id'; categories have 'id' and 'name'. DatasetFormatError naming the entry and the fix."""
+    'categories' are lists of objects; images have unique integer ids, and file_name (a string), height and width
+    (integers > 0) where given; annotations have integer 'id', 'image_id' and 'category_id'; categories have an
+    integer 'id' and a string 'name'. DatasetFormatError naming the file, the entry, the field and the type
+    expected. (Fields of single annotations -- bbox, segmentation, iscrowd -- are checked by the loader, which
+    skips and counts a bad one.)"""
     for key in ("images", "annotations", "categories"):
         if not isinstance(data[key], list):
             raise DatasetFormatError(f"{json_file}: '{key}' must be a list of objects, got {type(data[key]).__name__}")
         for i, entry in enumerate(data[key]):
             if not isinstance(entry, dict):
                 raise DatasetFormatError(f"{json_file}: {key}[{i}] must be an object, got {type(entry).__name__}")
-    for key, needed in (
-        ("images", ("id",)),
-        ("annotations", ("id", "image_id", "category_id")),
-        ("categories", ("id", "name")),
-    ):
+    for key, fields in _ENTRY_FIELDS.items():
         entries = data[key]
-        need = frozenset(needed)
-        ids = [k for k in needed if k != "name"]
+        needed = frozenset(f for f, required, _, _ in fields if required)
         # fast path in C-level loops (857k annotations in COCO); the entry-by-entry loop below only names the culprit
-        if all(map(need.issubset, entries)) and all(
-            set(map(type, map(itemgetter(k), entries))) <= _ID_TYPES for k in ids
+        if all(map(needed.issubset, entries)) and all(
+            _fast_ok(entries, f, required, ok) for f, required, ok, _ in fields
         ):
             continue
         for i, entry in enumerate(entries):
-            for k in needed:
-                if k not in entry:
-                    raise DatasetFormatError(
-                        f"{json_file}: {key}[{i}] has no '{k}'" + (" (add one to every entry)" if k == "id" else "")
-                    )
-                if k != "name" and (not isinstance(entry[k], (int, str)) or isinstance(entry[k], bool)):
-                    raise DatasetFormatError(f"{json_file}: {key}[{i}]['{k}'] = {entry[k]!r} is not an integer id")
+            for f, required, ok, expected in fields:
+                if f not in entry:
+                    if required:
+                        raise DatasetFormatError(
+                            f"{json_file}: {key}[{i}] has no '{f}'" + (" (add one to every entry)" if f == "id" else "")
+                        )
+                    continue
+                if not ok(entry[f]):
+                    raise _bad_field(json_file, key, i, entry, f, expected)
     counts = Counter(img["id"] for img in data["images"])
     dup = sorted((k for k, n in counts.items() if n > 1), key=str)
     if dup:

@@ -28,6 +28,27 @@ def _file_names(json_file: str, data: dict) -> None:
             img["file_name"] = "/".join(url.split("/")[-2:])
 
 
+def _check_lvis_fields(json_file: str, data: dict) -> None:
+    """LVIS's own fields, where present: the federated lists of each image are lists of integer category ids, a
+    category's frequency is r, c or f. DatasetFormatError naming the entry and the field."""
+    from detgn.utils.errors import short_repr
+
+    for i, img in enumerate(data["images"]):
+        for field in ("neg_category_ids", "not_exhaustive_category_ids"):
+            v = img.get(field, [])
+            if not (type(v) is list and all(type(c) is int for c in v)):
+                raise DatasetFormatError(
+                    f"{json_file}: images[{i}] (id {img.get('id')}): '{field}' = {short_repr(v, 60)}; expected a list "
+                    "of integer category ids"
+                )
+    for i, cat in enumerate(data["categories"]):
+        if cat.get("frequency", "f") not in ("r", "c", "f"):
+            raise DatasetFormatError(
+                f"{json_file}: categories[{i}] (id {cat.get('id')}): 'frequency' = {short_repr(cat['frequency'], 40)}; "
+                "expected 'r', 'c' or 'f' (rare, common, frequent)"
+            )
+
+
 def load_lvis_json(
     json_file: str, image_root: str, dataset_name: Optional[str] = None, check_images: bool = True
 ) -> List[Dict]:
@@ -37,6 +58,7 @@ def load_lvis_json(
         data = _read_json(json_file)
         _file_names(json_file, data)
         records = coco_records_from_data(json_file, data, image_root, dataset_name, check_images)
+        _check_lvis_fields(json_file, data)
         if dataset_name is not None:
             cats = sorted((c for c in data["categories"]), key=lambda c: c["id"])
             MetadataCatalog.get(dataset_name).category_frequency = [c.get("frequency", "f") for c in cats]
