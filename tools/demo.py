@@ -80,11 +80,15 @@ def _expand(inputs):
     out = []
     for p in inputs:
         if os.path.isdir(p):
-            out.extend(
-                sorted(
-                    f for f in glob.glob(os.path.join(glob.escape(p), "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)
-                )
+            found = sorted(
+                f for f in glob.glob(os.path.join(glob.escape(p), "*")) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)
             )
+            if not found:  # as a glob that matches nothing: nothing to do is not a success
+                raise OutputError(
+                    f"--input {p}: the folder holds no image or video ({', '.join(IMAGE_EXT + VIDEO_EXT)}); "
+                    "nothing to run on"
+                )
+            out.extend(found)
         elif not os.path.exists(p) and glob.has_magic(p):
             out.extend(sorted(f for f in glob.glob(p) if f.lower().endswith(IMAGE_EXT + VIDEO_EXT)) or [p])
         else:
@@ -193,9 +197,9 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
-    files = _expand(args.input)
-    plan = plan_outputs(files, args.output)
     try:
+        files = _expand(args.input)
+        plan = plan_outputs(files, args.output)
         check_outputs(files, plan, args.output, args.json, args.overwrite)
     except OutputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -170,6 +170,28 @@ def _model_prefix(model_keys, suffix: str) -> Optional[str]:
     return None
 
 
+def _check_containers(obj: Any, source: str) -> None:
+    """The dicts the formats read tensors from ('model', 'state_dict', 'blobs', or the file itself) must be dicts
+    keyed by names: a list or a string there is a file of another kind, refused in one line."""
+    where = source or "the weights file"
+    if not isinstance(obj, dict):
+        raise WeightsFormatError(
+            f"{where} holds a {type(obj).__name__}, not a dict of named tensors; not a weights file"
+        )
+    for key in ("model", "state_dict", "blobs"):
+        if key in obj and not isinstance(obj[key], dict):
+            raise WeightsFormatError(
+                f"{where}: its '{key}' entry is a {type(obj[key]).__name__}, not a dict of named tensors; not a weights "
+                "file detgn can read (a detectron2 .pkl holds {'model': {name: array}})"
+            )
+    tensors = next((obj[k] for k in ("model", "state_dict", "blobs") if k in obj), obj)
+    bad = next((k for k in tensors if not isinstance(k, str)), None)
+    if bad is not None:
+        raise WeightsFormatError(
+            f"{where}: tensor names must be strings, found the key {bad!r} ({type(bad).__name__}); not a weights file"
+        )
+
+
 def detect_format(obj: Any) -> str:
     if not isinstance(obj, dict):
         raise WeightsFormatError(f"Unsupported weights object of type {type(obj).__name__}; expected a dict")
@@ -401,6 +423,7 @@ def convert_to_detgn(
 ) -> Dict[str, Any]:
     """-> {"model": detgn-named tensors, "format": name, ...other checkpoint entries (detgn format)}.
     `fmt` (one of FORMATS) overrides the format recognised from the content."""
+    _check_containers(obj, source)
     detected = detect_format(obj)
     if fmt is not None and fmt not in FORMATS:
         raise WeightsFormatError(f"unknown weights format '{fmt}'; choose one of {', '.join(FORMATS)}")

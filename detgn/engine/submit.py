@@ -43,6 +43,16 @@ def parse_time_minutes(text: str) -> int:
     if not m:
         raise SubmitError(f"--time {text!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
     days, a, b, c = m.groups()
+    # as sbatch: minutes and seconds after a colon are 0-59, hours after a day count 0-23 ('1:99:99' is refused)
+    limits = [(b, 59, "minutes" if (c is not None or days is not None) else "seconds"), (c, 59, "seconds")]
+    if days is not None:
+        limits.append((a, 23, "hours"))
+    for value, top, name in limits:
+        if value is not None and int(value) > top:
+            raise SubmitError(
+                f"--time {text!r}: {name} {int(value)} > {top}; sbatch refuses it (formats: MM, MM:SS, HH:MM:SS, "
+                "D-HH, D-HH:MM, D-HH:MM:SS)"
+            )
     if days is None and b is None:  # 'MM'
         return int(a)
     if days is None and c is None:  # 'MM:SS'
