@@ -71,7 +71,7 @@ class LVISEvaluator(DatasetEvaluator):
         self._output_dir = output_dir
         self._max_dets = max_dets_per_image
         self._gather_chunk = gather_chunk
-        self._gt = LVIS(meta.json_file)
+        self._gt = load_checked_lvis_gt(meta.json_file)
         self._reverse_id_map = (
             {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
             if meta.get("thing_dataset_id_to_contiguous_id")
@@ -99,6 +99,30 @@ class LVISEvaluator(DatasetEvaluator):
             with atomic_write(path) as f:
                 json.dump(results, f)
         return evaluate_lvis(self._gt, results, self._tasks, self._max_dets)
+
+
+def load_checked_lvis_gt(json_file: str):
+    """lvis.LVIS of `json_file` after the checks of the loader (structure, LVIS's own fields) and of COCO ground truth
+    (bbox, area, iscrowd, segmentation types): a wrong type is one line naming the entry, not an error inside LVISEval.
+    The file is parsed once (the LVIS object is given the checked data)."""
+    from detgn.data.datasets.coco import _read_json, check_coco_structure
+    from detgn.data.datasets.lvis import _check_lvis_fields
+
+    from .coco_inputs import _check_gt_fields
+
+    LVIS, _, _ = _lvis()
+    data = _read_json(json_file)
+    check_coco_structure(json_file, data)
+    _check_lvis_fields(json_file, data)
+    for i, ann in enumerate(data["annotations"]):
+        _check_gt_fields(json_file, i, ann)
+    if not hasattr(LVIS, "_create_index"):  # another lvis-api layout: let it read the (checked) file itself
+        return LVIS(json_file)
+    gt = LVIS.__new__(LVIS)
+    gt.logger = logging.getLogger("lvis.lvis")
+    gt.dataset = data
+    gt._create_index()
+    return gt
 
 
 def evaluate_lvis(lvis_gt, results, tasks, max_dets: int = 300):

@@ -182,3 +182,19 @@ def test_nan_literal_parse_is_still_a_named_skip(tmp_path, caplog):
         records = load_coco_json(path, root)
     assert sum(len(r["annotations"]) for r in records) == 2 and "annotation id 10" in caplog.text
     assert not any(math.isnan(v) for r in records for a in r["annotations"] for v in a["bbox"])
+
+
+@pytest.mark.parametrize("lst,field,kind", _cases(GT_FIELDS[:2] + LVIS_FIELDS[:2] + [("categories", "frequency", ["int"])]))
+def test_lvis_evaluation_ground_truth_field_types(tmp_path, lst, field, kind):
+    from detgn.evaluation.lvis_evaluation import load_checked_lvis_gt
+
+    data, _ = _coco(tmp_path, lvis=True)
+    for i, img in enumerate(data["images"]):
+        img["file_name"] = f"train2017/{i}.png"
+    good = load_checked_lvis_gt(_write(tmp_path, data))
+    assert len(good.get_ann_ids()) == 3
+    data, entry = _mutate(data, lst, field, kind)
+    path = _write(tmp_path, data)
+    with pytest.raises(UserInputError) as e:
+        load_checked_lvis_gt(path)
+    assert "\n" not in str(e.value) and path in str(e.value) and f"'{field}'" in str(e.value), str(e.value)
