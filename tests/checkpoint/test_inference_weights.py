@@ -95,8 +95,20 @@ def test_convert_weights_between_families_refused(mask_rcnn_weights, tmp_path, c
 
 def test_demo_with_other_family_exits_2(mask_rcnn_weights, tmp_path, capsys):
     img = os.path.join(os.path.dirname(QUICK), "..", "..", "datasets", "nuclei_mini", "val")
-    status = tool_module("demo").main(["--config-file", QUICK, "--input", img, "--output", str(tmp_path / "out"),
-                                       *SMALL_MODEL_ARGS, *CASCADE, "MODEL.WEIGHTS", mask_rcnn_weights])
+    status = tool_module("demo").main(
+        [
+            "--config-file",
+            QUICK,
+            "--input",
+            img,
+            "--output",
+            str(tmp_path / "out"),
+            *SMALL_MODEL_ARGS,
+            *CASCADE,
+            "MODEL.WEIGHTS",
+            mask_rcnn_weights,
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "random initialisation" in err and "--allow-partial-weights" in err
     assert not any(n.endswith(".png") for n in os.listdir(tmp_path / "out")) if (tmp_path / "out").exists() else True

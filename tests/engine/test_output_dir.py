@@ -135,8 +135,19 @@ def test_eval_only_into_a_live_training_is_refused(quick_run, tmp_path, capsys):
     lock.flush()
     before = (live / "log.txt").read_bytes()
     try:
-        status = tool_module("train_net").cli(["--config-file", QUICK, "--eval-only", *QUICK_RUN_ARGS, *SMALL_MODEL,
-                                               "MODEL.WEIGHTS", str(src / "model_final.pth"), "OUTPUT_DIR", str(live)])
+        status = tool_module("train_net").cli(
+            [
+                "--config-file",
+                QUICK,
+                "--eval-only",
+                *QUICK_RUN_ARGS,
+                *SMALL_MODEL,
+                "MODEL.WEIGHTS",
+                str(src / "model_final.pth"),
+                "OUTPUT_DIR",
+                str(live),
+            ]
+        )
     finally:
         lock.close()
     err = capsys.readouterr().err

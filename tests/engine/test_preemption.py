@@ -133,8 +133,20 @@ def test_auto_resume_continues_the_same_config_and_refuses_another(monkeypatch, 
     assert "holds a run of another config" in err and "SOLVER.BASE_LR" in err and "--resume" in err
     # a machine other than rank 0's refuses the same way (instead of waiting --dist-timeout for a rank 0 that exited)
     assert (
-        train_net.cli(base + ["--auto-resume", "--num-machines", "2", "--machine-rank", "1", "--dist-url",
-                              "tcp://127.0.0.1:29500", "SOLVER.BASE_LR", "0.5"])
+        train_net.cli(
+            base
+            + [
+                "--auto-resume",
+                "--num-machines",
+                "2",
+                "--machine-rank",
+                "1",
+                "--dist-url",
+                "tcp://127.0.0.1:29500",
+                "SOLVER.BASE_LR",
+                "0.5",
+            ]
+        )
         == 2
     )
     assert "holds a run of another config" in capsys.readouterr().err

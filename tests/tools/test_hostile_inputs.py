@@ -1,6 +1,7 @@
 """The rest of the hostile-user cases, each a one-line refusal or a warning that says what happened: a weights
 file whose 'model' is not a dict, an impossible SLURM --time, a demo folder without images, evaluation of no
 detections (undefined metrics stay undefined) and of duplicated results."""
+
 import copy
 import json
 import logging
@@ -20,14 +21,17 @@ GT = os.path.join(FIXTURE, "instances_val2014_100.json")
 RESULTS = os.path.join(FIXTURE, "instances_val2014_fakebbox100_results.json")
 
 
-@pytest.mark.parametrize("content,words", [
-    ({"model": [1, 2, 3], "__author__": "Detectron2 Model Zoo"}, "its 'model' entry is a list"),
-    ({"model": "weights"}, "its 'model' entry is a str"),
-    ({"blobs": [1]}, "its 'blobs' entry is a list"),
-    ({"state_dict": None}, "its 'state_dict' entry is a NoneType"),
-    ({"model": {1: np.zeros(1, np.float32)}}, "tensor names must be strings"),
-    ([1, 2], "holds a list"),
-])
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ({"model": [1, 2, 3], "__author__": "Detectron2 Model Zoo"}, "its 'model' entry is a list"),
+        ({"model": "weights"}, "its 'model' entry is a str"),
+        ({"blobs": [1]}, "its 'blobs' entry is a list"),
+        ({"state_dict": None}, "its 'state_dict' entry is a NoneType"),
+        ({"model": {1: np.zeros(1, np.float32)}}, "tensor names must be strings"),
+        ([1, 2], "holds a list"),
+    ],
+)
 def test_weights_container_of_the_wrong_type(tmp_path, content, words):
     path = tmp_path / "w.pkl"
     with open(path, "wb") as f:
@@ -47,9 +51,16 @@ def test_weights_list_model_through_convert_weights(tmp_path, capsys):
     assert status == 2 and "its 'model' entry is a list" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("text,words", [("1:99:99", "minutes 99 > 59"), ("0:59:60", "seconds 60 > 59"),
-                                        ("5:60", "seconds 60 > 59"), ("1-24", "hours 24 > 23"),
-                                        ("2-05:61", "minutes 61 > 59")])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("1:99:99", "minutes 99 > 59"),
+        ("0:59:60", "seconds 60 > 59"),
+        ("5:60", "seconds 60 > 59"),
+        ("1-24", "hours 24 > 23"),
+        ("2-05:61", "minutes 61 > 59"),
+    ],
+)
 def test_submit_time_sbatch_would_refuse(text, words):
     from detgn.engine.submit import SubmitError, parse_time_minutes
 
@@ -66,8 +77,9 @@ def test_submit_time_edges_still_accepted():
 def test_demo_on_a_folder_without_images(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "notes.txt").write_text("no images here")
-    status = tool_module("demo").main(["--config-file", QUICK, "--input", str(tmp_path / "in"), "--output",
-                                       str(tmp_path / "out"), "--random-weights"])
+    status = tool_module("demo").main(
+        ["--config-file", QUICK, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--random-weights"]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "holds no image or video" in err and not (tmp_path / "out").exists()
 
