@@ -55,7 +55,14 @@ def main(argv=None) -> int:
                 f"interrupted while caching {name}: no partial record file was left in {cache_dir()}", file=sys.stderr
             )
             return 130
-        where = ", ".join(s.path for s in getattr(records, "stores", [])) or "(not cached)"
+        where = ", ".join(s.path for s in getattr(records, "stores", []))
+        if not where:  # the folder could not take the file (the WARNING above says why): the one job here failed
+            print(
+                f"error: {name}: no record file could be written in {cache_dir()} (see the warning above); set "
+                "DETGN_CACHE_DIR to a writable folder",
+                file=sys.stderr,
+            )
+            return 2
         print(f"{name}: {len(records)} records in {where} ({time.perf_counter() - started:.1f} s)")
     print(f"cache folder: {cache_dir()}")
     return 0

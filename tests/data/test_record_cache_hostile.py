@@ -226,3 +226,14 @@ def test_unreadable_switch_is_refused_in_one_line(monkeypatch, value):
     with pytest.raises(UserInputError, match="DETGN_RECORD_CACHE") as e:
         cache_enabled()
     assert "\n" not in str(e.value)
+
+
+def test_prepare_into_an_unusable_folder_fails_in_one_line(shapes, monkeypatch, tmp_path, capsys):
+    from detgn.data import prepare
+
+    name, json_file, root, cache = shapes
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("DETGN_CACHE_DIR", str(tmp_path / "afile" / "records"))
+    assert prepare.main([name]) == 2
+    err = capsys.readouterr().err
+    assert "no record file could be written" in err and "Traceback" not in err
