@@ -43,7 +43,15 @@ def main(args):
         ck = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
         path = ck.get_checkpoint_file() if args.resume and ck.has_checkpoint() else cfg.MODEL.WEIGHTS
         ck.load_for_inference(path, allow_partial=args.allow_partial_weights)
-        return DefaultTrainer.test(cfg, model)
+        results = DefaultTrainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:  # both, as detectron2: the plain results and the augmented ones (task_TTA)
+            tta = DefaultTrainer.test_with_TTA(cfg, model)
+            if len(cfg.DATASETS.TEST) == 1:
+                results.update(tta)
+            else:
+                for name in results:
+                    results[name].update(tta[name])
+        return results
     trainer = DefaultTrainer(cfg, verbose=args.verbose)
     trainer.resume_or_load(resume=args.resume)
     save_config(cfg)  # after the resumed state loaded: a failed resume leaves the run's config.yaml as it was

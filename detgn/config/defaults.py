@@ -167,6 +167,10 @@ _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"  # "choice" from the list or "range"
 _C.INPUT.MAX_SIZE_TRAIN = 1333  # long-side cap in training
 _C.INPUT.MIN_SIZE_TEST = 800  # short side at inference; 0 disables resizing
 _C.INPUT.MAX_SIZE_TEST = 1333  # long-side cap at inference
+# which library resizes uint8 images (every resize from the config: training, test, test-time augmentation,
+# DefaultPredictor): "opencv" (bilinear, detgn's default) or "pil" (Pillow's bilinear, detectron2's: its inputs
+# pixel for pixel; outputs then match detectron2 also where images are resized). Exported models need "opencv".
+_C.INPUT.RESIZE_LIBRARY = "opencv"
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "vertical" or "none"
 _C.INPUT.FORMAT = "BGR"  # channel order the model expects: "BGR" or "RGB"
 _C.INPUT.MASK_FORMAT = "polygon"  # "polygon" or "bitmask" ground-truth masks
@@ -247,10 +251,13 @@ _C.TEST.EXPECTED_RESULTS = []  # unused (detectron2 compatibility)
 _C.TEST.EVAL_PERIOD = 0  # evaluate every this many iterations; 0 = only at the end
 _C.TEST.DETECTIONS_PER_IMAGE = 100  # max detections per image
 _C.TEST.AUG = CN()
-_C.TEST.AUG.ENABLED = False  # test-time augmentation (unsupported)
-_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)  # TTA sizes (unsupported)
-_C.TEST.AUG.MAX_SIZE = 4000  # TTA long-side cap (unsupported)
-_C.TEST.AUG.FLIP = True  # TTA flip (unsupported)
+# test-time augmentation (modeling/test_time_augmentation.py): with ENABLED, --eval-only and the evaluation after
+# training also evaluate every image at each short side of MIN_SIZES (long side <= MAX_SIZE, pixels), flipped too
+# with FLIP, boxes merged by NMS and mask probabilities averaged; reported as bbox_TTA / segm_TTA
+_C.TEST.AUG.ENABLED = False
+_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
+_C.TEST.AUG.MAX_SIZE = 4000
+_C.TEST.AUG.FLIP = True
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics (unsupported)
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations for precise BN (unsupported)

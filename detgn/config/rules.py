@@ -198,6 +198,7 @@ RULES: Dict[str, Rule] = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": one_of("choice", "range"),
     "INPUT.MAX_SIZE_TRAIN": ge(1),
     "INPUT.MIN_SIZE_TEST": ge(0),
+    "INPUT.RESIZE_LIBRARY": one_of("opencv", "pil"),
     "INPUT.MAX_SIZE_TEST": ge(1),
     "INPUT.RANDOM_FLIP": one_of("horizontal", "vertical", "none"),
     "INPUT.FORMAT": one_of("BGR", "RGB"),
@@ -247,6 +248,8 @@ RULES: Dict[str, Rule] = {
     "TEST.DETECTIONS_PER_IMAGE": ge(1),
     "TEST.EVALUATOR_BACKEND": one_of("pycocotools", "faster_coco_eval"),
     "TEST.VIS_PERIOD_IMAGES": ge(0),
+    "TEST.AUG.MIN_SIZES": seq(ge(1), min_len=1, max_len=32),
+    "TEST.AUG.MAX_SIZE": ge(1),
     "TEST.VIS_SCORE_THRESH": between(0.0, 1.0),
     "CLASSIFIER.NUM_CLASSES": ge(0),
     "CLASSIFIER.EPOCHS": ge(0),
@@ -498,6 +501,16 @@ RELATIONS: List[Tuple[str, Callable]] = [
             "each dataset once: "
             + ", ".join(sorted({n for n in c.DATASETS.TEST if list(c.DATASETS.TEST).count(n) > 1}))
             + " is listed twice (it would be evaluated twice into one folder)",
+        ),
+    ),
+    (
+        "test-time augmentation of the R-CNN detectors",
+        lambda c: _rel(
+            not c.TEST.AUG.ENABLED or c.MODEL.META_ARCHITECTURE == "GeneralizedRCNN",
+            "TEST.AUG.ENABLED",
+            c.TEST.AUG.ENABLED,
+            f"False with MODEL.META_ARCHITECTURE {c.MODEL.META_ARCHITECTURE} (test-time augmentation wraps "
+            "GeneralizedRCNN)",
         ),
     ),
     (

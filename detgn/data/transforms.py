@@ -45,22 +45,34 @@ __all__ = [
 ]
 
 
+RESIZE_LIBRARIES = ("opencv", "pil")
+
+
 class ResizeTransform(Transform):
-    """Resize (h, w) -> (new_h, new_w) with OpenCV: bilinear for images, nearest for masks.
+    """Resize (h, w) -> (new_h, new_w): bilinear for images, nearest for masks, with OpenCV (`library` "opencv",
+    detgn's default: fast on uint8 and what detgn's published numbers were trained with) or Pillow ("pil":
+    detectron2's, whose bilinear filter averages over the source pixels a shrunk output pixel covers, so its
+    pixels differ from OpenCV's by a few levels; INPUT.RESIZE_LIBRARY pil reproduces detectron2's inputs).
+    Images other than uint8 are resized with OpenCV either way."""
 
-    fvcore's ScaleTransform resizes through torch.nn.functional.interpolate on a float copy; cv2 is
-    faster on uint8 images and is what detgn's published numbers were trained with.
-    """
-
-    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+    def __init__(self, h: int, w: int, new_h: int, new_w: int, library: str = "opencv"):
         super().__init__()
-        self._set_attributes(dict(h=h, w=w, new_h=new_h, new_w=new_w))
+        if library not in RESIZE_LIBRARIES:
+            raise ValueError(f"resize library must be one of {RESIZE_LIBRARIES}, got {library!r}")
+        self._set_attributes(dict(h=h, w=w, new_h=new_h, new_w=new_w, library=library))
 
     def apply_image(self, img: np.ndarray, interp=cv2.INTER_LINEAR) -> np.ndarray:
         if img.shape[:2] != (self.h, self.w):
             raise ValueError(f"ResizeTransform expected an image of {(self.h, self.w)}, got {img.shape[:2]}")
         if (self.h, self.w) == (self.new_h, self.new_w):
             return img
+        if self.library == "pil" and img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] in (1, 3, 4)):
+            from PIL import Image
+
+            resample = Image.NEAREST if interp == cv2.INTER_NEAREST else Image.BILINEAR
+            planar = img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+            out = np.asarray(Image.fromarray(planar).resize((self.new_w, self.new_h), resample))
+            return out[:, :, None] if img.ndim == 3 and out.ndim == 2 else out
         out = cv2.resize(img, (self.new_w, self.new_h), interpolation=interp)
         if img.ndim == 3 and out.ndim == 2:
             out = out[:, :, None]
@@ -76,7 +88,7 @@ class ResizeTransform(Transform):
         return coords
 
     def inverse(self) -> Transform:
-        return ResizeTransform(self.new_h, self.new_w, self.h, self.w)
+        return ResizeTransform(self.new_h, self.new_w, self.h, self.w, self.library)
 
 
 class CropTransform(_FvcoreCropTransform):
@@ -158,7 +170,7 @@ def _shortest_edge_size(h, w, short, max_size):
 class ResizeShortestEdge(Augmentation):
     """Resize so the short side is `short_edge_length` (a choice or a [min, max] range), long side <= max_size."""
 
-    def __init__(self, short_edge_length, max_size: int = 10**9, sample_style: str = "range"):
+    def __init__(self, short_edge_length, max_size: int = 10**9, sample_style: str = "range", library: str = "opencv"):
         if sample_style not in ("range", "choice"):
             raise ValueError(f"sample_style must be 'range' or 'choice', got '{sample_style}'")
         if isinstance(short_edge_length, int):
@@ -170,6 +182,7 @@ class ResizeShortestEdge(Augmentation):
         self.short_edge_length = tuple(short_edge_length)
         self.max_size = max_size
         self.is_range = sample_style == "range"
+        self.library = library
 
     def get_transform(self, image, rng):
         h, w = image.shape[:2]
@@ -180,7 +193,7 @@ class ResizeShortestEdge(Augmentation):
         if short == 0:
             return NoOpTransform()
         new_h, new_w = _shortest_edge_size(h, w, short, self.max_size)
-        return ResizeTransform(h, w, new_h, new_w)
+        return ResizeTransform(h, w, new_h, new_w, self.library)
 
 
 class RandomFlip(Augmentation):
@@ -199,7 +212,10 @@ class RandomFlip(Augmentation):
 class ResizeScale(Augmentation):
     """Large-scale jitter: scale so the image fits `target` (h, w) times a random factor in [min_scale, max_scale]."""
 
-    def __init__(self, min_scale: float, max_scale: float, target_height: int, target_width: int):
+    def __init__(
+        self, min_scale: float, max_scale: float, target_height: int, target_width: int, library: str = "opencv"
+    ):
+        self.library = library
         self.min_scale, self.max_scale = min_scale, max_scale
         self.target_height, self.target_width = target_height, target_width
 
@@ -208,7 +224,7 @@ class ResizeScale(Augmentation):
         factor = rng.uniform(self.min_scale, self.max_scale)
         scale = min(self.target_height * factor / h, self.target_width * factor / w)
         new_h, new_w = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-        return ResizeTransform(h, w, new_h, new_w)
+        return ResizeTransform(h, w, new_h, new_w, self.library)
 
 
 class FixedSizeCrop(Augmentation):
@@ -297,17 +313,23 @@ def apply_augmentations(augs: List[Augmentation], image: np.ndarray, rng: np.ran
 
 def build_augmentation(cfg, is_train: bool) -> List[Augmentation]:
     """ResizeShortestEdge (+ RandomFlip, optional crop) from INPUT.*, or large-scale jitter when INPUT.LSJ.ENABLED."""
+    lib = cfg.INPUT.RESIZE_LIBRARY
     if is_train and cfg.INPUT.LSJ.ENABLED:
         size = cfg.INPUT.LSJ.IMAGE_SIZE
-        augs = [ResizeScale(cfg.INPUT.LSJ.MIN_SCALE, cfg.INPUT.LSJ.MAX_SCALE, size, size), FixedSizeCrop((size, size))]
+        augs = [
+            ResizeScale(cfg.INPUT.LSJ.MIN_SCALE, cfg.INPUT.LSJ.MAX_SCALE, size, size, lib),
+            FixedSizeCrop((size, size)),
+        ]
     elif is_train:
         augs = [
-            ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
+            ResizeShortestEdge(
+                cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING, lib
+            )
         ]
         if cfg.INPUT.CROP.ENABLED:
             augs.insert(0, RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     else:
-        augs = [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+        augs = [ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice", lib)]
     if is_train and cfg.INPUT.RANDOM_FLIP != "none":
         if cfg.INPUT.RANDOM_FLIP not in ("horizontal", "vertical"):
             raise ConfigValueError(

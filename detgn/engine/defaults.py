@@ -526,6 +526,8 @@ class DefaultTrainer(TrainerBase):
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
         if self.has_evaluation():
             ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
+            if cfg.TEST.AUG.ENABLED:  # after the last iteration only, as detectron2's train_net
+                ret.append(hooks.EvalHook(0, lambda: self.test_with_TTA(cfg, self.model)))
         writers = []
         if comm.is_main_process():
             writers = [
@@ -644,11 +646,12 @@ class DefaultTrainer(TrainerBase):
         return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder, backend=cfg.TEST.EVALUATOR_BACKEND)
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def test(cls, cfg, model, evaluators=None, task_suffix: str = ""):
         """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict).
 
         evaluators: None (cls.build_evaluator for each dataset, as detectron2), one DatasetEvaluator (with one test
-        dataset), or a list of them, one per DATASETS.TEST entry in the same order."""
+        dataset), or a list of them, one per DATASETS.TEST entry in the same order. task_suffix: appended to each
+        task's name in the results and the log ("_TTA": bbox_TTA)."""
         if evaluators is not None:
             evaluators = [evaluators] if not isinstance(evaluators, (list, tuple)) else list(evaluators)
             if len(evaluators) != len(cfg.DATASETS.TEST):
@@ -665,6 +668,8 @@ class DefaultTrainer(TrainerBase):
             loader = build_detection_test_loader(cfg, name)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
             results[name] = inference_on_dataset(comm.unwrap_model(model), loader, evaluator, amp_dtype=amp)
+            if task_suffix:
+                results[name] = OrderedDict((f"{t}{task_suffix}", m) for t, m in results[name].items())
             if comm.is_main_process():
                 logging.getLogger("detgn.trainer").info("Evaluation results for %s in csv format:", name)
                 for task, metrics in results[name].items():
@@ -678,3 +683,23 @@ class DefaultTrainer(TrainerBase):
         if len(results) == 1:
             return list(results.values())[0]
         return results
+
+    @classmethod
+    def test_with_TTA(cls, cfg, model):
+        """Evaluate `model` with test-time augmentation (TEST.AUG.*, modeling/test_time_augmentation.py) on every
+        DATASETS.TEST; results as test() gives them with each task renamed task_TTA (bbox_TTA, segm_TTA), files
+        in OUTPUT_DIR/inference_TTA/<dataset>."""
+        from detgn.modeling.test_time_augmentation import GeneralizedRCNNWithTTA
+
+        logging.getLogger("detgn.trainer").info(
+            "Evaluation with test-time augmentation: short sides %s (long side <= %d)%s",
+            list(cfg.TEST.AUG.MIN_SIZES),
+            cfg.TEST.AUG.MAX_SIZE,
+            ", each also flipped" if cfg.TEST.AUG.FLIP else "",
+        )
+        tta = GeneralizedRCNNWithTTA(cfg, comm.unwrap_model(model))
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        return cls.test(cfg, tta, evaluators, task_suffix="_TTA")

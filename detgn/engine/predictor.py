@@ -30,7 +30,9 @@ class DefaultPredictor:
         self.model = build_model(self.cfg).eval()
         if cfg.MODEL.WEIGHTS:  # weights that leave heads random are refused unless allow_partial_weights
             DetectionCheckpointer(self.model).load_for_inference(cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
-        self.aug = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+        self.aug = ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice", cfg.INPUT.RESIZE_LIBRARY
+        )
         if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
             raise ConfigValueError(f"INPUT.FORMAT must be BGR or RGB, got '{cfg.INPUT.FORMAT}'")
         self.input_format = cfg.INPUT.FORMAT

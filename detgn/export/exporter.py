@@ -46,6 +46,7 @@ MIN_OPSET = 16  # ONNX RoiAlign with half-pixel coordinates (ROIAlignV2)
 # components whose inference path is written to trace into a size-generic graph (and is tested)
 _SUPPORTED = {
     "MODEL.META_ARCHITECTURE": ("GeneralizedRCNN",),
+    "INPUT.RESIZE_LIBRARY": ("opencv",),  # the exported model's resize_for_model resizes with OpenCV
     "MODEL.BACKBONE.NAME": ("build_resnet_fpn_backbone", "build_resnet_backbone"),
     "MODEL.PROPOSAL_GENERATOR.NAME": ("RPN",),
     "MODEL.RPN.HEAD_NAME": ("StandardRPNHead",),

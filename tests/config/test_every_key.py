@@ -74,8 +74,8 @@ def test_cli_and_build_model_refuse_unsupported_keys(tmp_path):
     ):
         build_model(cfg)
     cfg = get_cfg()
-    cfg.TEST.AUG.ENABLED = True
-    with pytest.raises(UnsupportedConfigError, match="TEST.AUG.ENABLED"):
+    cfg.TEST.PRECISE_BN.ENABLED = True
+    with pytest.raises(UnsupportedConfigError, match="TEST.PRECISE_BN.ENABLED"):
         build_model(cfg)
 
 

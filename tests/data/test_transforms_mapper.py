@@ -150,3 +150,40 @@ def test_crop_shifts_polygons_without_clipping():
     (out,) = CropTransform(5, 2, 4, 4).apply_polygons([poly])
     np.testing.assert_allclose(out, [[-5.0, -2.0], [5.0, -2.0], [5.0, 8.0]])
     np.testing.assert_allclose(poly[1], [10.0, 0.0])  # the input is not modified in place
+
+
+def test_resize_library_pil_is_pillows_bilinear_everywhere_from_the_config():
+    """INPUT.RESIZE_LIBRARY pil: the config's resizes (train, test) give Pillow's pixels (detectron2's inputs), opencv
+    (the default) OpenCV's; masks use each library's nearest; exported models refuse pil."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from detgn.config import get_cfg
+    from detgn.data.transforms import apply_augmentations, build_augmentation
+    from detgn.export import check_exportable
+    from detgn.utils.errors import UserInputError
+
+    rng = np.random.RandomState(0)
+    img = rng.randint(0, 256, (60, 80, 3), dtype=np.uint8)
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = 45, 1000
+    for lib, expected in (
+        ("opencv", cv2.resize(img, (60, 45), interpolation=cv2.INTER_LINEAR)),
+        ("pil", np.asarray(Image.fromarray(img).resize((60, 45), Image.BILINEAR))),
+    ):
+        cfg.INPUT.RESIZE_LIBRARY = lib
+        out, tfms = apply_augmentations(build_augmentation(cfg, is_train=False), img, np.random.RandomState(0))
+        assert np.array_equal(out, expected), lib
+        seg = (rng.rand(60, 80) > 0.5).astype(np.uint8)
+        assert tfms.apply_segmentation(seg).shape == (45, 60)
+    assert not np.array_equal(
+        cv2.resize(img, (60, 45), interpolation=cv2.INTER_LINEAR),
+        np.asarray(Image.fromarray(img).resize((60, 45), Image.BILINEAR)),
+    )  # the two libraries do differ when shrinking: the key matters
+    cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN = (45,), 1000
+    cfg.INPUT.RANDOM_FLIP = "none"
+    out, _ = apply_augmentations(build_augmentation(cfg, is_train=True), img, np.random.RandomState(0))
+    assert np.array_equal(out, np.asarray(Image.fromarray(img).resize((60, 45), Image.BILINEAR)))
+    with pytest.raises(UserInputError, match="INPUT.RESIZE_LIBRARY"):
+        check_exportable(cfg, "torchscript")

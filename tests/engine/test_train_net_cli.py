@@ -89,6 +89,13 @@ def test_train_then_eval_only_end_to_end(quick_run, tmp_path):
                 str(out / "model_final.pth"),
                 "OUTPUT_DIR",
                 str(ev),
+                # the plain evaluation, then the same weights with test-time augmentation (one size, flipped too)
+                "TEST.AUG.ENABLED",
+                "True",
+                "TEST.AUG.MIN_SIZES",
+                "(96,)",
+                "TEST.AUG.MAX_SIZE",
+                "160",
             ]
             + QUICK_RUN_ARGS
             + SMALL_MODEL,
@@ -101,6 +108,9 @@ def test_train_then_eval_only_end_to_end(quick_run, tmp_path):
     a = json.load(open(out / "inference/nuclei_mini_val/coco_instances_results.json"))
     b = json.load(open(ev / "inference/nuclei_mini_val/coco_instances_results.json"))
     assert len(a) == len(b) and [d["score"] for d in a] == pytest.approx([d["score"] for d in b], rel=1e-4)
+    assert (ev / "inference_TTA/nuclei_mini_val/coco_instances_results.json").exists()
+    eval_log = (ev / "log.txt").read_text()
+    assert "copypaste: Task: bbox_TTA" in eval_log and "copypaste: Task: segm_TTA" in eval_log
     assert procs[1].returncode == 2 and "holds another run" in err and "--resume" in err and "--overwrite" in err, err[
         -2000:
     ]
