@@ -160,6 +160,25 @@ _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256  # channels of the mask head convs
 _C.MODEL.ROI_MASK_HEAD.NORM = ""  # norm after each mask head conv ("GN" in the GN recipe)
 _C.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = False  # one mask channel for all classes
 
+# semantic segmentation head of PanopticFPN (modeling/meta_arch/semantic_seg.py; detectron2's keys and defaults)
+_C.MODEL.SEM_SEG_HEAD = CN()
+_C.MODEL.SEM_SEG_HEAD.NAME = "SemSegFPNHead"  # name in SEM_SEG_HEADS_REGISTRY
+_C.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["p2", "p3", "p4", "p5"]  # FPN levels it reads
+_C.MODEL.SEM_SEG_HEAD.IGNORE_VALUE = 255  # label of pixels without a class (no loss)
+_C.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 54  # stuff classes + 1 ("any thing" is class 0 in detectron2's panoptic data)
+_C.MODEL.SEM_SEG_HEAD.CONVS_DIM = 128  # channels of its 3x3 convs
+_C.MODEL.SEM_SEG_HEAD.COMMON_STRIDE = 4  # stride every level is upsampled to before the sum
+_C.MODEL.SEM_SEG_HEAD.NORM = "GN"  # norm after each conv (detectron2's default: GN)
+_C.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT = 1.0  # weight of its per-pixel cross-entropy
+
+_C.MODEL.PANOPTIC_FPN = CN()
+_C.MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT = 1.0  # weight of the ROI heads' losses (box and mask), not the RPN's
+_C.MODEL.PANOPTIC_FPN.COMBINE = CN()
+_C.MODEL.PANOPTIC_FPN.COMBINE.ENABLED = True  # add "panoptic_seg" (instances + stuff) to the inference outputs
+_C.MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH = 0.5  # an instance overlapping kept ones by more is dropped
+_C.MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT = 4096  # stuff regions smaller than this (pixels) are dropped
+_C.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = 0.5  # instances below this score are left out
+
 # ---------------------------------------------------------------------------- input
 _C.INPUT = CN()
 _C.INPUT.MIN_SIZE_TRAIN = (800,)  # short-side sizes for training
@@ -170,7 +189,7 @@ _C.INPUT.MAX_SIZE_TEST = 1333  # long-side cap at inference
 # which library resizes uint8 images (every resize from the config: training, test, test-time augmentation,
 # DefaultPredictor): "opencv" (bilinear, detgn's default) or "pil" (Pillow's bilinear, detectron2's: its inputs
 # pixel for pixel; outputs then match detectron2 also where images are resized). Exported models need "opencv".
-_C.INPUT.RESIZE_LIBRARY = "opencv"
+_C.INPUT.RESIZE_LIBRARY = "opencv"  # "opencv" or "pil"
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal", "vertical" or "none"
 _C.INPUT.FORMAT = "BGR"  # channel order the model expects: "BGR" or "RGB"
 _C.INPUT.MASK_FORMAT = "polygon"  # "polygon" or "bitmask" ground-truth masks
@@ -254,10 +273,10 @@ _C.TEST.AUG = CN()
 # test-time augmentation (modeling/test_time_augmentation.py): with ENABLED, --eval-only and the evaluation after
 # training also evaluate every image at each short side of MIN_SIZES (long side <= MAX_SIZE, pixels), flipped too
 # with FLIP, boxes merged by NMS and mask probabilities averaged; reported as bbox_TTA / segm_TTA
-_C.TEST.AUG.ENABLED = False
-_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
-_C.TEST.AUG.MAX_SIZE = 4000
-_C.TEST.AUG.FLIP = True
+_C.TEST.AUG.ENABLED = False  # also evaluate with test-time augmentation
+_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)  # short sides (pixels)
+_C.TEST.AUG.MAX_SIZE = 4000  # long-side cap (pixels)
+_C.TEST.AUG.FLIP = True  # each size also flipped horizontally
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics (unsupported)
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations for precise BN (unsupported)

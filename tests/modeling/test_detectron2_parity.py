@@ -25,6 +25,7 @@ from tests.util import REPO
 
 FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity")
 CASCADE_FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity_cascade")
+PANOPTIC_FIXTURE = os.path.join(REPO, "tests", "data", "detectron2_parity_panoptic")
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,10 @@ def _check_parity(model, reference, image):
         assert torch.allclose(
             proposals[0].objectness_logits[:200], ref_props["objectness_logits"], rtol=1e-4, atol=1e-3
         )
-        inst = model([{"image": image, "height": 384, "width": 512}])[0]["instances"]
-        raw = model.inference([{"image": image, "height": 384, "width": 512}], do_postprocess=False)[0]
+        full = model([{"image": image, "height": 384, "width": 512}])[0]
+        inst = full["instances"]
+        raw = model.inference([{"image": image, "height": 384, "width": 512}], do_postprocess=False)
+        raw = (raw[0] if isinstance(raw, tuple) else raw)[0]  # PanopticFPN: (detections, semantic logits)
     assert torch.equal(raw.pred_boxes.tensor, inst.pred_boxes.tensor)  # no resize: input size == output size
 
     # greedy in reference order: the unused detection of the same class with the highest box IoU (> 0.99)
@@ -131,6 +134,46 @@ def _check_parity(model, reference, image):
         # pixel is within 1e-3 of 0.5, i.e. float rounding, not a different computation.
         p = _pasted_probability(raw, j, 384, 512)[a != b]
         assert np.abs(p - 0.5).max() <= 1e-3, f"mask of detection {i}: IoU {m_iou:.4f}, differing pixels at p = {p}"
+    return full
+
+
+def test_detectron2_parity_panoptic(image):
+    """Panoptic FPN R101, GN everywhere, Cascade heads, detectron2's semantic FPN head (deformable convs off:
+    detectron2 has no CPU kernel for them) against detectron2's outputs (tests/data/detectron2_parity_panoptic):
+    features, proposals and instances as above; semantic logits within the features' tolerance and their argmax
+    wherever detectron2's top two logits differ by > 1e-3; the panoptic map's segments matched by category and
+    mask IoU > 0.99 in the same order, and >= 99.5% of pixels carrying the matched segment."""
+    reference = torch.load(os.path.join(PANOPTIC_FIXTURE, "outputs.pth"), weights_only=True)
+    model = _model(reference, "contiguous", os.path.join("Misc", "panoptic_fpn_R_101_dconv_cascade_gn_3x.yaml"))
+    keys = [l.split("\t")[0] for l in open(os.path.join(PANOPTIC_FIXTURE, "keys.txt")) if not l.startswith("#")]
+    assert sorted(keys) == sorted(k for k in model.state_dict() if k not in ("pixel_mean", "pixel_std"))  # 405 keys
+    out = _check_parity(model, reference, image)
+
+    sem, ref = out["sem_seg"], reference["sem_seg"]
+    assert sem.shape == (4, 384, 512)
+    err = (sem[:, ::8, ::8] - ref["logits_slice"]).abs().max().item() / ref["abs_max"].item()
+    assert err <= 1e-4, f"semantic logits: max |diff| / abs_max = {err:.2e}"
+    assert abs(sem.mean().item() - ref["mean"].item()) <= 1e-4 * ref["abs_max"].item()
+    top2 = sem.topk(2, dim=0).values
+    decided = (top2[0] - top2[1]) > 1e-3
+    assert torch.equal(sem.argmax(dim=0)[decided], ref["argmax"].long()[decided])
+
+    pan, segments = out["panoptic_seg"]
+    ref_pan, ref_segments = reference["panoptic_seg"].long(), reference["segments_info"]
+    assert len(segments) == len(ref_segments)
+    carried = 0
+    for got, want in zip(segments, ref_segments):  # the same order: things by score, then stuff by label
+        assert (got["isthing"], got["category_id"]) == (want["isthing"], want["category_id"])
+        a, b = pan == got["id"], ref_pan == want["id"]
+        iou = (a & b).sum().item() / max((a | b).sum().item(), 1)
+        assert iou > 0.99, f"segment {want['id']} ({want}): IoU {iou:.4f}"
+        if want["isthing"]:
+            assert abs(got["score"] - want["score"]) <= 1e-3
+        else:
+            assert abs(got["area"] - want["area"]) <= 0.01 * want["area"]
+        carried += (a & b).sum().item()
+    carried += ((pan == 0) & (ref_pan == 0)).sum().item()
+    assert carried >= 0.995 * pan.numel(), f"{carried / pan.numel():.4%} of pixels carry the matched segment"
 
 
 def test_channels_last_features_within_tolerance(reference, image):
