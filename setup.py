@@ -27,6 +27,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=7",
+            "pytest-xdist>=3",  # the README's test command runs the suite on 2 workers
             "matplotlib",
             "tensorboard",
             "faster-coco-eval",

@@ -5,7 +5,8 @@ import torch
 
 from tests.util import QUICK_RUN_ARGS, REPO
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread per pytest-xdist worker (the workers share the cores), else up to 2
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +42,14 @@ def quick_run(tmp_path_factory):
     r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(out)] + QUICK_RUN_ARGS + SMALL_MODEL)
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`, the README's test command), the tests that read the shared quick_run
+    go to one worker, so the run is trained once."""
+    for item in items:
+        if "quick_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("quick_run"))
 
 
 def pytest_configure(config):
