@@ -104,10 +104,16 @@ def _check_parity(model, reference, image):
         assert torch.allclose(
             proposals[0].objectness_logits[:200], ref_props["objectness_logits"], rtol=1e-4, atol=1e-3
         )
-        full = model([{"image": image, "height": 384, "width": 512}])[0]
+        # one pass: the raw outputs, then the model's own post-processing of them (what model(...) returns)
+        inputs = [{"image": image, "height": 384, "width": 512}]
+        raw = model.inference(inputs, do_postprocess=False)
+        if isinstance(raw, tuple):  # PanopticFPN: (detections, semantic logits)
+            full = model.postprocess(raw[0], raw[1], inputs, [(384, 512)])[0]
+            raw = raw[0][0]
+        else:
+            full = model._postprocess(raw, inputs, [(384, 512)])[0]
+            raw = raw[0]
         inst = full["instances"]
-        raw = model.inference([{"image": image, "height": 384, "width": 512}], do_postprocess=False)
-        raw = (raw[0] if isinstance(raw, tuple) else raw)[0]  # PanopticFPN: (detections, semantic logits)
     assert torch.equal(raw.pred_boxes.tensor, inst.pred_boxes.tensor)  # no resize: input size == output size
 
     # greedy in reference order: the unused detection of the same class with the highest box IoU (> 0.99)

@@ -106,8 +106,13 @@ class PanopticFPN(GeneralizedRCNN):
         detections, _ = self.roi_heads(images, features, proposals, None)
         if not do_postprocess:
             return detections, sem_seg
+        return self.postprocess(detections, sem_seg, batched_inputs, images.image_sizes)
+
+    def postprocess(self, detections: List[Instances], sem_seg: torch.Tensor, batched_inputs, image_sizes):
+        """The raw outputs of inference(do_postprocess=False) -> per image {"sem_seg", "instances", "panoptic_seg"}
+        at each input's "height" x "width" (`image_sizes`: the network input sizes)."""
         out = []
-        for logits, det, inp, size in zip(sem_seg, detections, batched_inputs, images.image_sizes):
+        for logits, det, inp, size in zip(sem_seg, detections, batched_inputs, image_sizes):
             h, w = inp.get("height", size[0]), inp.get("width", size[1])
             sem = sem_seg_postprocess(logits, size, h, w)
             inst = detector_postprocess(det, h, w)
