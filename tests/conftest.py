@@ -44,6 +44,7 @@ def quick_run(tmp_path_factory):
     return out, r
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`--dist loadgroup`, the README's test command), the tests that read the shared quick_run
     go to one worker, so the run is trained once."""

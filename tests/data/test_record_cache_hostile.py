@@ -65,18 +65,10 @@ def test_same_size_edit_with_mtime_put_back_is_never_served(shapes, monkeypatch,
     assert after.stores[0].path == before.stores[0].path  # the same cache file, rebuilt
 
 
-def test_same_size_edit_reaches_train_net(shapes, monkeypatch, tmp_path, capsys):
-    """Through tools/train_net.py: the data line of log.txt counts the edited file's instances."""
+def _train_one_step(name, out, capsys):
+    """tools/train_net.py in this process: one iteration of the narrow model on the dataset `name`; its log.txt."""
     from tests.util import TINY_MODEL, tool_module
 
-    name, json_file, root, cache = shapes
-    monkeypatch.setattr(record_cache, "RACY_SECONDS", 0.0)
-    def counted(records):  # as the trainer's data line counts: annotations of the images with an instance
-        return sum(len(r["annotations"]) for r in records if _instances([r]))
-
-    before = counted(DatasetCatalog.get(name))  # cached before the edit
-    _edit_keeping_size_and_mtime(json_file, b'"image_id": 1,', b'"image_id": 9,', 1)  # no image 9: one skipped
-    out = tmp_path / "run"
     status = tool_module("train_net").cli([
         "--config-file", os.path.join(REPO, "configs", "quick_schedules", "mask_rcnn_R_50_FPN_gn_instant_test.yaml"),
         *TINY_MODEL, "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "MODEL.ROI_HEADS.NUM_CLASSES", "2",
@@ -84,9 +76,29 @@ def test_same_size_edit_reaches_train_net(shapes, monkeypatch, tmp_path, capsys)
         "TEST.VIS_PERIOD_IMAGES", "0", "OUTPUT_DIR", str(out),
     ])
     assert status == 0, capsys.readouterr().err[-2000:]
-    log = (out / "log.txt").read_text()
+    return (out / "log.txt").read_text()
+
+
+def test_same_size_edit_reaches_train_net(shapes, monkeypatch, tmp_path, capsys):
+    """Through tools/train_net.py: the data line of log.txt counts the edited file's instances."""
+    name, json_file, root, cache = shapes
+    monkeypatch.setattr(record_cache, "RACY_SECONDS", 0.0)
+
+    def counted(records):  # as the trainer's data line counts: annotations of the images with an instance
+        return sum(len(r["annotations"]) for r in records if _instances([r]))
+
+    before = counted(DatasetCatalog.get(name))  # cached before the edit
+    _edit_keeping_size_and_mtime(json_file, b'"image_id": 1,', b'"image_id": 9,', 1)  # no image 9: one skipped
+    log = _train_one_step(name, tmp_path / "run", capsys)
     after = counted(load_coco_json(json_file, root))
     assert after != before and f"images, {after} instances" in log
+
+
+def test_train_net_trains_with_an_unusable_cache_folder(shapes, monkeypatch, tmp_path, capsys):
+    name, json_file, root, cache = shapes
+    monkeypatch.setenv("DETGN_CACHE_DIR", "/proc/detgn-records")
+    log = _train_one_step(name, tmp_path / "run", capsys)
+    assert "Record cache folder /proc/detgn-records cannot be used" in log and "Starting training" in log
 
 
 def test_header_altered_in_place_is_rebuilt(shapes, caplog):

@@ -9,7 +9,8 @@ images and augmentations, the same random ROI / anchor sampling, per-rank loss n
   another order than (micro-batch 0 + micro-batch 1) + (the other process's pair), so the weights differ in the last
   bits of float32 sums, and later steps can amplify that a little (a near-zero activation on the other side of a
   ReLU); measured and bounded below (MAX_UPDATE_DIFF).
-- A run checkpointed on 4 processes and resumed on 2 processes x 2 micro-batches continues within the same bound.
+- A run checkpointed on 2 processes and resumed on 1 process x 2 micro-batches ends with the 2-process run's weights,
+  bit for bit (the micro-batches take over the ranks' samplers and random streams).
 - SIGTERM in the middle of an accumulating step stops after that step with a checkpoint; the resumed run ends with
   the uninterrupted run's weights, bit for bit.
 """
@@ -167,16 +168,17 @@ def test_accumulation_equals_more_processes(tmp_path):
         for k in LOSSES:
             assert rc[k] == pytest.approx(rd[k], rel=1e-5), k
 
-    # checkpointed on 4 processes, resumed on 2 processes x 2 micro-batches: continues like the 4-process run
+    # checkpointed on 2 processes (2 machines), resumed on 1 process x 2 micro-batches: the 2-process run, bit for bit
     resumed = tmp_path / "resumed"
     resumed.mkdir()
-    shutil.copy(tmp_path / "4x1" / "model_0000001.pth", resumed)
+    shutil.copy(tmp_path / "machine0" / "model_0000001.pth", resumed)
     (resumed / "last_checkpoint").write_text("model_0000001.pth")
-    e = _start(resumed, "--num-gpus", "2", "--resume", "SOLVER.IMS_PER_BATCH", "4", "SOLVER.IMS_PER_DEVICE", "1")
+    e = _start(resumed, "--resume", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.IMS_PER_DEVICE", "1")
     # and the preempted run resumed: exactly the uninterrupted 1 x 2 run
     f = _start(tmp_path / "preempted", "--resume", *w, "SOLVER.IMS_PER_BATCH", "2", "SOLVER.IMS_PER_DEVICE", "1")
     _wait(e, f)
-    _within_summation_bound(_weights(resumed), four, init)
+    back = _weights(resumed)
+    assert all(torch.equal(back[k], two[k]) for k in two), [k for k in two if not torch.equal(back[k], two[k])][:5]
     saved = torch.load(tmp_path / "preempted" / "model_0000000.pth", weights_only=True)
     assert saved["iteration"] == 0 and not torch.equal(
         saved["model"]["roi_heads.box_predictor.cls_score.weight"], init["roi_heads.box_predictor.cls_score.weight"]
