@@ -93,7 +93,7 @@ def main(argv):
     env.setdefault("OMP_NUM_THREADS", str(min(os.cpu_count() or 2, 16)))
     if argv[0] == "test":
         # 2 workers of 1 thread each (tests/conftest.py): the many subprocess and Python-bound tests overlap
-        return _run([PY, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "tests"], env=env)
+        return _run([PY, "-m", "pytest", "-q", "-n", "2", "tests"], env=env)
     rc = _run(cmd, env=env)
     minutes, seconds = divmod(int(time.time() - started), 60)
     if rc == 0:

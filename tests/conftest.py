@@ -35,22 +35,27 @@ def quick_run(tmp_path_factory):
     """One finished `tools/train_net.py` run shared by the tests that only read a finished run (a subprocess
     costs ~6 s of start-up alone): the quick-schedule config with the narrow model, 4 iterations, evaluation after
     iteration 2 and after the last one, one prediction picture. Returns (OUTPUT_DIR, CompletedProcess). A test
-    that writes into it must leave it as it was (the tests that try to overwrite it check exactly that)."""
+    that writes into it must leave it as it was (the tests that try to overwrite it check exactly that).
+    Under pytest-xdist the workers share it: the first one trains it (under a lock in the session's common temp
+    folder), the others wait and read it."""
+    import fcntl
+    import json
+    import subprocess
+
     from tests.engine.util import QUICK, SMALL_MODEL, run_train_net
 
-    out = tmp_path_factory.mktemp("quick_run") / "run"
-    r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(out)] + QUICK_RUN_ARGS + SMALL_MODEL)
-    assert r.returncode == 0, r.stderr[-3000:]
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.mktemp("quick_run")
+    out, done = root / "quick_run_shared" / "run", root / "quick_run_shared.json"
+    with open(root / "quick_run_shared.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if done.exists():
+            saved = json.loads(done.read_text())
+            return out, subprocess.CompletedProcess(saved["args"], 0, saved["stdout"], saved["stderr"])
+        r = run_train_net(["--config-file", QUICK, "OUTPUT_DIR", str(out)] + QUICK_RUN_ARGS + SMALL_MODEL)
+        assert r.returncode == 0, r.stderr[-3000:]
+        done.write_text(json.dumps({"args": r.args, "stdout": r.stdout, "stderr": r.stderr}))
     return out, r
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`--dist loadgroup`, the README's test command), the tests that read the shared quick_run
-    go to one worker, so the run is trained once."""
-    for item in items:
-        if "quick_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("quick_run"))
 
 
 def pytest_configure(config):
