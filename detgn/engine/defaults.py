@@ -637,6 +637,15 @@ class DefaultTrainer(TrainerBase):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+        if MetadataCatalog.get(dataset_name).get("evaluator_type") == "sem_seg":
+            from detgn.evaluation.sem_seg_evaluation import SemSegEvaluator
+
+            return SemSegEvaluator(
+                cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                class_names=MetadataCatalog.get(dataset_name).get("stuff_classes"),
+                output_dir=output_folder,
+            )
         if MetadataCatalog.get(dataset_name).get("evaluator_type") == "lvis":
             from detgn.evaluation.lvis_evaluation import LVISEvaluator
 
