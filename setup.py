@@ -22,6 +22,8 @@ setup(
         "tqdm",
         "tabulate",
         "pyyaml",
+        "hotcoco>=1.3,<2",  # panoptic quality (PQ) as panopticapi computes it (detgn/evaluation/panoptic_evaluation.py)
+        "pillow",
         "orjson",  # COCO-size annotation files parse 3-4x faster (the standard json module is the fallback)
     ],
     extras_require={
