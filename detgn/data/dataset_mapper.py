@@ -19,7 +19,9 @@ class DatasetMapper:
     """Reads the image (INPUT.FORMAT), applies augmentations to image, boxes and masks together,
     and returns {"image": (C, H, W) uint8, "instances": Instances(gt_boxes, gt_classes, gt_masks),
     "height", "width", "file_name", "image_id"}. Crowd annotations are dropped (ignored) and
-    instances whose box became empty (e.g. cropped away) are removed."""
+    instances whose box became empty (e.g. cropped away) are removed. A record with "sem_seg_file_name" (panoptic
+    data) also gives, in training, "sem_seg": (H, W) long labels read from that PNG and transformed with the image
+    (nearest neighbour; padding takes `sem_seg_ignore_value`); at inference the path stays for the evaluator."""
 
     @configurable
     def __init__(
@@ -30,12 +32,14 @@ class DatasetMapper:
         image_format: str = "BGR",
         use_instance_mask: bool = False,
         instance_mask_format: str = "polygon",
+        sem_seg_ignore_value: int = 255,
     ):
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.image_format = image_format
         self.use_instance_mask = use_instance_mask
         self.instance_mask_format = instance_mask_format
+        self.sem_seg_ignore_value = sem_seg_ignore_value
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -45,6 +49,7 @@ class DatasetMapper:
             image_format=cfg.INPUT.FORMAT,
             use_instance_mask=cfg.MODEL.MASK_ON,
             instance_mask_format=cfg.INPUT.MASK_FORMAT,
+            sem_seg_ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         )
 
     def __call__(self, dataset_dict: Dict, rng: Optional[np.random.RandomState] = None) -> Dict:
@@ -62,7 +67,15 @@ class DatasetMapper:
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if not self.is_train:
             dataset_dict.pop("annotations", None)
+            dataset_dict.pop("segments_info", None)
             return dataset_dict
+        dataset_dict.pop("segments_info", None)
+        dataset_dict.pop("pan_seg_file_name", None)
+        sem_seg_file = dataset_dict.pop("sem_seg_file_name", None)
+        if sem_seg_file is not None:
+            sem_seg = utils.read_sem_seg(sem_seg_file, dataset_dict)
+            sem_seg = utils.transform_sem_seg(transforms, sem_seg, self.sem_seg_ignore_value)
+            dataset_dict["sem_seg"] = torch.as_tensor(sem_seg.astype(np.int64))
         annos = [
             utils.transform_instance_annotations(a, transforms, image_shape)
             for a in dataset_dict.pop("annotations", [])

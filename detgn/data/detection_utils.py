@@ -2,6 +2,7 @@
 
 from typing import Dict, List
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
@@ -9,6 +10,8 @@ from PIL import Image, ImageOps
 
 from detgn.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 from detgn.utils.errors import ConfigValueError, UserInputError
+
+from .errors import DatasetFormatError, DatasetNotFoundError
 
 __all__ = [
     "read_image",
@@ -80,6 +83,36 @@ def check_image_size(dataset_dict: Dict, image: np.ndarray) -> None:
             )
     else:
         dataset_dict["height"], dataset_dict["width"] = h, w
+
+
+def read_sem_seg(path: str, dataset_dict: Dict) -> np.ndarray:
+    """(H, W) uint8/uint16 labels of a semantic PNG, checked against the record's height and width."""
+    labels = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if labels is None:
+        raise DatasetNotFoundError(
+            f"Semantic label PNG missing or unreadable: {path} (image id {dataset_dict.get('image_id')}); make it "
+            "with python -m detgn.data.prepare_panoptic"
+        )
+    if labels.ndim != 2:
+        raise DatasetFormatError(f"{path}: a semantic label PNG has one channel, this one has {labels.shape[2]}")
+    if labels.shape != (dataset_dict["height"], dataset_dict["width"]):
+        raise SizeMismatchError(
+            f"Semantic labels {path} are {labels.shape[0]}x{labels.shape[1]} (h x w) but image id "
+            f"{dataset_dict.get('image_id')} is {dataset_dict['height']}x{dataset_dict['width']}; remake them"
+        )
+    return labels
+
+
+def transform_sem_seg(transforms, sem_seg: np.ndarray, ignore_value: int) -> np.ndarray:
+    """Apply the image's transforms to a label map (nearest neighbour); padding gets `ignore_value`, not the
+    0 that bit masks are padded with."""
+    from fvcore.transforms.transform import PadTransform
+
+    for t in getattr(transforms, "transforms", [transforms]):
+        if isinstance(t, PadTransform):
+            t = PadTransform(t.x0, t.y0, t.x1, t.y1, t.orig_w, t.orig_h, t.pad_value, seg_pad_value=ignore_value)
+        sem_seg = t.apply_segmentation(sem_seg)
+    return sem_seg
 
 
 def transform_instance_annotations(annotation: Dict, transforms, image_size) -> Dict:

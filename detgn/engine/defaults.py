@@ -273,6 +273,20 @@ def save_config(cfg, name: str = "config.yaml") -> str:
     return path
 
 
+def check_semantic_classes(cfg, dataset_name: str) -> None:
+    """PanopticFPN on a dataset with semantic labels: MODEL.SEM_SEG_HEAD.NUM_CLASSES must be its number of
+    semantic classes ("things" + the stuff), or a label would fall outside the head's classes."""
+    if cfg.MODEL.META_ARCHITECTURE != "PanopticFPN":
+        return
+    classes = MetadataCatalog.get(dataset_name).get("stuff_classes")
+    if classes is not None and len(classes) != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+        raise ConfigValueError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES} but {dataset_name} has "
+            f"{len(classes)} semantic classes ({', '.join(classes[:4])}{', ...' if len(classes) > 4 else ''}); set it "
+            f"to {len(classes)}"
+        )
+
+
 def log_data_summary(cfg, train_dicts=None) -> None:
     """One line: the training and test datasets with their numbers of images (and training instances)."""
     parts = []
@@ -441,6 +455,8 @@ class DefaultTrainer(TrainerBase):
         # micro-batch j of this process is rank (rank x k + j) of a job of world x k processes (accumulation.py)
         self.streams = VirtualRankStreams(self.micro_batches, comm.get_rank() * self.micro_batches)
         self.train_dicts = self.load_train_data()  # fail fast on bad data paths, before the model is built
+        for name in cfg.DATASETS.TRAIN:
+            check_semantic_classes(cfg, name)
         self.model = build_model(cfg)
         describe_model(cfg, self.model, verbose=verbose)
         s = cfg.SOLVER
@@ -637,7 +653,28 @@ class DefaultTrainer(TrainerBase):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-        if MetadataCatalog.get(dataset_name).get("evaluator_type") == "sem_seg":
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+        if evaluator_type == "coco_panoptic_seg" and cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":
+            from detgn.evaluation import DatasetEvaluators
+            from detgn.evaluation.panoptic_evaluation import COCOPanopticEvaluator
+            from detgn.evaluation.sem_seg_evaluation import SemSegEvaluator
+
+            check_semantic_classes(cfg, dataset_name)
+            return DatasetEvaluators(
+                [
+                    SemSegEvaluator(
+                        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+                        ignore_label=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+                        class_names=MetadataCatalog.get(dataset_name).get("stuff_classes"),
+                        output_dir=output_folder,
+                    ),
+                    COCOEvaluator(
+                        dataset_name, tasks=tasks, output_dir=output_folder, backend=cfg.TEST.EVALUATOR_BACKEND
+                    ),
+                    COCOPanopticEvaluator(dataset_name, output_dir=output_folder),
+                ]
+            )
+        if evaluator_type == "sem_seg":
             from detgn.evaluation.sem_seg_evaluation import SemSegEvaluator
 
             return SemSegEvaluator(
