@@ -179,6 +179,42 @@ def _exported_predictor(cfg, runtime):
     return lambda image: {"instances": to_instances(predictor(image), image.shape[:2])}
 
 
+def _test_metadata(name: str):
+    """The metadata of the config's first test dataset; a panoptic dataset sets its class names when loaded
+    (from its record cache), so it is loaded here when it can be (the demo runs without it otherwise)."""
+    from detgn.data import DatasetCatalog, MetadataCatalog
+    from detgn.utils.errors import UserInputError
+
+    meta = MetadataCatalog.get(name)
+    if meta.get("evaluator_type") == "coco_panoptic_seg" and meta.get("stuff_classes") is None:
+        try:
+            DatasetCatalog.get(name)
+        except (UserInputError, KeyError, OSError) as e:
+            print(f"note: {name} could not be loaded ({e}); classes are drawn as numbers", file=sys.stderr)
+    return meta
+
+
+def draw_panoptic_prediction(img, panoptic_seg, meta, threshold: float):
+    """PanopticFPN's output drawn: stuff regions, things (those of score >= threshold), a legend strip."""
+    from detgn.utils.panoptic_visualizer import draw_panoptic, panoptic_to_parts
+
+    ids, segments = panoptic_seg
+    segments = [s for s in segments if not s.get("isthing") or s.get("score", 1.0) >= threshold]
+    stuff, masks, classes, scores = panoptic_to_parts(ids.cpu().numpy(), segments)
+    get = (lambda k: meta.get(k)) if meta is not None else (lambda k: None)
+    return draw_panoptic(
+        img,
+        stuff,
+        masks,
+        classes,
+        scores,
+        thing_names=get("thing_classes"),
+        stuff_names=get("stuff_classes"),
+        stuff_colors=get("stuff_colors"),
+        score_low=threshold,
+    )
+
+
 def main(argv=None):
     args = parse_args(argv)
     import cv2
@@ -205,10 +241,10 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = None
+    meta = None
     if cfg.DATASETS.TEST:
-        from detgn.data import MetadataCatalog
-
-        names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes")
+        meta = _test_metadata(cfg.DATASETS.TEST[0])
+        names = meta.get("thing_classes")
     from detgn.utils.errors import UserInputError
     from detgn.engine import DefaultPredictor
 
@@ -251,10 +287,12 @@ def main(argv=None):
                         if not ok:
                             break
                         frame = fit_long_side(frame, args.max_side)[0]
-                        inst = predictor(frame)["instances"]
+                        outputs = predictor(frame)
                         _write_png(
                             os.path.join(args.output, f"{stem}_{k:06d}_pred.png"),
-                            draw_prediction(frame, inst, names, args.confidence_threshold),
+                            draw_panoptic_prediction(frame, outputs["panoptic_seg"], meta, args.confidence_threshold)
+                            if "panoptic_seg" in outputs
+                            else draw_prediction(frame, outputs["instances"], names, args.confidence_threshold),
                         )
                         k += 1
                         bar.update(1)
@@ -274,10 +312,13 @@ def main(argv=None):
                     f"(x{scale:.3f}; boxes in --json are in these pixels)",
                     file=sys.stderr,
                 )
-            inst = predictor(img)["instances"]
+            outputs = predictor(img)
+            inst = outputs["instances"]
             _write_png(
                 os.path.join(args.output, stem + "_pred.png"),
-                draw_prediction(img, inst, names, args.confidence_threshold),
+                draw_panoptic_prediction(img, outputs["panoptic_seg"], meta, args.confidence_threshold)
+                if "panoptic_seg" in outputs
+                else draw_prediction(img, inst, names, args.confidence_threshold),
             )
             written += 1
             if args.json:

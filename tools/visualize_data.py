@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Draw a dataset's ground truth after the training augmentations into PNG files.
+"""Draw a dataset's ground truth after the training augmentations into PNG files. A panoptic dataset (with
+semantic labels) is drawn as panoptic ground truth: stuff regions, things, a legend of the stuff colours.
 
     python tools/visualize_data.py --config-file configs/nuclei_quickstart.yaml [--output output/vis_data] \
         [--dataset nuclei_mini_train] [--num 8] [--source annotation|dataloader] [KEY VALUE ...]
@@ -46,6 +47,7 @@ def main(argv=None):
     from detgn.engine import setup_cfg_or_exit
     from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from detgn.structures import BitMasks, PolygonMasks
+    from detgn.utils.panoptic_visualizer import draw_panoptic
     from detgn.utils.visualizer import draw_instances
     import cv2
 
@@ -55,7 +57,8 @@ def main(argv=None):
     cfg.MODEL.MASK_ON = True
     name = args.dataset or cfg.DATASETS.TRAIN[0]
     dicts = DatasetCatalog.get(name)
-    names = MetadataCatalog.get(name).get("thing_classes")
+    meta = MetadataCatalog.get(name)
+    names = meta.get("thing_classes")
     mapper = DatasetMapper(cfg, True)
     if args.source == "annotation":
         mapper.augmentations = []
@@ -71,15 +74,28 @@ def main(argv=None):
         if inst.has("gt_masks"):
             gm = inst.gt_masks
             masks = (BitMasks.from_polygon_masks(gm, h, w) if isinstance(gm, PolygonMasks) else gm).tensor.numpy()
-        vis = draw_instances(
-            np.ascontiguousarray(img),
-            inst.gt_boxes.tensor.numpy(),
-            masks,
-            inst.gt_classes.tolist(),
-            None,
-            names,
-            draw_labels=True,
-        )
+        if "sem_seg" in out:
+            vis = draw_panoptic(
+                np.ascontiguousarray(img),
+                out["sem_seg"].numpy(),
+                masks if masks is not None else np.zeros((0, h, w), bool),
+                inst.gt_classes.tolist(),
+                None,
+                thing_names=names,
+                stuff_names=meta.get("stuff_classes"),
+                stuff_colors=meta.get("stuff_colors"),
+                ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            )
+        else:
+            vis = draw_instances(
+                np.ascontiguousarray(img),
+                inst.gt_boxes.tensor.numpy(),
+                masks,
+                inst.gt_classes.tolist(),
+                None,
+                names,
+                draw_labels=True,
+            )
         path = os.path.join(args.output, f"{os.path.splitext(os.path.basename(d['file_name']))[0]}.png")
         cv2.imwrite(path, vis)
         print(f"{path}: {len(inst)} instances, {w}x{h}")

@@ -19,6 +19,9 @@ class DefaultPredictor:
         predictor = DefaultPredictor(cfg)
         outputs = predictor(cv2.imread("input.jpg"))   # {"instances": Instances at the image's size}
 
+    Panoptic FPN's outputs also hold "sem_seg" ((C, H, W) scores) and "panoptic_seg" ((H, W) int32 segment ids,
+    segments_info), as its forward gives them, on the CPU.
+
     The input is one HxWxC uint8 image in BGR order (as cv2.imread gives), converted to
     cfg.INPUT.FORMAT; the test-time resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) is applied, and
     boxes and masks come back at the original height and width. bf16 autocast is used where the
@@ -42,7 +45,8 @@ class DefaultPredictor:
         self.device_type = device.type
 
     def __call__(self, original_image: np.ndarray) -> dict:
-        """(H, W, 3) uint8 BGR -> {"instances": Instances(pred_boxes, scores, pred_classes, pred_masks)} on CPU."""
+        """(H, W, 3) uint8 BGR -> {"instances": Instances(pred_boxes, scores, pred_classes, pred_masks)} on CPU
+        (+ "sem_seg" and "panoptic_seg" for Panoptic FPN)."""
         if not (isinstance(original_image, np.ndarray) and original_image.ndim == 3 and original_image.shape[2] == 3):
             raise ValueError(
                 f"DefaultPredictor takes one HxWx3 uint8 BGR image, got {type(original_image).__name__} "
@@ -57,4 +61,11 @@ class DefaultPredictor:
             torch.no_grad(),
             torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None),
         ):
-            return {"instances": self.model(inputs)[0]["instances"].to("cpu")}
+            out = self.model(inputs)[0]
+        result = {"instances": out["instances"].to("cpu")}
+        if "sem_seg" in out:
+            result["sem_seg"] = out["sem_seg"].float().cpu()
+        if "panoptic_seg" in out:
+            ids, segments = out["panoptic_seg"]
+            result["panoptic_seg"] = (ids.cpu(), segments)
+        return result
