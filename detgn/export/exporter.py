@@ -130,6 +130,12 @@ def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
         raise ExportError(
             f"--opset {opset}: ROIAlign with aligned (half-pixel) sampling needs ONNX opset >= {MIN_OPSET}"
         )
+    if cfg.MODEL.META_ARCHITECTURE == "PanopticFPN":
+        raise ExportError(
+            "MODEL.META_ARCHITECTURE 'PanopticFPN' cannot be exported: the exported graph has detection outputs only; "
+            "its semantic logits and the panoptic combination (a loop over detections that depends on their scores "
+            "and overlaps) are not written for tracing; run it in PyTorch (tools/train_net.py --eval-only, tools/demo.py)"
+        )
     for key, allowed in _SUPPORTED.items():
         value = _get(cfg, key)
         if key.endswith(".NORM") and key.startswith("MODEL.ROI_MASK_HEAD") and not cfg.MODEL.MASK_ON:
