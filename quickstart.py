@@ -51,10 +51,11 @@ def install(extra):
     if _run(pip + ["-e", f".[{extra}]"]) != 0:
         sys.exit("error: could not install detgn and its dependencies")
     if extra == "dev":
-        # LVIS evaluation: the lvis package is pure Python on numpy/pycocotools/matplotlib/cv2 (all installed above);
-        # --no-deps keeps its pinned opencv-python from landing beside opencv-python-headless
+        # the lvis package, for the tests only: the reference hotcoco's LVIS evaluation is checked against. Pure
+        # Python on numpy/pycocotools/matplotlib/cv2 (all installed above); --no-deps keeps its pinned opencv-python
+        # from landing beside opencv-python-headless
         if _run(pip + ["--no-deps", "lvis==0.5.3"]) != 0:
-            print("warning: could not install lvis; the LVIS evaluation test will be skipped", flush=True)
+            print("warning: could not install lvis; the tests against it will be skipped", flush=True)
     # "dev" includes everything "demo" needs
     open(STAMP, "w").write(" ".join(sorted(set(have + [extra] + (["demo"] if extra == "dev" else [])))) + "\n")
 

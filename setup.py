@@ -14,7 +14,7 @@ setup(
         "torch>=2.0",
         "torchvision>=0.15",
         "pycocotools>=2.0.6",
-        "faster-coco-eval>=1.6",  # the default COCOeval backend (TEST.EVALUATOR_BACKEND); pycocotools is one key away
+        "faster-coco-eval>=1.6",  # a COCOeval backend one key away (TEST.EVALUATOR_BACKEND), as pycocotools
         "fvcore>=0.1.5",
         "iopath>=0.1.9",
         "opencv-python-headless>=4.5",
@@ -22,7 +22,7 @@ setup(
         "tqdm",
         "tabulate",
         "pyyaml",
-        "hotcoco>=1.3,<2",  # panoptic quality (PQ) as panopticapi computes it (detgn/evaluation/panoptic_evaluation.py)
+        "hotcoco>=1.3,<2",  # the default COCOeval backend, LVIS evaluation, and PQ as panopticapi computes it
         "pillow",
         "orjson",  # COCO-size annotation files parse 3-4x faster (the standard json module is the fallback)
     ],

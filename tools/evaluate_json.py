@@ -26,7 +26,7 @@ class EvaluateInputError(UserInputError, ValueError):
 STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
 
-def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str = "pycocotools"):
+def evaluate_json(gt_file: str, results_file: str, types=("bbox",), backend: str = "hotcoco"):
     """-> {type: [12 summary numbers as COCOeval gives them: fractions, -1 where undefined]}."""
     from detgn.evaluation.coco_evaluation import evaluate_predictions_on_coco
     from detgn.evaluation.coco_inputs import check_results, load_checked_coco_gt
@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--type", nargs="+", default=["bbox"], choices=["bbox", "segm"], help="IoU types to evaluate")
     ap.add_argument(
         "--backend",
-        default="faster_coco_eval",
-        choices=["pycocotools", "faster_coco_eval"],
-        help="COCOeval implementation (default faster_coco_eval, as TEST.EVALUATOR_BACKEND; same numbers)",
+        default="hotcoco",
+        choices=["hotcoco", "faster_coco_eval", "pycocotools"],
+        help="COCOeval implementation (default hotcoco, as TEST.EVALUATOR_BACKEND; the same numbers)",
     )
     return ap
 

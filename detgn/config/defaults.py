@@ -280,9 +280,10 @@ _C.TEST.AUG.FLIP = True  # each size also flipped horizontally
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False  # recompute BN statistics (unsupported)
 _C.TEST.PRECISE_BN.NUM_ITER = 200  # iterations for precise BN (unsupported)
-# COCOeval implementation: "faster_coco_eval" (same AP as the reference, faster and smaller: docs/benchmarks.md)
-# or "pycocotools" (the reference implementation)
-_C.TEST.EVALUATOR_BACKEND = "faster_coco_eval"  # "faster_coco_eval" or "pycocotools" (above)
+# COCOeval implementation: "hotcoco" (Rust; pycocotools' numbers to the last bit, and lvis-api's for LVIS, several
+# times faster and smaller: docs/benchmarks.md), "faster_coco_eval" (within an ulp) or "pycocotools" (the reference).
+# LVIS datasets are evaluated by hotcoco only (its LVIS mode replaced the unmaintained lvis package)
+_C.TEST.EVALUATOR_BACKEND = "hotcoco"  # "hotcoco", "faster_coco_eval" or "pycocotools" (above)
 _C.TEST.VIS_PERIOD_IMAGES = 0  # write this many prediction PNGs (input | GT | prediction) after the final evaluation
 _C.TEST.VIS_SCORE_THRESH = 0.5  # lowest score drawn in those PNGs
 

@@ -258,7 +258,7 @@ RULES: Dict[str, Rule] = {
     "SOLVER.AMP.DTYPE": one_of("auto", "float16", "bfloat16"),
     "TEST.EVAL_PERIOD": ge(0),
     "TEST.DETECTIONS_PER_IMAGE": ge(1),
-    "TEST.EVALUATOR_BACKEND": one_of("pycocotools", "faster_coco_eval"),
+    "TEST.EVALUATOR_BACKEND": one_of("hotcoco", "faster_coco_eval", "pycocotools"),
     "TEST.VIS_PERIOD_IMAGES": ge(0),
     "TEST.AUG.MIN_SIZES": seq(ge(1), min_len=1, max_len=32),
     "TEST.AUG.MAX_SIZE": ge(1),

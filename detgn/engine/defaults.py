@@ -686,6 +686,12 @@ class DefaultTrainer(TrainerBase):
         if MetadataCatalog.get(dataset_name).get("evaluator_type") == "lvis":
             from detgn.evaluation.lvis_evaluation import LVISEvaluator
 
+            if cfg.TEST.EVALUATOR_BACKEND != "hotcoco":
+                raise ConfigValueError(
+                    f"TEST.EVALUATOR_BACKEND {cfg.TEST.EVALUATOR_BACKEND}: the LVIS dataset {dataset_name} is evaluated "
+                    "by hotcoco's LVIS mode only (it gives the lvis package's numbers); set TEST.EVALUATOR_BACKEND hotcoco"
+                )
+
             return LVISEvaluator(
                 dataset_name, tasks=tasks, output_dir=output_folder, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
             )

@@ -1,4 +1,5 @@
-"""COCOEvaluator: predicted Instances -> COCO results -> pycocotools COCOeval (bbox, segm).
+"""COCOEvaluator: predicted Instances -> COCO results -> COCOeval (bbox, segm): hotcoco by default, faster-coco-eval
+or pycocotools (TEST.EVALUATOR_BACKEND); the ground truth is read and checked with pycocotools' COCO either way.
 
 AP values are reported in percent, as detectron2 does. Results are gathered from all ranks
 on the main process, which writes `instances_predictions.pth` and `coco_instances_results.json`.
@@ -128,6 +129,36 @@ def convert_to_coco_json(dataset_name: str, output_file: str) -> str:
     return output_file
 
 
+BACKENDS = ("hotcoco", "faster_coco_eval", "pycocotools")
+
+
+def _hotcoco_gt(coco_gt: COCO):
+    """The hotcoco.COCO of a pycocotools ground truth, made once per ground-truth object (from its dataset dict)."""
+    hc = getattr(coco_gt, "_detgn_hotcoco", None)
+    if hc is None:
+        try:
+            import hotcoco
+        except ImportError as e:
+            raise ImportError("TEST.EVALUATOR_BACKEND hotcoco needs `pip install hotcoco`") from e
+        hc = hotcoco.COCO(coco_gt.dataset)
+        coco_gt._detgn_hotcoco = hc
+    return hc
+
+
+def _run_hotcoco(coco_gt: COCO, results: List[Dict], iou_type: str, img_ids):
+    import hotcoco
+
+    gt = _hotcoco_gt(coco_gt)
+    ev = hotcoco.COCOeval(gt, gt.load_res(results), iou_type)
+    if img_ids is not None:
+        ev.params.imgIds = list(img_ids)
+    with contextlib.redirect_stdout(io.StringIO()):  # summarize() prints the table; the caller logs it
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
 def _cocoeval_class(backend: str):
     if backend == "faster_coco_eval":
         try:
@@ -137,7 +168,7 @@ def _cocoeval_class(backend: str):
         except ImportError as e:
             raise ImportError("TEST.EVALUATOR_BACKEND faster_coco_eval needs `pip install faster-coco-eval`") from e
     if backend != "pycocotools":
-        raise ConfigValueError(f"TEST.EVALUATOR_BACKEND must be pycocotools or faster_coco_eval, got '{backend}'")
+        raise ConfigValueError(f"TEST.EVALUATOR_BACKEND must be one of {', '.join(BACKENDS)}, got '{backend}'")
     from pycocotools.cocoeval import COCOeval
 
     return COCOeval
@@ -192,7 +223,7 @@ def evaluate_predictions_on_coco(
     results: List[Dict],
     iou_type: str,
     img_ids: Optional[Sequence[int]] = None,
-    backend: str = "pycocotools",
+    backend: str = "hotcoco",
 ):
     """Run COCOeval; returns the evaluator (its .stats holds the 12 summary numbers). Exact duplicate results are
     scored as COCO scores them (false positives), with a WARNING giving their count."""
@@ -211,6 +242,10 @@ def evaluate_predictions_on_coco(
     if iou_type == "segm":
         for r in results:
             r.pop("bbox", None)  # loadRes recomputes bbox from the mask
+    if backend == "hotcoco":
+        ev = _run_hotcoco(coco_gt, results, iou_type, img_ids)
+        logger.info("COCOeval (%s, hotcoco):\n%s", iou_type, "\n".join(ev.summary_lines()))
+        return ev
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = coco_gt.loadRes(results)
     cls = _cocoeval_class(backend)
@@ -235,7 +270,7 @@ class COCOEvaluator(DatasetEvaluator):
         tasks: Optional[Sequence[str]] = None,
         distributed: bool = True,
         output_dir: Optional[str] = None,
-        backend: str = "pycocotools",
+        backend: str = "hotcoco",
         gather_chunk: int = 256,
     ):
         self._dataset_name = dataset_name

@@ -1,19 +1,21 @@
-"""LVIS evaluation (federated: a category is scored only on the images where it was looked for) through
-the `lvis` package (pip install --no-deps lvis; the quick start's install does it).
+"""LVIS evaluation (federated: a category is scored only on the images where it was looked for) by hotcoco's LVIS
+mode, which gives the numbers of the `lvis` package (lvis-api) to the last bit (tests/evaluation/test_backends.py
+compares them on constructed data; docs/benchmarks.md) without its numpy pin workarounds.
 
 Predictions are made as COCO's (RLE on the rank that produced them, streamed to rank 0 in chunks), their
-contiguous class ids mapped back to LVIS category ids, and evaluated by LVISEval with at most
-TEST.DETECTIONS_PER_IMAGE (300 in LVIS configs) per image. Metrics in percent: AP, AP50, AP75, APs,
-APm, APl and APr / APc / APf (rare, common, frequent categories).
+contiguous class ids mapped back to LVIS category ids, and evaluated with at most TEST.DETECTIONS_PER_IMAGE (300
+in LVIS configs) per image. Metrics in percent: AP, AP50, AP75, APs, APm, APl and APr / APc / APf (rare, common,
+frequent categories).
 """
 
+import contextlib
+import io
 import json
 import logging
 import os
 from collections import OrderedDict
 from typing import Optional
 
-import numpy as np
 import torch
 
 from detgn.data import MetadataCatalog
@@ -22,33 +24,18 @@ from detgn.utils.atomic import atomic_write
 from .coco_evaluation import COCOEvaluator, format_metric
 from .evaluator import DatasetEvaluator
 
-__all__ = ["LVISEvaluator", "LVIS_METRICS"]
+__all__ = ["LVISEvaluator", "LVIS_METRICS", "load_checked_lvis_gt", "evaluate_lvis"]
 
 logger = logging.getLogger(__name__)
 LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
 
 
-class _NumpyWithOldAliases:
-    """numpy as lvis 0.5.3 (the last release) expects it: `np.float`, removed in NumPy 1.24, is the builtin
-    float it always aliased. Given to lvis.eval only; numpy itself is not changed."""
-
-    float = float
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-
-def _lvis():
+def _hotcoco():
     try:
-        import lvis.eval
-        from lvis import LVIS, LVISEval, LVISResults
+        import hotcoco
     except ImportError as e:
-        raise ImportError(
-            f"LVIS evaluation needs the 'lvis' package ({e}); install it with: pip install --no-deps lvis"
-        ) from None
-    if not hasattr(np, "float") and lvis.eval.np is np:
-        lvis.eval.np = _NumpyWithOldAliases()
-    return LVIS, LVISEval, LVISResults
+        raise ImportError(f"LVIS evaluation needs the 'hotcoco' package ({e}); pip install hotcoco") from None
+    return hotcoco
 
 
 class LVISEvaluator(DatasetEvaluator):
@@ -63,7 +50,6 @@ class LVISEvaluator(DatasetEvaluator):
         max_dets_per_image: int = 300,
         gather_chunk: int = 256,
     ):
-        LVIS, _, _ = _lvis()
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
         self._tasks = tuple(tasks)
@@ -75,7 +61,7 @@ class LVISEvaluator(DatasetEvaluator):
         self._reverse_id_map = (
             {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
             if meta.get("thing_dataset_id_to_contiguous_id")
-            else {i: c for i, c in enumerate(sorted(self._gt.get_cat_ids()))}
+            else {i: c for i, c in enumerate(sorted(c["id"] for c in self._gt.dataset["categories"]))}
         )
         self.reset()
 
@@ -102,32 +88,26 @@ class LVISEvaluator(DatasetEvaluator):
 
 
 def load_checked_lvis_gt(json_file: str):
-    """lvis.LVIS of `json_file` after the checks of the loader (structure, LVIS's own fields) and of COCO ground truth
-    (bbox, area, iscrowd, segmentation types): a wrong type is one line naming the entry, not an error inside LVISEval.
-    The file is parsed once (the LVIS object is given the checked data)."""
+    """hotcoco.LVIS of `json_file` after the checks of the loader (structure, LVIS's own fields) and of COCO ground
+    truth (bbox, area, iscrowd, segmentation types): a wrong type is one line naming the entry, not an error inside
+    the evaluator. The file is parsed once (hotcoco is given the checked data)."""
     from detgn.data.datasets.coco import _read_json, check_coco_structure
     from detgn.data.datasets.lvis import _check_lvis_fields
 
     from .coco_inputs import _check_gt_fields
 
-    LVIS, _, _ = _lvis()
     data = _read_json(json_file)
     check_coco_structure(json_file, data)
     _check_lvis_fields(json_file, data)
     for i, ann in enumerate(data["annotations"]):
         _check_gt_fields(json_file, i, ann)
-    if not hasattr(LVIS, "_create_index"):  # another lvis-api layout: let it read the (checked) file itself
-        return LVIS(json_file)
-    gt = LVIS.__new__(LVIS)
-    gt.logger = logging.getLogger("lvis.lvis")
-    gt.dataset = data
-    gt._create_index()
-    return gt
+    return _hotcoco().LVIS(data)
 
 
 def evaluate_lvis(lvis_gt, results, tasks, max_dets: int = 300):
-    """{task: {metric: percent}} of LVISEval on `results` (LVIS category ids); all 0 for a task without results."""
-    _, LVISEval, LVISResults = _lvis()
+    """{task: {metric: percent}} of LVIS evaluation on `results` (LVIS category ids); all 0 for a task without
+    results."""
+    hotcoco = _hotcoco()
     out = OrderedDict()
     for task in tasks:
         task_results = [dict(r) for r in results if task == "bbox" or "segmentation" in r]
@@ -138,8 +118,9 @@ def evaluate_lvis(lvis_gt, results, tasks, max_dets: int = 300):
             logger.warning("No %s predictions: reporting LVIS AP 0", task)
             out[task] = {m: 0.0 for m in LVIS_METRICS}
             continue
-        ev = LVISEval(lvis_gt, LVISResults(lvis_gt, task_results, max_dets=max_dets), iou_type=task)
-        ev.run()
+        ev = hotcoco.LVISeval(lvis_gt, hotcoco.LVISResults(lvis_gt, task_results, max_dets=max_dets), task)
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.run()
         res = ev.get_results()
         out[task] = {m: float(res[m]) * 100 for m in LVIS_METRICS}
         logger.info("LVIS %s: %s", task, "  ".join(f"{m} {format_metric(v)}" for m, v in out[task].items()))

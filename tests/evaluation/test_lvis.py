@@ -1,5 +1,5 @@
-"""LVIS: registration (coco_url file names, frequencies, the record cache) and LVISEvaluator, which must give
-the `lvis` package's own numbers on the same detections."""
+"""LVIS: registration (coco_url file names, frequencies, the record cache) and LVISEvaluator (hotcoco's LVIS mode),
+which must give the `lvis` package's own numbers on the same detections."""
 
 import json
 import os
@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("lvis")  # installed by `python3 quickstart.py test` (pip install --no-deps lvis)
-
-from detgn.data import DatasetCatalog, MetadataCatalog, register_lvis_instances  # noqa: E402
-from detgn.evaluation.lvis_evaluation import LVISEvaluator  # noqa: E402
-from detgn.structures import Boxes, Instances  # noqa: E402
+from detgn.data import DatasetCatalog, MetadataCatalog, register_lvis_instances
+from detgn.evaluation.lvis_evaluation import LVISEvaluator
+from detgn.structures import Boxes, Instances
 
 H, W = 60, 80
 
@@ -90,7 +88,7 @@ def _predictions(anns, image_id, contiguous):
 
 
 def test_lvis_registration_and_evaluator_match_the_lvis_package(tmp_path, monkeypatch):
-    from lvis import LVIS, LVISEval, LVISResults
+    from tests.evaluation.lvis_reference import reference_results
 
     monkeypatch.setenv("DETGN_CACHE_DIR", str(tmp_path / "cache"))
     json_file, root, anns = _lvis_fixture(tmp_path)
@@ -115,13 +113,31 @@ def test_lvis_registration_and_evaluator_match_the_lvis_package(tmp_path, monkey
             if task == "segm":
                 for d in dets:
                     d.pop("bbox")
-            gt = LVIS(json_file)
-            e = LVISEval(gt, LVISResults(gt, dets, max_dets=300), iou_type=task)
-            e.run()
-            ref = e.get_results()
-            for m in ("AP", "AP50", "AP75", "APr", "APc", "APf"):
-                assert got[task][m] == pytest.approx(float(ref[m]) * 100, abs=1e-9), (task, m)
+            ref = reference_results(json.load(open(json_file)), dets, task)
+            for m in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"):
+                assert got[task][m] == float(ref[m]) * 100, (task, m)  # the same numbers, to the last bit
             assert 0 < got[task]["AP"] < 100
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_lvis_refuses_another_backend(tmp_path, monkeypatch):
+    from detgn.config import get_cfg
+    from detgn.engine import DefaultTrainer
+    from detgn.utils.errors import ConfigValueError
+
+    monkeypatch.setenv("DETGN_CACHE_DIR", str(tmp_path / "cache"))
+    json_file, root, _ = _lvis_fixture(tmp_path)
+    name = f"lvis_test_{uuid.uuid4().hex}"
+    register_lvis_instances(name, {}, json_file, root)
+    try:
+        cfg = get_cfg()
+        cfg.TEST.EVALUATOR_BACKEND = "pycocotools"
+        with pytest.raises(ConfigValueError, match="evaluated by hotcoco's LVIS mode only"):
+            DefaultTrainer.build_evaluator(cfg, name, str(tmp_path / "out"))
+        cfg.TEST.EVALUATOR_BACKEND = "hotcoco"
+        assert isinstance(DefaultTrainer.build_evaluator(cfg, name, str(tmp_path / "out")), LVISEvaluator)
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

@@ -180,7 +180,11 @@ print(len(det["boxes"]))
         ("MODEL.ROI_BOX_HEAD.NORM", "LN", "MODEL.ROI_BOX_HEAD.NORM 'LN' cannot be exported"),
         ("MODEL.ROI_HEADS.NAME", "MyHeads", "MODEL.ROI_HEADS.NAME 'MyHeads' cannot be exported"),
         ("MODEL.ROI_HEADS.NAME", "CascadeROIHeads", "MODEL.ROI_HEADS.NAME 'CascadeROIHeads' cannot be exported"),
-        ("MODEL.META_ARCHITECTURE", "PanopticFPN", "'PanopticFPN' cannot be exported: .* semantic logits and the panoptic"),
+        (
+            "MODEL.META_ARCHITECTURE",
+            "PanopticFPN",
+            "'PanopticFPN' cannot be exported: .* semantic logits and the panoptic",
+        ),
         (
             "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
             [False, True, True, True],
