@@ -320,6 +320,8 @@ def describe_model(cfg, model, verbose: bool = False) -> None:
         norms += f", FPN {m.FPN.NORM or 'none'}, box head {m.ROI_BOX_HEAD.NORM or 'none'}"
         if m.MASK_ON:
             norms += f", mask head {m.ROI_MASK_HEAD.NORM or 'none'}"
+        if m.META_ARCHITECTURE == "PanopticFPN":
+            norms += f", semantic head {m.SEM_SEG_HEAD.NORM or 'none'}"
     r = m.RESNETS
     net = f"ResNeXt-{r.DEPTH} {r.NUM_GROUPS}x{r.WIDTH_PER_GROUP}d" if r.NUM_GROUPS > 1 else f"ResNet-{r.DEPTH}"
     if detector:

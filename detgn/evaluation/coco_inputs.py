@@ -10,7 +10,9 @@ import io
 import math
 from typing import Dict, Sequence
 
-from detgn.structures.rle import rle_problem
+import numpy as np
+
+from detgn.structures.rle import rle_problem, rle_strings_ok
 from detgn.utils.errors import UserInputError, short_repr
 
 __all__ = ["CocoInputError", "load_checked_coco_gt", "check_results"]
@@ -76,8 +78,31 @@ def load_checked_coco_gt(json_file: str):
 
 def check_results(results: Sequence[Dict], coco_gt, iou_type: str, source: str = "results") -> None:
     """Each result: an object with a known image_id and category_id, a finite score, and for bbox 4 finite
-    numbers [x, y, w, h] with w, h >= 0, for segm an RLE of its image's size. CocoInputError names the first bad one."""
+    numbers [x, y, w, h] with w, h >= 0, for segm an RLE of its image's size. CocoInputError names the first bad one.
+    Compressed RLE strings are checked together (rle_strings_ok) after the other fields."""
+    strings, pixels, owners, at = [], [], [], [0]
+    first_error = None
+    try:
+        _check_result_fields(results, coco_gt, iou_type, source, strings, pixels, owners, at)
+    except CocoInputError as e:
+        first_error = e
+    ok = rle_strings_ok(strings, pixels)
+    if not ok.all():
+        i = owners[int(np.argmin(ok))]
+        if first_error is None or i < at[0]:
+            r = results[i]
+            img = coco_gt.imgs[r["image_id"]]
+            why = rle_problem(r["segmentation"], img.get("height", -1), img.get("width", -1))
+            raise CocoInputError(f"{source}: result {i} (image_id {r['image_id']}): segmentation: {why}")
+    if first_error is not None:
+        raise first_error
+
+
+def _check_result_fields(results, coco_gt, iou_type, source, strings, pixels, owners, at) -> None:
+    """check_results but for compressed RLE strings, which are appended to strings / pixels / owners; at[0] is the
+    index of the result being checked (of the bad one when it raises)."""
     for i, r in enumerate(results):
+        at[0] = i
         where = f"{source}: result {i}"
         if not isinstance(r, dict):
             raise CocoInputError(
@@ -125,6 +150,13 @@ def check_results(results: Sequence[Dict], coco_gt, iou_type: str, source: str =
                     f"{where}: segmentation is a {type(r['segmentation']).__name__}, not an RLE object "
                     "{'size': [h, w], 'counts': ...}"
                 )
-            why = rle_problem(r["segmentation"], img.get("height", -1), img.get("width", -1))
+            seg = r["segmentation"]
+            h, w = img.get("height", -1), img.get("width", -1)
+            if isinstance(seg.get("counts"), (str, bytes)) and seg.get("size") == [h, w]:
+                strings.append(seg["counts"])
+                pixels.append(h * w)
+                owners.append(i)
+                continue
+            why = rle_problem(seg, h, w)
             if why:
                 raise CocoInputError(f"{where} (image_id {r['image_id']}): segmentation: {why}")

@@ -168,11 +168,10 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             with io.BytesIO() as buf:
                 Image.fromarray(id2rgb(panoptic)).save(buf, format="PNG")
                 png = buf.getvalue()
-            stem = os.path.splitext(os.path.basename(inp.get("file_name", str(inp["image_id"]))))[0]
             self._predictions.append(
                 {
                     "image_id": inp["image_id"],
-                    "file_name": stem + ".png",
+                    "file_name": f"{inp['image_id']}.png",  # unique where file names repeat across folders
                     "png": png,
                     "segments_info": [
                         {"id": int(s["id"]), "category_id": self._dataset_category(s), "isthing": bool(s["isthing"])}

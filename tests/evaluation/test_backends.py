@@ -92,6 +92,7 @@ def test_backends_agree_bit_for_bit(seed, iou_type):
     data, results = synthetic(seed)
     assert any(a["iscrowd"] for a in data["annotations"])
     runs = {}
+    before = copy.deepcopy(results)
     for backend in ("pycocotools", "faster_coco_eval", "hotcoco"):
         gt = _gt(data)
         for img_ids in (None, [1, 2, 3, 4, 5, 6]):
@@ -100,6 +101,7 @@ def test_backends_agree_bit_for_bit(seed, iou_type):
                 [float(s) for s in ev.stats],
                 np.asarray(ev.eval["precision"]),
             )
+    assert results == before  # the caller's results are not changed by any backend
     for key in ("None", str([1, 2, 3, 4, 5, 6])):
         ref_stats, ref_precision = runs["pycocotools", key]
         assert -1.0 in ref_stats or min(ref_stats) >= 0  # (undefined metrics are -1 in every backend alike)

@@ -253,3 +253,18 @@ def test_two_processes_equal_one(tmp_path):
     for i in range(2):
         ev.process([{"image_id": i, "file_name": f"img{i}.jpg"}], [_output(i)])
     assert torch.load(tmp_path / "dist.pt", weights_only=False) == ev.evaluate()
+
+
+def test_ground_truth_png_missing_or_of_another_size_is_one_line(tmp_path):
+    _score(tmp_path, [(_row("1111"), [(1, 1, 0)], _row("2222"), [(2, 1)])])  # writes gt/0.png and pred/0.png
+    gt = {"images": [{"id": 0, "file_name": "0.jpg", "height": 1, "width": 4}], "categories": CATS,
+          "annotations": [{"image_id": 0, "file_name": "0.png",
+                           "segments_info": [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 4}]}]}  # fmt: skip
+    preds = [{"image_id": 0, "file_name": "0.png", "segments_info": [{"id": 2, "category_id": 1}]}]
+    Image.fromarray(id2rgb(np.ones((2, 4), np.uint32))).save(tmp_path / "gt" / "0.png")
+    with pytest.raises(PanopticInputError, match="ground truth is 2.4 but the prediction is 1.4") as e:
+        evaluate_panoptic(gt, preds, str(tmp_path / "gt"), str(tmp_path / "pred"))
+    assert "\n" not in str(e.value)
+    os.remove(tmp_path / "gt" / "0.png")
+    with pytest.raises(PanopticInputError, match="cannot open panoptic PNG .*0.png"):
+        evaluate_panoptic(gt, preds, str(tmp_path / "gt"), str(tmp_path / "pred"))
