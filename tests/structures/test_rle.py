@@ -40,6 +40,7 @@ def test_batch_check_equals_one_by_one():
         want = np.array([rle_problem({"size": [p, 1], "counts": s}, p, 1) is None for s, p in zip(strings, pixels)])
         assert 0.3 < (~want).mean() < 0.7  # both kinds well represented
         assert (rle_strings_ok(strings, pixels) == want).all()
+        assert (rle_strings_ok(strings, pixels, chunk=97) == want).all()  # in chunks, as large inputs are
     assert rle_strings_ok([], []).shape == (0,)
 
 
