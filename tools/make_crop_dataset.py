@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--size", type=int, default=64, help="side of the saved crops (pixels)")
     ap.add_argument("--per-image", type=int, default=10, help="object crops per image (and as many background crops)")
     ap.add_argument("--seed", type=int, default=0, help="which objects and background places are picked")
+    ap.add_argument("--overwrite", action="store_true", help="write into output folders that already hold crops")
     return ap
 
 
@@ -51,14 +52,19 @@ def main(argv=None):
             print(f"error: dataset {name}: {e}", file=sys.stderr)
             return 2
         out = os.path.join(args.output, split)
-        counts = write_crop_folders(
-            dicts,
-            MetadataCatalog.get(name).get("thing_classes"),
-            out,
-            size=args.size,
-            per_image=args.per_image,
-            seed=args.seed,
-        )
+        try:
+            counts = write_crop_folders(
+                dicts,
+                MetadataCatalog.get(name).get("thing_classes"),
+                out,
+                size=args.size,
+                per_image=args.per_image,
+                seed=args.seed,
+                overwrite=args.overwrite,
+            )
+        except UserInputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"{out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 

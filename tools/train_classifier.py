@@ -97,7 +97,7 @@ def parse_args(argv=None):
     """The arguments as cli() parses them (tests/test_documented_commands.py reads documented command lines with it)."""
     from detgn.engine.defaults import default_argument_parser, parse_with_overrides
 
-    return parse_with_overrides(default_argument_parser(), argv)
+    return parse_with_overrides(default_argument_parser(tool="tools/train_classifier.py"), argv)
 
 
 def cli(argv=None):

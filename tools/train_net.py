@@ -46,11 +46,8 @@ def main(args):
         results = DefaultTrainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:  # both, as detectron2: the plain results and the augmented ones (task_TTA)
             tta = DefaultTrainer.test_with_TTA(cfg, model)
-            if len(cfg.DATASETS.TEST) == 1:
-                results.update(tta)
-            else:
-                for name in results:
-                    results[name].update(tta[name])
+            for name in results:
+                results[name].update(tta[name])
         return results
     trainer = DefaultTrainer(cfg, verbose=args.verbose)
     trainer.resume_or_load(resume=args.resume)

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="raw annotations, or after the training augmentations",
     )
     ap.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    ap.add_argument("--overwrite", action="store_true", help="replace pictures already in --output")
     ap.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
     return ap
 
@@ -62,8 +63,18 @@ def main(argv=None):
     mapper = DatasetMapper(cfg, True)
     if args.source == "annotation":
         mapper.augmentations = []
+    chosen = list(dicts[: args.num])
+    paths = [os.path.join(args.output, f"{os.path.splitext(os.path.basename(d['file_name']))[0]}.png") for d in chosen]
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not args.overwrite:
+        print(
+            f"error: {len(existing)} picture(s) already in {args.output} (first: {os.path.basename(existing[0])}); give "
+            "another --output, or --overwrite to replace them",
+            file=sys.stderr,
+        )
+        return 2
     os.makedirs(args.output, exist_ok=True)
-    for i, d in enumerate(dicts[: args.num]):
+    for i, (d, path) in enumerate(zip(chosen, paths)):
         out = mapper(d, np.random.RandomState(args.seed + i))
         img = out["image"].numpy().transpose(1, 2, 0)
         if cfg.INPUT.FORMAT == "RGB":
@@ -96,10 +107,10 @@ def main(argv=None):
                 names,
                 draw_labels=True,
             )
-        path = os.path.join(args.output, f"{os.path.splitext(os.path.basename(d['file_name']))[0]}.png")
         cv2.imwrite(path, vis)
         print(f"{path}: {len(inst)} instances, {w}x{h}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -83,7 +83,7 @@ def run_training_cli(
     2 a config/data/weights problem (one line), 3 a diverging run, 4 another process of the job stopped,
     128 + N stopped by signal N after saving a checkpoint (preemption.py), 130 Ctrl-C; a bug keeps its traceback
     (DETGN_TRACEBACK=1 shows it for user errors too)."""
-    args = parse_with_overrides(default_argument_parser(description), argv)
+    args = parse_with_overrides(default_argument_parser(description, tool=tool), argv)
     from .launch_checks import check_launch_args
     from .slurm import apply_slurm_environment
 

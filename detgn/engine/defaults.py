@@ -59,17 +59,28 @@ class ConfigError(UserInputError, ValueError):
     """A config file, override or output directory problem, reported in one line."""
 
 
-def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
+def default_argument_parser(description: str = None, tool: str = "tools/train_net.py") -> argparse.ArgumentParser:
+    """The training tools' command line (detectron2's name); `tool` names the script in the examples."""
+    if tool.endswith("train_classifier.py"):
+        examples = (
+            f"  python {tool} --config-file configs/ImageNet/R_50_GN_100ep.yaml CLASSIFIER.TRAIN_DIR train/ "
+            "CLASSIFIER.VAL_DIR val/\n"
+            f"  python {tool} --config-file cfg.yaml --resume\n"
+            f"  python {tool} --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/model_final.pth\n"
+        )
+    else:
+        examples = (
+            f"  python {tool} --config-file configs/nuclei_quickstart.yaml\n"
+            f"  python {tool} --config-file cfg.yaml --resume\n"
+            f"  python {tool} --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/model_final.pth\n"
+            f"  python {tool} --config-file cfg.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16\n"
+            f"  (machine 0 of 2) python {tool} --config-file cfg.yaml --num-gpus 8 --num-machines 2 \\\n"
+            "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n"
+        )
     p = argparse.ArgumentParser(
         description=description or "Train or evaluate a detgn model (GN Mask R-CNN).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Examples:\n"
-        "  python tools/train_net.py --config-file configs/nuclei_quickstart.yaml\n"
-        "  python tools/train_net.py --config-file cfg.yaml --resume\n"
-        "  python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS out/model_final.pth\n"
-        "  python tools/train_net.py --config-file cfg.yaml --num-gpus 8 SOLVER.IMS_PER_BATCH 16\n"
-        "  (machine 0 of 2) python tools/train_net.py --config-file cfg.yaml --num-gpus 8 --num-machines 2 \\\n"
-        "      --machine-rank 0 --dist-url tcp://10.0.0.1:29500\n",
+        epilog="Examples:\n" + examples,
     )
     p.add_argument("--config-file", default="", metavar="FILE", help="path to a YAML config file")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
@@ -77,8 +88,8 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
         "--auto-resume",
         action="store_true",
         help="continue the run in OUTPUT_DIR when it holds one of this same config (start afresh when it holds none; "
-        "refuse when its config.yaml differs). Implied when torchrun or SLURM restarted the job "
-        "(TORCHELASTIC_RESTART_COUNT or SLURM_RESTART_COUNT > 0)",
+        "refuse when its config.yaml differs). Implied when the job may be a restart: under torchrun "
+        "--max-restarts (TORCHELASTIC_MAX_RESTARTS > 0) or a SLURM requeue (SLURM_RESTART_COUNT > 0)",
     )
     p.add_argument(
         "--overwrite",
@@ -273,6 +284,19 @@ def save_config(cfg, name: str = "config.yaml") -> str:
     return path
 
 
+def check_thing_classes(cfg, dataset_name: str) -> None:
+    """MODEL.ROI_HEADS.NUM_CLASSES must be the number of the training dataset's categories (thing_classes, known
+    once it is loaded): fewer would put labels outside the classifier, more would train classes that never occur
+    and report them at evaluation. Detection models only (not the classifier)."""
+    classes = MetadataCatalog.get(dataset_name).get("thing_classes")
+    if classes is not None and len(classes) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        shown = ", ".join(map(str, classes[:4])) + (", ..." if len(classes) > 4 else "")
+        raise ConfigValueError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but {dataset_name} has "
+            f"{len(classes)} categories ({shown}); set MODEL.ROI_HEADS.NUM_CLASSES {len(classes)}"
+        )
+
+
 def check_semantic_classes(cfg, dataset_name: str) -> None:
     """PanopticFPN on a dataset with semantic labels: MODEL.SEM_SEG_HEAD.NUM_CLASSES must be its number of
     semantic classes ("things" + the stuff), or a label would fall outside the head's classes."""
@@ -457,8 +481,6 @@ class DefaultTrainer(TrainerBase):
         # micro-batch j of this process is rank (rank x k + j) of a job of world x k processes (accumulation.py)
         self.streams = VirtualRankStreams(self.micro_batches, comm.get_rank() * self.micro_batches)
         self.train_dicts = self.load_train_data()  # fail fast on bad data paths, before the model is built
-        for name in cfg.DATASETS.TRAIN:
-            check_semantic_classes(cfg, name)
         self.model = build_model(cfg)
         describe_model(cfg, self.model, verbose=verbose)
         s = cfg.SOLVER
@@ -496,6 +518,9 @@ class DefaultTrainer(TrainerBase):
             self.cfg.DATASETS.TRAIN, filter_empty=self.cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
         )
         log_data_summary(self.cfg, dicts)
+        for name in self.cfg.DATASETS.TRAIN:  # the datasets are loaded: their classes are known
+            check_thing_classes(self.cfg, name)
+            check_semantic_classes(self.cfg, name)
         return dicts
 
     def has_evaluation(self) -> bool:
@@ -546,17 +571,8 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
             if cfg.TEST.AUG.ENABLED:  # after the last iteration only, as detectron2's train_net
                 ret.append(hooks.EvalHook(0, lambda: self.test_with_TTA(cfg, self.model)))
-        writers = []
-        if comm.is_main_process():
-            writers = [
-                CommonMetricPrinter(
-                    self.max_iter,
-                    step_note=f"{self.micro_batches} micro-batches" if self.micro_batches > 1 else "",
-                ),
-                JSONWriter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
-                TensorboardWriter(cfg.OUTPUT_DIR),
-            ]
-        json_writers = [w for w in writers if isinstance(w, JSONWriter)]
+        writers = self.build_writers() if comm.is_main_process() else []
+        json_writers = [w for w in writers if w.before_checkpoint]
         ret.append(
             hooks.PeriodicCheckpointer(
                 self.checkpointer,
@@ -570,6 +586,23 @@ class DefaultTrainer(TrainerBase):
         if writers:
             ret.append(hooks.PeriodicWriter(writers, period=cfg.LOG_PERIOD))
         return ret
+
+    def build_writers(self) -> list:
+        """The EventWriters of the main process (utils/events.py): the console line, metrics.json and TensorBoard.
+        Override to add or replace a backend:
+
+            class MyTrainer(DefaultTrainer):
+                def build_writers(self):
+                    return super().build_writers() + [MyWriter()]
+        """
+        return [
+            CommonMetricPrinter(
+                self.max_iter,
+                step_note=f"{self.micro_batches} micro-batches" if self.micro_batches > 1 else "",
+            ),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
+            TensorboardWriter(self.cfg.OUTPUT_DIR),
+        ]
 
     def build_train_loader(self):
         return build_detection_train_loader(
@@ -701,7 +734,7 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None, task_suffix: str = ""):
-        """Evaluate on every DATASETS.TEST; returns {dataset: {task: metrics}} (or the single dataset's dict).
+        """Evaluate on every DATASETS.TEST; returns {dataset: {task: {metric: value}}}, also for one dataset.
 
         evaluators: None (cls.build_evaluator for each dataset, as detectron2), one DatasetEvaluator (with one test
         dataset), or a list of them, one per DATASETS.TEST entry in the same order. task_suffix: appended to each
@@ -734,8 +767,6 @@ class DefaultTrainer(TrainerBase):
                         ",".join(keys),
                         ",".join(format_metric(metrics[k], 4) for k in keys),
                     )
-        if len(results) == 1:
-            return list(results.values())[0]
         return results
 
     @classmethod

@@ -6,10 +6,11 @@ import re
 import time
 from typing import Callable, List, Optional
 
+import numpy as np
+
 
 from detgn.checkpoint.detection_checkpoint import get_rng_state
 from detgn.utils import comm
-from detgn.utils.events import CommonMetricPrinter
 
 from .train_loop import HookBase
 
@@ -104,9 +105,7 @@ class PeriodicCheckpointer(HookBase):
     _last_saved = None  # (name, iteration) of the latest save
 
     def _save(self, name, iteration):
-        flush = getattr(self.trainer, "flush", None)
-        if flush is not None:  # buffered metrics and the finiteness check first: no checkpoint holds Inf/NaN
-            flush()
+        self.trainer.flush()  # buffered metrics and the finiteness check first: no checkpoint holds Inf/NaN
         self.before_save()
         # every rank's RNG (each micro-batch's with accumulation: a list per process), so each resumes its own
         # stream; rank 0 writes them, in rank order
@@ -154,23 +153,36 @@ class PeriodicCheckpointer(HookBase):
 
 
 def flatten_results(results: dict, prefix: str = "") -> dict:
-    """{task: {metric: value}} -> {"task/metric": float}; with several test datasets, {dataset: {task: {metric}}}
-    -> {"dataset/task/metric": float}. Values that are not numbers (per-class tables as text) are left out."""
+    """Nested evaluation results -> {"a/b/metric": float}: {dataset: {task: {metric}}} -> "dataset/task/metric",
+    {task: {metric}} -> "task/metric". A value that is not a number raises TypeError naming its path (an
+    evaluator's results hold numbers only; tables and text belong in its log or its files)."""
     flat = {}
     for k, v in results.items():
+        path = f"{prefix}{k}"
         if isinstance(v, dict):
-            flat.update(flatten_results(v, f"{prefix}{k}/"))
-        elif prefix:
-            try:
-                flat[f"{prefix}{k}"] = float(v)
-            except (TypeError, ValueError):
-                pass
+            flat.update(flatten_results(v, f"{path}/"))
+        elif isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+            raise TypeError(f"evaluation result {path} is a {type(v).__name__}, not a number: {str(v)[:60]}")
+        else:
+            flat[path] = float(v)
+    return flat
+
+
+def storage_keys(results: dict) -> dict:
+    """The scalars EvalHook stores: every number as "dataset/task/metric", and with one test dataset also as
+    "task/metric" (the key plots and metrics files had before). Results of a trainer without datasets
+    ({task: {metric}}) are stored as "task/metric"."""
+    flat = flatten_results(results)
+    datasets = [v for v in results.values() if isinstance(v, dict) and all(isinstance(t, dict) for t in v.values())]
+    if len(results) == 1 and len(datasets) == 1:
+        flat.update(flatten_results(datasets[0]))
     return flat
 
 
 class EvalHook(HookBase):
-    """Runs `eval_function()` every `period` iterations and after the last one; puts its results in the storage
-    as "task/metric" (one test dataset) or "dataset/task/metric" (several): flatten_results."""
+    """Runs `eval_function()` every `period` iterations and after the last one; puts its results
+    ({dataset: {task: {metric: value}}}) in the storage as "dataset/task/metric", and with one test dataset also
+    as "task/metric" (storage_keys)."""
 
     def __init__(self, period: int, eval_function: Callable, eval_after_train: bool = True):
         self._period = period
@@ -179,12 +191,10 @@ class EvalHook(HookBase):
         self.last_results = None
 
     def _do_eval(self):
-        flush = getattr(self.trainer, "flush", None)
-        if flush is not None:  # never evaluate weights that went non-finite since the last check
-            flush()
+        self.trainer.flush()  # never evaluate weights that went non-finite since the last check
         results = self._func()
         if results:
-            flat = flatten_results(results)
+            flat = storage_keys(results)
             if comm.is_main_process():
                 self.trainer.storage.put_scalars(**flat, smoothing_hint=False)
         self.last_results = results
@@ -204,7 +214,7 @@ class PeriodicWriter(HookBase):
     """Calls the writers every `period` iterations and at the end.
 
     So that a slow machine shows progress from the first minute, the console writers
-    (CommonMetricPrinter) also write after the first iteration of a run and whenever
+    (EventWriter.console, e.g. CommonMetricPrinter) also write after the first iteration of a run and whenever
     `max_silence_s` seconds passed without a line. Those extra lines go to the console only, so
     metrics.json and TensorBoard get the same rows whatever the speed of the machine.
     """
@@ -213,7 +223,7 @@ class PeriodicWriter(HookBase):
         self._writers = writers
         self._period = period
         self._max_silence_s = max_silence_s
-        self._console = [w for w in writers if isinstance(w, CommonMetricPrinter)]
+        self._console = [w for w in writers if w.console]
         self._last_console = time.perf_counter()
 
     def after_step(self):

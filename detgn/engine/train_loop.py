@@ -109,6 +109,10 @@ class TrainerBase:
         """The registered hooks, in the order they run."""
         return tuple(self._hooks)
 
+    def flush(self) -> None:
+        """Move buffered metrics to the event storage and check them; called by the hooks before an evaluation and
+        a checkpoint. Nothing is buffered here; SimpleTrainer buffers its losses."""
+
     def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
         for h in hooks:
             if h is None:

@@ -104,12 +104,36 @@ def _json_number(value: float):
     return value if math.isfinite(value) else None
 
 
-class JSONWriter:
+class EventWriter:
+    """What a training writer is: `write()` sends what is new in the event storage (get_event_storage()) somewhere,
+    `close()` ends it; both run on the main process only, from the PeriodicWriter hook. Two class attributes say how
+    the hooks treat it:
+
+    - `console`: it prints progress lines; besides every LOG_PERIOD iterations it also writes after the first
+      iteration and whenever the console has been silent for a minute, and not after Ctrl-C;
+    - `before_checkpoint`: its output must hold an iteration's row before that iteration's checkpoint is saved (so
+      a resumed run's file continues the file the checkpoint belongs to), e.g. metrics.json.
+
+    A new logger backend is a subclass plus DefaultTrainer.build_writers() returning it with the others."""
+
+    console: bool = False
+    before_checkpoint: bool = False
+
+    def write(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class JSONWriter(EventWriter):
     """Appends one JSON line per iteration that has scalars: {"iteration": i, name: value, ...}.
 
     When training resumes at `start_iter`, lines for iterations >= start_iter (written by the
     interrupted run after its last checkpoint) are removed first, atomically.
     """
+
+    before_checkpoint = True
 
     def __init__(self, json_file: str, start_iter: int = 0):
         self._file = json_file
@@ -150,7 +174,7 @@ class JSONWriter:
         self._handle.close()
 
 
-class TensorboardWriter:
+class TensorboardWriter(EventWriter):
     """Scalars to TensorBoard event files (torch.utils.tensorboard). Without the `tensorboard`
     package it is off, with one INFO line saying so; any other error is raised."""
 
@@ -182,9 +206,11 @@ class TensorboardWriter:
             self._writer.close()
 
 
-class CommonMetricPrinter:
+class CommonMetricPrinter(EventWriter):
     """Console line: eta, iter (an optimizer step), losses (median of the window), time (of a whole step, micro-batches
     included, so the eta counts what is left honestly), data_time, lr, peak memory."""
+
+    console = True
 
     def __init__(self, max_iter: Optional[int] = None, window_size: int = 20, step_note: str = ""):
         """step_note: what one iteration is made of, printed after its number (e.g. "8 micro-batches")."""

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["read_metrics", "plot_metrics", "running_median"]
+__all__ = ["read_metrics", "plot_metrics", "running_median", "ap_tasks"]
 
 
 def read_metrics(path: str) -> Dict[str, List[Tuple[int, float]]]:
@@ -85,8 +85,15 @@ def _plot_lr(plt, s, out):
     _save(fig, out)
 
 
+def ap_tasks(s) -> List[str]:
+    """The evaluated tasks with an AP series ("bbox", or "dataset/bbox" with several test sets). A one-test-set run
+    stores both "bbox/AP" and "<dataset>/bbox/AP" (the same numbers): the dataset-prefixed twin is left out."""
+    tasks = {k.rsplit("/", 1)[0] for k in s if k.endswith("/AP")}
+    return sorted(t for t in tasks if not ("/" in t and t.split("/", 1)[1] in tasks))
+
+
 def _plot_ap(plt, s, out):
-    tasks = sorted({k.rsplit("/", 1)[0] for k in s if k.endswith("/AP")})
+    tasks = ap_tasks(s)
     curves = [f"{t}/{m}" for t in tasks for m in ("AP", "AP50", "AP75") if f"{t}/{m}" in s]
     evaluations = max(len(s[k]) for k in curves)
     fig, ax = plt.subplots(figsize=(8, 4.5))

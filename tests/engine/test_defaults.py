@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from detgn.utils.events import EventWriter, get_event_storage
 from detgn.config import get_cfg
 from detgn.engine import SimpleTrainer
 from detgn.modeling import build_model
@@ -92,7 +93,7 @@ def test_default_trainer_test_uses_the_evaluators_it_is_given():
         ]
     )
     model = build_model(cfg).eval()
-    assert DefaultTrainer.test(cfg, model, evaluators=[Recorder()]) == {"recorded": {"images": 2}}
+    assert DefaultTrainer.test(cfg, model, evaluators=[Recorder()]) == {name: {"recorded": {"images": 2}}}
     with pytest.raises(ValueError, match="2 evaluator.* for 1 test dataset"):
         DefaultTrainer.test(cfg, model, evaluators=[Recorder(), Recorder()])
 
@@ -171,3 +172,54 @@ def test_a_saved_state_no_hook_takes_is_reported(caplog):
     assert counter.steps == 5
     assert "state for hook BestCheckpointer, which this run does not have" in caplog.text
     assert trainer.state_dict() == {"iteration": 0, "hooks": {"StepCounter": {"steps": 5}}}
+
+
+class RecordingWriter(EventWriter):
+    """A logger backend of the kind a user adds: what it was given, and that it was closed."""
+
+    def __init__(self):
+        self.rows = []
+        self.closed = False
+
+    def write(self):
+        storage = get_event_storage()
+        self.rows.append((storage.iter, {k: v for k, (v, _) in storage.latest().items() if "loss" in k}))
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_writer_added_through_build_writers(tmp_path):
+    mine = RecordingWriter()
+
+    class MyTrainer(DefaultTrainer):
+        def build_writers(self):
+            return super().build_writers() + [mine]
+
+    cfg = _cfg(tmp_path, 2)
+    cfg.LOG_PERIOD = 1
+    trainer = MyTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert [it for it, _ in mine.rows][:2] == [0, 1] and mine.closed
+    assert all("total_loss" in row for _, row in mine.rows)
+    writers = next(h for h in trainer.hooks if type(h).__name__ == "PeriodicWriter")._writers
+    assert [type(w).__name__ for w in writers] == [
+        "CommonMetricPrinter",
+        "JSONWriter",
+        "TensorboardWriter",
+        "RecordingWriter",
+    ]
+    assert [w.console for w in writers] == [True, False, False, False]
+    assert [w.before_checkpoint for w in writers] == [False, True, False, False]
+
+
+def test_num_classes_must_match_the_training_data(tmp_path):
+    from detgn.utils.errors import ConfigValueError
+
+    cfg = _cfg(tmp_path, 1)
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    with pytest.raises(
+        ConfigValueError, match=r"NUM_CLASSES is 3 but nuclei_mini_train has 1 categories \(nucleus\); set"
+    ):
+        DefaultTrainer(cfg)

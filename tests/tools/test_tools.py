@@ -255,6 +255,26 @@ def test_plot_metrics_and_visualize_data(tmp_path, capsys):
     )
     assert status == 0, err
     assert len(os.listdir(vis)) == 2
+    before = {f: os.stat(vis / f).st_mtime_ns for f in os.listdir(vis)}
+    args = ["--config-file", QUICK, "--output", str(vis), "--num", "2"]
+    status, _, err = run_tool_here("visualize_data", args, capsys)  # the same folder again: refused, untouched
+    assert status == 2 and "2 picture(s) already in" in err and err.count("\n") == 1, err
+    assert {f: os.stat(vis / f).st_mtime_ns for f in os.listdir(vis)} == before
+    status, _, err = run_tool_here("visualize_data", args + ["--overwrite"], capsys)
+    assert status == 0, err
+
+
+def test_make_crop_dataset_never_mixes_runs(tmp_path, capsys):
+    out = tmp_path / "crops"
+    args = ["--output", str(out), "--val", "", "--size", "16", "--per-image", "1"]
+    status, _, err = run_tool_here("make_crop_dataset", args, capsys)
+    assert status == 0, err
+    files = sorted(os.listdir(out / "train" / "nucleus"))
+    status, _, err = run_tool_here("make_crop_dataset", args + ["--seed", "1"], capsys)
+    assert status == 2 and "already holds crops" in err and err.count("\n") == 1, err
+    assert sorted(os.listdir(out / "train" / "nucleus")) == files
+    status, _, err = run_tool_here("make_crop_dataset", args + ["--overwrite"], capsys)
+    assert status == 0, err
 
 
 def test_large_inputs_are_bounded(monkeypatch):

@@ -11,8 +11,13 @@ import cv2
 import numpy as np
 
 from detgn.structures import BoxMode
+from detgn.utils.errors import UserInputError
 
-__all__ = ["write_crop_folders"]
+__all__ = ["write_crop_folders", "OutputExistsError"]
+
+
+class OutputExistsError(UserInputError, FileExistsError):
+    """The output folder holds a previous run's files."""
 
 
 def _square(cx, cy, side, w, h):
@@ -39,15 +44,24 @@ def write_crop_folders(
     per_image: int = 10,
     context: float = 1.5,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> Dict[str, int]:
     """Write `out_root/<class>/<image stem>_<k>.png` crops (size x size pixels) and return {class: count}.
 
     Per image: up to `per_image` objects (crop side = context x the box's longer side, at least 8 px),
     and as many background crops of the same sides placed where no box covers more than 5% of them
-    (fewer when the image has no such place). Deterministic for a seed.
+    (fewer when the image has no such place). Deterministic for a seed. A folder that already holds files is
+    refused (OutputExistsError) unless `overwrite`: crops of another run would be mixed with these.
     """
     rng = np.random.RandomState(seed)
     counts = {name: 0 for name in list(class_names) + ["background"]}
+    if not overwrite and os.path.isdir(out_root):
+        held = [n for n in counts if os.path.isdir(os.path.join(out_root, n)) and os.listdir(os.path.join(out_root, n))]
+        if held:
+            raise OutputExistsError(
+                f"{out_root} already holds crops ({', '.join(held[:3])}); give another output folder, or overwrite "
+                "(--overwrite) to replace them"
+            )
     for name in counts:
         os.makedirs(os.path.join(out_root, name), exist_ok=True)
     for d in dicts:
