@@ -20,7 +20,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from detgn.structures import Boxes, pairwise_iou  # noqa: E402
-from tests.modeling.test_detectron2_parity import FIXTURE, _match, _model  # noqa: E402
+from detgn.export.verify import match_detections  # noqa: E402
+from tests.modeling.test_detectron2_parity import FIXTURE, _model  # noqa: E402
 
 
 def report(reference, image, memory_format="contiguous"):
@@ -42,7 +43,10 @@ def report(reference, image, memory_format="contiguous"):
             (proposals[0].objectness_logits[:200] - reference["proposals"]["objectness_logits"]).abs().max().item()
         )
         inst = model([{"image": image, "height": 384, "width": 512}])[0]["instances"]
-    pairs = _match(reference["boxes"], reference["classes"], inst.pred_boxes.tensor, inst.pred_classes)
+    pairs = match_detections(  # as the test matches them: same class, box IoU > 0.99, greedy in reference order
+        {"boxes": reference["boxes"].numpy(), "classes": reference["classes"].numpy()},
+        {"boxes": inst.pred_boxes.tensor.numpy(), "classes": inst.pred_classes.numpy()},
+    )
     ri, gi = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     out["matched"] = f"{len(pairs)}/{len(reference['boxes'])}"
     out["score_max_diff"] = (reference["scores"][ri] - inst.scores[gi]).abs().max().item()

@@ -98,12 +98,10 @@ def _calibrate_and_freeze_bn(model, batches, n):
 def run(args):
     import torch
 
-    from detgn.config import get_cfg
+    from detgn.engine import setup_cfg_or_exit
     from detgn.modeling import build_model
 
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg_or_exit(args)  # every value checked, one line and exit status 2 for a bad one
     device = args.device or ("cuda" if cfg.MODEL.DEVICE.startswith("cuda") and torch.cuda.is_available() else "cpu")
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""

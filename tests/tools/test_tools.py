@@ -212,8 +212,6 @@ def test_benchmark_tool_train_eval_data(tmp_path, capsys):
                 "2",
                 *TINY,
                 *bn,
-                "SOLVER.BASE_LR",
-                "0.0",
             ]
         )
         == 0
@@ -297,3 +295,10 @@ def test_large_inputs_are_bounded(monkeypatch):
     small, scale = demo.fit_long_side(big, 4000)
     assert small.shape == (4000, 3000, 3) and scale == pytest.approx(1 / 3)
     assert demo.fit_long_side(small, 0)[0] is small
+
+
+def test_benchmark_tool_checks_config_values(capsys):
+    status, _, err = run_tool_here(
+        "benchmark", ["--config-file", QUICK, "--task", "train", "MODEL.RESNETS.DEPTH", "17"], capsys
+    )
+    assert status == 2 and "MODEL.RESNETS.DEPTH" in err and err.strip().count("\n") == 0, err
