@@ -69,3 +69,66 @@ def run_tool_here(name: str, argv, capsys):
         status = e.code
     captured = capsys.readouterr()
     return (0 if status is None else status), captured.out, captured.err
+
+
+def run_tool(name: str, *args, cwd: str = REPO, timeout: float = 600, threads: int = 2):
+    """tools/<name> in a subprocess (its own Python, as a user runs it): CompletedProcess with text output."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, os.path.join(TOOLS, name)] + list(args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def run_tools(*calls, cwd: str = REPO, timeout: float = 600):
+    """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
+    Half of a short tool run is Python and torch starting, which two cores can overlap."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, os.path.join(TOOLS, call[0])] + list(call[1:]),
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for call in calls
+    ]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=timeout)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def edit_json(path: str, fn):
+    """Load the json at `path`, let fn change it in place, write it back (NaN allowed, as broken files hold them)."""
+    import json
+
+    with open(path) as f:
+        data = json.load(f)
+    fn(data)
+    with open(path, "w") as f:
+        f.write(json.dumps(data, allow_nan=True))
+    return data
+
+
+def rel_close(a, b, rel: float = 1e-4) -> bool:
+    """max |a - b| <= rel x max |a| (tensors)."""
+    scale = max(a.abs().max().item(), 1e-6)
+    return (a - b).abs().max().item() <= rel * scale
+
+
+def endless(make):
+    """A loader that yields make() forever (the toy loaders of the trainer tests)."""
+    while True:
+        yield make()

@@ -94,13 +94,14 @@ def clip_gradients(params, clip_type: str, clip_value: float, norm_type: float =
 class _ClippingSGD(torch.optim.SGD):
     """SGD that clips the gradients of all its parameters before each step."""
 
-    def __init__(self, params, clip_cfg, **kwargs):
-        if clip_cfg.CLIP_TYPE not in ("value", "norm", "full_model"):
+    def __init__(self, params, *, clip_type: str, clip_value: float, norm_type: float, **kwargs):
+        """clip_type, clip_value, norm_type: SOLVER.CLIP_GRADIENTS.CLIP_TYPE / CLIP_VALUE / NORM_TYPE (clip_gradients)."""
+        if clip_type not in ("value", "norm", "full_model"):
             raise ConfigValueError(
-                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_cfg.CLIP_TYPE}'"
+                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'"
             )
         super().__init__(params, **kwargs)
-        self._clip = (clip_cfg.CLIP_TYPE, clip_cfg.CLIP_VALUE, clip_cfg.NORM_TYPE)
+        self._clip = (clip_type, clip_value, norm_type)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -127,8 +128,11 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         nesterov=cfg.SOLVER.NESTEROV,
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
     )
-    if cfg.SOLVER.CLIP_GRADIENTS.ENABLED:
-        return _ClippingSGD(params, cfg.SOLVER.CLIP_GRADIENTS, **kwargs)
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED:
+        return _ClippingSGD(
+            params, clip_type=clip.CLIP_TYPE, clip_value=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE, **kwargs
+        )
     return torch.optim.SGD(params, **kwargs)
 
 

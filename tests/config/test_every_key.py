@@ -93,16 +93,22 @@ def _sources():
 
 
 def _read_in(key, src):
-    """`cfg.A.B.C`, the key as a string ("A.B.C"), or, in the same module, its node (`.A.B`, e.g. `h =
-    cfg.MODEL.ROI_BOX_HEAD`) together with its last name (`.C` or "C")."""
-    parent, _, last = key.rpartition(".")
+    """The key is read in `src`: its full path (`cfg.A.B.C`, or "A.B.C" as a string), or its node and leaf together:
+    `.B.C` in one expression (as `m.B.C` after `m = cfg.A`), or `x.C` where `x` was assigned the node (`x =
+    cfg.A.B`), or the leaf as a string next to the node ("B.C", getattr(cfg.A.B, "C")). A module that names the
+    node in one place and a common leaf (NAME, NORM) in another does not count."""
+    parts = key.split(".")
     if re.search(rf"\bcfg\.{re.escape(key)}\b", src) or f'"{key}"' in src:
         return True
-    return (
-        bool(parent)
-        and bool(re.search(rf"\.{re.escape(parent)}\b", src))
-        and bool(re.search(rf"\.{re.escape(last)}\b", src) or f'"{last}"' in src)
-    )
+    if len(parts) < 2:
+        return False
+    node, last = parts[-2], parts[-1]
+    if re.search(rf"\.{re.escape(node)}\.{re.escape(last)}\b", src) or f'"{node}.{last}"' in src:
+        return True
+    if re.search(rf"\.{re.escape(node)}\b[^\n]{{0,40}}[\"']{re.escape(last)}[\"']", src):
+        return True
+    aliases = re.findall(rf"\b(\w+)\s*=\s*[\w.]*\.{re.escape(node)}\b(?![.\w(])", src)
+    return any(re.search(rf"\b{re.escape(a)}\.{re.escape(last)}\b", src) for a in set(aliases))
 
 
 def test_every_other_key_is_read_by_the_code():
@@ -113,3 +119,14 @@ def test_every_other_key_is_read_by_the_code():
         if key not in UNSUPPORTED_KEYS and not any(_read_in(key, s) for s in sources)
     ]
     assert not unread, f"config keys nothing reads (implement them or add them to UNSUPPORTED_KEYS): {unread}"
+
+
+def test_read_in_needs_node_and_leaf_together():
+    key = "MODEL.ROI_BOX_HEAD.NAME"
+    assert _read_in(key, "name = cfg.MODEL.ROI_BOX_HEAD.NAME")
+    assert _read_in(key, "m = cfg.MODEL\nname = m.ROI_BOX_HEAD.NAME")
+    assert _read_in(key, "h = cfg.MODEL.ROI_BOX_HEAD\nname = h.NAME")
+    assert _read_in(key, 'raise ValueError("MODEL.ROI_BOX_HEAD.NAME")')
+    # the node in one place and a common leaf elsewhere: not a read of this key
+    assert not _read_in(key, "h = cfg.MODEL.ROI_BOX_HEAD\nx = other.NAME")
+    assert not _read_in(key, "x = cfg.MODEL.ROI_BOX_HEAD.NORM\ny = cfg.MODEL.RPN.NAME")

@@ -13,6 +13,7 @@ from detgn.data import load_coco_json
 from detgn.data.datasets.coco import DatasetFormatError
 from .shapes import make_shapes_dataset
 from detgn.data.detection_utils import read_image
+from tests.util import edit_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,12 +23,6 @@ def shapes(tmp_path):
     return make_shapes_dataset(str(tmp_path / "shapes"), num_images=4, seed=3, crowd_every=3)
 
 
-def _edit(json_file, fn):
-    data = json.load(open(json_file))
-    fn(data)
-    with open(json_file, "w") as f:
-        f.write(json.dumps(data, allow_nan=True))
-    return data
 
 
 def _first_polygon_ann(d):
@@ -53,7 +48,7 @@ def _ann_ids(dicts):
 def test_bad_polygon_coordinates_are_named_skips(shapes, caplog, value, kind):
     json_file, image_root = shapes
     before = _ann_ids(load_coco_json(json_file, image_root))
-    d = _edit(json_file, lambda d: _first_polygon_ann(d)["segmentation"][0].__setitem__(1, value))
+    d = edit_json(json_file, lambda d: _first_polygon_ann(d)["segmentation"][0].__setitem__(1, value))
     ann = _first_polygon_ann(d)
     dicts, warnings = _load_and_warnings(json_file, image_root, caplog)
     assert _ann_ids(dicts) == before - 1
@@ -64,7 +59,7 @@ def test_bad_polygon_coordinates_are_named_skips(shapes, caplog, value, kind):
 def test_nan_polygon_never_reaches_pycocotools_in_training(shapes, tmp_path):
     """What used to segfault (rc 139) in polygons_to_bitmask: a short training run with bitmask masks."""
     json_file, image_root = shapes
-    _edit(json_file, lambda d: _first_polygon_ann(d)["segmentation"][0].__setitem__(0, float("nan")))
+    edit_json(json_file, lambda d: _first_polygon_ann(d)["segmentation"][0].__setitem__(0, float("nan")))
     code = (
         "import sys; sys.path.insert(0, %r)\n"
         "from detgn.data import register_coco_instances, build_detection_train_loader\n"
@@ -94,7 +89,7 @@ def test_bad_rle_is_a_named_skip(shapes, caplog, case):
             seg["counts"] = "zz!!" if isinstance(seg["counts"], str) else [1, 2]
 
     before = _ann_ids(load_coco_json(json_file, image_root))
-    d = _edit(json_file, edit)
+    d = edit_json(json_file, edit)
     dicts, warnings = _load_and_warnings(json_file, image_root, caplog)
     assert _ann_ids(dicts) == before - 1
     assert "RLE" in warnings and f"annotation id {_first_rle_ann(d)['id']}" in warnings
@@ -102,14 +97,14 @@ def test_bad_rle_is_a_named_skip(shapes, caplog, case):
 
 def test_duplicate_annotation_ids_are_refused(shapes):
     json_file, image_root = shapes
-    d = _edit(json_file, lambda d: d["annotations"][1].__setitem__("id", d["annotations"][0]["id"]))
+    d = edit_json(json_file, lambda d: d["annotations"][1].__setitem__("id", d["annotations"][0]["id"]))
     with pytest.raises(DatasetFormatError, match=rf"1 annotation id\(s\) used more than once \({d['annotations'][0]['id']}\)"):
         load_coco_json(json_file, image_root)
 
 
 def test_annotation_of_unknown_image_is_counted_and_named(shapes, caplog):
     json_file, image_root = shapes
-    d = _edit(json_file, lambda d: d["annotations"][0].__setitem__("image_id", 9999))
+    d = edit_json(json_file, lambda d: d["annotations"][0].__setitem__("image_id", 9999))
     _, warnings = _load_and_warnings(json_file, image_root, caplog)
     assert "skipped 1 item(s) with image id not in 'images'" in warnings
     assert f"annotation id {d['annotations'][0]['id']} (image_id 9999)" in warnings
@@ -117,7 +112,7 @@ def test_annotation_of_unknown_image_is_counted_and_named(shapes, caplog):
 
 def test_non_finite_bbox_is_a_named_skip(shapes, caplog):
     json_file, image_root = shapes
-    _edit(json_file, lambda d: d["annotations"][0]["bbox"].__setitem__(2, float("nan")))
+    edit_json(json_file, lambda d: d["annotations"][0]["bbox"].__setitem__(2, float("nan")))
     _, warnings = _load_and_warnings(json_file, image_root, caplog)
     assert "bbox that is not 4 finite numbers" in warnings
 
@@ -136,7 +131,7 @@ def test_16bit_png_uses_its_value_range(tmp_path):
 def test_short_rle_is_skipped_never_decoded(shapes, caplog):
     """RLE counts "0" made pycocotools decode uninitialised memory (a different mask on every call)."""
     json_file, root = shapes
-    data = _edit(json_file, lambda d: _first_rle_ann(d).update(segmentation={"size": _first_rle_ann(d)["segmentation"]["size"], "counts": "0"}))
+    data = edit_json(json_file, lambda d: _first_rle_ann(d).update(segmentation={"size": _first_rle_ann(d)["segmentation"]["size"], "counts": "0"}))
     bad_id = next(a["id"] for a in data["annotations"] if a["segmentation"].get("counts") == "0" if isinstance(a["segmentation"], dict))
     with caplog.at_level(logging.WARNING):
         dicts = load_coco_json(json_file, root)
@@ -153,6 +148,6 @@ def test_short_rle_is_skipped_never_decoded(shapes, caplog):
 ])
 def test_structure_refused_naming_the_entry(shapes, edit, words):
     json_file, root = shapes
-    _edit(json_file, edit)
+    edit_json(json_file, edit)
     with pytest.raises(DatasetFormatError, match=words.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
         load_coco_json(json_file, root)

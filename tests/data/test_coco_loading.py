@@ -8,6 +8,7 @@ from detgn.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_di
 from detgn.data.datasets.coco import DatasetFormatError
 from .shapes import make_shapes_dataset
 from detgn.structures import BoxMode
+from tests.util import edit_json
 
 
 @pytest.fixture
@@ -16,11 +17,6 @@ def shapes(tmp_path):
     return json_file, image_root
 
 
-def _edit(json_file, fn):
-    data = json.load(open(json_file))
-    fn(data)
-    json.dump(data, open(json_file, "w"))
-    return data
 
 
 def test_shapes_generator_is_deterministic(tmp_path):
@@ -35,7 +31,7 @@ def test_shapes_generator_is_deterministic(tmp_path):
 def test_load_category_mapping_and_crowd(shapes, tmp_path):
     json_file, image_root = shapes
     # make category ids non-contiguous: 1 -> 5, 2 -> 9
-    _edit(json_file, lambda d: ([c.update(id={1: 5, 2: 9}[c["id"]]) for c in d["categories"]],
+    edit_json(json_file, lambda d: ([c.update(id={1: 5, 2: 9}[c["id"]]) for c in d["categories"]],
                                 [a.update(category_id={1: 5, 2: 9}[a["category_id"]]) for a in d["annotations"]]))
     dicts = load_coco_json(json_file, image_root, "shapes_test_map")
     meta = MetadataCatalog.get("shapes_test_map")
@@ -91,7 +87,7 @@ def test_bad_annotations_are_skipped_and_counted(shapes, caplog):
         a[3]["category_id"] = 77  # not in categories
         return d
 
-    data = _edit(json_file, corrupt)
+    data = edit_json(json_file, corrupt)
     ids = [a["id"] for a in data["annotations"][:4]]
     with caplog.at_level(logging.WARNING):
         dicts = load_coco_json(json_file, image_root)
@@ -106,7 +102,7 @@ def test_bad_annotations_are_skipped_and_counted(shapes, caplog):
 
 def test_register_and_filter_empty(shapes):
     json_file, image_root = shapes
-    data = _edit(json_file, lambda d: d.update(annotations=[a for a in d["annotations"] if a["image_id"] != 1]))
+    data = edit_json(json_file, lambda d: d.update(annotations=[a for a in d["annotations"] if a["image_id"] != 1]))
     usable = len({a["image_id"] for a in data["annotations"] if not a["iscrowd"]})
     assert usable < 6
     register_coco_instances("shapes_test_reg", {}, json_file, image_root)

@@ -15,6 +15,7 @@ from detgn.data.datasets.coco_panoptic import register_coco_panoptic_separated
 from detgn.data.errors import DatasetFormatError, DatasetNotFoundError
 from detgn.data.prepare_panoptic import MANIFEST, PanopticPrepareError, main, prepare
 from detgn.evaluation.panoptic_evaluation import id2rgb
+from tests.util import edit_json
 
 # things 1 (a) and 5 (b); stuff 7 (sky) and 3 (road): stuff labels in id order -> road 1, sky 2
 CATS = [
@@ -75,12 +76,6 @@ def make_panoptic(root, n=3):
     return pan_json, os.path.join(root, "panoptic"), inst_json, os.path.join(root, "images")
 
 
-def _edit(path, fn):
-    with open(path) as f:
-        data = json.load(f)
-    fn(data)
-    with open(path, "w") as f:
-        json.dump(data, f)
 
 
 def test_semantic_values(tmp_path):
@@ -116,7 +111,7 @@ def test_resume_and_refusal_to_overwrite(tmp_path, capsys):
     r = prepare(pan_json, pan_root, str(out), workers=1)  # resumed: only the missing one
     assert (r["written"], r["kept"]) == (1, 2) and os.stat(out / "im0.png").st_mtime_ns == before
     # another json's folder: refused, nothing touched
-    _edit(pan_json, lambda d: d["categories"].append({"id": 9, "name": "grass", "isthing": 0}))
+    edit_json(pan_json, lambda d: d["categories"].append({"id": 9, "name": "grass", "isthing": 0}))
     with pytest.raises(PanopticPrepareError, match="made from another panoptic json"):
         prepare(pan_json, pan_root, str(out), workers=1)
     assert os.stat(out / "im0.png").st_mtime_ns == before
@@ -146,15 +141,15 @@ def test_resume_and_refusal_to_overwrite(tmp_path, capsys):
 def test_bad_panoptic_input_is_one_line(tmp_path, capsys, case, words):
     pan_json, pan_root, _, _ = make_panoptic(tmp_path)
     if case == "stray_id":
-        _edit(pan_json, lambda d: d["annotations"][2]["segments_info"].pop())
+        edit_json(pan_json, lambda d: d["annotations"][2]["segments_info"].pop())
     elif case == "size":
-        _edit(pan_json, lambda d: d["images"][1].update(height=7))
+        edit_json(pan_json, lambda d: d["images"][1].update(height=7))
     elif case == "category":
-        _edit(pan_json, lambda d: d["annotations"][0]["segments_info"][0].update(category_id=99))
+        edit_json(pan_json, lambda d: d["annotations"][0]["segments_info"][0].update(category_id=99))
     elif case == "missing_png":
         os.remove(os.path.join(pan_root, "im1.png"))
     elif case == "duplicate":
-        _edit(pan_json, lambda d: d["annotations"][0]["segments_info"][1].update(id=40))
+        edit_json(pan_json, lambda d: d["annotations"][0]["segments_info"][1].update(id=40))
     rc = main(["--panoptic-json", pan_json, "--panoptic-root", pan_root, "--output", str(tmp_path / "s"), "--workers", "2"])
     err = capsys.readouterr().err
     assert rc == 2 and words in err and err.count("\n") == 1, err
@@ -205,10 +200,10 @@ def test_registration_refusals(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match=r"1 semantic label PNG\(s\) missing .* \(first: im2.png\)"):
         DatasetCatalog.get("pan_test_refuse")
     prepare(pan_json, pan_root, sem_root, workers=1)
-    _edit(pan_json, lambda d: d["categories"].append({"id": 8, "name": "c", "isthing": 1}))
+    edit_json(pan_json, lambda d: d["categories"].append({"id": 8, "name": "c", "isthing": 1}))
     with pytest.raises(DatasetFormatError, match="thing categories .* differ from those of"):
         DatasetCatalog.get("pan_test_refuse")
-    _edit(pan_json, lambda d: (d["categories"].pop(), d["annotations"].pop()))
+    edit_json(pan_json, lambda d: (d["categories"].pop(), d["annotations"].pop()))
     with pytest.raises(DatasetFormatError, match=r"no panoptic annotation for 1 image\(s\)"):
         DatasetCatalog.get("pan_test_refuse")
 

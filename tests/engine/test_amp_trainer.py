@@ -8,6 +8,7 @@ from detgn.layers.norm import FP32StatsGroupNorm
 from detgn.modeling import build_model
 
 from ..modeling.util import make_inputs, small_gn_cfg
+from tests.util import endless
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 needs_cpu_bf16 = pytest.mark.skipif(
@@ -24,8 +25,7 @@ def _small_model(device="cpu"):
 
 
 def _loader():
-    while True:
-        yield [make_inputs(height=96, width=128, seed=0)]
+    return endless(lambda: [make_inputs(height=96, width=128, seed=0)])
 
 
 def _step(dtype, device):

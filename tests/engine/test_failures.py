@@ -16,6 +16,7 @@ from detgn.engine.train_loop import HookBase, SimpleTrainer
 from detgn.utils.events import JSONWriter, get_event_storage
 
 from .util import QUICK, REPO, TRAIN_NET, run_train_net
+from tests.util import endless
 
 
 class _Toy(nn.Module):
@@ -29,8 +30,7 @@ class _Toy(nn.Module):
 
 
 def _loader():
-    while True:
-        yield torch.ones(4, 3)
+    return endless(lambda: torch.ones(4, 3))
 
 
 def test_non_finite_loss_or_gradient_stops_before_a_checkpoint(tmp_path):

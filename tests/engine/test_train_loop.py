@@ -6,6 +6,7 @@ from torch import nn
 
 from detgn.checkpoint import DetectionCheckpointer
 from detgn.engine import PeriodicCheckpointer, SimpleTrainer
+from tests.util import endless
 
 
 class _ToyModel(nn.Module):
@@ -24,8 +25,7 @@ class _ToyModel(nn.Module):
 
 
 def _loader():
-    while True:
-        yield [torch.randn(1, 3, 8, 8)]
+    return endless(lambda: [torch.randn(1, 3, 8, 8)])
 
 
 def test_nan_loss_stops_with_message_and_keeps_checkpoint(tmp_path):

@@ -1,6 +1,7 @@
 """The Triton GroupNorm(+ReLU): its kernels against torch's GroupNorm (through Triton's interpreter on CPU,
 compiled on a GPU), the module's state dict, and the config refusing it where it cannot run."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -9,16 +10,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-pytest.importorskip("triton")
+from detgn.config import get_cfg
+from detgn.config.rules import check_config
+from detgn.layers import fused_group_norm as fgn
+from detgn.utils.errors import ConfigValueError
 
-from detgn.config import get_cfg  # noqa: E402
-from detgn.config.rules import check_config  # noqa: E402
-from detgn.layers import fused_group_norm as fgn  # noqa: E402
-from detgn.utils.errors import ConfigValueError  # noqa: E402
+# the kernels need the triton package; the config's refusals are tested with and without it
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@needs_triton
 def test_kernels_through_the_triton_interpreter():
     """Values and gradients equal torch's for both layouts, odd sizes, bf16, a large mean, and the box head's fused
     GN+ReLU (tests/layers/interpreted_fused_group_norm.py, in a subprocess with TRITON_INTERPRET=1)."""
@@ -57,11 +60,16 @@ def test_config_refuses_triton_where_it_cannot_run(monkeypatch):
         ConfigValueError, match=r"MODEL.GROUP_NORM.IMPL = 'triton': must be 'torch' unless MODEL.DEVICE is cuda"
     ):
         check_config(cfg)
+    # on a CUDA device without the triton package: the package is named
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
+    with pytest.raises(ConfigValueError, match="needs the triton package"):
+        fgn.check_fused_group_norm_available("cuda")
     cfg.MODEL.GROUP_NORM.IMPL = "apex"
     with pytest.raises(ConfigValueError, match=r"MODEL.GROUP_NORM.IMPL = 'apex': must be one of 'torch', 'triton'"):
         check_config(cfg)
 
 
+@needs_triton
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_kernels_equal_torch():
     fgn._KERNELS = None

@@ -10,6 +10,7 @@ from detgn.modeling import build_model
 from detgn.utils.errors import ConfigValueError
 
 from .util import make_inputs, small_gn_cfg
+from tests.util import rel_close
 
 
 def _pair(backend, parts=("backbone", "box_head", "mask_head"), memory_format="contiguous"):
@@ -23,10 +24,6 @@ def _pair(backend, parts=("backbone", "box_head", "mask_head"), memory_format="c
     compiled = build_model(cfg)
     compiled.load_state_dict(eager.state_dict())
     return eager, compiled
-
-
-def _close(a, b, rel=1e-4):
-    return (a - b).abs().max().item() <= rel * max(a.abs().max().item(), 1e-6)
 
 
 def test_traced_model_trains_and_infers_like_eager():
@@ -43,20 +40,20 @@ def test_traced_model_trains_and_infers_like_eager():
         (out["loss_rpn_cls"] + out["loss_rpn_loc"]).backward()
         losses.append(out)
     for k in losses[0]:
-        assert _close(losses[0][k], losses[1][k]), (k, losses[0][k].item(), losses[1][k].item())
+        assert rel_close(losses[0][k], losses[1][k]), (k, losses[0][k].item(), losses[1][k].item())
     for name in (
         "backbone.bottom_up.res3.0.conv1.weight",
         "backbone.fpn_output2.weight",
         "proposal_generator.rpn_head.conv.weight",
     ):
         a, b = dict(eager.named_parameters())[name].grad, dict(compiled.named_parameters())[name].grad
-        assert _close(a, b), name
+        assert rel_close(a, b), name
     x = {k: v for k, v in make_inputs(seed=3).items() if k != "instances"}
     with torch.no_grad():
         a = eager.eval()([x])[0]["instances"]
         b = compiled.eval()([x])[0]["instances"]
     assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
-    assert _close(a.pred_boxes.tensor, b.pred_boxes.tensor) and _close(a.scores, b.scores)
+    assert rel_close(a.pred_boxes.tensor, b.pred_boxes.tensor) and rel_close(a.scores, b.scores)
 
 
 @pytest.mark.slow  # inductor generates and compiles C++ (10-20 s on 2 cores)
@@ -72,7 +69,7 @@ def test_inductor_box_head_equals_eager(tmp_path, monkeypatch):
     with torch.no_grad():
         a = eager.roi_heads.box_head(x)
         b = compiled.roi_heads.box_head(x.contiguous(memory_format=torch.channels_last))
-    assert _close(a, b)
+    assert rel_close(a, b)
     assert compiled.roi_heads.box_head._compiled_call_impl is not None
 
 

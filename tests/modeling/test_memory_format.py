@@ -6,6 +6,7 @@ import torch
 from detgn.modeling import build_model
 
 from .util import make_inputs, small_gn_cfg
+from tests.util import rel_close
 
 
 def _pair():
@@ -27,11 +28,6 @@ def _pair():
 GRAD_REL = 1e-1
 
 
-def _close(a, b, rel=1e-4):
-    scale = max(a.abs().max().item(), 1e-6)
-    return (a - b).abs().max().item() <= rel * scale
-
-
 def test_weights_and_features_are_channels_last():
     nchw, nhwc = _pair()
     w = nhwc.backbone.bottom_up.stem.conv1.weight
@@ -44,7 +40,7 @@ def test_weights_and_features_are_channels_last():
     feats_b = nhwc.backbone(images.tensor)
     assert feats_b["p2"].is_contiguous(memory_format=torch.channels_last)
     for k in feats_a:
-        assert _close(feats_a[k], feats_b[k]), k
+        assert rel_close(feats_a[k], feats_b[k]), k
 
 
 def _grads(model, names):
@@ -79,7 +75,7 @@ def test_channels_last_losses_and_gradients_match():
     ]
     ga, gb = _grads(nchw, names), _grads(nhwc, names)
     for n in names:
-        assert _close(ga[n], gb[n], rel=GRAD_REL), n
+        assert rel_close(ga[n], gb[n], rel=GRAD_REL), n
     for head, shape in (("box_head", (40, 64, 7, 7)), ("mask_head", (20, 64, 14, 14))):
         ha, hb = getattr(nchw.roi_heads, head), getattr(nhwc.roi_heads, head)
         if head == "mask_head":  # its forward also computes the loss; compare the mask logits
@@ -88,14 +84,14 @@ def test_channels_last_losses_and_gradients_match():
         xa = x.clone().requires_grad_()
         xb = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
         ya, yb = ha(xa), hb(xb)
-        assert _close(ya, yb), head
+        assert rel_close(ya, yb), head
         g = torch.randn(ya.shape, generator=torch.Generator().manual_seed(2))
         ya.backward(g)
         yb.backward(g)
-        assert _close(xa.grad, xb.grad, rel=GRAD_REL), head
+        assert rel_close(xa.grad, xb.grad, rel=GRAD_REL), head
         module_a, module_b = getattr(nchw.roi_heads, head), getattr(nhwc.roi_heads, head)
         for n, p in module_a.named_parameters():
-            assert _close(p.grad, dict(module_b.named_parameters())[n].grad, rel=GRAD_REL), f"{head}.{n}"
+            assert rel_close(p.grad, dict(module_b.named_parameters())[n].grad, rel=GRAD_REL), f"{head}.{n}"
 
 
 def test_channels_last_gradients_float64():
@@ -123,7 +119,7 @@ def test_channels_last_gradients_float64():
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 50
     for n in grads[0]:
-        assert _close(grads[0][n], grads[1][n], rel=1e-10), n
+        assert rel_close(grads[0][n], grads[1][n], rel=1e-10), n
 
 
 def test_channels_last_detections_match():
@@ -134,8 +130,8 @@ def test_channels_last_detections_match():
         b = nhwc.eval()([x])[0]["instances"]
     assert len(a) == len(b) > 0
     assert torch.equal(a.pred_classes, b.pred_classes)
-    assert _close(a.pred_boxes.tensor, b.pred_boxes.tensor)
-    assert _close(a.scores, b.scores)
+    assert rel_close(a.pred_boxes.tensor, b.pred_boxes.tensor)
+    assert rel_close(a.scores, b.scores)
     assert (a.pred_masks != b.pred_masks).float().mean().item() < 1e-3  # a pixel at 0.5 may flip
 
 

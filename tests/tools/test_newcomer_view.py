@@ -4,14 +4,12 @@ import json
 import logging
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.util import QUICK, REPO, TINY_MODEL, run_tool_here, tool_module
+from tests.util import QUICK, REPO, TINY_MODEL, run_tool, run_tool_here, tool_module
 
 TINY = TINY_MODEL
 
@@ -21,43 +19,6 @@ def _strict_json(line):
         raise ValueError(f"non-standard JSON constant {name}")
 
     return json.loads(line, parse_constant=refuse)
-
-
-def _tools(*calls, cwd=REPO, timeout=600):
-    """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
-    Half of a short tool run is Python and torch starting, which two cores can overlap."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [
-        (
-            call,
-            subprocess.Popen(
-                [sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]),
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-        )
-        for call in calls
-    ]
-    out = []
-    for call, p in procs:
-        stdout, stderr = p.communicate(timeout=timeout)
-        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    return out
-
-
-def _tool(name, *args, cwd=REPO, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=REPO)
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", name)] + list(args),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 # ---------------------------------------------------------------- metrics.json and undefined metrics
@@ -436,7 +397,7 @@ def test_console_starts_with_a_short_header_and_files_hold_the_rest(quick_run, t
     assert "BasicBlock" in open(out / "model.txt").read() or "Bottleneck" in open(out / "model.txt").read()
     assert "SOLVER:" in open(out / "config.yaml").read()
     args = ["--config-file", QUICK, *TINY, "SOLVER.MAX_ITER", "1", "DATASETS.TEST", "()"]
-    r = _tool("train_net.py", "--verbose", *args, "OUTPUT_DIR", str(tmp_path / "verbose"))
+    r = run_tool("train_net.py", "--verbose", *args, "OUTPUT_DIR", str(tmp_path / "verbose"))
     assert r.returncode == 0, r.stderr[-2000:]
     verbose_log = open(tmp_path / "verbose" / "log.txt").read()
     assert "Running with config" in verbose_log and "roi_heads" in verbose_log

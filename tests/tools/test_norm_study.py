@@ -3,26 +3,10 @@ finished cell is not rerun while an interrupted one resumes (machinery only: --q
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.util import REPO, run_tool_here, tool_module
-
-TOOL = os.path.join(REPO, "tools", "norm_study.py")
-
-
-def _study(out, *extra):
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run(
-        [sys.executable, TOOL, "--quick", "--threads", "2", "--output", str(out), *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+from tests.util import run_tool_here, tool_module
 
 
 def test_cell_overrides_scale_batch_iterations_and_lr():

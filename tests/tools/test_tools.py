@@ -3,52 +3,13 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from tests.util import QUICK, REPO, TINY_MODEL, run_tool_here, tool_module
+from tests.util import QUICK, REPO, TINY_MODEL, run_tool, run_tool_here, tool_module
 
 TINY = TINY_MODEL
-
-
-def _tool(name, *args, timeout=600, cwd=REPO):
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", name)] + list(args),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
-
-
-def _tools(*calls, cwd=REPO, timeout=600):
-    """Several tool runs side by side (independent ones only): [(name, *args), ...] -> CompletedProcess each, in order.
-    Half of a short tool run is Python and torch starting, which two cores can overlap."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [
-        (
-            call,
-            subprocess.Popen(
-                [sys.executable, os.path.join(REPO, "tools", call[0])] + list(call[1:]),
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ),
-        )
-        for call in calls
-    ]
-    out = []
-    for call, p in procs:
-        stdout, stderr = p.communicate(timeout=timeout)
-        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +134,7 @@ def test_benchmark_tool_train_eval_data(tmp_path, capsys):
         str(out),
         *TINY,
     ]
-    r = _tool("benchmark.py", "--task", "train", *common)
+    r = run_tool("benchmark.py", "--task", "train", *common)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "images per second" in r.stdout and "peak memory (MB)" in r.stdout and "warm-up (s):" in r.stdout
     for task in ("eval", "data"):
