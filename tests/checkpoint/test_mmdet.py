@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from detgn.checkpoint import DetectionCheckpointer
 from detgn.checkpoint.formats import convert_to_detgn, detect_format
-from detgn.checkpoint.mmdet_names import MMDetLayoutError
+from detgn.checkpoint.converters.mmdet import MMDetLayoutError
 from detgn.config import get_cfg
 from detgn.layers import Conv2d
 from detgn.modeling import build_model

@@ -5,7 +5,7 @@ in the 3x3), FPN, RPNHead, Shared2FC / Shared4Conv1FC box heads and FCNMaskHead,
 (mmcv's ConvWS2d has the names of a plain conv). mmdetection's own configs `configs/gn/*`,
 `configs/gn+ws/*` and `configs/mask_rcnn/*` build exactly these. mmdetection ImageNet backbones
 (`open-mmlab://detectron/resnet50_gn`, `jhu/resnet50_gn_ws`: conv1, gn1, layerX.Y.convZ / gnZ,
-downsample.0/1 without the `backbone.` prefix) load through the torchvision reader (formats.py).
+downsample.0/1 without the `backbone.` prefix) load through the torchvision converter (torchvision.py).
 
 Conventions that agree with detgn and need no change: background is the last class of `fc_cls`
 (mmdetection >= 2.0), box deltas are (dx, dy, dw, dh) divided by target_stds = 1 / BBOX_REG_WEIGHTS,
@@ -18,7 +18,9 @@ from typing import Any, Dict, List, Optional
 
 from detgn.utils.errors import UserInputError
 
-__all__ = ["MMDetLayoutError", "looks_mmdet", "mmdet_names_to_detgn"]
+from . import WeightsConverter
+
+__all__ = ["MMDetConverter", "MMDetLayoutError", "looks_mmdet", "mmdet_names_to_detgn"]
 
 
 class MMDetLayoutError(UserInputError, ValueError):
@@ -109,3 +111,24 @@ def mmdet_names_to_detgn(
         new = _rename(k, backbone_prefix)
         out[new if new is not None else k] = v
     return out
+
+
+class MMDetConverter(WeightsConverter):
+    name = "mmdet"
+    note = (
+        "mmdetection weights: its GN configs expect BGR input with PIXEL_MEAN [103.53, 116.28, 123.675] and "
+        "PIXEL_STD [1, 1, 1], its GN+WS and BN configs RGB with [123.675, 116.28, 103.53] / [58.395, 57.12, "
+        "57.375]; see configs/mmdet/ and docs/weights.md"
+    )
+
+    def looks_like(self, obj):
+        from . import state_of
+
+        return not ("model" in obj and isinstance(obj["model"], dict)) and looks_mmdet(list(state_of(obj)))
+
+    def convert(self, obj, backbone_prefix):
+        from . import tensorize
+
+        sd = obj.get("state_dict", obj)
+        meta = obj.get("meta") if "state_dict" in obj else None
+        return {"model": tensorize(mmdet_names_to_detgn(sd, backbone_prefix, meta))}
