@@ -114,6 +114,9 @@ def _gn_groups(norm: str, cfg) -> Optional[int]:
     return None
 
 
+# a feature map's name; which names exist is the built backbone's to say (modeling/backbone/backbone.py)
+_FEATURE_NAME = Rule(lambda v: isinstance(v, str) and v != "", "a feature name")
+
 # key -> rule. Zero is allowed only where it means something (documented in defaults.py).
 RULES: Dict[str, Rule] = {
     "MODEL.DEVICE": Rule(_device, "'cpu', 'cuda' or 'cuda:N'"),
@@ -138,7 +141,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.RESNETS.RES2_OUT_CHANNELS": ge(1),
     "MODEL.RESNETS.STEM_OUT_CHANNELS": ge(1),
     "MODEL.RESNETS.OUT_FEATURES": seq(one_of("stem", "res2", "res3", "res4", "res5")),
-    "MODEL.FPN.IN_FEATURES": seq(one_of("res2", "res3", "res4", "res5")),
+    "MODEL.FPN.IN_FEATURES": seq(_FEATURE_NAME),  # checked against the bottom-up's output_shape() when built
     "MODEL.FPN.OUT_CHANNELS": ge(1),
     "MODEL.FPN.NORM": NORM_RULE,
     "MODEL.FPN.FUSE_TYPE": one_of("sum", "avg"),
@@ -146,7 +149,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": seq_of_seq(gt(0)),
     "MODEL.ANCHOR_GENERATOR.OFFSET": between(0.0, 1.0, hi_open=True),
     "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": ge(0, integer=False),
-    "MODEL.RPN.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6", "res2", "res3", "res4", "res5")),
+    "MODEL.RPN.IN_FEATURES": seq(_FEATURE_NAME),  # checked against the backbone's output_shape() when built
     "MODEL.RPN.BOUNDARY_THRESH": Rule(lambda v: _int(v) and v >= -1, "-1 (keep all anchors) or an integer >= 0"),
     "MODEL.RPN.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
     "MODEL.RPN.IOU_LABELS": seq(one_of(-1, 0, 1), 2),
@@ -167,7 +170,7 @@ RULES: Dict[str, Rule] = {
     "MODEL.RESNETS.DEFORM_ON_PER_STAGE": seq(Rule(lambda v: isinstance(v, bool), "True or False"), 4, 4),
     "MODEL.RESNETS.DEFORM_NUM_GROUPS": ge(1),
     "MODEL.ROI_HEADS.NUM_CLASSES": ge(1),
-    "MODEL.ROI_HEADS.IN_FEATURES": seq(one_of("p2", "p3", "p4", "p5", "p6", "res2", "res3", "res4", "res5")),
+    "MODEL.ROI_HEADS.IN_FEATURES": seq(_FEATURE_NAME),  # checked against the backbone's output_shape() when built
     "MODEL.ROI_HEADS.IOU_THRESHOLDS": seq(between(0.0, 1.0)),
     "MODEL.ROI_HEADS.IOU_LABELS": seq(one_of(-1, 0, 1), 2),
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": ge(1),
@@ -198,7 +201,7 @@ RULES: Dict[str, Rule] = {
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": one_of("choice", "range"),
     "INPUT.MAX_SIZE_TRAIN": ge(1),
     "MODEL.SEM_SEG_HEAD.NAME": one_of("SemSegFPNHead"),
-    "MODEL.SEM_SEG_HEAD.IN_FEATURES": seq(Rule(lambda v: isinstance(v, str) and v != "", "a feature name")),
+    "MODEL.SEM_SEG_HEAD.IN_FEATURES": seq(_FEATURE_NAME),  # checked against the backbone's output_shape() when built
     "MODEL.SEM_SEG_HEAD.IGNORE_VALUE": ge(0),
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES": ge(1),
     "MODEL.SEM_SEG_HEAD.CONVS_DIM": ge(1),

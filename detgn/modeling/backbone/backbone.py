@@ -12,8 +12,9 @@ from fvcore.common.registry import Registry
 from torch import nn
 
 from detgn.layers import ShapeSpec
+from detgn.utils.errors import ConfigValueError
 
-__all__ = ["Backbone", "BACKBONE_REGISTRY", "build_backbone"]
+__all__ = ["Backbone", "BACKBONE_REGISTRY", "build_backbone", "check_in_features"]
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = """
@@ -39,6 +40,18 @@ class Backbone(nn.Module, metaclass=ABCMeta):
             name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
             for name in self._out_features
         }
+
+
+def check_in_features(key: str, names, available: Dict[str, ShapeSpec], built_by: str = "the backbone") -> None:
+    """The feature names a head reads (config `key`) against what the built backbone outputs (`available`, its
+    output_shape()): one ConfigValueError naming the missing ones and the choices. Names are not listed in the
+    config rules, so a new backbone's features need no rule change."""
+    names = list(names)
+    missing = [n for n in names if n not in available]
+    if not names or missing:
+        have = ", ".join(sorted(available, key=lambda k: (available[k].stride or 0, k)))
+        what = f"{missing} are not" if missing else "names nothing that is"
+        raise ConfigValueError(f"{key} {names}: {what} among the outputs of {built_by} ({have})")
 
 
 def build_backbone(cfg, input_shape: ShapeSpec = None) -> Backbone:

@@ -49,6 +49,9 @@ class FPN(Backbone):
         super().__init__()
         self.checkpoint = bool(checkpoint)
         input_shapes = bottom_up.output_shape()
+        from .backbone import check_in_features
+
+        check_in_features("MODEL.FPN.IN_FEATURES", in_features, input_shapes, type(bottom_up).__name__)
         strides = [input_shapes[f].stride for f in in_features]
         in_channels_per_feature = [input_shapes[f].channels for f in in_features]
         for i in range(1, len(strides)):

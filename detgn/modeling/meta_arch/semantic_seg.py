@@ -89,13 +89,10 @@ class SemSegFPNHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        from detgn.modeling.backbone.backbone import check_in_features
+
         h = cfg.MODEL.SEM_SEG_HEAD
-        missing = [f for f in h.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise ConfigValueError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES {list(h.IN_FEATURES)}: {missing} are not backbone outputs "
-                f"({sorted(input_shape)})"
-            )
+        check_in_features("MODEL.SEM_SEG_HEAD.IN_FEATURES", h.IN_FEATURES, input_shape, cfg.MODEL.BACKBONE.NAME)
         return {
             "input_shape": {k: v for k, v in input_shape.items() if k in h.IN_FEATURES},
             "ignore_value": h.IGNORE_VALUE,

@@ -179,8 +179,11 @@ class RPN(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        from detgn.modeling.backbone.backbone import check_in_features
+
         r = cfg.MODEL.RPN
         in_features = list(r.IN_FEATURES)
+        check_in_features("MODEL.RPN.IN_FEATURES", in_features, input_shape, cfg.MODEL.BACKBONE.NAME)
         shapes = [input_shape[f] for f in in_features]
         return dict(
             in_features=in_features,

@@ -56,12 +56,15 @@ class Res5ROIHeads(ROIHeads):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg)
+        from detgn.modeling.backbone.backbone import check_in_features
+
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         if len(in_features) != 1:
             raise ConfigValueError(
                 f"MODEL.ROI_HEADS.IN_FEATURES = {in_features}: Res5ROIHeads pools from one feature map "
                 "(['res4'] in C4 models)"
             )
+        check_in_features("MODEL.ROI_HEADS.IN_FEATURES", in_features, input_shape, cfg.MODEL.BACKBONE.NAME)
         r, bh = cfg.MODEL.RESNETS, cfg.MODEL.ROI_BOX_HEAD
         if r.DEFORM_ON_PER_STAGE[-1]:
             raise ConfigValueError(

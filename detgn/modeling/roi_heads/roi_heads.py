@@ -172,7 +172,10 @@ class StandardROIHeads(ROIHeads):
     @staticmethod
     def _pooled_input(cfg, input_shape: Dict[str, ShapeSpec]):
         """-> (IN_FEATURES, their scales 1/stride, their common channel count)."""
+        from detgn.modeling.backbone.backbone import check_in_features
+
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        check_in_features("MODEL.ROI_HEADS.IN_FEATURES", in_features, input_shape, cfg.MODEL.BACKBONE.NAME)
         scales = [1.0 / input_shape[k].stride for k in in_features]
         channels = {input_shape[f].channels for f in in_features}
         if len(channels) != 1:
