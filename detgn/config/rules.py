@@ -14,6 +14,7 @@ The table is printed by `python -m detgn.config.rules` (docs/config_rules.md hol
 import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from detgn.layers.norm import NORM_NAMES, gn_groups, is_norm_name
 from detgn.utils.errors import ConfigValueError, short_repr
 
 from .batch import micro_batches
@@ -93,13 +94,8 @@ def _triton_ok(device: str) -> bool:
     return True
 
 
-NORMS = ("", "GN", "FrozenBN", "BN", "SyncBN", "NaiveSyncBN", "LN")
-
-
-def _norm_name(v) -> bool:
-    import re
-
-    return v in NORMS or (isinstance(v, str) and re.fullmatch(r"GN\([1-9][0-9]*\)", v) is not None)
+NORMS = NORM_NAMES  # layers/norm.py owns the names get_norm builds
+_norm_name = is_norm_name
 
 
 NORM_RULE = Rule(_norm_name, "one of " + ", ".join(repr(x) for x in NORMS) + " or 'GN(G)' (GroupNorm with G groups)")
@@ -107,11 +103,12 @@ NORM_RULE = Rule(_norm_name, "one of " + ", ".join(repr(x) for x in NORMS) + " o
 
 def _gn_groups(norm: str, cfg) -> Optional[int]:
     """The groups of a component's GN layers ('GN' -> MODEL.GROUP_NORM.NUM_GROUPS, 'GN(G)' -> G), None without GN."""
-    if norm == "GN":
-        return cfg.MODEL.GROUP_NORM.NUM_GROUPS
-    if isinstance(norm, str) and norm.startswith("GN(") and _norm_name(norm):
-        return int(norm[3:-1])
-    return None
+    if not _norm_name(norm):
+        return None
+    groups = gn_groups(norm)
+    if groups is None:
+        return None
+    return groups or cfg.MODEL.GROUP_NORM.NUM_GROUPS
 
 
 # a feature map's name; which names exist is the built backbone's to say (modeling/backbone/backbone.py)

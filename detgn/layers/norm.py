@@ -194,17 +194,31 @@ def get_norm(norm: NormSpec, out_channels: int, num_groups: int = 32, eps: float
             if impl != "torch":
                 raise ConfigValueError(f"MODEL.GROUP_NORM.IMPL '{impl}': choose 'torch' or 'triton'")
             return FP32StatsGroupNorm(num_groups, out_channels, eps=eps)
-        table = {
-            "BN": nn.BatchNorm2d,
-            "SyncBN": nn.SyncBatchNorm,
-            "FrozenBN": FrozenBatchNorm2d,
-            "NaiveSyncBN": NaiveSyncBatchNorm,
-            "LN": LayerNorm2d,
-        }
+        table = _norm_layers()
         if norm not in table:
             raise ConfigValueError(f"Unknown norm '{norm}'; choose one of GN, {', '.join(table)} or '' (none)")
         return table[norm](out_channels)
     return norm(out_channels)
+
+
+def _norm_layers():
+    """The norms other than GroupNorm, by name."""
+    return {
+        "BN": nn.BatchNorm2d,
+        "SyncBN": nn.SyncBatchNorm,
+        "FrozenBN": FrozenBatchNorm2d,
+        "NaiveSyncBN": NaiveSyncBatchNorm,
+        "LN": LayerNorm2d,
+    }
+
+
+# every norm name get_norm takes ("" = none), besides "GN(G)"; the config rules read them from here
+NORM_NAMES = ("", "GN", "FrozenBN", "BN", "SyncBN", "NaiveSyncBN", "LN")
+
+
+def is_norm_name(value) -> bool:
+    """`value` is a norm get_norm builds: one of NORM_NAMES or "GN(G)" with G >= 1."""
+    return value in NORM_NAMES or (isinstance(value, str) and re.fullmatch(r"GN\([1-9][0-9]*\)", value) is not None)
 
 
 def gn_groups(norm) -> Optional[int]:

@@ -209,3 +209,15 @@ def test_per_component_group_norm_groups():
         ConfigValueError, match=r"MODEL.ROI_BOX_HEAD.NORM = 'GN\(12\)': must be 'GN\(G\)' with G a divisor of 256"
     ):
         check_config(cfg)
+
+
+def test_the_config_rules_take_their_norm_names_from_get_norm():
+    from detgn.config.rules import NORMS, RULES
+    from detgn.layers.norm import NORM_NAMES, get_norm, is_norm_name
+
+    assert NORMS is NORM_NAMES
+    for name in NORM_NAMES + ("GN(8)",):  # every name the rules accept builds (or is "no norm")
+        assert RULES["MODEL.FPN.NORM"].ok(name)
+        layer = get_norm(name, 32)
+        assert (layer is None) == (name == "")
+    assert not is_norm_name("GN(0)") and not RULES["MODEL.FPN.NORM"].ok("BatchNorm")
