@@ -58,7 +58,7 @@ def main():
         else AMPTrainer(model, loader, opt, dtype="bfloat16", device_type="cuda")
     )
     trainer.start_iter, trainer.max_iter = 0, 10**6
-    trainer.flush_period = (
+    trainer.runner.flush_period = (
         10**6
     )  # count the steps between flushes (a flush adds one all-reduce and one copy per LOG_PERIOD)
 
@@ -182,7 +182,7 @@ def count_on_cpu(a):
     opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=1e-4, momentum=0.9)
     trainer = SimpleTrainer(model, iter(lambda: batch, None), opt)
     trainer.start_iter, trainer.max_iter = 0, 10**6
-    trainer.flush_period = 10**6
+    trainer.runner.flush_period = 10**6
     with EventStorage(0) as trainer.storage:
         trainer.iter = trainer.storage.iter = 1
         trainer.run_step()

@@ -42,7 +42,7 @@ def main():
     a = p.parse_args()
     import torch.multiprocessing as mp
 
-    from detgn.engine.launch import find_free_port
+    from detgn.jobs.launch import find_free_port
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()

@@ -11,7 +11,7 @@ PY=${PYTHON:-.venv/bin/python}
 [ "$MODE" = separate ] && export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 || unset TORCH_DISABLE_SHARE_RDZV_TCP_STORE
 ok=0
 for i in $(seq "$RUNS"); do
-  D=$(mktemp -d); PORT=$($PY -c "from detgn.engine.launch import find_free_port as f; print(f())")
+  D=$(mktemp -d); PORT=$($PY -c "from detgn.jobs.launch import find_free_port as f; print(f())")
   for r in 0 1; do
     DETGN_TEST_FAULT=1:2:SIGKILL OMP_NUM_THREADS=1 timeout 180 $PY -m torch.distributed.run --nnodes 2 --node-rank $r \
       --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:$PORT --max-restarts 1 --monitor-interval 0.5 \

@@ -73,7 +73,7 @@ def main(argv=None):
     import torch
     from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, flop_count_table, parameter_count_table
 
-    from detgn.engine import setup_cfg_or_exit
+    from detgn.jobs import setup_cfg_or_exit
     from detgn.modeling import build_model
 
     cfg = setup_cfg_or_exit(args)

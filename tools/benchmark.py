@@ -98,7 +98,7 @@ def _calibrate_and_freeze_bn(model, batches, n):
 def run(args):
     import torch
 
-    from detgn.engine import setup_cfg_or_exit
+    from detgn.jobs import setup_cfg_or_exit
     from detgn.modeling import build_model
 
     cfg = setup_cfg_or_exit(args)  # every value checked, one line and exit status 2 for a bad one

@@ -102,7 +102,7 @@ def main(argv=None):
 
     from detgn.checkpoint import DetectionCheckpointer
     from detgn.utils.errors import UserInputError
-    from detgn.engine import setup_cfg_or_exit
+    from detgn.jobs import setup_cfg_or_exit
     from detgn.modeling import build_model
 
     from detgn.config import get_classifier_cfg

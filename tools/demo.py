@@ -71,7 +71,7 @@ def parse_args(argv=None):
     ap.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS x.pth)"
     )
-    from detgn.engine.defaults import parse_with_overrides
+    from detgn.jobs.args import parse_with_overrides
 
     return parse_with_overrides(ap, argv)
 
@@ -220,10 +220,10 @@ def main(argv=None):
     import cv2
     from tqdm import tqdm
 
-    from detgn.engine import setup_cfg_or_exit
+    from detgn.jobs import setup_cfg_or_exit
     from detgn.data.detection_utils import ImageReadError, read_image
     from detgn.evaluation.coco_evaluation import instances_to_coco_json
-    from detgn.engine.prediction_pictures import draw_prediction
+    from detgn.utils.prediction_pictures import draw_prediction
 
     cfg = setup_cfg_or_exit(args)
     if not cfg.MODEL.WEIGHTS and not args.random_weights:

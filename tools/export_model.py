@@ -52,7 +52,7 @@ def parse_args(argv=None):
     ap.add_argument(
         "opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs (e.g. MODEL.WEIGHTS model_final.pth)"
     )
-    from detgn.engine.defaults import parse_with_overrides
+    from detgn.jobs.args import parse_with_overrides
 
     return parse_with_overrides(ap, argv)
 
@@ -75,7 +75,7 @@ def _sample_image(cfg, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    from detgn.engine import setup_cfg_or_exit
+    from detgn.jobs import setup_cfg_or_exit
     from detgn.utils.errors import UserInputError
 
     cfg = setup_cfg_or_exit(args)

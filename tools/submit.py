@@ -12,12 +12,132 @@ path without a cluster; `--wait` waits for the job and reports how it ended.
 
 import argparse
 import os
+import re
 import shlex
 import sys
+from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from detgn.jobs.submit import SubmitError  # noqa: E402
 from detgn.utils.errors import UserInputError  # noqa: E402
+
+# the training tool a job runs unless --tool names another: the one beside this file
+DEFAULT_TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
+# train_net options that the job decides (one process per task, ranks from the job)
+_JOB_OWNED = ("--num-gpus", "--num-machines", "--machine-rank", "--dist-url", "--overwrite")
+
+
+def parse_time_minutes(text: str) -> int:
+    """SLURM's time formats to whole minutes: 'MM', 'HH:MM:SS', 'D-HH', 'D-HH:MM', 'D-HH:MM:SS' (seconds round up)."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not m:
+        raise SubmitError(f"--time {text!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = m.groups()
+    # as sbatch: minutes and seconds after a colon are 0-59, hours after a day count 0-23 ('1:99:99' is refused)
+    limits = [(b, 59, "minutes" if (c is not None or days is not None) else "seconds"), (c, 59, "seconds")]
+    if days is not None:
+        limits.append((a, 23, "hours"))
+    for value, top, name in limits:
+        if value is not None and int(value) > top:
+            raise SubmitError(
+                f"--time {text!r}: {name} {int(value)} > {top}; sbatch refuses it (formats: MM, MM:SS, HH:MM:SS, "
+                "D-HH, D-HH:MM, D-HH:MM:SS)"
+            )
+    if days is None and b is None:  # 'MM'
+        return int(a)
+    if days is None and c is None:  # 'MM:SS'
+        return int(a) + (int(b) > 0)
+    if days is None:  # 'HH:MM:SS'
+        return int(a) * 60 + int(b) + (int(c) > 0)
+    hours, minutes, seconds = int(a), int(b or 0), int(c or 0)
+    return int(days) * 1440 + hours * 60 + minutes + (seconds > 0)
+
+
+def _extra_sbatch(pairs: List[str]) -> Dict[str, object]:
+    extra = {}
+    for p in pairs:
+        key, eq, value = p.partition("=")
+        key = key.strip().lstrip("-")
+        if not key or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+            raise SubmitError(
+                f"--sbatch {p!r}: expected KEY=VALUE (e.g. --sbatch mail-type=END) or a flag KEY (e.g. --sbatch exclusive)"
+            )
+        extra[key.replace("-", "_")] = value if eq else True
+    return extra
+
+
+def slurm_parameters(
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    tasks_per_node: Optional[int],
+    time_minutes: int,
+    partition: Optional[str],
+    account: Optional[str],
+    qos: Optional[str],
+    constraint: Optional[str],
+    job_name: str,
+    cpus_per_task: Optional[int],
+    mem: Optional[str],
+    signal_delay_s: int,
+    sbatch: List[str],
+    setup: List[str],
+) -> Dict[str, object]:
+    """The keyword arguments of submitit's SlurmExecutor.update_parameters for a training job: one task per GPU
+    (or `tasks_per_node` CPU processes), `--requeue`, the time-limit signal `signal_delay_s` seconds early."""
+    if nodes < 1:
+        raise SubmitError(f"--nodes must be >= 1, got {nodes}")
+    tasks = tasks_per_node if tasks_per_node is not None else gpus_per_node
+    if tasks < 1:
+        raise SubmitError("--gpus-per-node 0 needs --tasks-per-node N (CPU processes per node, with MODEL.DEVICE cpu)")
+    if gpus_per_node and tasks != gpus_per_node:
+        raise SubmitError(
+            f"--tasks-per-node {tasks} with --gpus-per-node {gpus_per_node}: detgn runs one process per GPU; "
+            "leave --tasks-per-node out"
+        )
+    if time_minutes * 60 <= signal_delay_s:
+        raise SubmitError(f"--time ({time_minutes} min) must be longer than --signal-delay ({signal_delay_s} s)")
+    extra = {"requeue": True}
+    extra.update(_extra_sbatch(sbatch))
+    params = {
+        "nodes": nodes,
+        "ntasks_per_node": tasks,
+        "time": time_minutes,
+        "job_name": job_name,
+        "signal_delay_s": signal_delay_s,
+        "additional_parameters": extra,
+    }
+    if gpus_per_node:
+        params["gpus_per_node"] = gpus_per_node
+    for key, value in (
+        ("partition", partition),
+        ("account", account),
+        ("qos", qos),
+        ("constraint", constraint),
+        ("cpus_per_task", cpus_per_task),
+        ("mem", mem),
+    ):
+        if value is not None:
+            params[key] = value
+    if setup:
+        params["setup"] = list(setup)
+    return params
+
+
+def check_training_args(argv: List[str]) -> None:
+    """The training arguments must leave the job's shape to the job (no --num-gpus, --dist-url ...)."""
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if name in _JOB_OWNED:
+            raise SubmitError(
+                f"{name} is decided by the job (one process per task; --nodes/--gpus-per-node give the shape, a "
+                "requeued job must continue its run): remove it from the training arguments"
+            )
+        if name == "--eval-only":
+            raise SubmitError(
+                "--eval-only jobs are not requeued runs; run tools/train_net.py --eval-only inside your own sbatch script"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +231,8 @@ def _training_cfg(train_args, tool):
     """The config of the run these training arguments describe (checked here, before queueing), with the keys
     of the tool that will run them (its default_cfg(), the detector's get_cfg when it has none)."""
     from detgn.config import get_cfg
-    from detgn.engine.defaults import default_argument_parser, parse_with_overrides, setup_cfg
-    from detgn.engine.submit import load_tool
+    from detgn.jobs import default_argument_parser, parse_with_overrides, setup_cfg
+    from detgn.jobs.submit import load_tool
 
     args = parse_with_overrides(default_argument_parser(), train_args)
     return setup_cfg(args, getattr(load_tool(tool), "default_cfg", get_cfg))
@@ -124,14 +244,7 @@ def main(argv=None) -> int:
     if train_args and train_args[0] == "--":
         train_args = train_args[1:]
     try:
-        from detgn.engine.submit import (
-            DEFAULT_TOOL,
-            SubmitError,
-            TrainingJob,
-            check_training_args,
-            parse_time_minutes,
-            slurm_parameters,
-        )
+        from detgn.jobs.submit import TrainingJob
 
         if not train_args:
             raise SubmitError("no training arguments: add `-- --config-file <config.yaml> [KEY VALUE ...]`")
@@ -156,7 +269,7 @@ def main(argv=None) -> int:
             sbatch=args.sbatch,
             setup=args.setup,
         )
-        from detgn.engine.output_dir import config_differences
+        from detgn.jobs.output_dir import config_differences
 
         differ = config_differences(cfg.OUTPUT_DIR, cfg)
         if differ:

@@ -20,9 +20,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import ConfigError, default_setup, describe_model, launch, save_config, setup_cfg  # noqa: E402
+from detgn.engine import default_setup, describe_model, save_config  # noqa: E402
 from detgn.engine.classifier_trainer import ClassifierTrainer, prepare_classifier_cfg  # noqa: E402
-from detgn.engine.cli import run_training_cli  # noqa: E402
+from detgn.jobs import ConfigError, launch, run_training_cli, setup_cfg  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def check_classifier_cfg(cfg):
 
 def parse_args(argv=None):
     """The arguments as cli() parses them (tests/test_documented_commands.py reads documented command lines with it)."""
-    from detgn.engine.defaults import default_argument_parser, parse_with_overrides
+    from detgn.jobs.args import default_argument_parser, parse_with_overrides
 
     return parse_with_overrides(default_argument_parser(tool="tools/train_classifier.py"), argv)
 

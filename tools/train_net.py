@@ -10,17 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from detgn.engine import (
-    ConfigError,
-    DefaultTrainer,
-    default_setup,
-    describe_model,
-    launch,
-    log_data_summary,
-    save_config,
-    setup_cfg,
-)  # noqa: E402
-from detgn.engine.cli import run_training_cli  # noqa: E402
+from detgn.engine import DefaultTrainer, default_setup, describe_model, log_data_summary, save_config  # noqa: E402
+from detgn.jobs import ConfigError, launch, run_training_cli, setup_cfg  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
 
@@ -71,7 +62,7 @@ def after_training(cfg, trainer):
         log.info("Skipping plots (%s)", e)
     n = cfg.TEST.VIS_PERIOD_IMAGES
     if n > 0 and cfg.DATASETS.TEST:
-        from detgn.engine.prediction_pictures import write_prediction_pictures
+        from detgn.engine.evaluate import write_prediction_pictures
 
         paths = write_prediction_pictures(
             cfg, trainer.model, cfg.DATASETS.TEST[0], n, os.path.join(cfg.OUTPUT_DIR, "predictions")
@@ -88,7 +79,7 @@ def check_detection_cfg(cfg):
 
 def parse_args(argv=None):
     """The arguments as cli() parses them (tests/test_documented_commands.py reads documented command lines with it)."""
-    from detgn.engine.defaults import default_argument_parser, parse_with_overrides
+    from detgn.jobs.args import default_argument_parser, parse_with_overrides
 
     return parse_with_overrides(default_argument_parser(), argv)
 

@@ -45,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None):
-    from detgn.engine import setup_cfg_or_exit
+    from detgn.jobs import setup_cfg_or_exit
     from detgn.data import DatasetCatalog, DatasetMapper, MetadataCatalog
     from detgn.structures import BitMasks, PolygonMasks
     from detgn.utils.panoptic_visualizer import draw_panoptic

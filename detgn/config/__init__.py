@@ -1,5 +1,5 @@
 from .classifier import add_classifier_config, get_classifier_cfg
-from .config import CfgNode, CircularBaseError, ConfigKeyError, UnsafeConfigError
+from .config import CfgNode, CircularBaseError, ConfigError, ConfigKeyError, UnsafeConfigError
 from .defaults import get_cfg
 from .configurable import configurable
 from .supported import UNSUPPORTED_KEYS, UnsupportedConfigError, check_supported
@@ -9,6 +9,7 @@ __all__ = [
     "get_classifier_cfg",
     "CfgNode",
     "CircularBaseError",
+    "ConfigError",
     "ConfigKeyError",
     "UnsafeConfigError",
     "configurable",

@@ -33,6 +33,10 @@ MAX_CONFIG_VALUES = 100_000
 _loading = threading.local()  # stack of config files being loaded, for cycle detection
 
 
+class ConfigError(UserInputError, ValueError):
+    """A config file, override or output directory problem, reported in one line (what setup_cfg raises)."""
+
+
 class ConfigKeyError(UserInputError, KeyError):
     """A key in a YAML file or an override does not exist; the message names close keys."""
 

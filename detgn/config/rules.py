@@ -1,6 +1,6 @@
 """Every config value checked when the config is read, in one table: types, ranges, choices, relations.
 
-`check_config(cfg)` runs in engine.setup_cfg (every tool) right after the YAML file and the overrides
+`check_config(cfg)` runs in jobs.setup_cfg (every tool) right after the YAML file and the overrides
 are merged, so a bad value is refused before any process starts, any data is read or anything is
 written, with one line naming the key, the value and what is allowed. yacs already refuses a value
 whose type differs from the default's ("Type mismatch ... for config key: SOLVER.MAX_ITER"); this table

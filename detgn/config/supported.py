@@ -2,7 +2,7 @@
 
 A config that changes one of them is refused with a one-line error naming the key, instead of
 being accepted and ignored. `check_supported(cfg)` runs when a config is set up for training,
-evaluation or a tool (engine.setup_cfg) and when a model or trainer is built from it.
+evaluation or a tool (jobs.setup_cfg) and when a model or trainer is built from it.
 """
 
 from detgn.utils.errors import UserInputError, short_repr

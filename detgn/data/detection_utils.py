@@ -1,6 +1,6 @@
 """Reading images and turning dataset annotations into training Instances."""
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -20,6 +20,7 @@ __all__ = [
     "check_image_size",
     "transform_instance_annotations",
     "annotations_to_instances",
+    "record_ground_truth",
 ]
 
 
@@ -163,6 +164,21 @@ def annotations_to_instances(annos: List[Dict], image_size, mask_format: str = "
         else:
             raise ConfigValueError(f"INPUT.MASK_FORMAT must be polygon or bitmask, got '{mask_format}'")
     return target
+
+
+def record_ground_truth(record: Dict, image_size) -> Optional[Instances]:
+    """The non-crowd annotations of a dataset record as Instances(gt_boxes in XYXY pixels, gt_classes, gt_masks as
+    bitmasks) on an image of (h, w), untransformed; None when the record has no "annotations" (for drawing)."""
+    from fvcore.transforms import NoOpTransform
+
+    if "annotations" not in record:
+        return None
+    annos = [
+        transform_instance_annotations(a, NoOpTransform(), image_size)  # any box mode -> XYXY pixels
+        for a in record["annotations"]
+        if not a.get("iscrowd", 0)
+    ]
+    return annotations_to_instances(annos, image_size, mask_format="bitmask")
 
 
 def _with_bitmasks(target, segms, h, w):

@@ -152,7 +152,7 @@ class VirtualRankStreams:
         """Start every stream afresh: stream j from seed + its virtual rank (a random seed when seed is None)."""
         from detgn.checkpoint import get_rng_state
 
-        from .defaults import seed_all_rng
+        from .setup import seed_all_rng
 
         own = get_rng_state()
         for j, v in enumerate(self.ranks):
@@ -196,7 +196,7 @@ class VirtualRankStreams:
 
         own = get_rng_state()
         if self._states[j] is None:  # never seeded (a trainer built without DefaultTrainer): from torch's seed + rank
-            from .defaults import seed_all_rng
+            from .setup import seed_all_rng
 
             seed_all_rng((torch.initial_seed() + self.first_rank + j) % 2**31)
         else:

@@ -15,7 +15,9 @@ from detgn.evaluation import inference_on_dataset
 from detgn.evaluation.classification_evaluation import ClassificationEvaluator
 from detgn.utils import comm
 
-from .defaults import ConfigError, DefaultTrainer
+from detgn.config import ConfigError
+
+from .trainer import DefaultTrainer
 from .precision import log_precision, resolve_inference_precision
 
 __all__ = ["ClassifierTrainer", "prepare_classifier_cfg"]

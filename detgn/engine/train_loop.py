@@ -1,20 +1,16 @@
-"""Training loop: TrainerBase with hooks, SimpleTrainer (fp32) and AMPTrainer (bf16 / fp16 autocast)."""
+"""The training loop: TrainerBase runs its step runner (step_runner.py) from start_iter to max_iter - 1 with the
+hooks around each step, and stops between steps on Ctrl-C or a checkpoint signal (utils/interrupt.py).
+SimpleTrainer and AMPTrainer are a loop with a float32 or an autocast runner, for training outside the config
+(DefaultTrainer builds its own runner from the config)."""
 
-import contextlib
 import logging
-import signal
-import threading
-import time
 import weakref
-from typing import Dict, List, Optional, Tuple
-
-import torch
+from typing import List, Optional, Tuple
 
 from detgn.utils import comm, interrupt
+from detgn.utils.events import EventStorage
 
-from . import preemption
-from detgn.utils.events import EventStorage, get_event_storage
-from detgn.utils.errors import ConfigValueError
+from .step_runner import AMPStepRunner, StepRunner
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
 
@@ -39,7 +35,7 @@ class HookBase:
         pass
 
     def save_for_restart(self) -> Optional[str]:
-        """Called on every rank when the run stops for a restart (preemption.py), after the iteration's
+        """Called on every rank when the run stops for a restart (utils/interrupt.py), after the iteration's
         after_step; a checkpointer saves here and returns the path."""
         return None
 
@@ -52,49 +48,11 @@ class HookBase:
         """Restore what state_dict() returned; called on resume, before before_train."""
 
 
-class _StopRequest:
-    """The loop's view of detgn.utils.interrupt (shared with evaluation, which stops between images)."""
-
-    @property
-    def requested(self) -> bool:
-        return interrupt.stop_requested()
-
-
-@contextlib.contextmanager
-def _stop_between_steps():
-    """While training, the first Ctrl-C (SIGINT) asks the loop to stop after the current iteration and
-    its hooks, where the loop raises KeyboardInterrupt; a second Ctrl-C interrupts at once. So a Ctrl-C
-    never lands inside a C extension halfway through a step (where, e.g., numpy can turn it into a
-    TypeError). Only in the main thread, and only when SIGINT has Python's default handler."""
-    stop = _StopRequest()
-    interrupt.clear_stop()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        # no handler of ours (another thread, or SIGINT ignored/handled by the caller); a stop requested through
-        # interrupt.request_stop() is still the loop's and ends with it
-        try:
-            yield stop
-        finally:
-            interrupt.clear_stop()
-        return
-
-    def handler(signum, frame):
-        interrupt.request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        logger.warning("Ctrl-C: stopping after this iteration or evaluation image (press Ctrl-C again to stop at once)")
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        interrupt.clear_stop()
-
-
 class TrainerBase:
-    """Runs `run_step` from start_iter to max_iter - 1, calling the hooks around each step."""
+    """Runs `run_step` from start_iter to max_iter - 1, calling the hooks around each step. `run_step` runs the
+    step runner `self.runner` (a StepRunner), or is overridden by a subclass that has none."""
+
+    runner: Optional[StepRunner] = None
 
     def __init__(self):
         self._hooks: List[HookBase] = []
@@ -111,7 +69,9 @@ class TrainerBase:
 
     def flush(self) -> None:
         """Move buffered metrics to the event storage and check them; called by the hooks before an evaluation and
-        a checkpoint. Nothing is buffered here; SimpleTrainer buffers its losses."""
+        a checkpoint. The step runner buffers its losses (StepRunner.flush); without one nothing is buffered."""
+        if self.runner is not None:
+            self.runner.flush()
 
     def register_hooks(self, hooks: List[Optional[HookBase]]) -> None:
         for h in hooks:
@@ -126,8 +86,8 @@ class TrainerBase:
         self.max_iter = max_iter
         with (
             EventStorage(start_iter) as self.storage,
-            _stop_between_steps() as stop,
-            preemption.checkpoint_on_signals(),
+            interrupt.stop_between_steps(),
+            interrupt.checkpoint_on_signals(),
         ):
             try:
                 self.before_train()
@@ -135,7 +95,7 @@ class TrainerBase:
                     self.before_step()
                     self.run_step()
                     self.after_step()
-                    if stop.requested:
+                    if interrupt.stop_requested():
                         raise KeyboardInterrupt
                     self._stop_if_signalled()
                 self.iter += 1  # iteration == max_iter after a complete run
@@ -143,7 +103,7 @@ class TrainerBase:
                 if isinstance(e, KeyboardInterrupt):
                     self.interrupted = True
                     logger.warning("Interrupted at iteration %d", self.iter)
-                elif isinstance(e, preemption.TrainingPreempted):
+                elif isinstance(e, interrupt.TrainingPreempted):
                     self.interrupted = True
                     logger.warning("Training %s", e)
                 elif comm.is_peer_loss(e):  # the launcher names the rank that stopped; no traceback of ours
@@ -163,7 +123,7 @@ class TrainerBase:
                 raise
             try:
                 self.after_train()
-                if stop.requested:  # Ctrl-C while the last hooks ran
+                if interrupt.stop_requested():  # Ctrl-C while the last hooks ran
                     raise KeyboardInterrupt
             except KeyboardInterrupt:
                 self.interrupted = True
@@ -173,16 +133,16 @@ class TrainerBase:
                 raise
 
     def _stop_if_signalled(self) -> None:
-        """After each iteration: when any rank got a checkpoint signal (preemption.py), every rank saves
+        """After each iteration: when any rank got a checkpoint signal (utils/interrupt.py), every rank saves
         (the checkpointer hook) and raises TrainingPreempted after this same iteration."""
-        signum = comm.max_over_ranks(preemption.requested_signal() or 0)
+        signum = comm.max_over_ranks(interrupt.requested_signal() or 0)
         if not signum:
             return
         saved = None
         for h in self._hooks:
             saved = h.save_for_restart() or saved
         comm.synchronize()  # the checkpoint is on disk before any process exits (a requeue stops them all)
-        raise preemption.TrainingPreempted(signum, self.iter, saved)
+        raise interrupt.TrainingPreempted(signum, self.iter, saved)
 
     def before_train(self):
         for h in self._hooks:
@@ -210,7 +170,9 @@ class TrainerBase:
             h.after_step()
 
     def run_step(self):
-        raise NotImplementedError
+        if self.runner is None:
+            raise NotImplementedError(f"{type(self).__name__} has no step runner: set self.runner or override run_step")
+        self.runner.run_step(self.iter, start_iter=self.start_iter, max_iter=self.max_iter)
 
     def _hook_names(self) -> List[str]:
         """One name per hook: its class's qualified name, with "#2", "#3"... for repeats of a class."""
@@ -222,13 +184,18 @@ class TrainerBase:
         return names
 
     def state_dict(self) -> dict:
-        """{"iteration": last iteration run, "hooks": {name: state}} for the hooks whose state_dict is not empty."""
+        """{"iteration": last iteration run, "hooks": {name: state}} for the hooks whose state_dict is not empty,
+        and "loop": the step runner's state (the fp16 loss scale) when it has one."""
         states = {}
         for name, h in zip(self._hook_names(), self._hooks):
             state = h.state_dict()
             if state:
                 states[name] = state
-        return {"iteration": self.iter, "hooks": states}
+        out = {"iteration": self.iter, "hooks": states}
+        loop = self.runner.state_dict() if self.runner is not None else {}
+        if loop:
+            out["loop"] = loop
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         """Give each registered hook its saved state (by name). A saved state no hook takes, or a hook with
@@ -241,252 +208,34 @@ class TrainerBase:
                 logger.warning("Resuming: the checkpoint has no state for hook %s; it starts afresh", name)
         for name in saved:
             logger.warning("Resuming: the checkpoint has state for hook %s, which this run does not have", name)
+        if self.runner is not None and state.get("loop"):
+            self.runner.load_state_dict(state["loop"])
 
 
 class SimpleTrainer(TrainerBase):
-    """One step = next batch -> for each micro-batch: loss dict -> sum -> backward -> one optimizer step, in
-    fp32, without waiting for the device: the losses stay on it until `flush()`.
+    """The loop with a float32 StepRunner: SimpleTrainer(model, data_loader, optimizer, ...) takes the arguments of
+    `runner_class` (step_runner.py), then train(start_iter, max_iter)."""
 
-    `micro_batches` k > 1 (gradient accumulation, accumulation.py): the step's batch is k micro-batches, each
-    run on its virtual rank's random stream (`streams`, a VirtualRankStreams), its loss scaled by 1 / k, its
-    gradient accumulated; under DDP all but the last micro-batch run in `no_sync`, so gradients are
-    all-reduced once per step. The step's losses are the micro-batches' mean; the model's statistics
-    (put_model_stats) those of micro-batch 0, as a multi-process run logs rank 0's.
+    runner_class = StepRunner
 
-    `flush()` runs every `flush_period` iterations (and at the first and last one, and whenever a hook is
-    about to use the weights: the checkpointer before a save, evaluation before it runs): one all-reduce and
-    one device-to-host copy bring the buffered losses of every iteration since the last flush to the
-    event storage (rows only for iterations where (iter + 1) % gather_metric_period == 0), and the run stops
-    with FloatingPointError when one of those losses, or a parameter now, is Inf/NaN, naming the first
-    iteration and the loss or parameter. The weights in memory may have taken the bad steps since the last
-    flush; no checkpoint ever holds them.
-    """
-
-    def __init__(
-        self,
-        model,
-        data_loader,
-        optimizer,
-        gather_metric_period: int = 1,
-        flush_period: int = 20,
-        *,
-        micro_batches: int = 1,
-        streams=None,
-    ):
+    def __init__(self, model, data_loader, optimizer, *args, **kwargs):
         super().__init__()
-        from .accumulation import VirtualRankStreams
-
-        model.train()
-        self.model = model
-        self.data_loader = data_loader
-        self._data_loader_iter_obj = None
-        self.optimizer = optimizer
-        self.gather_metric_period = gather_metric_period
-        self.flush_period = max(int(flush_period), 1)
-        self.micro_batches = max(int(micro_batches), 1)
-        self.streams = streams if streams is not None else VirtualRankStreams(self.micro_batches, 0)
-        if self.streams.k != self.micro_batches:
-            raise ValueError(f"{self.streams.k} random streams for {self.micro_batches} micro-batches")
-        self._pending = []  # (iteration, loss names, stacked losses on the device, data_time, ROI sampling stats)
+        self.runner = self.runner_class(model, data_loader, optimizer, *args, **kwargs)
 
     @property
-    def _data_loader_iter(self):
-        if self._data_loader_iter_obj is None:
-            self._data_loader_iter_obj = iter(self.data_loader)
-        return self._data_loader_iter_obj
+    def model(self):
+        return self.runner.model
 
-    def _forward(self, data):
-        return self.model(data)
+    @property
+    def optimizer(self):
+        return self.runner.optimizer
 
-    def _sync_context(self, last: bool):
-        """DDP's no_sync for every micro-batch but the last: one gradient all-reduce per optimizer step."""
-        if last or not hasattr(self.model, "no_sync"):
-            return contextlib.nullcontext()
-        return self.model.no_sync()
-
-    def run_step(self):
-        from .accumulation import split_micro_batches
-
-        assert self.model.training, "[SimpleTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        k = self.micro_batches
-        parts = split_micro_batches(data, k)
-        self.optimizer.zero_grad(set_to_none=True)
-        names, values, roi = None, [], None
-        for j, part in enumerate(parts):
-            with self.streams.of(j), self._sync_context(last=j == k - 1):
-                loss_dict = self._forward(part)
-                losses = sum(loss_dict.values())
-                # the 1/k of an average over k micro-batches (exact in floating point when k is a power of two)
-                self._backward(losses if k == 1 else losses * (1.0 / k))
-            if names is None:
-                names = tuple(loss_dict)
-            elif tuple(loss_dict) != names:
-                raise RuntimeError(f"micro-batch {j} returned losses {tuple(loss_dict)}, micro-batch 0 {names}")
-            values.append(torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()]))
-            stats = get_event_storage().pop_model_stats() or None
-            if j == 0:
-                roi = stats
-        self._step()
-        step_values = values[0] if k == 1 else torch.stack(values).sum(dim=0) / k
-        self._record(names, step_values, data_time, roi)
-        if (self.iter + 1) % self.flush_period == 0 or self.iter in (self.start_iter, self.max_iter - 1):
-            self.flush()
-
-    def _backward(self, losses):
-        losses.backward()
-
-    def _step(self):
-        self.optimizer.step()
-
-    def _record(self, names, values: torch.Tensor, data_time: float, roi: Optional[Dict[str, object]]) -> None:
-        """Buffer one step's losses (`values`, 0-d per name, on the device) and the model's statistics."""
-        # the model's own statistics (ROI sampling counts), 0-d tensors on the device or numbers: read at the flush
-        if roi is not None:
-            roi = (
-                tuple(roi),
-                torch.stack(
-                    [torch.as_tensor(v, dtype=torch.float32, device=values.device).reshape(()) for v in roi.values()]
-                ),
-            )
-        self._pending.append((self.iter, names, values, data_time, roi))
-
-    def flush(self) -> None:
-        """Buffered losses -> event storage, and the finiteness check (see the class docstring). Every rank
-        must call it at the same iterations (it all-reduces)."""
-        pending, self._pending = self._pending, []
-        storage = get_event_storage()
-        current = storage.iter
-        try:
-            for names, group in _by_names(pending):
-                table = torch.stack([g[2] for g in group])  # (iterations, losses), on the device
-                if comm.get_world_size() > 1:
-                    table = comm.reduce_dict({"t": table})["t"]  # average over ranks: a NaN on one rank reaches all
-                table = table.cpu()
-                finite = torch.isfinite(table)
-                if not bool(finite.all()):
-                    row = int((~finite.all(dim=1)).nonzero()[0])
-                    it = group[row][0]
-                    bad = [n for n, ok in zip(names, finite[row].tolist()) if not ok]
-                    values = {n: float(v) for n, v in zip(names, table[row].tolist())}
-                    raise FloatingPointError(
-                        f"Loss became infinite or NaN at iteration {it}: non-finite {bad}; loss_dict = {values}. No checkpoint "
-                        "holds it (the last one is untouched); lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS."
-                    )
-                if not comm.is_main_process():
-                    continue
-                with_roi = [g for g in group if g[4] is not None]
-                roi_rows = iter(torch.stack([g[4][1] for g in with_roi]).cpu().tolist()) if with_roi else iter(())
-                for (it, _, _, data_time, roi), row in zip(group, table.tolist()):
-                    roi_row = next(roi_rows) if roi is not None else None
-                    if (it + 1) % self.gather_metric_period != 0:
-                        continue
-                    storage.iter = it
-                    storage.put_scalar("data_time", data_time)
-                    storage.put_scalar("total_loss", sum(row))
-                    storage.put_scalars(**dict(zip(names, row)))
-                    if roi is not None:
-                        storage.put_scalars(**dict(zip(roi[0], roi_row)))
-        finally:
-            storage.iter = current
-        self._check_finite_params()
-
-    def _check_finite_params(self) -> None:
-        """Raise FloatingPointError naming the first parameter holding Inf/NaN (one fused norm over all of them)."""
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        if not named:
-            return
-        norms = torch._foreach_norm([p.detach() for _, p in named])
-        if bool(torch.isfinite(torch.stack(norms)).all()):
-            return
-        bad = next(n for (n, _), v in zip(named, norms) if not torch.isfinite(v))
-        raise FloatingPointError(
-            f"Non-finite value of parameter {bad} after iteration {self.iter} (a non-finite gradient or an "
-            f"overflowing step since the last check); no checkpoint holds it (the last one is untouched). "
-            f"Lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS, then --resume."
-        )
-
-
-def _by_names(pending):
-    """Consecutive entries of `pending` with the same loss names, as (names, entries) groups."""
-    groups = []
-    for entry in pending:
-        if groups and groups[-1][0] == entry[1]:
-            groups[-1][1].append(entry)
-        else:
-            groups.append((entry[1], [entry]))
-    return groups
+    @property
+    def data_loader(self):
+        return self.runner.data_loader
 
 
 class AMPTrainer(SimpleTrainer):
-    """Autocast training: bf16 (CPU or CUDA, no loss scaling) or fp16 (CUDA, with a GradScaler).
+    """The loop with an autocast AMPStepRunner: dtype "bfloat16" (CPU or CUDA) or "float16" (CUDA, GradScaler)."""
 
-    GroupNorm computes its statistics and normalisation in float32 under autocast (the native CPU
-    kernel accumulates in float32; on CUDA detgn's GN layer runs on a float32 copy). Which dtype a
-    config gets on which hardware is decided in precision.py.
-    """
-
-    def __init__(
-        self,
-        model,
-        data_loader,
-        optimizer,
-        dtype: str = "float16",
-        device_type: str = "cuda",
-        gather_metric_period: int = 1,
-        flush_period: int = 20,
-        *,
-        micro_batches: int = 1,
-        streams=None,
-    ):
-        super().__init__(
-            model,
-            data_loader,
-            optimizer,
-            gather_metric_period,
-            flush_period,
-            micro_batches=micro_batches,
-            streams=streams,
-        )
-        if dtype not in ("float16", "bfloat16"):
-            raise ConfigValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
-        if device_type == "cpu" and dtype == "float16":
-            raise ConfigValueError("fp16 autocast is CUDA only; use SOLVER.AMP.DTYPE bfloat16 on CPU")
-        self.dtype = torch.float16 if dtype == "float16" else torch.bfloat16
-        self.device_type = device_type
-        self.grad_scaler = torch.amp.GradScaler(device_type) if self.dtype == torch.float16 else None
-
-    def _forward(self, data):
-        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
-            loss_dict = self.model(data)
-        return {k: v.float() for k, v in loss_dict.items()}
-
-    def _backward(self, losses):
-        if self.grad_scaler is None:
-            losses.backward()
-        else:
-            self.grad_scaler.scale(losses).backward()
-
-    def _step(self):
-        if self.grad_scaler is None:
-            self.optimizer.step()
-            return
-        # fp16: once per step, after every micro-batch's backward: the scaler unscales the accumulated gradients
-        # (clipping, in the optimizer's step, sees them unscaled) and skips a step with Inf/NaN gradients (and
-        # lowers the scale), by design
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-
-    def state_dict(self) -> dict:
-        """TrainerBase's, plus the fp16 loss scale (GradScaler) when there is one."""
-        state = super().state_dict()
-        if self.grad_scaler is not None:
-            state["grad_scaler"] = self.grad_scaler.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        if self.grad_scaler is not None and "grad_scaler" in state:
-            self.grad_scaler.load_state_dict(state["grad_scaler"])
+    runner_class = AMPStepRunner

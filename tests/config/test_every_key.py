@@ -60,7 +60,7 @@ def test_unsupported_key_is_refused_when_changed(key):
 def test_cli_and_build_model_refuse_unsupported_keys(tmp_path):
     import argparse
 
-    from detgn.engine import ConfigError, setup_cfg
+    from detgn.jobs import ConfigError, setup_cfg
     from detgn.modeling import build_model
 
     args = argparse.Namespace(config_file="", opts=["TEST.PRECISE_BN.ENABLED", "True"])

@@ -1,5 +1,5 @@
 """Every numeric config key given 0, -1 and a value of the wrong type is refused by name when the config
-is read (engine.setup_cfg, before anything starts), or accepted where the value means something (listed)."""
+is read (jobs.setup_cfg, before anything starts), or accepted where the value means something (listed)."""
 
 import argparse
 
@@ -7,7 +7,7 @@ import pytest
 
 from detgn.config import UNSUPPORTED_KEYS, get_cfg, get_classifier_cfg
 from detgn.config.rules import RELATIONS, RULES, check_config, rules_table
-from detgn.engine.defaults import ConfigError, setup_cfg
+from detgn.jobs import ConfigError, setup_cfg
 
 from .test_every_key import _leaves
 

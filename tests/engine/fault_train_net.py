@@ -24,7 +24,8 @@ sys.path.insert(0, REPO)
 import train_net  # noqa: E402
 
 from detgn.engine import DefaultTrainer  # noqa: E402
-from detgn.engine.train_loop import HookBase, SimpleTrainer  # noqa: E402
+from detgn.engine.step_runner import StepRunner  # noqa: E402
+from detgn.engine.train_loop import HookBase  # noqa: E402
 from detgn.utils import comm  # noqa: E402
 
 
@@ -73,7 +74,7 @@ def _build_recorded_train_loader(self):
     return _Recording(loader, self.start_iter, os.path.join(folder, f"rank{comm.get_rank()}.jsonl"))
 
 
-_forward = SimpleTrainer._forward
+_forward = StepRunner._forward
 _forwards = []
 
 
@@ -87,7 +88,7 @@ def _forward_with_fault(self, data):
     return _forward(self, data)
 
 
-SimpleTrainer._forward = _forward_with_fault
+StepRunner._forward = _forward_with_fault
 DefaultTrainer.build_hooks = _build_hooks_with_fault
 DefaultTrainer.build_train_loader = _build_recorded_train_loader
 cli = train_net.cli

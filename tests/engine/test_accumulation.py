@@ -18,7 +18,7 @@ from detgn.engine.accumulation import (
     resolve_batch_layout,
     split_micro_batches,
 )
-from detgn.engine.defaults import seed_all_rng
+from detgn.engine.setup import seed_all_rng
 from detgn.engine.hooks import PeriodicCheckpointer
 from detgn.engine.train_loop import AMPTrainer, HookBase, SimpleTrainer
 from detgn.utils.errors import ConfigValueError
@@ -266,20 +266,22 @@ def test_fp16_loss_scaling_unscales_once_per_step():
         device_type="cpu",
         micro_batches=2,
     )
-    trainer._forward = lambda data: trainer.model(data)  # fp32 forward: the scaler alone differs from `plain`
-    trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+    trainer.runner._forward = lambda data: trainer.model(data)  # fp32 forward: the scaler alone differs from `plain`
+    trainer.runner.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
     calls = {"unscale_": 0, "update": 0}
     for name in calls:
-        method = getattr(trainer.grad_scaler, name)
+        method = getattr(trainer.runner.grad_scaler, name)
 
         def counted(*a, _m=method, _n=name, **kw):
             calls[_n] += 1
             return _m(*a, **kw)
 
-        setattr(trainer.grad_scaler, name, counted)
+        setattr(trainer.runner.grad_scaler, name, counted)
     trainer.train(0, 2)
     assert calls == {"unscale_": 2, "update": 2} and scaled.forwards == 4
-    assert trainer.grad_scaler.get_scale() == 2.0**12  # grew after each of the 2 steps, not after each micro-batch
+    assert (
+        trainer.runner.grad_scaler.get_scale() == 2.0**12
+    )  # grew after each of the 2 steps, not after each micro-batch
     for p, q in zip(plain.parameters(), scaled.parameters()):
         assert torch.equal(p, q)
 
@@ -374,7 +376,7 @@ def _count_all_reduces(out_path):
 
 @pytest.mark.slow  # 2 processes
 def test_one_gradient_all_reduce_per_optimizer_step(tmp_path):
-    from detgn.engine.launch import launch
+    from detgn.jobs.launch import launch
 
     out = tmp_path / "counts"
     launch(_count_all_reduces, 2, args=(str(out),), use_cuda=False)

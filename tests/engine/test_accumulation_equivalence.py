@@ -28,7 +28,7 @@ import torch
 from detgn.config import get_cfg
 from detgn.modeling import build_model
 
-from detgn.engine.launch import find_free_port
+from detgn.jobs.launch import find_free_port
 
 from .util import QUICK, REPO, SMALL_MODEL, popen_train_net
 

@@ -41,7 +41,7 @@ def _step(dtype, device):
 @needs_cpu_bf16
 def test_bf16_cpu_step_changes_the_weights():
     trainer, changed, total = _step("bfloat16", "cpu")
-    assert trainer.grad_scaler is None
+    assert trainer.runner.grad_scaler is None
     assert changed >= 0.9 * total, f"only {changed} of {total} parameters changed"
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights stay fp32
 
@@ -67,11 +67,11 @@ def test_fp16_cuda_step_and_grad_scaler_resume():
     trainer, changed, total = _step("float16", "cuda")
     assert changed > 0
     state = trainer.state_dict()
-    assert "grad_scaler" in state and state["grad_scaler"]["scale"] > 0
+    assert "grad_scaler" in state["loop"] and state["loop"]["grad_scaler"]["scale"] > 0
     model = _small_model("cuda").train()
     other = AMPTrainer(
         model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01), dtype="float16", device_type="cuda"
     )
-    state["grad_scaler"]["scale"] = 1234.0
+    state["loop"]["grad_scaler"]["scale"] = 1234.0
     other.load_state_dict(state)
-    assert other.grad_scaler.get_scale() == 1234.0
+    assert other.runner.grad_scaler.get_scale() == 1234.0

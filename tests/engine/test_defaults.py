@@ -1,4 +1,4 @@
-"""detgn/engine/defaults.py (and the TrainerBase state it builds on): DefaultTrainer is the trainer its hooks see,
+"""detgn/engine/trainer.py, resume.py and setup.py (and the TrainerBase state they build on): DefaultTrainer is the trainer its hooks see,
 their state travels in every checkpoint and comes back on resume; solver values on resume; its evaluation entry point."""
 
 import pytest
@@ -22,7 +22,10 @@ def test_resume_applies_changed_solver_values_with_a_warning(caplog):
     """torch restores LR/momentum/weight decay from the checkpoint; on --resume the config's values win, warned."""
     import logging
 
-    from detgn.engine.defaults import _optimizer_settings, _reapply_solver_settings
+    from detgn.engine.resume import (
+        optimizer_settings as _optimizer_settings,
+        reapply_solver_settings as _reapply_solver_settings,
+    )
 
     def build(lr, wd):
         cfg = get_cfg()

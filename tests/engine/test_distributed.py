@@ -1,13 +1,13 @@
 """Several machines: the SLURM environment, and a machine that never joins. (2 machines x 1 process == 1 process x 2
 micro-batches, bit for bit, with the evaluation gathered on rank 0: test_accumulation_equivalence.py.)"""
 
-from detgn.engine.launch import find_free_port
+from detgn.jobs.launch import find_free_port
 
 from .util import QUICK, run_train_net
 
 
 def test_slurm_hostlist_and_environment():
-    from detgn.engine.slurm import expand_hostlist, slurm_environment
+    from detgn.jobs.slurm import expand_hostlist, slurm_environment
 
     assert expand_hostlist("gpu[003-004,010],login1") == ["gpu003", "gpu004", "gpu010", "login1"]
     assert expand_hostlist("rack[1-2]-n[08-09]") == ["rack1-n08", "rack1-n09", "rack2-n08", "rack2-n09"]

@@ -83,8 +83,8 @@ def test_the_step_leaves_the_losses_on_the_device_until_a_flush():
     model = _Toy()
     trainer = SimpleTrainer(model, _loader(), torch.optim.SGD(model.parameters(), lr=0.01), flush_period=4)
     flushed = []
-    real = trainer.flush
-    trainer.flush = lambda: (flushed.append(trainer.iter), real())[1]
+    real = trainer.runner.flush  # the step runner flushes by itself; the hooks call trainer.flush()
+    trainer.runner.flush = lambda: (flushed.append(trainer.iter), real())[1]
     trainer.train(0, 10)
     assert flushed == [0, 3, 7, 9]  # the first iteration, every 4th, the last
     assert [it for _, it in trainer.storage.history("loss_toy")] == list(range(10))

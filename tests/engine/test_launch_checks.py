@@ -9,9 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from detgn.engine.launch import JoinError, WorkerStoppedError, launch
-from detgn.engine.launch_checks import LaunchError, check_rank_environment
-from detgn.engine.slurm import SlurmEnvError, expand_hostlist, slurm_environment
+from detgn.jobs.launch import JoinError, WorkerStoppedError, launch
+from detgn.jobs.launch_checks import LaunchError, check_rank_environment
+from detgn.jobs.slurm import SlurmEnvError, expand_hostlist, slurm_environment
 from tests.util import QUICK, tool_module
 
 LAYOUT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -159,7 +159,7 @@ def test_port_in_use_is_named_at_once(clean_env, capfd):
 
 def test_early_join_failure_says_what_happened(clean_env):
     """A join that fails long before the timeout is not blamed on machines that did not start."""
-    from detgn.engine.launch import _join_error
+    from detgn.jobs.launch import _join_error
 
     e = _join_error(
         RuntimeError("connection refused\nmore"), "rank 1 of 2", "tcp://h:1", time.monotonic(), timedelta(seconds=1800)

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from detgn.engine.output_dir import LOCK_FILE, OutputDirError, claim_output_dir, release_output_dir
+from detgn.jobs.output_dir import LOCK_FILE, OutputDirError, claim_output_dir, release_output_dir
 
 
 def test_fresh_and_refused_and_overwrite(tmp_path):
@@ -46,7 +46,7 @@ def test_concurrent_run_refused_and_dead_lock_ignored(tmp_path):
             "-c",
             textwrap.dedent(f"""
         import sys, time
-        from detgn.engine.output_dir import claim_output_dir
+        from detgn.jobs.output_dir import claim_output_dir
         claim_output_dir({str(out)!r}, resume=False)
         print("locked", flush=True)
         sys.stdin.read()
@@ -76,7 +76,7 @@ def test_concurrent_run_refused_and_dead_lock_ignored(tmp_path):
 def test_resume_hint_is_shell_quoted_and_broken_tag_named(tmp_path):
     from detgn.checkpoint.resume import find_resumable
     from detgn.config import get_cfg
-    from detgn.engine.cli import last_checkpoint_hint
+    from detgn.jobs.cli import last_checkpoint_hint
 
     cfg = get_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)

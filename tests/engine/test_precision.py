@@ -9,7 +9,7 @@ import torch
 
 from detgn.config import get_cfg
 from detgn.engine import precision as P
-from detgn.engine.train_loop import AMPTrainer, SimpleTrainer
+from detgn.engine.step_runner import AMPStepRunner, StepRunner
 
 from tests.util import REPO
 
@@ -155,8 +155,8 @@ def test_quickstart_config_uses_the_automatic_choice(amx, tmp_path):
     cfg.OUTPUT_DIR = str(tmp_path)
     trainer = DefaultTrainer(cfg)
     amx(True)
-    t = trainer.build_trainer(trainer.model, loader=[])
-    assert isinstance(t, AMPTrainer) and t.dtype == torch.bfloat16 and t.grad_scaler is None
+    t = trainer.build_step_runner(trainer.model, loader=[])
+    assert isinstance(t, AMPStepRunner) and t.dtype == torch.bfloat16 and t.grad_scaler is None
     amx(False)
-    t = trainer.build_trainer(trainer.model, loader=[])
-    assert type(t) is SimpleTrainer
+    t = trainer.build_step_runner(trainer.model, loader=[])
+    assert type(t) is StepRunner

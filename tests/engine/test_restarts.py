@@ -20,7 +20,7 @@ import time
 import pytest
 import torch
 
-from detgn.engine.launch import find_free_port
+from detgn.jobs.launch import find_free_port
 
 from .util import QUICK, REPO, SMALL_MODEL
 

@@ -101,8 +101,8 @@ def test_refused_before_anything_is_queued(submit, capsys, argv, message):
     assert message in err and err.count("\n") == 1
 
 
-def test_time_formats():
-    from detgn.engine.submit import parse_time_minutes
+def test_time_formats(submit):
+    parse_time_minutes = submit.parse_time_minutes
 
     assert [parse_time_minutes(t) for t in ("90", "1:30", "02:00:00", "02:00:01", "1-00", "1-02:30", "3-00:00:00")] == [
         90,

@@ -20,7 +20,7 @@ def _cli(argv, capsys):
 
 def test_help_lists_every_option(capsys):
     """--help shows every option of the parser with its own description (not only its name)."""
-    from detgn.engine import default_argument_parser
+    from detgn.jobs import default_argument_parser
 
     status, stdout, _ = _cli(["--help"], capsys)
     assert status == 0

@@ -62,15 +62,13 @@ def test_weights_list_model_through_convert_weights(tmp_path, capsys):
     ],
 )
 def test_submit_time_sbatch_would_refuse(text, words):
-    from detgn.engine.submit import SubmitError, parse_time_minutes
-
-    with pytest.raises(SubmitError, match=words):
-        parse_time_minutes(text)
+    submit = tool_module("submit")
+    with pytest.raises(submit.SubmitError, match=words):
+        submit.parse_time_minutes(text)
 
 
 def test_submit_time_edges_still_accepted():
-    from detgn.engine.submit import parse_time_minutes
-
+    parse_time_minutes = tool_module("submit").parse_time_minutes
     assert [parse_time_minutes(t) for t in ("0:59:59", "1-23:59:59", "59:59", "600")] == [60, 2880, 60, 600]
 
 

@@ -243,8 +243,9 @@ def test_dense_labels_do_not_overlap_and_are_counted():
 
 
 def test_prediction_picture_has_input_gt_prediction_and_a_legend(tmp_path):
-    from detgn.engine.prediction_pictures import draw_prediction, prediction_panels
+    from detgn.data.detection_utils import record_ground_truth
     from detgn.structures import BoxMode
+    from detgn.utils.prediction_pictures import draw_prediction, prediction_panels
 
     inst = _dense_instances(n=40)
     img = np.full((256, 256, 3), 90, np.uint8)
@@ -259,9 +260,10 @@ def test_prediction_picture_has_input_gt_prediction_and_a_legend(tmp_path):
             }
         ]
     }
-    pic = prediction_panels(img, inst, record, ["nucleus"], threshold=0.5)
+    pic = prediction_panels(img, inst, record_ground_truth(record, (256, 256)), ["nucleus"], threshold=0.5)
     assert pic.shape == (20 + 256 + 22, 3 * 256, 3)  # title bars, three panels, legend strip
-    no_gt = prediction_panels(img, inst, {}, ["nucleus"], threshold=0.5)
+    assert record_ground_truth({}, (256, 256)) is None
+    no_gt = prediction_panels(img, inst, None, ["nucleus"], threshold=0.5)
     assert no_gt.shape[1] == 2 * 256
     single = draw_prediction(img, inst, ["nucleus"], threshold=0.9)
     assert single.shape == (256 + 22, 256, 3)

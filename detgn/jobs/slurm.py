@@ -4,7 +4,7 @@ srun exports, per task: SLURM_PROCID (global rank), SLURM_LOCALID (rank on its n
 (or SLURM_NTASKS: the world size), SLURM_STEP_NODELIST / SLURM_JOB_NODELIST (compressed host list, e.g.
 "gpu[003-004,010],login1") and SLURM_JOB_ID. `apply_slurm_environment()` turns them into the variables
 torchrun would have set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR = the first host of the list, MASTER_PORT =
-$MASTER_PORT if set, else 20000 + job id mod 20000), so the training tools join the job through env:// as
+$MASTER_PORT if set, else environment.job_port(job id)), so the training tools join the job through env:// as
 under torchrun.
 
 Precedence: torchrun's variables win (RANK and WORLD_SIZE already set: SLURM is not read); MASTER_ADDR and
@@ -16,6 +16,7 @@ import os
 import re
 from typing import List, Optional
 
+from .environment import torchrun_env
 from .launch_checks import LaunchError
 
 __all__ = ["expand_hostlist", "slurm_environment", "apply_slurm_environment", "SlurmEnvError"]
@@ -111,14 +112,14 @@ def slurm_environment(env=None) -> Optional[dict]:
         master = "127.0.0.1"
     else:
         master = expand_hostlist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "127.0.0.1")[0]
-    job = int(re.sub(r"\D", "", env.get("SLURM_JOB_ID", "0"))[:18] or 0)
-    return {
-        "RANK": env["SLURM_PROCID"],
-        "WORLD_SIZE": str(world),
-        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
-        "MASTER_ADDR": master,
-        "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + job % 20000),
-    }
+    return torchrun_env(
+        rank=env["SLURM_PROCID"],
+        world_size=world,
+        local_rank=env.get("SLURM_LOCALID", "0"),
+        hosts=[master],
+        job_id=env.get("SLURM_JOB_ID", "0"),
+        master_port=env.get("MASTER_PORT") or None,
+    )
 
 
 def apply_slurm_environment() -> Optional[dict]:

@@ -9,10 +9,12 @@ import sys
 from detgn.utils.comm import PeerLostError
 from detgn.utils.errors import UserInputError
 
-from .defaults import default_argument_parser, parse_with_overrides, setup_cfg
+from detgn.utils.interrupt import TrainingPreempted
+
+from .args import default_argument_parser, parse_with_overrides, setup_cfg
+from .environment import implied_auto_resume
 from .launch import WorkerKilledError, launch
 from .output_dir import OutputDirError
-from .preemption import TrainingPreempted, implied_auto_resume
 
 __all__ = ["last_checkpoint_hint", "run_training_cli"]
 
@@ -44,7 +46,7 @@ def _hosts_global_rank0(args) -> bool:
 
 def _auto_resume(args) -> bool:
     """Whether this start continues the run in OUTPUT_DIR by itself (True: its config must be the same): with
-    --auto-resume, or when the job may be a restart (preemption.implied_auto_resume). Sets args.resume for it.
+    --auto-resume, or when the job may be a restart (environment.implied_auto_resume). Sets args.resume for it.
     --overwrite applied to the first start of a requeued SLURM job only; under torchrun --max-restarts, where
     a restart cannot be told from a first start on every node, it is refused."""
     why = implied_auto_resume()
@@ -81,7 +83,7 @@ def run_training_cli(
     """Parse the training arguments, check the config before spawning anything (`check_cfg(cfg)` may raise
     ConfigError; `default_cfg()` gives the keys, get_cfg by default), run `main(args)` in every process, and map failures to exit statuses:
     2 a config/data/weights problem (one line), 3 a diverging run, 4 another process of the job stopped,
-    128 + N stopped by signal N after saving a checkpoint (preemption.py), 130 Ctrl-C; a bug keeps its traceback
+    128 + N stopped by signal N after saving a checkpoint (utils/interrupt.py), 130 Ctrl-C; a bug keeps its traceback
     (DETGN_TRACEBACK=1 shows it for user errors too)."""
     args = parse_with_overrides(default_argument_parser(description, tool=tool), argv)
     from .launch_checks import check_launch_args

@@ -22,7 +22,7 @@ import torch.multiprocessing as mp
 from detgn.utils import comm
 from detgn.utils.errors import UserInputError
 
-from .preemption import CHECKPOINT_SIGNALS, TrainingPreempted
+from detgn.utils.interrupt import CHECKPOINT_SIGNALS, TrainingPreempted
 
 __all__ = ["launch", "find_free_port", "started_by_torchrun", "JoinError", "WorkerStoppedError", "WorkerKilledError"]
 
@@ -107,6 +107,21 @@ def _backend(use_cuda: bool) -> str:
     return "gloo"
 
 
+def _run_in_group(main_func, args):
+    """main_func(*args) in the joined process group, which is destroyed afterwards; a collective that failed because
+    another process stopped becomes comm.PeerLostError."""
+    try:
+        result = main_func(*args)
+        comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
+        return result
+    except RuntimeError as e:
+        if comm.is_peer_loss(e):
+            raise comm.peer_loss_error(e) from None
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
 def launch(
     main_func,
     num_gpus_per_machine: int,
@@ -137,16 +152,7 @@ def launch(
                 timeout,
             ) from None
         comm.set_local_rank(local_rank)
-        try:
-            result = main_func(*args)
-            comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
-            return result
-        except RuntimeError as e:
-            if comm.is_peer_loss(e):
-                raise comm.peer_loss_error(e) from None
-            raise
-        finally:
-            dist.destroy_process_group()
+        return _run_in_group(main_func, args)
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return main_func(*args)
@@ -200,7 +206,7 @@ def launch(
 
 class _forward_signals:
     """While the spawned processes run, a checkpoint signal sent to this (parent) process only, as `kill <pid>`
-    does, is passed on to them, so they save and stop (preemption.py) instead of being orphaned."""
+    does, is passed on to them, so they save and stop (utils/interrupt.py) instead of being orphaned."""
 
     def __init__(self, processes):
         self._processes = processes
@@ -244,15 +250,7 @@ def _worker(local_rank, main_func, world_size, num_per_machine, machine_rank, di
             raise _join_error(e, f"rank {global_rank} of {world_size}", dist_url, started, timeout) from None
         comm.set_local_rank(local_rank)
         comm.synchronize()
-        try:
-            main_func(*args)
-            comm.synchronize()  # no rank tears the group down while another still talks (gloo aborts otherwise)
-        except RuntimeError as e:
-            if comm.is_peer_loss(e):
-                raise comm.peer_loss_error(e) from None
-            raise
-        finally:
-            dist.destroy_process_group()
+        _run_in_group(main_func, args)
     except UserInputError as e:  # one line, as the single-process CLI prints it; the launcher reports the exit
         print(f"error (rank {global_rank}): {e}", file=sys.stderr, flush=True)
         sys.exit(2)
