@@ -86,7 +86,7 @@ MUTATIONS = [
         "tools/train_net.py",
         "    except UserInputError as e:",
         "    except (UserInputError, ValueError) as e:",
-        "tests/engine/test_error_exit.py::test_a_bug_keeps_its_traceback",
+        "tests/jobs/test_error_exit.py::test_a_bug_keeps_its_traceback",
     ),
     (
         "mask head NORM ignored (no GN in the mask head)",

@@ -8,7 +8,7 @@ import pytest
 from detgn.data.datasets.coco import DatasetFormatError
 from detgn.utils.errors import ConfigValueError, UserInputError
 
-from .util import QUICK, REPO
+from tests.engine.util import QUICK, REPO
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import torch
 
 from detgn.jobs.launch import find_free_port
 
-from .util import QUICK, REPO, SMALL_MODEL
+from tests.engine.util import QUICK, REPO, SMALL_MODEL
 
 FAULT_NET = os.path.join(REPO, "tests", "engine", "fault_train_net.py")
 # 4 iterations of 2 images, a checkpoint after iterations 1 and 3 (0-based), no evaluation; without aspect-ratio

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .util import QUICK, REPO
+from tests.engine.util import QUICK, REPO
 
 pytest.importorskip("submitit")
 

@@ -3,7 +3,7 @@ micro-batches, bit for bit, with the evaluation gathered on rank 0: test_accumul
 
 from detgn.jobs.launch import find_free_port
 
-from .util import QUICK, run_train_net
+from tests.engine.util import QUICK, run_train_net
 
 
 def test_slurm_hostlist_and_environment():

@@ -5,7 +5,7 @@ import pytest
 
 from tests.util import QUICK_RUN_ARGS, tool_module
 
-from .util import QUICK, SMALL_MODEL, popen_train_net, run_train_net
+from tests.engine.util import QUICK, SMALL_MODEL, popen_train_net, run_train_net
 
 
 def _cli(argv, capsys):
