@@ -7,12 +7,27 @@ trained on ImageFolder-layout data (one folder per class), so its checkpoint loa
 construction.
 """
 
+from .components import config_function
 from .config import CfgNode as CN
 from .defaults import get_cfg
+from .rules import between, ge, ints
 
 __all__ = ["add_classifier_config", "get_classifier_cfg"]
 
 
+@config_function(
+    rules={
+        "CLASSIFIER.NUM_CLASSES": ge(0),
+        "CLASSIFIER.EPOCHS": ge(0),
+        "CLASSIFIER.LR_STEP_EPOCHS": ints(1, "epochs"),
+        "CLASSIFIER.LR_REFERENCE_BATCH": ge(0),
+        "CLASSIFIER.TRAIN_CROP": ge(1),
+        "CLASSIFIER.MIN_CROP_SCALE": between(0.0, 1.0, lo_open=True),
+        "CLASSIFIER.TEST_RESIZE": ge(1),
+        "CLASSIFIER.TEST_CROP": ge(1),
+    },
+    by_default=False,  # tools/train_classifier.py and tools/convert_weights.py add these keys, a detector has none
+)
 def add_classifier_config(cfg: CN) -> CN:
     """Add the CLASSIFIER.* keys with their defaults to `cfg` (a default detector config, before any file
     or override is merged); returns cfg. Adding them twice changes nothing."""

@@ -33,6 +33,23 @@ MAX_CONFIG_VALUES = 100_000
 _loading = threading.local()  # stack of config files being loaded, for cycle detection
 
 
+def get_key(cfg, key: str):
+    """The value at a dotted key ("MODEL.RESNETS.NORM") of a config; KeyError when a part is missing."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def has_key(cfg, key: str) -> bool:
+    """Whether the config has the dotted key."""
+    try:
+        get_key(cfg, key)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
 class ConfigError(UserInputError, ValueError):
     """A config file, override or output directory problem, reported in one line (what setup_cfg raises)."""
 

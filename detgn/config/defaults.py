@@ -142,14 +142,6 @@ _C.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = False  # mask head trained on predic
 _C.MODEL.ROI_BOX_HEAD.USE_FED_LOSS = False  # federated loss (unsupported)
 _C.MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE = False  # sigmoid classification loss (unsupported)
 
-_C.MODEL.ROI_BOX_CASCADE_HEAD = CN()  # CascadeROIHeads: one entry per stage
-_C.MODEL.ROI_BOX_CASCADE_HEAD.IOUS = (0.5, 0.6, 0.7)  # foreground IoU threshold of each stage
-_C.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = (
-    (10.0, 10.0, 5.0, 5.0),
-    (20.0, 20.0, 10.0, 10.0),
-    (30.0, 30.0, 15.0, 15.0),
-)  # per stage
-
 _C.MODEL.ROI_MASK_HEAD = CN()
 _C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"  # name in ROI_MASK_HEAD_REGISTRY
 _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14  # ROIAlign output size
@@ -298,6 +290,11 @@ _C.GLOBAL.HACK = 1.0  # unused (detectron2 compatibility)
 
 
 def get_cfg() -> CN:
-    """A fresh copy of detgn's default config (every key above). Tools that train other models add their
-    keys to it (detgn.config.add_classifier_config for tools/train_classifier.py)."""
-    return _C.clone()
+    """A fresh copy of detgn's default config: every key above, and those the components add with their config
+    functions (config/components.py; e.g. MODEL.ROI_BOX_CASCADE_HEAD from modeling/roi_heads/cascade_rcnn.py).
+    Tools that train other models add their keys to it (detgn.config.add_classifier_config for
+    tools/train_classifier.py)."""
+    from .components import apply_config_functions, load_builtin_components
+
+    load_builtin_components()
+    return apply_config_functions(_C.clone())

@@ -1,12 +1,18 @@
-"""Every config value checked when the config is read, in one table: types, ranges, choices, relations.
+"""The checks of config values that need the config alone: types, ranges, choices, relations between keys.
 
-`check_config(cfg)` runs in jobs.setup_cfg (every tool) right after the YAML file and the overrides
-are merged, so a bad value is refused before any process starts, any data is read or anything is
-written, with one line naming the key, the value and what is allowed. yacs already refuses a value
-whose type differs from the default's ("Type mismatch ... for config key: SOLVER.MAX_ITER"); this table
-adds what a type cannot say. Keys of UNSUPPORTED_KEYS are checked by supported.py instead; keys not
-listed here are strings or booleans whose readers refuse unknown values by name (registries), or
-free-form (paths, names).
+`check_config(cfg)` runs in jobs.setup_cfg (every tool) right after the YAML file and the overrides are merged,
+and again in build_model, so a bad value is refused before any process starts, any data is read or anything is
+written, with one line naming the key, the value and what is allowed; the builders that read a config trust it
+and do not repeat these checks. yacs already refuses a value whose type differs from the default's ("Type
+mismatch ... for config key: SOLVER.MAX_ITER"); these rules add what a type cannot say.
+
+Whose rules: this module holds those of the keys in defaults.py; a component that owns its keys registers its
+rules and relations with them (config/components.py: Cascade's in modeling/roi_heads/cascade_rcnn.py, the
+classifier's in config/classifier.py, the C4 heads' relations in res5_roi_heads.py), and OWNERS names the owner
+of each. Keys of UNSUPPORTED_KEYS are checked by supported.py. Checks that need more than the config stay
+where that is known and raise ConfigValueError there: feature names against the built backbone
+(modeling/backbone/backbone.py), class counts against the loaded dataset (engine/setup.py), the device and CPU
+(engine/precision.py), and modules built from explicit arguments without a config validate those arguments.
 
 The table is printed by `python -m detgn.config.rules` (docs/config_rules.md holds a copy).
 """
@@ -18,8 +24,9 @@ from detgn.layers.norm import NORM_NAMES, gn_groups, is_norm_name
 from detgn.utils.errors import ConfigValueError, short_repr
 
 from .batch import micro_batches
+from .config import get_key, has_key
 
-__all__ = ["RULES", "RELATIONS", "check_config", "rules_table"]
+__all__ = ["RULES", "RELATIONS", "OWNERS", "check_config", "register_rules", "rules_table"]
 
 
 class Rule:
@@ -71,6 +78,14 @@ def seq(item: Rule, min_len=1, max_len=None) -> Rule:
 
     n = f"{min_len}" if max_len == min_len else f"at least {min_len}" if max_len is None else f"{min_len} to {max_len}"
     return Rule(ok, f"a list of {n} value(s), each {item.allowed}")
+
+
+def ints(lo: int, unit: str) -> Rule:
+    """A possibly empty list of integers >= lo (iterations, epochs)."""
+    return Rule(
+        lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= lo for x in v),
+        f"a list of integers >= {lo} ({unit}), possibly empty",
+    )
 
 
 def seq_of_seq(item: Rule) -> Rule:
@@ -186,8 +201,6 @@ RULES: Dict[str, Rule] = {
     "MODEL.ROI_BOX_HEAD.NUM_CONV": ge(0),
     "MODEL.ROI_BOX_HEAD.CONV_DIM": ge(1),
     "MODEL.ROI_BOX_HEAD.NORM": NORM_RULE,
-    "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": seq(between(0.0, 1.0)),
-    "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": seq_of_seq(gt(0)),
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": ge(1),
     "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": ge(0),
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": one_of("ROIAlignV2", "ROIAlign"),
@@ -236,10 +249,7 @@ RULES: Dict[str, Rule] = {
     ),
     "SOLVER.BIAS_LR_FACTOR": ge(0, integer=False),
     "SOLVER.GAMMA": gt(0),
-    "SOLVER.STEPS": Rule(
-        lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 0 for x in v),
-        "a list of integers >= 0 (iterations), possibly empty",
-    ),
+    "SOLVER.STEPS": ints(0, "iterations"),
     "SOLVER.WARMUP_FACTOR": between(0.0, 1.0),
     "SOLVER.WARMUP_ITERS": ge(0),
     "SOLVER.WARMUP_METHOD": one_of("linear", "constant"),
@@ -263,28 +273,10 @@ RULES: Dict[str, Rule] = {
     "TEST.AUG.MIN_SIZES": seq(ge(1), min_len=1, max_len=32),
     "TEST.AUG.MAX_SIZE": ge(1),
     "TEST.VIS_SCORE_THRESH": between(0.0, 1.0),
-    "CLASSIFIER.NUM_CLASSES": ge(0),
-    "CLASSIFIER.EPOCHS": ge(0),
-    "CLASSIFIER.LR_STEP_EPOCHS": Rule(
-        lambda v: isinstance(v, (list, tuple)) and all(_int(x) and x >= 1 for x in v),
-        "a list of integers >= 1 (epochs), possibly empty",
-    ),
-    "CLASSIFIER.LR_REFERENCE_BATCH": ge(0),
-    "CLASSIFIER.TRAIN_CROP": ge(1),
-    "CLASSIFIER.MIN_CROP_SCALE": between(0.0, 1.0, lo_open=True),
-    "CLASSIFIER.TEST_RESIZE": ge(1),
-    "CLASSIFIER.TEST_CROP": ge(1),
     "OUTPUT_DIR": Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
     "SEED": Rule(lambda v: _int(v) and -1 <= v < 2**31, "-1 (random) or an integer in [0, 2**31)"),
     "LOG_PERIOD": ge(1),
 }
-
-
-def _get(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def _rel(ok: bool, key: str, value, why: str) -> Optional[Tuple[str, Any, str]]:
@@ -320,6 +312,57 @@ def _checkpoint_parts_problem(c) -> Optional[Tuple[str, Any, str]]:
     return None
 
 
+# (norm key, channels key) of every component whose norm may be GN
+_GN_CHANNELS = (
+    ("MODEL.FPN.NORM", "MODEL.FPN.OUT_CHANNELS"),
+    ("MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_BOX_HEAD.CONV_DIM"),
+    ("MODEL.ROI_MASK_HEAD.NORM", "MODEL.ROI_MASK_HEAD.CONV_DIM"),
+    ("MODEL.RESNETS.NORM", "MODEL.RESNETS.STEM_OUT_CHANNELS"),
+    ("MODEL.SEM_SEG_HEAD.NORM", "MODEL.SEM_SEG_HEAD.CONVS_DIM"),
+)
+
+
+def _gn_groups_problem(c) -> Optional[Tuple[str, Any, str]]:
+    """The first GN layer whose channels its groups do not divide: 'GN' names MODEL.GROUP_NORM.NUM_GROUPS (shared by
+    every 'GN'), 'GN(G)' the component's own norm key. The semantic head counts with PanopticFPN only."""
+    for norm_key, channels_key in _GN_CHANNELS:
+        if norm_key == "MODEL.SEM_SEG_HEAD.NORM" and c.MODEL.META_ARCHITECTURE != "PanopticFPN":
+            continue
+        norm, channels = get_key(c, norm_key), get_key(c, channels_key)
+        groups = _gn_groups(norm, c)
+        if not groups or channels % groups == 0:
+            continue
+        if norm == "GN":
+            return (
+                "MODEL.GROUP_NORM.NUM_GROUPS",
+                c.MODEL.GROUP_NORM.NUM_GROUPS,
+                f"a divisor of {channels} ({channels_key}, the channels of {norm_key} 'GN'); or give that component "
+                "its own groups with 'GN(G)'",
+            )
+        return (norm_key, norm, f"'GN(G)' with G a divisor of {channels} ({channels_key})")
+    return None
+
+
+def _resnet_depth_problem(c) -> Optional[Tuple[str, Any, str]]:
+    """ResNet-18/34 (basic blocks): 64 res2 channels, no res5 dilation, no deformable stages (they replace the
+    bottleneck's 3x3, which basic blocks do not have)."""
+    r = c.MODEL.RESNETS
+    if r.DEPTH >= 50:
+        return None
+    if r.RES2_OUT_CHANNELS != 64:
+        return ("MODEL.RESNETS.RES2_OUT_CHANNELS", r.RES2_OUT_CHANNELS, f"64 for ResNet-{r.DEPTH}")
+    if r.RES5_DILATION != 1:
+        return ("MODEL.RESNETS.RES5_DILATION", r.RES5_DILATION, f"1 for ResNet-{r.DEPTH}")
+    if any(r.DEFORM_ON_PER_STAGE):
+        return (
+            "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+            list(r.DEFORM_ON_PER_STAGE),
+            f"all False for ResNet-{r.DEPTH} (deformable convolutions replace the bottleneck 3x3; use DEPTH 50, 101 "
+            "or 152)",
+        )
+    return None
+
+
 # relations between keys: (description, check(cfg) -> None or (key, value, what is allowed))
 RELATIONS: List[Tuple[str, Callable]] = [
     (
@@ -340,30 +383,6 @@ RELATIONS: List[Tuple[str, Callable]] = [
             "MODEL.ROI_HEADS.IOU_LABELS",
             list(c.MODEL.ROI_HEADS.IOU_LABELS),
             f"one more label than MODEL.ROI_HEADS.IOU_THRESHOLDS {list(c.MODEL.ROI_HEADS.IOU_THRESHOLDS)} (increasing)",
-        ),
-    ),
-    (
-        "Cascade: one set of 4 box-regression weights per stage",
-        lambda c: _rel(
-            len(c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS) == len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)
-            and all(len(w) == 4 for w in c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS),
-            "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS",
-            c.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS,
-            f"{len(c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)} lists (wx, wy, ww, wh), one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS",
-        ),
-    ),
-    (
-        "Cascade heads regress boxes class-agnostically, stage 0 with the ROI heads' threshold",
-        lambda c: _rel(
-            c.MODEL.ROI_HEADS.NAME != "CascadeROIHeads"
-            or (
-                c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
-                and c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == c.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]
-            ),
-            "MODEL.ROI_HEADS.NAME",
-            c.MODEL.ROI_HEADS.NAME,
-            "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
-            "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]",
         ),
     ),
     (
@@ -534,64 +553,49 @@ RELATIONS: List[Tuple[str, Callable]] = [
             "'auto' or 'bfloat16' with MODEL.DEVICE cpu (float16 autocast is CUDA only)",
         ),
     ),
-    (
-        "GN groups divide every GN layer's channels",
-        lambda c: next(
-            (
-                (
-                    "MODEL.GROUP_NORM.NUM_GROUPS",
-                    c.MODEL.GROUP_NORM.NUM_GROUPS,
-                    f"a divisor of {ch} ({channels_key}, the channels of {key} 'GN'); or give that component its own "
-                    "groups with 'GN(G)'",
-                )
-                if norm == "GN"
-                else (key, norm, f"'GN(G)' with G a divisor of {ch} ({channels_key})")
-                for key, norm, ch, channels_key in (
-                    ("MODEL.FPN.NORM", c.MODEL.FPN.NORM, c.MODEL.FPN.OUT_CHANNELS, "MODEL.FPN.OUT_CHANNELS"),
-                    (
-                        "MODEL.ROI_BOX_HEAD.NORM",
-                        c.MODEL.ROI_BOX_HEAD.NORM,
-                        c.MODEL.ROI_BOX_HEAD.CONV_DIM,
-                        "MODEL.ROI_BOX_HEAD.CONV_DIM",
-                    ),
-                    (
-                        "MODEL.ROI_MASK_HEAD.NORM",
-                        c.MODEL.ROI_MASK_HEAD.NORM,
-                        c.MODEL.ROI_MASK_HEAD.CONV_DIM,
-                        "MODEL.ROI_MASK_HEAD.CONV_DIM",
-                    ),
-                    (
-                        "MODEL.RESNETS.NORM",
-                        c.MODEL.RESNETS.NORM,
-                        c.MODEL.RESNETS.STEM_OUT_CHANNELS,
-                        "MODEL.RESNETS.STEM_OUT_CHANNELS",
-                    ),
-                    (
-                        "MODEL.SEM_SEG_HEAD.NORM",
-                        c.MODEL.SEM_SEG_HEAD.NORM if c.MODEL.META_ARCHITECTURE == "PanopticFPN" else "",
-                        c.MODEL.SEM_SEG_HEAD.CONVS_DIM,
-                        "MODEL.SEM_SEG_HEAD.CONVS_DIM",
-                    ),
-                )
-                if _gn_groups(norm, c) and ch % _gn_groups(norm, c)
-            ),
-            None,
-        ),
-    ),
+    ("GN groups divide every GN layer's channels", _gn_groups_problem),
+    ("ResNet-18/34 (basic blocks): 64 res2 channels, no dilation, no deformable stages", _resnet_depth_problem),
 ]
 
 
+# what a config function registered (config/components.py): key or relation description -> its owner
+OWNERS: Dict[str, str] = {}
+
+
+def register_rules(rules: Dict[str, Rule], relations: List[Tuple[str, Callable]] = (), *, owner: str) -> None:
+    """Add a component's rules and relations to the tables (config_function calls it). A key or relation that is
+    checked already is refused: each has one owner."""
+    taken = sorted(k for k in rules if k in RULES) + sorted(d for d, _ in relations if d in dict(RELATIONS))
+    if taken:
+        raise ValueError(f"{owner} registers rules that are checked already: {taken}")
+    for key, rule in rules.items():
+        if not isinstance(rule, Rule):
+            raise TypeError(f"{owner}: the rule of {key} must be a detgn.config.rules.Rule, got {type(rule).__name__}")
+    RULES.update(rules)
+    RELATIONS.extend(relations)
+    OWNERS.update({k: owner for k in rules})
+    OWNERS.update({d: owner for d, _ in relations})
+
+
+def _owner_keys_present(cfg, owner: str) -> bool:
+    return all(has_key(cfg, k) for k, o in OWNERS.items() if o == owner and k in RULES)
+
+
 def check_config(cfg, world_size: Optional[int] = None) -> None:
-    """Raise ConfigValueError naming the first key whose value breaks RULES or RELATIONS. With
-    `world_size` (the number of training processes), also check that SOLVER.IMS_PER_BATCH divides into its
-    processes and their micro-batches of SOLVER.IMS_PER_DEVICE (config/batch.py)."""
+    """Raise ConfigValueError naming the first key whose value breaks RULES or RELATIONS. A rule on a key the
+    config does not have (a tool's keys: CLASSIFIER.*) is skipped, and so is a component's relation when the
+    config lacks that component's keys. With `world_size` (the number of training processes), also check that
+    SOLVER.IMS_PER_BATCH divides into its processes and their micro-batches of SOLVER.IMS_PER_DEVICE
+    (config/batch.py)."""
     for key, rule in RULES.items():
-        if key.split(".")[0] not in cfg:  # a section only some tools add (CLASSIFIER: add_classifier_config)
+        if not has_key(cfg, key):
             continue
-        value = _get(cfg, key)
+        value = get_key(cfg, key)
         if not rule.ok(value):
             raise ConfigValueError(f"{key} = {short_repr(value)}: must be {rule.allowed}")
-    for _, relation in RELATIONS:
+    for description, relation in RELATIONS:
+        if description in OWNERS and not _owner_keys_present(cfg, OWNERS[description]):
+            continue
         bad = relation(cfg)
         if bad:
             key, value, allowed = bad
@@ -601,14 +605,25 @@ def check_config(cfg, world_size: Optional[int] = None) -> None:
 
 
 def rules_table() -> str:
-    """RULES and RELATIONS as a Markdown table (docs/config_rules.md)."""
-    lines = ["| key | allowed |", "|---|---|"]
-    lines += [f"| `{k}` | {r.allowed} |" for k, r in RULES.items()]
-    lines += ["", "Relations between keys:", ""] + [f"- {d}" for d, _ in RELATIONS]
+    """RULES and RELATIONS as Markdown (docs/config_rules.md): detgn's own table, then each config function's."""
+    from .components import load_builtin_components
+
+    load_builtin_components()
+    own = [k for k in RULES if k not in OWNERS]
+    lines = ["| key | allowed |", "|---|---|"] + [f"| `{k}` | {RULES[k].allowed} |" for k in own]
+    lines += ["", "Relations between keys:", ""] + [f"- {d}" for d, _ in RELATIONS if d not in OWNERS]
     lines += [
         "- SOLVER.IMS_PER_BATCH divisible by the number of training processes (--num-gpus x --num-machines) and, "
         "with SOLVER.IMS_PER_DEVICE > 0, by processes x IMS_PER_DEVICE"
     ]
+    for owner in dict.fromkeys(OWNERS.values()):
+        keys = [k for k in RULES if OWNERS.get(k) == owner]
+        relations = [d for d, _ in RELATIONS if OWNERS.get(d) == owner]
+        lines += ["", f"Registered by `{owner}`:", ""]
+        if keys:
+            lines += ["| key | allowed |", "|---|---|"] + [f"| `{k}` | {RULES[k].allowed} |" for k in keys]
+        if relations:
+            lines += ([""] if keys else []) + [f"- {d}" for d in relations]
     return "\n".join(lines) + "\n"
 
 

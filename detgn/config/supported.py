@@ -7,9 +7,10 @@ evaluation or a tool (jobs.setup_cfg) and when a model or trainer is built from 
 
 from detgn.utils.errors import UserInputError, short_repr
 
+from .config import get_key, has_key
 from .defaults import _C
 
-__all__ = ["UNSUPPORTED_KEYS", "UnsupportedConfigError", "check_supported"]
+__all__ = ["UNSUPPORTED_KEYS", "UnsupportedConfigError", "check_supported", "register_unsupported"]
 
 
 class UnsupportedConfigError(UserInputError, ValueError):
@@ -39,11 +40,21 @@ UNSUPPORTED_KEYS = {
 }
 
 
-def _get(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
+def register_unsupported(keys, *, owner: str) -> None:
+    """Add a component's unsupported keys (key -> what detgn does not implement); config_function calls it."""
+    taken = sorted(k for k in keys if k in UNSUPPORTED_KEYS)
+    if taken:
+        raise ValueError(f"{owner} registers unsupported keys that are registered already: {taken}")
+    UNSUPPORTED_KEYS.update(keys)
+
+
+def _default(key):
+    """The default of an unsupported key: detgn's defaults.py, or the config function that adds the key."""
+    if has_key(_C, key):
+        return get_key(_C, key)
+    from .components import apply_config_functions
+
+    return get_key(apply_config_functions(_C.clone(), by_default=None), key)
 
 
 def _same(a, b) -> bool:
@@ -55,7 +66,9 @@ def _same(a, b) -> bool:
 def check_supported(cfg) -> None:
     """Raise UnsupportedConfigError for the first key of UNSUPPORTED_KEYS that differs from its default."""
     for key, what in UNSUPPORTED_KEYS.items():
-        value, default = _get(cfg, key), _get(_C, key)
+        if not has_key(cfg, key):  # a key a tool adds (the config of another tool has none)
+            continue
+        value, default = get_key(cfg, key), _default(key)
         if not _same(value, default):
             raise UnsupportedConfigError(
                 f"{key} = {short_repr(value)}: detgn does not implement {what}; remove the key or set it back to "

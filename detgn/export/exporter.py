@@ -30,6 +30,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
+from detgn.config.config import get_key
 from detgn.layers.norm import gn_groups
 from detgn.utils.errors import UserInputError
 
@@ -115,13 +116,6 @@ def _onnx_export(wrapper, x, path, opset):
             torch.onnx.unregister_custom_op_symbolic("aten::group_norm", 21)
 
 
-def _get(cfg, key):
-    node = cfg
-    for k in key.split("."):
-        node = node[k]
-    return node
-
-
 def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
     """Raise ExportError naming the first setting the exporter does not handle."""
     if fmt not in FORMATS:
@@ -137,7 +131,7 @@ def check_exportable(cfg, fmt: str = "onnx", opset: int = 17) -> None:
             "and overlaps) are not written for tracing; run it in PyTorch (tools/train_net.py --eval-only, tools/demo.py)"
         )
     for key, allowed in _SUPPORTED.items():
-        value = _get(cfg, key)
+        value = get_key(cfg, key)
         if key.endswith(".NORM") and key.startswith("MODEL.ROI_MASK_HEAD") and not cfg.MODEL.MASK_ON:
             continue
         if key.endswith(".NORM") and gn_groups(value):  # "GN(G)": a GroupNorm like "GN", with its own groups
@@ -173,7 +167,7 @@ def _metadata(cfg, fmt: str, opset: Optional[int], sample_hw, thing_classes) -> 
         },
         "outputs": OUTPUT_NAMES,
         "mask_threshold": 0.5,
-        "baked": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k in BAKED_KEYS for v in [_get(cfg, k)]},
+        "baked": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k in BAKED_KEYS for v in [get_key(cfg, k)]},
         "weights": os.path.basename(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else "",
         "thing_classes": list(thing_classes) if thing_classes else None,
         "sample_input": {"file": "sample_input.png", "height": sample_hw[0], "width": sample_hw[1]},

@@ -112,8 +112,6 @@ class _ClippingSGD(torch.optim.SGD):
 
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum from SOLVER.*; optional gradient clipping."""
-    if cfg.SOLVER.OPTIMIZER != "SGD":
-        raise ConfigValueError(f"SOLVER.OPTIMIZER '{cfg.SOLVER.OPTIMIZER}' is not supported; use SGD")
     params = get_default_optimizer_params(
         model,
         cfg.SOLVER.BASE_LR,
@@ -129,11 +127,13 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
         weight_decay=cfg.SOLVER.WEIGHT_DECAY,
     )
     clip = cfg.SOLVER.CLIP_GRADIENTS
+    # SOLVER.OPTIMIZER -> (without clipping, with clipping); the rules accept the names listed here only
+    plain, clipping = {"SGD": (torch.optim.SGD, _ClippingSGD)}[cfg.SOLVER.OPTIMIZER]
     if clip.ENABLED:
-        return _ClippingSGD(
+        return clipping(
             params, clip_type=clip.CLIP_TYPE, clip_value=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE, **kwargs
         )
-    return torch.optim.SGD(params, **kwargs)
+    return plain(params, **kwargs)
 
 
 def _with_warmup(scheduler: ParamScheduler, factor: float, length: float, method: str) -> ParamScheduler:
@@ -179,17 +179,13 @@ def build_lr_scheduler(cfg, optimizer):
         logger.warning(
             "SOLVER.STEPS %s contains values not smaller than SOLVER.MAX_ITER %d; they are ignored", s.STEPS, s.MAX_ITER
         )
-    if list(steps) != sorted(steps):
-        raise ConfigValueError(f"SOLVER.STEPS must be increasing, got {tuple(s.STEPS)}")
-    if name == "WarmupMultiStepLR":
+    # the name, increasing STEPS and the warm-up method are checked by config/rules.py (setup_cfg, build_model)
+    if name == "WarmupCosineLR":
+        sched = CosineParamScheduler(1.0, s.BASE_LR_END / s.BASE_LR)
+    else:  # WarmupMultiStepLR
         sched = MultiStepParamScheduler(
             values=[s.GAMMA**k for k in range(len(steps) + 1)], milestones=steps, num_updates=s.MAX_ITER
         )
-    elif name == "WarmupCosineLR":
-        end = s.BASE_LR_END / s.BASE_LR if s.BASE_LR > 0 else 0.0
-        sched = CosineParamScheduler(1.0, end)
-    else:
-        raise ConfigValueError(f"SOLVER.LR_SCHEDULER_NAME '{name}' is unknown; use WarmupMultiStepLR or WarmupCosineLR")
     warmup_length = min(s.WARMUP_ITERS / max(s.MAX_ITER, 1), 1.0)
     return LRMultiplier(optimizer, _with_warmup(sched, s.WARMUP_FACTOR, warmup_length, s.WARMUP_METHOD), s.MAX_ITER)
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from detgn.config.rules import check_config
 from detgn.modeling.backbone import build_backbone
 
 from .util import gn_cfg, read_keys
@@ -58,5 +59,5 @@ def test_frozen_bn_backbone_and_bad_depth():
     assert "fpn_lateral2.bias" in backbone.state_dict()
     assert "bottom_up.stem.conv1.norm.running_mean" in backbone.state_dict()
     cfg.MODEL.RESNETS.DEPTH = 42
-    with pytest.raises(ValueError, match="DEPTH"):
-        build_backbone(cfg)
+    with pytest.raises(ValueError, match="MODEL.RESNETS.DEPTH = 42: must be one of 18, 34, 50, 101, 152"):
+        check_config(cfg)  # build_model runs these rules before any builder (config/rules.py)

@@ -86,5 +86,5 @@ def test_deformable_options_that_would_do_nothing_are_refused(change, match):
 def test_deformable_resnet18_is_refused_by_name():
     cfg = small_gn_cfg()
     cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True, True]
-    with pytest.raises(ConfigValueError, match="DEFORM_ON_PER_STAGE.*ResNet-18 has none"):
+    with pytest.raises(ConfigValueError, match="DEFORM_ON_PER_STAGE = .*must be all False for ResNet-18"):
         build_model(cfg)

@@ -88,8 +88,8 @@ def test_res5_dilation_keeps_stride_16():
     with pytest.raises(ValueError, match="strides doubling"):  # FPN needs a stride per level
         build_model(cfg)
     cfg.MODEL.RESNETS.RES5_DILATION = 3
-    with pytest.raises(ValueError, match="RES5_DILATION"):
-        build_resnet_backbone(cfg, ShapeSpec(channels=3))
+    with pytest.raises(ValueError, match="MODEL.RESNETS.RES5_DILATION = 3: must be one of 1, 2"):
+        build_model(cfg)
 
 
 def _loader_cfg(**overrides):

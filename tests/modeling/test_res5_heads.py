@@ -63,8 +63,8 @@ def test_c4_keys_training_and_masks_at_inference():
 @pytest.mark.parametrize(
     "change, match",
     [
-        (["MODEL.ROI_HEADS.IN_FEATURES", ["res3", "res4"]], "pools from one feature map"),
-        (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True]], r"DEFORM_ON_PER_STAGE\[3\] \(res5\)"),
+        (["MODEL.ROI_HEADS.IN_FEATURES", ["res3", "res4"]], "must be one feature map with Res5ROIHeads"),
+        (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, True, True, True]], "must be False for res5 with Res5ROIHeads"),
     ],
 )
 def test_c4_settings_it_cannot_honour_are_refused(change, match):

@@ -364,28 +364,11 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     norm = norm_from_cfg(r.NORM, cfg)
     ws = ws_setting(cfg.MODEL.WEIGHT_STANDARDIZATION.BACKBONE, cfg.MODEL.WEIGHT_STANDARDIZATION.CONVENTION)
     depth = r.DEPTH
-    if depth not in _DEPTHS:
-        raise ConfigValueError(f"MODEL.RESNETS.DEPTH must be one of {sorted(_DEPTHS)}, got {depth}")
-    if len(r.DEFORM_ON_PER_STAGE) != 4:
-        raise ConfigValueError(
-            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE needs 4 booleans (res2..res5), got {list(r.DEFORM_ON_PER_STAGE)}"
-        )
-    if any(r.DEFORM_ON_PER_STAGE) and depth < 50:
-        raise ConfigValueError(
-            f"MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions replace the bottleneck 3x3, "
-            f"ResNet-{depth} has none (use DEPTH 50, 101 or 152)"
-        )
-    if r.RES5_DILATION not in (1, 2):
-        raise ConfigValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
+    # DEPTH, RES5_DILATION, DEFORM_ON_PER_STAGE and what ResNet-18/34 allow: checked by config/rules.py
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=norm, ws=ws)
     in_channels = r.STEM_OUT_CHANNELS
     out_channels = r.RES2_OUT_CHANNELS
     bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
-    if depth in (18, 34):
-        if out_channels != 64:
-            raise ConfigValueError("MODEL.RESNETS.RES2_OUT_CHANNELS must be 64 for ResNet-18/34")
-        if r.RES5_DILATION != 1:
-            raise ConfigValueError("MODEL.RESNETS.RES5_DILATION must be 1 for ResNet-18/34")
     stages = []
     for idx, n in enumerate(_DEPTHS[depth]):
         dilation = r.RES5_DILATION if idx == 3 else 1

@@ -24,10 +24,14 @@ The trainer and the checkpointer work with either; evaluation, the predictor and
 
 
 def build_model(cfg):
-    """Build the whole model from cfg.MODEL.META_ARCHITECTURE and move it to cfg.MODEL.DEVICE."""
+    """Build the whole model from cfg.MODEL.META_ARCHITECTURE and move it to cfg.MODEL.DEVICE. The config is
+    checked first (its unsupported keys and every rule: config/rules.py), so the builders need not repeat those
+    checks, whether the config came through a tool or straight from Python."""
     from detgn.config import check_supported
+    from detgn.config.rules import check_config
 
     check_supported(cfg)
+    check_config(cfg)
     cls = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     if getattr(cls, "task", "detection") not in ("detection", "classification"):
         raise TypeError(

@@ -15,6 +15,10 @@ Inference: every stage's class probabilities are averaged (all stages score the 
 boxes are kept) and the last stage's regressed boxes are kept by score threshold and per-class NMS; the
 mask head then runs on those final boxes.
 
+Config: this module owns its keys. `add_cascade_config` adds MODEL.ROI_BOX_CASCADE_HEAD.* with their defaults,
+and its decorator registers their rules and relations (config/components.py), so a new component is one module
+like this one: its code in a registry, its keys, defaults and checks beside it.
+
 Shapes: N images, Ri boxes of image i, K foreground classes (background is index K).
 """
 
@@ -24,9 +28,11 @@ import torch
 from torch import nn
 
 from detgn.config import configurable
+from detgn.config.components import config_function
+from detgn.config.config import CfgNode as CN
+from detgn.config.rules import between, gt, seq, seq_of_seq
 from detgn.layers import ShapeSpec
 from detgn.structures import Boxes, ImageList, Instances, pairwise_iou
-from detgn.utils.errors import ConfigValueError
 from detgn.utils.events import put_model_stats
 
 from ..box_regression import Box2BoxTransform
@@ -36,7 +42,57 @@ from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
 from .roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 
-__all__ = ["CascadeROIHeads"]
+__all__ = ["CascadeROIHeads", "add_cascade_config"]
+
+
+def _one_weight_set_per_stage(c):
+    """BBOX_REG_WEIGHTS: one (wx, wy, ww, wh) per stage of IOUS."""
+    ch = c.MODEL.ROI_BOX_CASCADE_HEAD
+    if len(ch.BBOX_REG_WEIGHTS) == len(ch.IOUS) and all(len(w) == 4 for w in ch.BBOX_REG_WEIGHTS):
+        return None
+    return (
+        "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS",
+        ch.BBOX_REG_WEIGHTS,
+        f"{len(ch.IOUS)} lists (wx, wy, ww, wh), one per MODEL.ROI_BOX_CASCADE_HEAD.IOUS",
+    )
+
+
+def _agnostic_and_first_threshold(c):
+    """CascadeROIHeads regresses boxes class-agnostically; stage 0 samples the RPN proposals with the ROI heads'
+    threshold, so IOUS[0] is that threshold."""
+    if c.MODEL.ROI_HEADS.NAME != "CascadeROIHeads":
+        return None
+    if (
+        c.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG
+        and c.MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == (c.MODEL.ROI_HEADS.IOU_THRESHOLDS[0])
+    ):
+        return None
+    return (
+        "MODEL.ROI_HEADS.NAME",
+        c.MODEL.ROI_HEADS.NAME,
+        "used with MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True and MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] == "
+        "MODEL.ROI_HEADS.IOU_THRESHOLDS[0]",
+    )
+
+
+@config_function(
+    rules={
+        "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": seq(between(0.0, 1.0)),
+        "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": seq_of_seq(gt(0)),
+    },
+    relations=[
+        ("Cascade: one set of 4 box-regression weights per stage", _one_weight_set_per_stage),
+        (
+            "Cascade heads regress boxes class-agnostically, stage 0 with the ROI heads' threshold",
+            _agnostic_and_first_threshold,
+        ),
+    ],
+)
+def add_cascade_config(cfg) -> None:
+    """MODEL.ROI_BOX_CASCADE_HEAD.*, detectron2's keys and defaults (three stages)."""
+    c = cfg.MODEL.ROI_BOX_CASCADE_HEAD = CN()  # CascadeROIHeads: one entry per stage
+    c.IOUS = (0.5, 0.6, 0.7)  # foreground IoU threshold of each stage
+    c.BBOX_REG_WEIGHTS = ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0))  # per stage
 
 
 class _ScaleGradient(torch.autograd.Function):
@@ -94,22 +150,10 @@ class CascadeROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
         in_features, scales, c = cls._pooled_input(cfg, input_shape)
-        bh, ch = cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_BOX_CASCADE_HEAD
-        ious, reg_weights = list(ch.IOUS), [tuple(w) for w in ch.BBOX_REG_WEIGHTS]
-        if len(ious) != len(reg_weights):
-            raise ConfigValueError(
-                f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS has {len(reg_weights)} entries but IOUS has "
-                f"{len(ious)}: give one (wx, wy, ww, wh) per stage"
-            )
-        if not bh.CLS_AGNOSTIC_BBOX_REG:
-            raise ConfigValueError(
-                "CascadeROIHeads regresses boxes class-agnostically: set MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG True"
-            )
-        if ious[0] != cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]:
-            raise ConfigValueError(
-                f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] = {ious[0]} must equal MODEL.ROI_HEADS.IOU_THRESHOLDS[0] "
-                f"= {cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]} (stage 0 samples the RPN proposals with it)"
-            )
+        bh = cfg.MODEL.ROI_BOX_HEAD
+        ious = list(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS)
+        reg_weights = [tuple(w) for w in cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS]
+        # their counts, the class-agnostic regression and IOUS[0]: checked by the rules above (check_config)
         pooled = ShapeSpec(channels=c, height=bh.POOLER_RESOLUTION, width=bh.POOLER_RESOLUTION)
         heads, predictors, matchers = [], [], []
         for iou, weights in zip(ious, reg_weights):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from detgn.config import configurable
+from detgn.config.rules import register_rules
 from detgn.layers import ShapeSpec, norm_from_cfg, ws_setting
 from detgn.structures import ImageList, Instances
 from detgn.utils.errors import ConfigValueError
@@ -27,6 +28,37 @@ from .mask_head import build_mask_head
 from .roi_heads import ROI_HEADS_REGISTRY, ROIHeads, select_foreground_proposals
 
 __all__ = ["Res5ROIHeads"]
+
+
+def _one_feature_map(c):
+    """Res5ROIHeads pools from one feature map (['res4'] in C4 models)."""
+    features = list(c.MODEL.ROI_HEADS.IN_FEATURES)
+    if c.MODEL.ROI_HEADS.NAME != "Res5ROIHeads" or len(features) == 1:
+        return None
+    return ("MODEL.ROI_HEADS.IN_FEATURES", features, "one feature map with Res5ROIHeads (['res4'] in C4 models)")
+
+
+def _plain_res5(c):
+    """Res5ROIHeads' res5 is the box head, built with plain bottlenecks (as in detectron2)."""
+    deform = list(c.MODEL.RESNETS.DEFORM_ON_PER_STAGE)
+    if c.MODEL.ROI_HEADS.NAME != "Res5ROIHeads" or not deform[-1]:
+        return None
+    return (
+        "MODEL.RESNETS.DEFORM_ON_PER_STAGE",
+        deform,
+        "False for res5 with Res5ROIHeads (its res5 is the ROI head, built with plain bottlenecks as in detectron2)",
+    )
+
+
+# the C4 heads' relations, kept with them (their keys are the standard ROI heads' ones, defaults.py)
+register_rules(
+    {},
+    [
+        ("C4 (Res5ROIHeads): one input feature map", _one_feature_map),
+        ("C4 (Res5ROIHeads): no deformable res5", _plain_res5),
+    ],
+    owner=__name__,
+)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -58,19 +90,9 @@ class Res5ROIHeads(ROIHeads):
         ret = super().from_config(cfg)
         from detgn.modeling.backbone.backbone import check_in_features
 
-        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        if len(in_features) != 1:
-            raise ConfigValueError(
-                f"MODEL.ROI_HEADS.IN_FEATURES = {in_features}: Res5ROIHeads pools from one feature map "
-                "(['res4'] in C4 models)"
-            )
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)  # one map, no deformable res5: the relations above
         check_in_features("MODEL.ROI_HEADS.IN_FEATURES", in_features, input_shape, cfg.MODEL.BACKBONE.NAME)
         r, bh = cfg.MODEL.RESNETS, cfg.MODEL.ROI_BOX_HEAD
-        if r.DEFORM_ON_PER_STAGE[-1]:
-            raise ConfigValueError(
-                "MODEL.RESNETS.DEFORM_ON_PER_STAGE[3] (res5) is not supported with Res5ROIHeads: its res5 "
-                "is the ROI head, built with plain bottlenecks (as in detectron2)"
-            )
         factor = 2**3  # res5 is 8x res2
         out_channels = r.RES2_OUT_CHANNELS * factor
         if input_shape[in_features[0]].channels != out_channels // 2:
