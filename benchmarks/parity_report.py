@@ -1,6 +1,7 @@
 """The detectron2 parity figures (tests/modeling/test_detectron2_parity.py) as numbers, per thread count.
 
     python benchmarks/parity_report.py --threads 1 2
+    python benchmarks/parity_report.py --threads 2 --cascade   # the Cascade fixture (detectron2_parity_cascade)
 
 Prints, for each thread count: FPN features max |diff| / abs_max per level, proposals (min IoU
 of the first 200 with detectron2's, max objectness difference), detections matched, max score
@@ -21,11 +22,14 @@ sys.path.insert(0, REPO)
 
 from detgn.structures import Boxes, pairwise_iou  # noqa: E402
 from detgn.export.verify import match_detections  # noqa: E402
-from tests.modeling.test_detectron2_parity import FIXTURE, _model  # noqa: E402
+from tests.modeling.test_detectron2_parity import CASCADE_FIXTURE, FIXTURE, _model  # noqa: E402
 
 
-def report(reference, image, memory_format="contiguous"):
-    model = _model(reference, memory_format)
+CASCADE_CONFIG = os.path.join("Misc", "cascade_mask_rcnn_R_50_FPN_3x_gn.yaml")
+
+
+def report(reference, image, memory_format="contiguous", config=None):
+    model = _model(reference, memory_format) if config is None else _model(reference, memory_format, config)
     out = {}
     with torch.no_grad():
         images = model.preprocess_image([{"image": image}])
@@ -66,13 +70,15 @@ def report(reference, image, memory_format="contiguous"):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--cascade", action="store_true", help="the Cascade Mask R-CNN fixture instead of Mask R-CNN's")
     args = ap.parse_args()
-    reference = torch.load(os.path.join(FIXTURE, "outputs.pth"), weights_only=True)
+    fixture = CASCADE_FIXTURE if args.cascade else FIXTURE
+    reference = torch.load(os.path.join(fixture, "outputs.pth"), weights_only=True)
     img = cv2.imread(os.path.join(FIXTURE, "image.png"), cv2.IMREAD_COLOR)
     image = torch.from_numpy(img.transpose(2, 0, 1).copy()).float()
     for t in args.threads:
         torch.set_num_threads(t)
-        r = report(reference, image)
+        r = report(reference, image, config=CASCADE_CONFIG if args.cascade else None)
         feats = "  ".join(f"{p} {v:.1e}" for p, v in r["features"].items())
         print(f"threads={t}: features {feats}")
         print(
