@@ -7,7 +7,6 @@ import signal
 import pytest
 
 from detgn.config import get_cfg
-from detgn.jobs.environment import implied_auto_resume
 from detgn.utils import interrupt as preemption
 from detgn.jobs.output_dir import config_differences
 from detgn.engine.train_loop import HookBase, TrainerBase
@@ -68,17 +67,6 @@ def test_signal_during_the_last_iteration_skips_the_final_evaluation():
     with pytest.raises(preemption.TrainingPreempted):
         trainer.train(0, 4)
     assert saver.saved == [3] and not ev.ran  # a restart resumes at MAX_ITER and evaluates then
-
-
-def test_auto_resume_is_implied_by_a_slurm_requeue_or_torchrun_restarts():
-    assert implied_auto_resume({}) is None
-    assert implied_auto_resume({"SLURM_RESTART_COUNT": "0", "TORCHELASTIC_MAX_RESTARTS": "0"}) is None
-    assert "SLURM_RESTART_COUNT=2" in implied_auto_resume({"SLURM_RESTART_COUNT": "2"})
-    # a node restarted because another node's worker failed gets TORCHELASTIC_RESTART_COUNT=0: the maximum decides
-    assert "--max-restarts 3" in implied_auto_resume(
-        {"TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_RESTART_COUNT": "0"}
-    )
-    assert implied_auto_resume({"SLURM_RESTART_COUNT": "x"}) is None
 
 
 def test_config_differences_names_the_keys(tmp_path):
