@@ -152,6 +152,7 @@ class DetectionCheckpointer(Checkpointer):
                 f"None of the {len(matched_candidates)} tensors in the weights file match the model's {len(model_keys)} "
                 f"parameters (format '{fmt}'); check MODEL.WEIGHTS and that the config describes the same architecture"
             )
+        _check_optimizer_kind(checkpoint, self.checkpointables.get("optimizer"))
         file_convention = "mmcv" if fmt == "mmdet" else checkpoint.pop("ws_convention", None)
         incompatible = super()._load_model(checkpoint)
         if file_convention:
@@ -198,6 +199,21 @@ class DetectionCheckpointer(Checkpointer):
                 other.pop(),
                 convention,
             )
+
+
+def _check_optimizer_kind(checkpoint: Dict[str, Any], optimizer) -> None:
+    """A resumed optimizer state must be of this run's optimizer (SGD's momentum buffers cannot continue AdamW)."""
+    if optimizer is None or not isinstance(checkpoint.get("optimizer"), dict):
+        return
+    from detgn.solver.optimizer import optimizer_kind
+
+    saved = optimizer_kind(checkpoint["optimizer"].get("param_groups"))
+    now = optimizer_kind(optimizer.param_groups)
+    if saved and now and saved != now:
+        raise WeightsLoadError(
+            f"--resume: the checkpoint holds {saved}'s optimizer state but SOLVER.OPTIMIZER is {now}; resume with "
+            f"SOLVER.OPTIMIZER {saved}, or start a new run from its weights (MODEL.WEIGHTS and a new OUTPUT_DIR)"
+        )
 
 
 def ws_convention_of(model) -> Optional[str]:

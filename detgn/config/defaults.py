@@ -214,7 +214,6 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without an
 
 # ---------------------------------------------------------------------------- solver
 _C.SOLVER = CN()
-_C.SOLVER.OPTIMIZER = "SGD"  # only SGD with momentum
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # "WarmupMultiStepLR" or "WarmupCosineLR"
 _C.SOLVER.MAX_ITER = 40000  # total training iterations
 _C.SOLVER.BASE_LR = 0.001  # learning rate for IMS_PER_BATCH images

@@ -236,7 +236,6 @@ RULES: Dict[str, Rule] = {
     "DATALOADER.NUM_WORKERS": ge(0),
     "DATALOADER.SAMPLER_TRAIN": one_of("TrainingSampler", "RepeatFactorTrainingSampler"),
     "DATALOADER.REPEAT_THRESHOLD": between(0.0, 1.0),
-    "SOLVER.OPTIMIZER": one_of("SGD"),
     "SOLVER.LR_SCHEDULER_NAME": one_of("WarmupMultiStepLR", "WarmupCosineLR"),
     "SOLVER.MAX_ITER": ge(1),
     "SOLVER.BASE_LR": gt(0),

@@ -23,13 +23,16 @@ __all__ = [
 _SOLVER_KEYS = {
     "momentum": "SOLVER.MOMENTUM",
     "nesterov": "SOLVER.NESTEROV",
-    "weight_decay": "SOLVER.WEIGHT_DECAY(_NORM/_BIAS)",
+    "weight_decay": "SOLVER.WEIGHT_DECAY(_NORM/_BIAS/_EMBED, BACKBONE_WEIGHT_DECAY_FACTOR)",
     "dampening": "(SGD dampening)",
+    "betas": "SOLVER.ADAMW.BETAS",
+    "eps": "SOLVER.ADAMW.EPS",
 }
 
 
 def optimizer_settings(optimizer):
-    return [{k: g.get(k) for k in _SOLVER_KEYS} for g in optimizer.param_groups]
+    """The config's settings of each param group (those of its optimizer: SGD's or AdamW's)."""
+    return [{k: g[k] for k in _SOLVER_KEYS if k in g} for g in optimizer.param_groups]
 
 
 def reapply_solver_settings(optimizer, scheduler, settings, base_lrs, *, start_iter: int, logger) -> None:
@@ -44,7 +47,7 @@ def reapply_solver_settings(optimizer, scheduler, settings, base_lrs, *, start_i
                 group[k] = v
     old = list(scheduler.base_lrs)
     if old != base_lrs:
-        changed.add(("SOLVER.BASE_LR (and BIAS_LR_FACTOR)", max(old), max(base_lrs)))
+        changed.add(("SOLVER.BASE_LR (and BIAS_LR_FACTOR, BACKBONE_LR_FACTOR)", max(old), max(base_lrs)))
         scheduler.base_lrs = list(base_lrs)
         for group, lr in zip(optimizer.param_groups, base_lrs):
             group["initial_lr"] = lr

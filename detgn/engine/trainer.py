@@ -11,7 +11,7 @@ from detgn.checkpoint import DetectionCheckpointer
 from detgn.config import ConfigError
 from detgn.data import build_detection_train_loader, get_detection_dataset_dicts
 from detgn.modeling import build_model
-from detgn.solver import build_lr_scheduler, build_optimizer
+from detgn.solver import build_lr_scheduler, build_optimizer, describe_param_groups
 from detgn.utils import comm
 from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWriter
 
@@ -76,6 +76,7 @@ class DefaultTrainer(TrainerBase):
             f"every {cfg.TEST.EVAL_PERIOD} and at the end" if cfg.TEST.EVAL_PERIOD > 0 else "at the end",
         )
         self.optimizer = build_optimizer(cfg, self.model)
+        self.logger.info(describe_param_groups(self.optimizer))
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
         self.device = next(self.model.parameters()).device
         self.runner = None  # the StepRunner that runs each iteration, built by train()

@@ -1,7 +1,7 @@
-"""Optimizer (SGD with per-parameter weight decay / LR groups), gradient clipping and LR schedules."""
+"""LR schedules (warm-up + multi-step or cosine, as detectron2) and the reference-world-size rescaling. The
+optimizer and its parameter groups: optimizer.py."""
 
 import logging
-from typing import Any, Dict, List, Optional
 
 import torch
 from fvcore.common.param_scheduler import (
@@ -13,127 +13,11 @@ from fvcore.common.param_scheduler import (
     ParamScheduler,
 )
 
-from detgn.layers import is_norm_module
 from detgn.utils.errors import ConfigValueError
 
-__all__ = [
-    "get_default_optimizer_params",
-    "build_optimizer",
-    "build_lr_scheduler",
-    "LRMultiplier",
-    "rescale_for_world_size",
-    "clip_gradients",
-]
+__all__ = ["build_lr_scheduler", "LRMultiplier", "rescale_for_world_size"]
 
 logger = logging.getLogger(__name__)
-
-
-def get_default_optimizer_params(
-    model: torch.nn.Module,
-    base_lr: float,
-    weight_decay: float,
-    weight_decay_norm: float,
-    bias_lr_factor: float = 1.0,
-    weight_decay_bias: Optional[float] = None,
-) -> List[Dict[str, Any]]:
-    """One param group per trainable parameter with its lr and weight_decay.
-
-    Parameters of norm layers (GN, BN, LN, ...) get `weight_decay_norm` (0 by default: the GN
-    paper finds decaying GN's gamma/beta hurts detection); biases get lr * bias_lr_factor and
-    `weight_decay_bias` (default: weight_decay).
-    """
-    if weight_decay_bias is None:
-        weight_decay_bias = weight_decay
-    params, seen = [], set()
-    for module_name, module in model.named_modules():
-        for name, value in module.named_parameters(recurse=False):
-            if not value.requires_grad or value in seen:
-                continue
-            seen.add(value)
-            hp = {"lr": base_lr, "weight_decay": weight_decay}
-            if is_norm_module(module):
-                hp["weight_decay"] = weight_decay_norm
-            elif name == "bias":
-                hp["lr"] = base_lr * bias_lr_factor
-                hp["weight_decay"] = weight_decay_bias
-            params.append({"params": [value], "name": f"{module_name}.{name}" if module_name else name, **hp})
-    return _merge_groups(params)
-
-
-def _merge_groups(groups):
-    """Merge groups with identical hyper-parameters (fewer groups -> faster optimizer step)."""
-    merged: Dict[tuple, Dict] = {}
-    for g in groups:
-        key = tuple(sorted((k, v) for k, v in g.items() if k not in ("params", "name")))
-        if key not in merged:
-            merged[key] = {k: v for k, v in g.items() if k != "name"}
-            merged[key]["params"] = []
-            merged[key]["param_names"] = []
-        merged[key]["params"].extend(g["params"])
-        merged[key]["param_names"].append(g["name"])
-    return list(merged.values())
-
-
-def clip_gradients(params, clip_type: str, clip_value: float, norm_type: float = 2.0) -> None:
-    """detectron2's SOLVER.CLIP_GRADIENTS semantics: "value" clamps every gradient element to
-    [-clip_value, clip_value]; "norm" rescales each parameter's gradient separately so that its
-    norm is at most clip_value; "full_model" rescales all gradients jointly (one global norm)."""
-    if clip_type == "value":
-        torch.nn.utils.clip_grad_value_(params, clip_value)
-    elif clip_type == "norm":
-        for p in params:
-            torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
-    elif clip_type == "full_model":
-        torch.nn.utils.clip_grad_norm_(params, clip_value, norm_type)
-    else:
-        raise ConfigValueError(
-            f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'"
-        )
-
-
-class _ClippingSGD(torch.optim.SGD):
-    """SGD that clips the gradients of all its parameters before each step."""
-
-    def __init__(self, params, *, clip_type: str, clip_value: float, norm_type: float, **kwargs):
-        """clip_type, clip_value, norm_type: SOLVER.CLIP_GRADIENTS.CLIP_TYPE / CLIP_VALUE / NORM_TYPE (clip_gradients)."""
-        if clip_type not in ("value", "norm", "full_model"):
-            raise ConfigValueError(
-                f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value', 'norm' or 'full_model', got '{clip_type}'"
-            )
-        super().__init__(params, **kwargs)
-        self._clip = (clip_type, clip_value, norm_type)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        all_params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        clip_gradients(all_params, *self._clip)
-        return super().step(closure)
-
-
-def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum from SOLVER.*; optional gradient clipping."""
-    params = get_default_optimizer_params(
-        model,
-        cfg.SOLVER.BASE_LR,
-        cfg.SOLVER.WEIGHT_DECAY,
-        cfg.SOLVER.WEIGHT_DECAY_NORM,
-        cfg.SOLVER.BIAS_LR_FACTOR,
-        cfg.SOLVER.WEIGHT_DECAY_BIAS,
-    )
-    kwargs = dict(
-        lr=cfg.SOLVER.BASE_LR,
-        momentum=cfg.SOLVER.MOMENTUM,
-        nesterov=cfg.SOLVER.NESTEROV,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-    )
-    clip = cfg.SOLVER.CLIP_GRADIENTS
-    # SOLVER.OPTIMIZER -> (without clipping, with clipping); the rules accept the names listed here only
-    plain, clipping = {"SGD": (torch.optim.SGD, _ClippingSGD)}[cfg.SOLVER.OPTIMIZER]
-    if clip.ENABLED:
-        return clipping(
-            params, clip_type=clip.CLIP_TYPE, clip_value=clip.CLIP_VALUE, norm_type=clip.NORM_TYPE, **kwargs
-        )
-    return plain(params, **kwargs)
 
 
 def _with_warmup(scheduler: ParamScheduler, factor: float, length: float, method: str) -> ParamScheduler:

@@ -217,7 +217,7 @@ def test_micro_batches_average_their_gradients_exactly():
 
 
 def test_clipping_sees_the_accumulated_gradient_once_per_step(monkeypatch):
-    from detgn.solver import build as solver_build
+    from detgn.solver import optimizer as solver_build
 
     seen = []
     clip = solver_build.clip_gradients
