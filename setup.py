@@ -38,6 +38,8 @@ setup(
             "onnxscript",
             "submitit>=1.5",
             "ruff>=0.6",
+            "wandb>=0.17",  # the tracker tests run W&B offline and MLflow on a file store, without network
+            "mlflow-skinny>=2.10",
         ],
         # tools/submit.py: SLURM jobs that requeue themselves (and its local executor)
         "slurm": ["submitit>=1.5"],
@@ -48,5 +50,8 @@ setup(
         "fast-eval": ["faster-coco-eval"],
         "plot": ["matplotlib"],
         "tensorboard": ["tensorboard"],
+        # experiment trackers (engine/trackers.py): WANDB.ENABLED, MLFLOW.ENABLED
+        "wandb": ["wandb>=0.17"],
+        "mlflow": ["mlflow-skinny>=2.10"],
     },
 )

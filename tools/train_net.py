@@ -33,8 +33,15 @@ def main(args):
         describe_model(cfg, model, verbose=args.verbose)
         ck = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
         path = ck.get_checkpoint_file() if args.resume and ck.has_checkpoint() else cfg.MODEL.WEIGHTS
-        ck.load_for_inference(path, allow_partial=args.allow_partial_weights)
-        results = DefaultTrainer.test(cfg, model)
+        # the weights MODEL_EMA.EVAL names: raw, the file's EMA average, or both (the average's tasks as <task>_EMA)
+        mode = cfg.MODEL_EMA.EVAL if cfg.MODEL_EMA.ENABLED else "raw"
+        results = {}
+        for ema, suffix in [(False, ""), (True, "_EMA" if mode == "both" else "")]:
+            if (mode == "raw" and ema) or (mode == "ema" and not ema):
+                continue
+            ck.load_for_inference(path, allow_partial=args.allow_partial_weights, ema=ema)
+            for name, tasks in DefaultTrainer.test(cfg, model, task_suffix=suffix).items():
+                results.setdefault(name, {}).update(tasks)
         if cfg.TEST.AUG.ENABLED:  # both, as detectron2: the plain results and the augmented ones (task_TTA)
             tta = DefaultTrainer.test_with_TTA(cfg, model)
             for name in results:

@@ -78,9 +78,12 @@ class DetectionCheckpointer(Checkpointer):
         )
         self.last_report: Optional[Dict[str, List]] = None
         self.weights_format: Optional[str] = None  # None: recognised from the content; else one of formats.FORMATS
+        self.use_ema_weights = False  # load a detgn checkpoint's "ema" weights (MODEL_EMA) as the model's
 
     # ------------------------------------------------------------------ save
-    def save(self, name: str, **kwargs: Any) -> None:
+    def save(self, name: str, *, tag_last: bool = True, **kwargs: Any) -> None:
+        """OUTPUT_DIR/<name>.pth with the model, the checkpointables and `kwargs`; tag_last: it becomes the
+        `last_checkpoint` that --resume follows (not for model_best.pth)."""
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -91,10 +94,12 @@ class DetectionCheckpointer(Checkpointer):
             data[key] = obj.state_dict()
         data.update(kwargs)
         basename = f"{name}.pth"
+        os.makedirs(self.save_dir, exist_ok=True)
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)
         _atomic_torch_save(data, save_file)
-        self.tag_last_checkpoint(basename)
+        if tag_last:
+            self.tag_last_checkpoint(basename)
 
     def has_checkpoint(self) -> bool:
         """A last_checkpoint tag, or checkpoint files without a usable tag (get_checkpoint_file then explains)."""
@@ -118,14 +123,20 @@ class DetectionCheckpointer(Checkpointer):
             path = resolve_weights_path(path)
         return super().load(path, checkpointables)
 
-    def load_for_inference(self, path: str, allow_partial: bool = False, flag: str = "--allow-partial-weights"):
+    def load_for_inference(
+        self, path: str, allow_partial: bool = False, flag: str = "--allow-partial-weights", *, ema: bool = False
+    ):
         """Load the model's weights from `path` (no optimizer or trainer state) for inference: a file that leaves
         parameters of the model unset is refused (checkpoint/inference_weights.py), unless `allow_partial`, which
-        warns instead. Returns the load report."""
+        warns instead. ema: the file's EMA weights when it has them (engine/ema.py). Returns the load report."""
         from .inference_weights import check_inference_weights
 
         self.last_report = None
-        self.load(path, checkpointables=[])
+        self.use_ema_weights = ema
+        try:
+            self.load(path, checkpointables=[])
+        finally:
+            self.use_ema_weights = False
         report = self.last_report or {"missing": [], "shape_mismatch": [], "unused": []}
         left = check_inference_weights(report, self.model, f"MODEL.WEIGHTS {path}", allow=allow_partial, flag=flag)
         if left:
@@ -139,6 +150,12 @@ class DetectionCheckpointer(Checkpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         obj = load_any_file(filename)
+        if self.use_ema_weights and isinstance(obj, dict):
+            if isinstance(obj.get("ema"), dict):
+                self.logger.info("Weights %s: its EMA weights (MODEL_EMA.ENABLED)", filename)
+                obj = dict(obj, model=obj["ema"])
+            else:
+                self.logger.warning("Weights %s has no EMA weights; its model weights are used", filename)
         converted = convert_to_detgn(obj, self.model.state_dict(), source=filename, fmt=self.weights_format)
         self.logger.info("Weights %s: detected format '%s'", filename, converted["format"])
         return converted

@@ -69,5 +69,6 @@ def apply_config_functions(cfg, by_default: Optional[bool] = True):
 
 def load_builtin_components() -> None:
     """Import the built-in components, so that their config functions are registered."""
+    import detgn.engine  # noqa: F401  (EMA, the best checkpoint)
     import detgn.modeling  # noqa: F401
     import detgn.solver  # noqa: F401

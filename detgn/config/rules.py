@@ -615,7 +615,7 @@ def rules_table() -> str:
         "- SOLVER.IMS_PER_BATCH divisible by the number of training processes (--num-gpus x --num-machines) and, "
         "with SOLVER.IMS_PER_DEVICE > 0, by processes x IMS_PER_DEVICE"
     ]
-    for owner in dict.fromkeys(OWNERS.values()):
+    for owner in sorted(set(OWNERS.values())):  # by name: the same order whatever imported them first
         keys = [k for k in RULES if OWNERS.get(k) == owner]
         relations = [d for d, _ in RELATIONS if OWNERS.get(d) == owner]
         lines += ["", f"Registered by `{owner}`:", ""]
@@ -626,5 +626,7 @@ def rules_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":
-    print(rules_table(), end="")
+if __name__ == "__main__":  # run as a script, this file is a second module: print the package's tables
+    from detgn.config.rules import rules_table as package_rules_table
+
+    print(package_rules_table(), end="")

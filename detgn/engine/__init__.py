@@ -4,11 +4,14 @@ command line and the output directory are detgn.jobs, which imports this package
 
 from detgn.config import ConfigError
 
+from .best_checkpoint import BestCheckpointer
+from .ema import EMAHook, ModelEMA
 from .hooks import EvalHook, IterationTimer, LRScheduler, PeriodicCheckpointer, PeriodicWriter
 from .predictor import DefaultPredictor
 from .setup import default_setup, describe_model, log_data_summary, save_config, seed_all_rng
 from .step_runner import AMPStepRunner, StepRunner
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
+from .trackers import MLflowWriter, WandbWriter
 from .trainer import DefaultTrainer
 
 __all__ = [k for k in globals() if not k.startswith("_")]

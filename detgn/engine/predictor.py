@@ -8,6 +8,7 @@ from detgn.data.transforms import ResizeShortestEdge
 from detgn.modeling import build_model
 from detgn.utils.errors import ConfigValueError
 
+from .ema import uses_ema_weights
 from .precision import resolve_inference_precision
 
 __all__ = ["DefaultPredictor"]
@@ -25,14 +26,17 @@ class DefaultPredictor:
     The input is one HxWxC uint8 image in BGR order (as cv2.imread gives), converted to
     cfg.INPUT.FORMAT; the test-time resize (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST) is applied, and
     boxes and masks come back at the original height and width. bf16 autocast is used where the
-    precision policy picks bf16 for this config and device (engine/precision.py).
+    precision policy picks bf16 for this config and device (engine/precision.py). With MODEL_EMA.ENABLED the
+    checkpoint's EMA weights are loaded (engine/ema.py; the log says so).
     """
 
     def __init__(self, cfg, allow_partial_weights: bool = False):
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg).eval()
         if cfg.MODEL.WEIGHTS:  # weights that leave heads random are refused unless allow_partial_weights
-            DetectionCheckpointer(self.model).load_for_inference(cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights)
+            DetectionCheckpointer(self.model).load_for_inference(
+                cfg.MODEL.WEIGHTS, allow_partial=allow_partial_weights, ema=uses_ema_weights(cfg)
+            )
         self.aug = ResizeShortestEdge(
             cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice", cfg.INPUT.RESIZE_LIBRARY
         )

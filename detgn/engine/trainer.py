@@ -17,8 +17,11 @@ from detgn.utils.events import CommonMetricPrinter, JSONWriter, TensorboardWrite
 
 from . import hooks
 from .accumulation import VirtualRankStreams, accumulation_norm_warning, resolve_batch_layout, steps_note
+from .best_checkpoint import BestCheckpointer
+from .ema import EMAHook, ModelEMA, evaluate_weights
 from .evaluate import build_evaluator, run_test, run_test_with_tta
 from .precision import log_precision, resolve_precision
+from .trackers import build_tracker_writers
 from .resume import (
     check_every_rank_sees_the_checkpoint,
     check_resumed_model,
@@ -87,6 +90,7 @@ class DefaultTrainer(TrainerBase):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.data_seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
         self._resumed_state = None  # the checkpoint's "trainer" entry, given to the hooks and the loop in train()
+        self.ema = None  # the ModelEMA (MODEL_EMA.ENABLED), started from the loaded weights (engine/ema.py)
         self._rng_state = None
 
     def load_train_data(self):
@@ -136,16 +140,44 @@ class DefaultTrainer(TrainerBase):
                 )
             else:
                 self.logger.info("Resuming from iteration %d", self.start_iter)
+        self._start_ema(ckpt if resuming else None)
+
+    def _start_ema(self, ckpt) -> None:
+        """The average of the weights: the resumed checkpoint's, else a copy of the weights loaded now."""
+        if not self.cfg.MODEL_EMA.ENABLED:
+            return
+        self.ema = ModelEMA(self.model)
+        if ckpt is not None and ckpt.get("ema") is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        elif ckpt is not None:
+            self.logger.warning(
+                "Resuming: the checkpoint has no EMA weights (EMA was off); the average starts from its weights"
+            )
+
+    def _evaluate(self, run, tta: bool = False):
+        """run(task_suffix) on the weights MODEL_EMA.EVAL names (the raw ones without EMA); TTA once, on the average
+        when it is evaluated."""
+        mode = self.cfg.MODEL_EMA.EVAL
+        return evaluate_weights("ema" if tta and mode == "both" else mode, self.model, self.ema, run)
 
     def build_hooks(self):
         """Timer, LR schedule, evaluation, checkpoints, writers, in that order: an evaluation's
         results and the iteration's metrics row reach metrics.json before its checkpoint is saved."""
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
+        if self.ema is not None:  # after each step, before the evaluation and the checkpoint of that step
+            e = cfg.MODEL_EMA
+            ret.insert(1, EMAHook(self.ema, self.model, decay=e.DECAY, warmup_iters=e.WARMUP_ITERS))
         if self.has_evaluation():
-            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self.test(cfg, self.model)))
+            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self._evaluate(self._test)))
             if cfg.TEST.AUG.ENABLED:  # after the last iteration only, as detectron2's train_net
-                ret.append(hooks.EvalHook(0, lambda: self.test_with_TTA(cfg, self.model)))
+                ret.append(
+                    hooks.EvalHook(0, lambda: self._evaluate(lambda _: self.test_with_TTA(cfg, self.model), True))
+                )
+        if cfg.TEST.BEST_CHECKPOINT.METRIC:  # after the evaluations, so that it reads their results
+            b = cfg.TEST.BEST_CHECKPOINT
+            extra = (lambda: {"ema": self.ema.state_dict()}) if self.ema is not None else None
+            ret.append(BestCheckpointer(self.checkpointer, b.METRIC, b.MODE, extra_state=extra))
         writers = self.build_writers() if comm.is_main_process() else []
         json_writers = [w for w in writers if w.before_checkpoint]
         ret.append(
@@ -154,7 +186,7 @@ class DefaultTrainer(TrainerBase):
                 cfg.SOLVER.CHECKPOINT_PERIOD,
                 self.max_iter,
                 cfg.SOLVER.MAX_TO_KEEP,
-                extra_state=lambda: {"data_seed": self.data_seed, "trainer": self.state_dict()},
+                extra_state=self._checkpoint_state,
                 before_save=lambda: [w.write() for w in json_writers],
             )
         )
@@ -162,8 +194,21 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.PeriodicWriter(writers, period=cfg.LOG_PERIOD))
         return ret
 
+    def _test(self, task_suffix: str):
+        if not task_suffix:  # detectron2's signature, which subclasses override: test(cls, cfg, model, evaluators=None)
+            return self.test(self.cfg, self.model)
+        return self.test(self.cfg, self.model, task_suffix=task_suffix)
+
+    def _checkpoint_state(self) -> dict:
+        """What a checkpoint holds besides the model, optimizer and scheduler (the EMA weights as "ema")."""
+        state = {"data_seed": self.data_seed, "trainer": self.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
+
     def build_writers(self) -> list:
-        """The EventWriters of the main process (utils/events.py): the console line, metrics.json and TensorBoard.
+        """The EventWriters of the main process (utils/events.py): the console line, metrics.json, TensorBoard and the
+        trackers the config enables (engine/trackers.py).
         Override to add or replace a backend:
 
             class MyTrainer(DefaultTrainer):
@@ -177,7 +222,7 @@ class DefaultTrainer(TrainerBase):
             ),
             JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter),
             TensorboardWriter(self.cfg.OUTPUT_DIR),
-        ]
+        ] + build_tracker_writers(self.cfg, self.start_iter)  # W&B, MLflow: WANDB.ENABLED, MLFLOW.ENABLED
 
     def build_train_loader(self):
         return build_detection_train_loader(
@@ -220,6 +265,8 @@ class DefaultTrainer(TrainerBase):
         before; returns the last evaluation's results (None without evaluation). Runs once."""
         if self.runner is not None:
             raise RuntimeError("DefaultTrainer.train() runs once; build a new DefaultTrainer to train again")
+        if self.cfg.MODEL_EMA.ENABLED and self.ema is None:  # train() without resume_or_load()
+            self._start_ema(None)
         self.runner = self.build_step_runner(self._wrap(self.model), self.build_train_loader())
         # the hooks registered before train() run after the timer, LR and evaluation hooks and before the
         # checkpointer, so that each checkpoint holds their state after the same iteration as the model's

@@ -7,6 +7,7 @@ environment already says where this process belongs (torchrun: RANK, WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT), nothing is spawned: the process group is joined via env://.
 """
 
+import gc
 import logging
 import os
 import signal
@@ -119,6 +120,10 @@ def _run_in_group(main_func, args):
             raise comm.peer_loss_error(e) from None
         raise
     finally:
+        # what main_func left behind (a DDP model, its reducer and comm hooks) goes before the group it uses: torn
+        # down after it, at interpreter exit, it has aborted a process ("terminate called without an active
+        # exception", SIGABRT)
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -126,6 +126,17 @@ class EventWriter:
         pass
 
 
+def rows_since(storage, last_iter: int) -> Dict[int, Dict[str, float]]:
+    """{iteration: {name: value}} of the scalars the storage holds for iterations after `last_iter`."""
+    by_iter = defaultdict(dict)
+    for name, hist in storage.histories().items():
+        for value, it in reversed(hist):
+            if it <= last_iter:
+                break
+            by_iter[it][name] = value
+    return dict(by_iter)
+
+
 class JSONWriter(EventWriter):
     """Appends one JSON line per iteration that has scalars: {"iteration": i, name: value, ...}.
 
@@ -152,13 +163,7 @@ class JSONWriter(EventWriter):
         self._handle = open(json_file, "a")
 
     def write(self) -> None:
-        storage = get_event_storage()
-        by_iter = defaultdict(dict)
-        for name, hist in storage.histories().items():
-            for value, it in reversed(hist):
-                if it <= self._last_write:
-                    break
-                by_iter[it][name] = value
+        by_iter = rows_since(get_event_storage(), self._last_write)
         for it in sorted(by_iter):
             row = {"iteration": it, **{k: _json_number(v) for k, v in sorted(by_iter[it].items())}}
             self._handle.write(json.dumps(row, allow_nan=False) + "\n")

@@ -369,6 +369,7 @@ def _count_all_reduces(out_path):
         )
         trainer.train(0, 3)
         counts[str(k)] = [len(calls), model.module.forwards]
+        del trainer, model  # the DDP reducer and its comm hook go before the process group (launch destroys it)
     if comm.is_main_process():
         with open(out_path, "w") as f:
             json.dump(counts, f)

@@ -36,3 +36,20 @@ SMALL_MODEL = TINY_MODEL + [
     "MODEL.RPN.POST_NMS_TOPK_TRAIN",
     "64",
 ]
+
+
+def small_train_cfg(out, max_iter: int, *opts):
+    """The quick-start data with SMALL_MODEL at 96-160 pixels, fp32, no workers, no evaluation, a checkpoint after every
+    iteration: `max_iter` iterations into `out`, then `opts` (KEY VALUE pairs)."""
+    from detgn.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(QUICK)
+    cfg.merge_from_list(
+        SMALL_MODEL
+        + ["OUTPUT_DIR", str(out), "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter)]
+        + ["SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.STEPS", "(10,)", "SOLVER.WARMUP_ITERS", "1"]
+        + ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0"]
+        + ["SOLVER.AMP.ENABLED", "False", *opts]
+    )
+    return cfg

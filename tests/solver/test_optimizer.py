@@ -13,7 +13,7 @@ from detgn.config.rules import check_config
 from detgn.engine import DefaultTrainer, seed_all_rng
 from detgn.modeling import build_model
 from detgn.solver import build_optimizer, describe_param_groups, get_default_optimizer_params
-from tests.engine.util import QUICK, SMALL_MODEL
+from tests.engine.util import QUICK, small_train_cfg
 from tests.util import TINY_MODEL
 
 
@@ -88,16 +88,7 @@ def test_the_new_keys_are_refused_when_read(opts, message):
 
 
 def _train_cfg(out, max_iter, *opts):
-    cfg = get_cfg()
-    cfg.merge_from_file(QUICK)
-    cfg.merge_from_list(
-        SMALL_MODEL
-        + ["OUTPUT_DIR", str(out), "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter)]
-        + ["SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.STEPS", "(10,)", "SOLVER.WARMUP_ITERS", "1"]
-        + ["INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "160", "DATALOADER.NUM_WORKERS", "0"]
-        + ["SOLVER.AMP.ENABLED", "False", "SOLVER.BASE_LR", "0.0005", *opts]
-    )
-    return cfg
+    return small_train_cfg(out, max_iter, "SOLVER.BASE_LR", "0.0005", *opts)
 
 
 def _train(cfg, resume=False):
