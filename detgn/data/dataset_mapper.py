@@ -33,13 +33,17 @@ class DatasetMapper:
         use_instance_mask: bool = False,
         instance_mask_format: str = "polygon",
         sem_seg_ignore_value: int = 255,
+        recompute_boxes: bool = False,
     ):
+        """recompute_boxes: after the augmentations, each box is its mask's tight box (detectron2's, for crops and
+        large-scale jitter, where a cut mask's old box would overhang what is left of the object)."""
         self.is_train = is_train
         self.augmentations = list(augmentations)
         self.image_format = image_format
         self.use_instance_mask = use_instance_mask
         self.instance_mask_format = instance_mask_format
         self.sem_seg_ignore_value = sem_seg_ignore_value
+        self.recompute_boxes = bool(recompute_boxes) and use_instance_mask
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -50,6 +54,7 @@ class DatasetMapper:
             use_instance_mask=cfg.MODEL.MASK_ON,
             instance_mask_format=cfg.INPUT.MASK_FORMAT,
             sem_seg_ignore_value=cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            recompute_boxes=cfg.MODEL.MASK_ON and (cfg.INPUT.CROP.ENABLED or cfg.INPUT.LSJ.ENABLED),
         )
 
     def __call__(self, dataset_dict: Dict, rng: Optional[np.random.RandomState] = None) -> Dict:
@@ -85,6 +90,8 @@ class DatasetMapper:
             for a in annos:
                 a.pop("segmentation", None)
         instances = utils.annotations_to_instances(annos, image_shape, mask_format=self.instance_mask_format)
+        if self.recompute_boxes and instances.has("gt_masks"):
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         dataset_dict["instances"] = instances[instances.gt_boxes.nonempty()]
         return dataset_dict
 

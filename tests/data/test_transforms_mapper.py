@@ -187,3 +187,27 @@ def test_resize_library_pil_is_pillows_bilinear_everywhere_from_the_config():
     assert np.array_equal(out, np.asarray(Image.fromarray(img).resize((60, 45), Image.BILINEAR)))
     with pytest.raises(UserInputError, match="INPUT.RESIZE_LIBRARY"):
         check_exportable(cfg, "torchscript")
+
+
+@pytest.mark.parametrize("mask_format", ["polygon", "bitmask"])
+def test_crops_and_lsj_recompute_each_box_from_its_cut_mask(tmp_path, mask_format):
+    """detectron2's recompute_boxes: after a crop the box is the tight box of what is left of the mask, not the
+    clipped original box (which overhangs where the crop cut the object)."""
+    json_file, image_root = make_shapes_dataset(str(tmp_path), num_images=4, seed=5)
+    dicts = load_coco_json(json_file, image_root)
+    mapper = _mapper(True, mask_format, **{"INPUT.LSJ.ENABLED": "True", "INPUT.LSJ.IMAGE_SIZE": "48"})
+    assert mapper.recompute_boxes and not _mapper(True, mask_format).recompute_boxes
+    assert _mapper(True, mask_format, **{"INPUT.CROP.ENABLED": "True"}).recompute_boxes
+    plain = _mapper(True, mask_format, **{"INPUT.LSJ.ENABLED": "True", "INPUT.LSJ.IMAGE_SIZE": "48"})
+    plain.recompute_boxes = False
+    checked, overhanging = 0, 0
+    for seed in range(8):
+        inst = mapper(dicts[seed % 4], np.random.RandomState(seed))["instances"]
+        before = plain(dicts[seed % 4], np.random.RandomState(seed))["instances"]
+        if len(inst) == 0:
+            continue
+        assert torch.equal(inst.gt_boxes.tensor, inst.gt_masks.get_bounding_boxes().tensor)
+        checked += len(inst)
+        if len(before) == len(inst):
+            overhanging += int((before.gt_boxes.area() > inst.gt_boxes.area() + 1).sum())
+    assert checked > 0 and overhanging > 0  # some crops cut an object: its old box was larger than what is left

@@ -4,6 +4,7 @@ Shapes: N images, L levels, A anchors per location, Hi x Wi level sizes,
 Ri = Hi * Wi * A anchors of level i, G ground-truth boxes of an image.
 """
 
+from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -40,18 +41,28 @@ def build_rpn_head(cfg, input_shape):
 
 @RPN_HEAD_REGISTRY.register()
 class StandardRPNHead(nn.Module):
-    """Shared 3x3 conv (+ReLU) then sibling 1x1 convs for objectness (A) and deltas (4A)."""
+    """Shared 3x3 conv(s) (+ReLU each) then sibling 1x1 convs for objectness (A) and deltas (4A).
+
+    conv_dims (MODEL.RPN.CONV_DIMS): the output channels of each shared conv, -1 meaning the input's. One entry is
+    detectron2's classic head (`conv`); several stack that many convs (-1: the previous conv's channels) (`conv.conv0`, `conv.conv1`, ..., detectron2's
+    names: its new baselines use [-1, -1])."""
 
     @configurable
     def __init__(self, *, in_channels: int, num_anchors: int, box_dim: int = 4, conv_dims: List[int] = (-1,)):
         super().__init__()
-        if len(conv_dims) != 1:
-            raise ConfigValueError("detgn's StandardRPNHead supports one shared conv (MODEL.RPN.CONV_DIMS of length 1)")
-        out = in_channels if conv_dims[0] == -1 else conv_dims[0]
-        self.conv = nn.Conv2d(in_channels, out, kernel_size=3, stride=1, padding=1)
+        widths = []  # -1: the previous conv's channels (the input's for the first), as detectron2
+        for d in conv_dims:
+            widths.append((widths[-1] if widths else in_channels) if d == -1 else d)
+        if not widths or any(w <= 0 for w in widths):
+            raise ConfigValueError(f"MODEL.RPN.CONV_DIMS {list(conv_dims)}: each entry is -1 or a channel count >= 1")
+        convs = [nn.Conv2d(c_in, c_out, 3, padding=1) for c_in, c_out in zip([in_channels] + widths[:-1], widths)]
+        self.conv = (
+            convs[0] if len(convs) == 1 else nn.Sequential(OrderedDict((f"conv{k}", c) for k, c in enumerate(convs)))
+        )
+        out = widths[-1]
         self.objectness_logits = nn.Conv2d(out, num_anchors, kernel_size=1)
         self.anchor_deltas = nn.Conv2d(out, num_anchors * box_dim, kernel_size=1)
-        for layer in (self.conv, self.objectness_logits, self.anchor_deltas):
+        for layer in convs + [self.objectness_logits, self.anchor_deltas]:
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.constant_(layer.bias, 0)
 
@@ -73,8 +84,11 @@ class StandardRPNHead(nn.Module):
 
     def forward(self, features: List[torch.Tensor]):
         logits, deltas = [], []
+        convs = list(self.conv) if isinstance(self.conv, nn.Sequential) else [self.conv]
         for x in features:
-            t = F.relu_(self.conv(x))
+            t = x
+            for conv in convs:
+                t = F.relu_(conv(t))
             logits.append(self.objectness_logits(t))
             deltas.append(self.anchor_deltas(t))
         return logits, deltas
