@@ -63,6 +63,13 @@ def main(argv=None):
     mapper = DatasetMapper(cfg, True)
     if args.source == "annotation":
         mapper.augmentations = []
+    elif cfg.INPUT.COPY_PASTE.ENABLED:  # the samples training sees: another image's instances pasted on each
+        from detgn.data import CopyPasteMapper
+
+        c = cfg.INPUT.COPY_PASTE
+        mapper = CopyPasteMapper(
+            mapper, dicts, prob=c.PROB, max_objects=c.MAX_OBJECTS, min_visible_area=c.MIN_VISIBLE_AREA
+        )
     chosen = list(dicts[: args.num])
     paths = [os.path.join(args.output, f"{os.path.splitext(os.path.basename(d['file_name']))[0]}.png") for d in chosen]
     existing = [p for p in paths if os.path.exists(p)]

@@ -20,6 +20,7 @@ from detgn.utils.errors import ConfigValueError
 
 from .catalog import DatasetCatalog
 from .errors import DatasetFormatError
+from .copy_paste import CopyPasteMapper
 from .dataset_mapper import DatasetMapper
 from .detection_utils import ImageReadError, SizeMismatchError
 from .record_store import RecordList
@@ -176,6 +177,11 @@ def build_detection_train_loader(
         dataset = get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     if mapper is None:
         mapper = DatasetMapper(cfg, True)
+        cp = cfg.INPUT.COPY_PASTE
+        if cp.ENABLED:  # instances of another training image pasted on each (data/copy_paste.py)
+            mapper = CopyPasteMapper(
+                mapper, dataset, prob=cp.PROB, max_objects=cp.MAX_OBJECTS, min_visible_area=cp.MIN_VISIBLE_AREA
+            )
     if seed is None:
         seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     name = cfg.DATALOADER.SAMPLER_TRAIN
