@@ -50,6 +50,10 @@ ARGS = [
     "0.02",
     "INPUT.MIN_SIZE_TRAIN",
     "(112, 128)",
+    "MODEL_EMA.ENABLED",  # the average of the weights travels with every run below (DDP, micro-batches, resumes)
+    "True",
+    "MODEL_EMA.DECAY",
+    "0.5",
 ] + SMALL_MODEL
 # 2x2 vs 4x1 after 3 steps (benchmarks/accumulation_equivalence.py, CPU-AMX-2; docs/benchmarks.md): ||a - b|| over
 # ||update|| (all weights) 2.9e-6 with the native kernels, 7.1e-4 under AVX2 dispatch, where the last bits of step
@@ -73,8 +77,8 @@ def _wait(*procs, status=0):
         assert p.returncode == status, err[-3000:]
 
 
-def _weights(out, name="model_final.pth"):
-    return torch.load(os.path.join(out, name), weights_only=True)["model"]
+def _weights(out, name="model_final.pth", key="model"):
+    return torch.load(os.path.join(out, name), weights_only=True)[key]
 
 
 def _rows(out):
@@ -149,6 +153,10 @@ def test_accumulation_equals_more_processes(tmp_path):
             k: v for k, v in rb.items() if k.startswith("roi_head")
         }
     assert sum((one[k] != init[k]).any().item() for k in init) > 60  # it trained
+    # the EMA of the weights too: 2 processes (DDP) and 1 process x 2 micro-batches keep the same average
+    ema_one, ema_two = _weights(tmp_path / "1x2", key="ema"), _weights(tmp_path / "machine0", key="ema")
+    assert all(torch.equal(ema_one[k], ema_two[k]) for k in ema_two)
+    assert not all(torch.equal(ema_two[k], two[k]) for k in two)
     # only global rank 0 wrote files and evaluated, once, on both machines' images
     assert not (tmp_path / "machine1").exists() or not any(
         f.endswith(".pth") for f in os.listdir(tmp_path / "machine1")
@@ -179,9 +187,13 @@ def test_accumulation_equals_more_processes(tmp_path):
     _wait(e, f)
     back = _weights(resumed)
     assert all(torch.equal(back[k], two[k]) for k in two), [k for k in two if not torch.equal(back[k], two[k])][:5]
+    back_ema = _weights(resumed, key="ema")
+    assert all(torch.equal(back_ema[k], ema_two[k]) for k in ema_two)
     saved = torch.load(tmp_path / "preempted" / "model_0000000.pth", weights_only=True)
     assert saved["iteration"] == 0 and not torch.equal(
         saved["model"]["roi_heads.box_predictor.cls_score.weight"], init["roi_heads.box_predictor.cls_score.weight"]
     )
     after = _weights(tmp_path / "preempted")
     assert all(torch.equal(after[k], one[k]) for k in one)
+    after_ema = _weights(tmp_path / "preempted", key="ema")
+    assert all(torch.equal(after_ema[k], ema_one[k]) for k in ema_one)
